@@ -1,0 +1,78 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Abstractions;
+
+/// <summary>
+/// A merge method. It sees one tensor at a time (never files), writes the merged values into
+/// <see cref="MergeTensorRequest.Output"/> in place, and honours the per-model <see cref="MergeTensorRequest.Weights"/>,
+/// which is what lets a decorator steer any strategy.
+/// </summary>
+public interface IMergeStrategy : IPluginComponent
+{
+    /// <summary>What inputs the strategy accepts.</summary>
+    StrategyTraits Traits { get; }
+
+    /// <summary>
+    /// Merges one tensor. Inputs are float32 (or the compute dtype the host chose) on the compute device;
+    /// the strategy must not keep references to them after returning, and must not modify them.
+    /// </summary>
+    void Merge(MergeTensorRequest request);
+}
+
+/// <summary>Input requirements of a strategy.</summary>
+/// <param name="RequiresBaseModel">True for task-vector methods (they merge deltas from the base).</param>
+/// <param name="MinModels">Fewest models besides the base.</param>
+/// <param name="MaxModels">Most models besides the base (null: no limit).</param>
+/// <param name="UsesRandomness">True when the result depends on <see cref="MergeTensorRequest.Seed"/>.</param>
+public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, int? MaxModels = null, bool UsesRandomness = false);
+
+/// <summary>One tensor's merge: inputs, weights, parameters, and the buffer to write the result into.</summary>
+public sealed record MergeTensorRequest
+{
+    /// <summary>The tensor's name in the Hugging Face layout (for example <c>model.layers.3.mlp.up_proj.weight</c>).</summary>
+    public required string TensorName { get; init; }
+
+    /// <summary>The tensor's layer group (<see cref="LayerGroups.Of"/>).</summary>
+    public required string LayerGroup { get; init; }
+
+    /// <summary>The base model's tensor, or null when the merge has no base model.</summary>
+    public Tensor? Base { get; init; }
+
+    /// <summary>The input models' tensors (experts; the base is not among them), all of the same shape.</summary>
+    public required IReadOnlyList<Tensor> Models { get; init; }
+
+    /// <summary>The names of the input models, in the order of <see cref="Models"/>.</summary>
+    public required IReadOnlyList<string> ModelNames { get; init; }
+
+    /// <summary>One weight per model for this tensor: the configured weight times any decorator coefficient.</summary>
+    public required IReadOnlyList<double> Weights { get; init; }
+
+    /// <summary>The strategy's parameters for this tensor (defaults applied, layer schedules evaluated).</summary>
+    public required ResolvedParameters Parameters { get; init; }
+
+    /// <summary>Where the result goes: same shape as the inputs, preallocated; write it in place.</summary>
+    public required Tensor Output { get; init; }
+
+    /// <summary>Temporary tensors of the same shape, pooled by the host; returned when the merge of this tensor ends.</summary>
+    public required ITensorScratch Scratch { get; init; }
+
+    /// <summary>A seed for this tensor, derived from the run's seed and the tensor name (stable across runs and thread counts).</summary>
+    public long Seed { get; init; }
+
+    /// <summary>The tensor's index in the output and the number of tensors (for depth-dependent behaviour).</summary>
+    public int LayerIndex { get; init; } = -1;
+
+    /// <summary>Number of transformer blocks in the model (0 when unknown).</summary>
+    public int LayerCount { get; init; }
+}
+
+/// <summary>Pooled temporary tensors with the shape of the tensor being merged.</summary>
+public interface ITensorScratch
+{
+    /// <summary>A tensor of the request's shape and the given dtype, contents undefined.</summary>
+    Tensor Rent(ScalarType dtype = ScalarType.Float32);
+
+    /// <summary>A tensor of the given shape and dtype, contents undefined.</summary>
+    Tensor Rent(long[] shape, ScalarType dtype = ScalarType.Float32);
+}

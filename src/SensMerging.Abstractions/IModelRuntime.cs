@@ -1,0 +1,63 @@
+using static TorchSharp.torch;
+
+namespace SensMerging.Abstractions;
+
+/// <summary>Loads causal language models in the Hugging Face layout for scoring and evaluation.</summary>
+public interface IModelRuntime
+{
+    /// <summary>Loads the model in <paramref name="modelPath"/> (config.json, safetensors, tokenizer).</summary>
+    ICausalLanguageModel Load(string modelPath, ModelLoadOptions options, CancellationToken cancellationToken);
+}
+
+/// <summary>How to load a model.</summary>
+/// <param name="Device">cpu or cuda.</param>
+/// <param name="Dtype">Compute dtype; FP32 by default (sensitivities are computed in FP32).</param>
+/// <param name="RequiresGrad">True when gradients will be taken with respect to the weights.</param>
+public sealed record ModelLoadOptions(string Device = "cpu", ScalarType Dtype = ScalarType.Float32, bool RequiresGrad = false);
+
+/// <summary>A loaded decoder-only language model. Owns native memory: dispose it.</summary>
+public interface ICausalLanguageModel : IDisposable
+{
+    string ModelPath { get; }
+
+    int VocabularySize { get; }
+
+    int LayerCount { get; }
+
+    /// <summary>Turns text into token ids and a mask of the tokens whose next-token loss counts.</summary>
+    ITextTokenizer Tokenizer { get; }
+
+    /// <summary>The weights by Hugging Face name (tied weights appear once, under the embedding's name).</summary>
+    IReadOnlyList<(string Name, Tensor Weight)> NamedWeights { get; }
+
+    /// <summary>Logits <c>[batch, sequence, vocabulary]</c> for token ids <c>[batch, sequence]</c> (int64).</summary>
+    Tensor Forward(Tensor inputIds);
+
+    /// <summary>Mean next-token cross-entropy of <paramref name="sample"/> over its loss-mask tokens, as a scalar tensor (with autograd graph when gradients are on).</summary>
+    Tensor Loss(TokenizedSample sample);
+
+    /// <summary>Clears the gradients of all weights.</summary>
+    void ZeroGradients();
+}
+
+/// <summary>A tokenizer as scorers need it.</summary>
+public interface ITextTokenizer
+{
+    /// <summary>Token ids of a sample (with BOS where the model uses one), truncated to <paramref name="maxLength"/> tokens.</summary>
+    TokenizedSample Encode(TextSample sample, int maxLength);
+
+    /// <summary>Ids of plain text, without special tokens.</summary>
+    IReadOnlyList<int> EncodeText(string text);
+
+    /// <summary>Text of token ids, special tokens skipped.</summary>
+    string Decode(IEnumerable<int> ids);
+
+    /// <summary>End-of-sequence token id, or -1.</summary>
+    int EosTokenId { get; }
+}
+
+/// <summary>Token ids and which positions' next-token predictions count (LossMask[t] scores predicting Ids[t+1]).</summary>
+public sealed record TokenizedSample(long[] Ids, bool[] LossMask)
+{
+    public int Length => Ids.Length;
+}

@@ -1,0 +1,21 @@
+namespace SensMerging.Abstractions;
+
+/// <summary>
+/// The version of the plugin contract this assembly defines. A plugin declares the contract version it was
+/// built for in its manifest, and its reference to this assembly carries the same major.minor as assembly
+/// version; the host accepts a plugin when the major versions are equal and the plugin's minor is not newer.
+/// </summary>
+public static class PluginContract
+{
+    /// <summary>Breaking changes bump the major version.</summary>
+    public const int Major = 1;
+
+    /// <summary>Additive changes bump the minor version.</summary>
+    public const int Minor = 0;
+
+    /// <summary>The contract version as written in manifests, "major.minor".</summary>
+    public const string Version = "1.0";
+
+    /// <summary>The manifest every plugin folder carries beside its main assembly.</summary>
+    public const string ManifestFileName = "plugin.json";
+}
