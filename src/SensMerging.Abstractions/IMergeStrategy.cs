@@ -25,7 +25,12 @@ public interface IMergeStrategy : IPluginComponent
 /// <param name="MinModels">Fewest models besides the base.</param>
 /// <param name="MaxModels">Most models besides the base (null: no limit).</param>
 /// <param name="UsesRandomness">True when the result depends on <see cref="MergeTensorRequest.Seed"/>.</param>
-public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, int? MaxModels = null, bool UsesRandomness = false);
+/// <param name="Elementwise">
+/// True when each output element depends only on the same element of the inputs (and the parameters), so the host
+/// may hand the strategy a large tensor in row blocks to bound memory. False for methods that look at the whole
+/// tensor (magnitude top-k, cosine similarity): they always get whole tensors.
+/// </param>
+public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, int? MaxModels = null, bool UsesRandomness = false, bool Elementwise = false);
 
 /// <summary>One tensor's merge: inputs, weights, parameters, and the buffer to write the result into.</summary>
 public sealed record MergeTensorRequest
@@ -57,7 +62,10 @@ public sealed record MergeTensorRequest
     /// <summary>Temporary tensors of the same shape, pooled by the host; returned when the merge of this tensor ends.</summary>
     public required ITensorScratch Scratch { get; init; }
 
-    /// <summary>A seed for this tensor, derived from the run's seed and the tensor name (stable across runs and thread counts).</summary>
+    /// <summary>
+    /// A seed for this tensor (or row block), derived from the run's seed, the tensor name and the block index, so results
+    /// do not depend on thread count or scheduling. Use <c>Seed + modelIndex</c> for per-model streams.
+    /// </summary>
     public long Seed { get; init; }
 
     /// <summary>The tensor's index in the output and the number of tensors (for depth-dependent behaviour).</summary>
