@@ -1,3 +1,3 @@
-using TorchSharp;
-var t = torch.ones(3, 3);
-Console.WriteLine((t * 2).sum().item<float>());
+using SensMerging.Host.Cli;
+
+return await CliApp.Create().Parse(args).InvokeAsync();

@@ -1,0 +1,86 @@
+using System.CommandLine;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace SensMerging.Host.Cli;
+
+/// <summary>The <c>sensmerge</c> command line: global options, the command tree, and how a command runs in the host.</summary>
+public static class CliApp
+{
+    public static readonly Option<string?> PluginsOption = new("--plugins") { Description = "plugins.json to load (default: ./plugins.json, else beside the executable)", Recursive = true };
+    public static readonly Option<string?> RegistryOption = new("--registry") { Description = "Merge registry file (default: registry/merges.db)", Recursive = true };
+    public static readonly Option<string[]> SetOption = new("--set") { Description = "Configuration override KEY=VALUE (e.g. SensMerge:Device=cuda)", Recursive = true, AllowMultipleArgumentsPerToken = false };
+    public static readonly Option<bool> VerboseOption = new("--verbose", "-v") { Description = "Debug logging", Recursive = true };
+
+    public static RootCommand Create()
+    {
+        var root = new RootCommand("sensmerge: merge fine-tuned LLMs with pluggable strategies and Sens-Merging, with provenance.")
+        {
+            PluginsOption, RegistryOption, SetOption, VerboseOption,
+        };
+        root.Add(PluginsCommand.Create());
+        return root;
+    }
+
+    /// <summary>Runs a command body inside a started Generic Host; maps failures to one clear line and an exit code.</summary>
+    public static async Task<int> RunInHostAsync(ParseResult parse, Func<IServiceProvider, CancellationToken, Task<int>> body, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        ArgumentNullException.ThrowIfNull(body);
+        try
+        {
+            using var host = HostComposition.Build(Settings(parse), parse.GetValue(VerboseOption));
+            await host.StartAsync(cancellationToken);
+            try
+            {
+                return await body(host.Services, cancellationToken);
+            }
+            finally
+            {
+                await host.StopAsync(CancellationToken.None);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            await Console.Error.WriteLineAsync("sensmerge: cancelled");
+            return 130;
+        }
+        catch (OptionsValidationException ex)
+        {
+            await Console.Error.WriteLineAsync($"sensmerge: invalid settings: {string.Join("; ", ex.Failures)}");
+            return 2;
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            await Console.Error.WriteLineAsync($"sensmerge: error: {ex.Message}");
+            if (parse.GetValue(VerboseOption))
+            {
+                await Console.Error.WriteLineAsync(ex.ToString());
+            }
+            return 1;
+        }
+    }
+
+    private static Dictionary<string, string?> Settings(ParseResult parse)
+    {
+        var settings = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        foreach (var pair in parse.GetValue(SetOption) ?? [])
+        {
+            var eq = pair.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0)
+            {
+                throw new ArgumentException($"--set expects KEY=VALUE, got '{pair}'");
+            }
+            settings[pair[..eq]] = pair[(eq + 1)..];
+        }
+        if (parse.GetValue(PluginsOption) is { } plugins)
+        {
+            settings[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.PluginsFile)}"] = Path.GetFullPath(plugins);
+        }
+        if (parse.GetValue(RegistryOption) is { } registry)
+        {
+            settings[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] = Path.GetFullPath(registry);
+        }
+        return settings;
+    }
+}

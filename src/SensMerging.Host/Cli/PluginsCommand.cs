@@ -1,0 +1,102 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.Extensions.DependencyInjection;
+using SensMerging.Abstractions;
+using SensMerging.Host.Plugins;
+using Spectre.Console;
+
+namespace SensMerging.Host.Cli;
+
+/// <summary><c>sensmerge plugins list [--json]</c>.</summary>
+public static class PluginsCommand
+{
+    public static Command Create()
+    {
+        var json = new Option<bool>("--json") { Description = "Print JSON (documented in docs/plugins.md)" };
+        var list = new Command("list", "Every plugin: id, kind, version, contract, source, status and reason, and its parameters") { json };
+        list.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, (services, _) =>
+        {
+            var catalog = services.GetRequiredService<PluginCatalog>();
+            if (parse.GetValue(json))
+            {
+                Console.Out.WriteLine(JsonSerializer.Serialize(ToJson(catalog), JsonOutput.Options));
+            }
+            else
+            {
+                WriteTable(catalog);
+            }
+            return Task.FromResult(0);
+        }, ct));
+        return new Command("plugins", "Inspect the plugins the host discovers") { list };
+    }
+
+    internal static PluginListJson ToJson(PluginCatalog catalog) => new(
+        catalog.SourceFile,
+        PluginContract.Version,
+        catalog.Plugins.Select(p => new PluginJson(
+            p.Id,
+            p.Components.Select(c => c.Kind.ToString().ToLowerInvariant()).Distinct().ToList(),
+            p.Version,
+            p.ContractVersion,
+            p.Description,
+            p.Source,
+            p.Status.ToString(),
+            p.Reason,
+            p.AssemblySha256,
+            p.Components.Select(c => new ComponentJson(
+                c.Kind.ToString().ToLowerInvariant(),
+                c.Name,
+                c.Instance.Description,
+                c.Instance.Parameters.Select(s => new ParameterJson(
+                    s.Name, s.Kind.ToString().ToLowerInvariant(), s.Default, s.Scope == ParameterScope.PerModel ? "per-model" : "global",
+                    s.Minimum, s.Maximum, s.AllowedValues.Count > 0 ? s.AllowedValues : null, s.Description)).ToList())).ToList())).ToList());
+
+    private static void WriteTable(PluginCatalog catalog)
+    {
+        var table = new Table().Border(TableBorder.Rounded);
+        foreach (var header in new[] { "Id", "Kind", "Version", "Contract", "Status", "Source", "Reason" })
+        {
+            table.AddColumn(header);
+        }
+        foreach (var p in catalog.Plugins)
+        {
+            var kinds = string.Join(",", p.Components.Select(c => c.Kind.ToString().ToLowerInvariant()).Distinct());
+            var status = p.Status == PluginStatus.Loaded ? "[green]Loaded[/]" : $"[yellow]{p.Status}[/]";
+            table.AddRow(Markup.Escape(p.Id), kinds, Markup.Escape(p.Version ?? "-"), Markup.Escape(p.ContractVersion ?? "-"), status, Markup.Escape(p.Source), Markup.Escape(p.Reason ?? ""));
+        }
+        AnsiConsole.Write(table);
+        foreach (var (component, plugin) in new[] { ComponentKind.Strategy, ComponentKind.Scorer, ComponentKind.Decorator }.SelectMany(catalog.Components))
+        {
+            AnsiConsole.MarkupLine($"[bold]{component.Kind.ToString().ToLowerInvariant()} {Markup.Escape(component.Name)}[/] ({Markup.Escape(plugin.Id)} {Markup.Escape(plugin.Version ?? "")}): {Markup.Escape(component.Instance.Description)}");
+            foreach (var s in component.Instance.Parameters)
+            {
+                var range = s.Minimum is not null || s.Maximum is not null ? $" [[{s.Minimum?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? ""}..{s.Maximum?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? ""}]]" : "";
+                var choices = s.AllowedValues.Count > 0 ? $" one of {string.Join("|", s.AllowedValues)}" : "";
+                AnsiConsole.MarkupLine($"    {Markup.Escape(s.Name)}: {s.Kind.ToString().ToLowerInvariant()}, {(s.Scope == ParameterScope.PerModel ? "per-model" : "global")}, default {Markup.Escape(s.Default?.ToString() ?? "(required)")}{range}{Markup.Escape(choices)} - {Markup.Escape(s.Description)}");
+            }
+        }
+    }
+}
+
+internal sealed record PluginListJson(string? PluginsFile, string HostContractVersion, IReadOnlyList<PluginJson> Plugins);
+
+internal sealed record PluginJson(
+    string Id, IReadOnlyList<string> Kinds, string? Version, string? ContractVersion, string? Description, string Source,
+    string Status, string? Reason, string? AssemblySha256, IReadOnlyList<ComponentJson> Components);
+
+internal sealed record ComponentJson(string Kind, string Name, string Description, IReadOnlyList<ParameterJson> Parameters);
+
+internal sealed record ParameterJson(
+    string Name, string Type, object? Default, string Scope, double? Minimum, double? Maximum, IReadOnlyList<string>? AllowedValues, string Description);
+
+/// <summary>The one JSON style of every <c>--json</c> output: camelCase, indented, enums as strings, nulls omitted.</summary>
+public static class JsonOutput
+{
+    public static JsonSerializerOptions Options { get; } = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter() },
+    };
+}

@@ -1,0 +1,42 @@
+using SensMerging.Abstractions;
+
+namespace SensMerging.Host.Plugins;
+
+/// <summary>What the host knows of one plugin, loaded or not.</summary>
+public sealed record PluginDescriptor
+{
+    public required string Id { get; init; }
+
+    public string? Version { get; init; }
+
+    public string? ContractVersion { get; init; }
+
+    public string? Description { get; init; }
+
+    /// <summary>The folder or assembly the plugin was found at.</summary>
+    public required string Source { get; init; }
+
+    public required PluginStatus Status { get; init; }
+
+    /// <summary>Why the plugin is not loaded (null when loaded).</summary>
+    public string? Reason { get; init; }
+
+    /// <summary>sha256 of the main assembly, for provenance.</summary>
+    public string? AssemblySha256 { get; init; }
+
+    public IReadOnlyList<PluginComponent> Components { get; init; } = [];
+}
+
+/// <summary>The kinds of component a plugin can register.</summary>
+public enum ComponentKind
+{
+    Strategy,
+    Scorer,
+    Decorator,
+}
+
+/// <summary>A component a loaded plugin registered.</summary>
+public sealed record PluginComponent(ComponentKind Kind, IPluginComponent Instance)
+{
+    public string Name => Instance.Name;
+}

@@ -1,0 +1,132 @@
+using System.Text.Json;
+using SensMerging.Abstractions;
+
+namespace SensMerging.Host.Tests.Plugins;
+
+/// <summary>
+/// A plugin author's workflow end to end: pack the contract, build a plugin project outside the solution that references
+/// only that package from a local folder feed, drop the output into a plugins folder, and have the unchanged host run it.
+/// </summary>
+public sealed class ExternalPluginTests : IDisposable
+{
+    private readonly string _root = TestPaths.NewTempDir("external");
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    [Fact]
+    public async Task Plugin_built_outside_the_solution_from_the_packed_contract_is_discovered_and_runs()
+    {
+        var feed = Path.Combine(_root, "feed");
+        // A unique package version, so a stale copy in the NuGet cache can never stand in for this build's contract.
+        var packageVersion = $"{PluginContract.Version}.0-test{DateTime.UtcNow:yyyyMMddHHmmssfff}";
+        await Run("dotnet", "pack", Path.Combine(TestPaths.RepoRoot, "src", "SensMerging.Abstractions"), "-o", feed,
+            $"-p:PackageVersion={packageVersion}", "-p:IncludeSymbols=false", "--nologo");
+        Assert.Single(Directory.GetFiles(feed, "SensMerging.Abstractions.*.nupkg"));
+
+        var project = Path.Combine(_root, "AcmeStrategy");
+        Directory.CreateDirectory(project);
+        File.WriteAllText(Path.Combine(_root, "nuget.config"), $"""
+            <?xml version="1.0" encoding="utf-8"?>
+            <configuration>
+              <packageSources>
+                <add key="local-contract" value="{feed}" />
+              </packageSources>
+            </configuration>
+            """);
+        // Isolate from the repository's Directory.Build.* and central package management.
+        File.WriteAllText(Path.Combine(_root, "Directory.Build.props"), "<Project />");
+        File.WriteAllText(Path.Combine(_root, "Directory.Build.targets"), "<Project />");
+        File.WriteAllText(Path.Combine(_root, "Directory.Packages.props"), "<Project />");
+        File.WriteAllText(Path.Combine(project, "AcmeStrategy.csproj"), $"""
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup>
+                <TargetFramework>net10.0</TargetFramework>
+                <Nullable>enable</Nullable>
+                <ImplicitUsings>enable</ImplicitUsings>
+                <SensMergingPluginId>acme-negate</SensMergingPluginId>
+                <SensMergingPluginDescription>Third-party test strategy</SensMergingPluginDescription>
+                <Version>2.4.1</Version>
+              </PropertyGroup>
+              <ItemGroup>
+                <PackageReference Include="SensMerging.Abstractions" Version="{packageVersion}" />
+              </ItemGroup>
+            </Project>
+            """);
+        File.WriteAllText(Path.Combine(project, "AcmeStrategy.cs"), """
+            using Microsoft.Extensions.DependencyInjection;
+            using SensMerging.Abstractions;
+            using static TorchSharp.torch;
+
+            namespace Acme;
+
+            public sealed class AcmePlugin : IPluginConfigurator
+            {
+                public void ConfigureServices(IServiceCollection services, PluginContext context) =>
+                    services.AddSingleton<IMergeStrategy, NegatedMean>();
+            }
+
+            public sealed class NegatedMean : IMergeStrategy
+            {
+                public string Name => "acme_negated_mean";
+                public string Description => "Minus the weighted mean (a third-party test strategy).";
+                public IReadOnlyList<ParameterSpec> Parameters { get; } = [ParameterSpec.Float("weight", 1.0, ParameterScope.PerModel, "weight")];
+                public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, Elementwise: true);
+                public void Merge(MergeTensorRequest request)
+                {
+                    request.Output.zero_();
+                    double total = 0;
+                    for (var i = 0; i < request.Models.Count; i++)
+                    {
+                        request.Output.add_(request.Models[i], alpha: request.Weights[i]);
+                        total += request.Weights[i];
+                    }
+                    request.Output.div_(-total);
+                }
+            }
+            """);
+        var output = Path.Combine(_root, "build-out");
+        await Run("dotnet", "build", project, "-c", "Release", "-o", output, "--nologo");
+        var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, PluginContract.ManifestFileName))).RootElement;
+        Assert.Equal("acme-negate", manifest.GetProperty("id").GetString());
+        Assert.Equal("2.4.1", manifest.GetProperty("version").GetString());
+        Assert.False(File.Exists(Path.Combine(output, "SensMerging.Abstractions.dll")), "the contract must not be copied into a plugin");
+        Assert.False(File.Exists(Path.Combine(output, "TorchSharp.dll")), "TorchSharp must not be copied into a plugin");
+
+        // Drop it into a plugins folder the host searches; the host itself is unchanged.
+        var hostDir = Path.Combine(_root, "host");
+        TestPaths.CopyDirectory(output, Path.Combine(hostDir, "plugins.d", "acme"));
+        var pluginsFile = Path.Combine(hostDir, "plugins.json");
+        File.WriteAllText(pluginsFile, """{ "searchPaths": ["plugins.d"] }""");
+
+        var (exit, stdout, stderr) = await Processes.SensMergeAsync("plugins", "list", "--json", "--plugins", pluginsFile);
+        Assert.True(exit == 0, stderr);
+        var plugin = JsonDocument.Parse(stdout).RootElement.GetProperty("plugins")[0];
+        Assert.Equal("Loaded", plugin.GetProperty("status").GetString());
+        Assert.Equal("acme_negated_mean", plugin.GetProperty("components")[0].GetProperty("name").GetString());
+
+        // And it runs: load it through the host's loader and merge real tensors with it.
+        var catalog = SensMerging.Host.Plugins.PluginCatalog.Load(pluginsFile, new SensMerging.Host.Plugins.PluginLoader(Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var strategy = catalog.GetStrategy("acme_negated_mean");
+        using var a = TorchSharp.torch.tensor(new float[] { 1, 2 });
+        using var b = TorchSharp.torch.tensor(new float[] { 3, 6 });
+        using var result = TorchSharp.torch.empty(2);
+        strategy.Merge(new MergeTensorRequest
+        {
+            TensorName = "lm_head.weight",
+            LayerGroup = LayerGroups.LmHead,
+            Models = [a, b],
+            ModelNames = ["a", "b"],
+            Weights = [1, 3],
+            Parameters = ResolvedParameters.Empty,
+            Output = result,
+            Scratch = null!,
+        });
+        Assert.Equal(new float[] { -2.5f, -5f }, result.data<float>().ToArray()); // -(1*a + 3*b) / 4
+    }
+
+    private async Task Run(string file, params string[] args)
+    {
+        var (exit, stdout, stderr) = await Processes.RunAsync(file, args, _root, new Dictionary<string, string> { ["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1" });
+        Assert.True(exit == 0, $"{file} {string.Join(' ', args)} failed ({exit}):\n{stdout}\n{stderr}");
+    }
+}
