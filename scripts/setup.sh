@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian/Ubuntu machine: checks the .NET SDK, installs the two native build tools the TorchSharp
+# libstdc++ shim needs when the system libstdc++ predates GCC 13 (patchelf, g++), and restores/builds the solution.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  echo "setup: the .NET SDK 10 is required (https://dot.net); 'dotnet' is not on PATH" >&2
+  exit 1
+fi
+
+need=()
+command -v patchelf >/dev/null 2>&1 || need+=(patchelf)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${need[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: please install ${need[*]} (e.g. sudo apt-get install -y ${need[*]})" >&2
+    exit 1
+  fi
+fi
+
+dotnet build SensMerging.Host.sln -c Release --nologo -v quiet -clp:ErrorsOnly
