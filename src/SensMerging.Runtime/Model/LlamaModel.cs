@@ -1,0 +1,341 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using SensMerging.Abstractions;
+using SensMerging.Runtime.SafeTensors;
+using SensMerging.Runtime.Tokenization;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SensMerging.Runtime.Model;
+
+/// <summary>
+/// A Llama/Mistral decoder on TorchSharp with Hugging Face weight names. Forward passes run in a dispose scope, so a
+/// call's activations are freed when its result (and, for <see cref="Loss"/>, the autograd graph) is disposed.
+/// </summary>
+public sealed class LlamaModel : ICausalLanguageModel
+{
+    private readonly IReadOnlyList<(string Name, Tensor Weight)> _namedWeights;
+    private bool _disposed;
+
+    private LlamaModel(string modelPath, LlamaConfig config, TextTokenizerBase tokenizer, LlamaNetwork network, Device device, ScalarType dtype, bool requiresGrad)
+    {
+        ModelPath = modelPath;
+        Config = config;
+        TextTokenizer = tokenizer;
+        Network = network;
+        Device = device;
+        Dtype = dtype;
+        RequiresGrad = requiresGrad;
+        _namedWeights = network.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList();
+    }
+
+    public string ModelPath { get; }
+
+    public LlamaConfig Config { get; }
+
+    /// <summary>The TorchSharp module (for optimizers: <c>Network.parameters()</c>; forward gives logits with autograd).</summary>
+    public LlamaNetwork Network { get; }
+
+    public Device Device { get; }
+
+    public ScalarType Dtype { get; }
+
+    public bool RequiresGrad { get; }
+
+    public int VocabularySize => Config.VocabSize;
+
+    public int LayerCount => Config.NumHiddenLayers;
+
+    public ITextTokenizer Tokenizer => TextTokenizer;
+
+    /// <summary>The tokenizer with its BOS/PAD ids and vocabulary size.</summary>
+    public TextTokenizerBase TextTokenizer { get; }
+
+    public IReadOnlyList<(string Name, Tensor Weight)> NamedWeights => _namedWeights;
+
+    /// <summary>The trainable parameters, in Hugging Face order (tied weight once).</summary>
+    public IEnumerable<Parameter> Parameters => Network.parameters();
+
+    /// <summary>Loads config.json, the safetensors weights and the tokenizer of <paramref name="modelPath"/>.</summary>
+    public static LlamaModel Load(string modelPath, ModelLoadOptions options, CancellationToken cancellationToken, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(modelPath);
+        ArgumentNullException.ThrowIfNull(options);
+        logger ??= NullLogger.Instance;
+        if (!Directory.Exists(modelPath))
+        {
+            throw new DirectoryNotFoundException($"Model folder not found: {modelPath}");
+        }
+        var config = LlamaConfig.Load(Path.Combine(modelPath, "config.json"));
+        var tokenizer = TokenizerLoader.Load(modelPath, config);
+        var device = ResolveDevice(options.Device);
+        var dtype = CheckDtype(options.Dtype);
+        var model = new LlamaModel(modelPath, config, tokenizer, new LlamaNetwork(config, dtype, device, options.RequiresGrad), device, dtype, options.RequiresGrad);
+        try
+        {
+            using var checkpoint = SafeTensorsCheckpoint.Open(modelPath, cancellationToken);
+            model.LoadWeights(checkpoint, cancellationToken, logger);
+            if (config.SlidingWindow is { } window)
+            {
+                logger.LogInformation("Mistral sliding_window {Window} is applied to sequences longer than it; shorter sequences use full causal attention.", window);
+            }
+            logger.LogInformation("Loaded {Model}: {Layers} layers, hidden {Hidden}, vocab {Vocab}, {Dtype} on {Device}.", modelPath, config.NumHiddenLayers, config.HiddenSize, config.VocabSize, dtype, device);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A freshly initialised model (Hugging Face init: linear and embedding weights ~ N(0, 0.02), biases 0, norms 1),
+    /// deterministic for <paramref name="seed"/> on any device.
+    /// </summary>
+    public static LlamaModel CreateRandom(LlamaConfig config, TextTokenizerBase tokenizer, long seed, ModelLoadOptions? options = null, string modelPath = "")
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        config.Validate();
+        if (tokenizer.VocabularySize > config.VocabSize)
+        {
+            throw new ArgumentException($"The tokenizer has {tokenizer.VocabularySize} ids but vocab_size is {config.VocabSize}.", nameof(tokenizer));
+        }
+        options ??= new ModelLoadOptions(RequiresGrad: true);
+        var device = ResolveDevice(options.Device);
+        var dtype = CheckDtype(options.Dtype);
+        var model = new LlamaModel(modelPath, config, tokenizer, new LlamaNetwork(config, dtype, device, options.RequiresGrad), device, dtype, options.RequiresGrad);
+        using var generator = new Generator(unchecked((ulong)seed), new Device(DeviceType.CPU));
+        using var noGrad = no_grad();
+        foreach (var (name, weight) in model._namedWeights)
+        {
+            using var scope = NewDisposeScope();
+            if (name.EndsWith("norm.weight", StringComparison.Ordinal))
+            {
+                weight.fill_(1.0);
+            }
+            else if (name.EndsWith(".bias", StringComparison.Ordinal))
+            {
+                weight.zero_();
+            }
+            else
+            {
+                weight.copy_(normal(0.0, 0.02, weight.shape, ScalarType.Float32, generator: generator));
+            }
+        }
+        return model;
+    }
+
+    /// <summary>Logits <c>[B,T,V]</c> in eval mode without autograd, on the model's device.</summary>
+    public Tensor Forward(Tensor inputIds)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var ids = PrepareIds(inputIds);
+        return Network.forward(ids).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Mean next-token cross-entropy over the sample's loss-mask positions (autograd graph when <see cref="RequiresGrad"/>).</summary>
+    public Tensor Loss(TokenizedSample sample)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        return LossBatch([sample]);
+    }
+
+    /// <summary>
+    /// Mean next-token cross-entropy over every loss-mask position of a right-padded batch (the trainer's loss).
+    /// Throws when no sample has a loss position.
+    /// </summary>
+    public Tensor LossBatch(IReadOnlyList<TokenizedSample> samples)
+    {
+        ArgumentNullException.ThrowIfNull(samples);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (samples.Count == 0)
+        {
+            throw new ArgumentException("The batch is empty.", nameof(samples));
+        }
+        var length = samples.Max(s => s.Length);
+        var ids = new long[samples.Count * length];
+        var positions = new List<long>();
+        var targets = new List<long>();
+        for (var b = 0; b < samples.Count; b++)
+        {
+            var sample = samples[b];
+            if (sample.LossMask.Length != sample.Ids.Length)
+            {
+                throw new ArgumentException($"Sample {b} has {sample.Ids.Length} ids but {sample.LossMask.Length} loss-mask entries.", nameof(samples));
+            }
+            Array.Fill(ids, TextTokenizer.PadTokenId, b * length, length);
+            for (var t = 0; t < sample.Length; t++)
+            {
+                var id = sample.Ids[t];
+                if (id < 0 || id >= Config.VocabSize)
+                {
+                    throw new ArgumentException($"Sample {b} token {t} has id {id}, outside the vocabulary of {Config.VocabSize}.", nameof(samples));
+                }
+                ids[(b * length) + t] = id;
+                if (t + 1 < sample.Length && sample.LossMask[t])
+                {
+                    positions.Add((b * length) + t);
+                    targets.Add(sample.Ids[t + 1]);
+                }
+            }
+        }
+        if (positions.Count == 0)
+        {
+            throw new ArgumentException("No loss positions: every sample's loss mask is empty (is the prompt longer than max_length?).", nameof(samples));
+        }
+        using var scope = NewDisposeScope();
+        using var grad = set_grad_enabled(RequiresGrad);
+        var input = tensor(ids, [samples.Count, length], ScalarType.Int64, Device);
+        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
+        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
+        var logits = Network.Head(selected);
+        var loss = nn.functional.cross_entropy(logits, tensor(targets.ToArray(), ScalarType.Int64, Device));
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    public void ZeroGradients()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        foreach (var parameter in Network.parameters())
+        {
+            using var gradient = parameter.grad;
+            gradient?.zero_();
+        }
+    }
+
+    /// <summary>Greedy decoding: appends up to <paramref name="maxNewTokens"/> argmax tokens, stopping after EOS (not returned).</summary>
+    public IReadOnlyList<int> GenerateGreedy(IReadOnlyList<long> promptIds, int maxNewTokens, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (promptIds.Count == 0)
+        {
+            throw new ArgumentException("The prompt has no tokens.", nameof(promptIds));
+        }
+        var sequence = new List<long>(promptIds);
+        var produced = new List<int>();
+        using var noGrad = no_grad();
+        for (var step = 0; step < maxNewTokens; step++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var input = tensor(sequence.ToArray(), [1, sequence.Count], ScalarType.Int64, Device);
+            var hidden = Network.Hidden(input);
+            var last = hidden.select(1, sequence.Count - 1);
+            var next = (int)Network.Head(last).argmax(-1).cpu().item<long>();
+            if (next == TextTokenizer.EosTokenId)
+            {
+                break;
+            }
+            produced.Add(next);
+            sequence.Add(next);
+        }
+        return produced;
+    }
+
+    /// <summary>
+    /// Writes <c>model.safetensors</c> (FP32, Hugging Face names, tied weight once) and <c>config.json</c> into
+    /// <paramref name="directory"/>; also the tokenizer files when the tokenizer is a <see cref="WordLevelTokenizer"/>.
+    /// </summary>
+    public void Save(string directory, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Directory.CreateDirectory(directory);
+        using (var scope = NewDisposeScope())
+        using (no_grad())
+        {
+            var tensors = _namedWeights.Select(w => (w.Name, w.Weight.detach().to(ScalarType.Float32, CPU))).ToList();
+            SafeTensorsWriter.Write(Path.Combine(directory, SafeTensorsCheckpoint.SingleFileName), tensors, cancellationToken);
+        }
+        var config = Config with
+        {
+            BosTokenId = TextTokenizer.BosTokenId >= 0 ? TextTokenizer.BosTokenId : Config.BosTokenId,
+            EosTokenId = TextTokenizer.EosTokenId >= 0 ? TextTokenizer.EosTokenId : Config.EosTokenId,
+            PadTokenId = TextTokenizer.PadTokenId,
+        };
+        config.Save(directory);
+        if (TextTokenizer is WordLevelTokenizer wordLevel)
+        {
+            wordLevel.Save(directory);
+        }
+    }
+
+    /// <inheritdoc cref="Save(string, CancellationToken)"/>
+    public Task SaveAsync(string directory, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Save(directory, cancellationToken), cancellationToken);
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+        _disposed = true;
+        Network.Dispose();
+    }
+
+    internal static Device ResolveDevice(string device)
+    {
+        var name = string.IsNullOrWhiteSpace(device) ? "cpu" : device.Trim().ToLowerInvariant();
+        if (name == "auto")
+        {
+            return cuda.is_available() ? CUDA : CPU;
+        }
+        if (name.StartsWith("cuda", StringComparison.Ordinal) && !cuda.is_available())
+        {
+            throw new InvalidOperationException($"Device '{device}' was requested but CUDA is not available in this TorchSharp build or machine.");
+        }
+        if (name != "cpu" && !name.StartsWith("cuda", StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"Unknown device '{device}': use cpu, cuda, cuda:N or auto.", nameof(device));
+        }
+        return new Device(name);
+    }
+
+    private static ScalarType CheckDtype(ScalarType dtype) => dtype is ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16
+        ? dtype
+        : throw new ArgumentException($"Compute dtype {dtype} is not a floating-point type.", nameof(dtype));
+
+    private Tensor PrepareIds(Tensor inputIds)
+    {
+        if (inputIds.dim() != 2)
+        {
+            throw new ArgumentException($"Token ids must be [batch, sequence], got {inputIds.dim()} dimensions.", nameof(inputIds));
+        }
+        return inputIds.to(ScalarType.Int64, Device);
+    }
+
+    private void LoadWeights(SafeTensorsCheckpoint checkpoint, CancellationToken cancellationToken, ILogger logger)
+    {
+        using var noGrad = no_grad();
+        var expected = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, weight) in _namedWeights)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            expected.Add(name);
+            if (!checkpoint.Contains(name))
+            {
+                throw new InvalidDataException($"{ModelPath}: weight '{name}' is missing from the safetensors files.");
+            }
+            var shape = checkpoint.ShapeOf(name);
+            if (!shape.SequenceEqual(weight.shape))
+            {
+                throw new InvalidDataException($"{ModelPath}: weight '{name}' has shape [{string.Join(", ", shape)}] but config.json implies [{string.Join(", ", weight.shape)}].");
+            }
+            using var stored = checkpoint.Read(name, cancellationToken);
+            weight.copy_(stored);
+        }
+        var ignored = checkpoint.Names.Where(n => !expected.Contains(n)).ToList();
+        if (ignored.Count > 0)
+        {
+            logger.LogInformation("Ignored {Count} tensors the architecture does not use (for example {Example}).", ignored.Count, ignored[0]);
+        }
+    }
+}

@@ -1,0 +1,345 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SensMerging.Runtime.Model;
+
+/// <summary>A bias-free (optionally biased) linear map <c>y = x W^T (+ b)</c>, weight <c>[out, in]</c> as in Hugging Face.</summary>
+internal sealed class LinearMap : nn.Module
+{
+    public LinearMap(string name, long inFeatures, long outFeatures, bool bias, ScalarType dtype, Device device, bool requiresGrad)
+        : base(name)
+    {
+        Weight = new Parameter(zeros(outFeatures, inFeatures, dtype, device), requiresGrad);
+        register_parameter("weight", Weight);
+        if (bias)
+        {
+            Bias = new Parameter(zeros(outFeatures, dtype, device), requiresGrad);
+            register_parameter("bias", Bias);
+        }
+    }
+
+    public Parameter Weight { get; }
+
+    public Parameter? Bias { get; }
+
+    public Tensor Apply(Tensor input) => nn.functional.linear(input, Weight, Bias);
+}
+
+/// <summary>Root-mean-square layer norm: <c>x / sqrt(mean(x^2) + eps) * weight</c>.</summary>
+internal sealed class RmsNorm : nn.Module
+{
+    private readonly double _eps;
+
+    public RmsNorm(string name, long size, double eps, ScalarType dtype, Device device, bool requiresGrad)
+        : base(name)
+    {
+        _eps = eps;
+        Weight = new Parameter(ones(size, dtype, device), requiresGrad);
+        register_parameter("weight", Weight);
+    }
+
+    public Parameter Weight { get; }
+
+    public Tensor Apply(Tensor input)
+    {
+        var variance = input.pow(2).mean([-1L], keepdim: true);
+        return input * rsqrt(variance + _eps) * Weight;
+    }
+}
+
+/// <summary>Grouped-query self-attention with rotary position embeddings (Hugging Face rotate_half convention).</summary>
+internal sealed class LlamaAttention : nn.Module
+{
+    private readonly long _heads;
+    private readonly long _kvHeads;
+    private readonly long _headDim;
+
+    public LlamaAttention(LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
+        : base("self_attn")
+    {
+        _heads = config.NumAttentionHeads;
+        _kvHeads = config.NumKeyValueHeads;
+        _headDim = config.HeadDim;
+        var bias = config.AttentionBias;
+        QProj = new LinearMap("q_proj", config.HiddenSize, _heads * _headDim, bias, dtype, device, requiresGrad);
+        KProj = new LinearMap("k_proj", config.HiddenSize, _kvHeads * _headDim, bias, dtype, device, requiresGrad);
+        VProj = new LinearMap("v_proj", config.HiddenSize, _kvHeads * _headDim, bias, dtype, device, requiresGrad);
+        OProj = new LinearMap("o_proj", _heads * _headDim, config.HiddenSize, bias, dtype, device, requiresGrad);
+        register_module("q_proj", QProj);
+        register_module("k_proj", KProj);
+        register_module("v_proj", VProj);
+        register_module("o_proj", OProj);
+    }
+
+    public LinearMap QProj { get; }
+
+    public LinearMap KProj { get; }
+
+    public LinearMap VProj { get; }
+
+    public LinearMap OProj { get; }
+
+    /// <summary>Use libtorch's scaled_dot_product_attention (default) instead of explicit softmax(QK^T/sqrt(d))V.</summary>
+    internal static bool UseFusedAttention { get; set; } = true;
+
+    /// <summary>
+    /// <paramref name="hidden"/> [B,T,H]; <paramref name="cos"/>/<paramref name="sin"/> [T,d]; <paramref name="blocked"/>
+    /// [T,T] true where attention is not allowed; <paramref name="causalOnly"/> when that mask is plain causal.
+    /// </summary>
+    public Tensor Apply(Tensor hidden, Tensor cos, Tensor sin, Tensor blocked, bool causalOnly)
+    {
+        var batch = hidden.shape[0];
+        var length = hidden.shape[1];
+        var q = QProj.Apply(hidden).view(batch, length, _heads, _headDim).transpose(1, 2);
+        var k = KProj.Apply(hidden).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+        var v = VProj.Apply(hidden).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+        q = q * cos + RotateHalf(q) * sin;
+        k = k * cos + RotateHalf(k) * sin;
+        var repeat = _heads / _kvHeads;
+        if (repeat > 1)
+        {
+            // Query head h reads key/value head h / repeat (Hugging Face repeat_kv).
+            k = k.unsqueeze(2).expand(batch, _kvHeads, repeat, length, _headDim).reshape(batch, _heads, length, _headDim);
+            v = v.unsqueeze(2).expand(batch, _kvHeads, repeat, length, _headDim).reshape(batch, _heads, length, _headDim);
+        }
+        Tensor context;
+        if (UseFusedAttention)
+        {
+            context = causalOnly
+                ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
+                : nn.functional.scaled_dot_product_attention(q, k, v, blocked.logical_not());
+        }
+        else
+        {
+            var scores = matmul(q, k.transpose(-2, -1)) * (1.0 / Math.Sqrt(_headDim));
+            scores = scores.masked_fill(blocked, double.NegativeInfinity);
+            context = matmul(nn.functional.softmax(scores, -1), v);
+        }
+        var attended = context.transpose(1, 2).reshape(batch, length, _heads * _headDim);
+        return OProj.Apply(attended);
+    }
+
+    private Tensor RotateHalf(Tensor x)
+    {
+        var half = _headDim / 2;
+        var first = x.narrow(-1, 0, half);
+        var second = x.narrow(-1, half, half);
+        return cat([second.neg(), first], -1);
+    }
+}
+
+/// <summary>SwiGLU feed-forward: <c>down(silu(gate(x)) * up(x))</c>.</summary>
+internal sealed class LlamaMlp : nn.Module
+{
+    public LlamaMlp(LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
+        : base("mlp")
+    {
+        GateProj = new LinearMap("gate_proj", config.HiddenSize, config.IntermediateSize, false, dtype, device, requiresGrad);
+        UpProj = new LinearMap("up_proj", config.HiddenSize, config.IntermediateSize, false, dtype, device, requiresGrad);
+        DownProj = new LinearMap("down_proj", config.IntermediateSize, config.HiddenSize, false, dtype, device, requiresGrad);
+        register_module("gate_proj", GateProj);
+        register_module("up_proj", UpProj);
+        register_module("down_proj", DownProj);
+    }
+
+    public LinearMap GateProj { get; }
+
+    public LinearMap UpProj { get; }
+
+    public LinearMap DownProj { get; }
+
+    public Tensor Apply(Tensor hidden) =>
+        DownProj.Apply(nn.functional.silu(GateProj.Apply(hidden)) * UpProj.Apply(hidden));
+}
+
+/// <summary>One pre-norm transformer block.</summary>
+internal sealed class LlamaDecoderLayer : nn.Module
+{
+    public LlamaDecoderLayer(int index, LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
+        : base("layer" + index.ToString(System.Globalization.CultureInfo.InvariantCulture))
+    {
+        SelfAttention = new LlamaAttention(config, dtype, device, requiresGrad);
+        Mlp = new LlamaMlp(config, dtype, device, requiresGrad);
+        InputLayerNorm = new RmsNorm("input_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad);
+        PostAttentionLayerNorm = new RmsNorm("post_attention_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad);
+        register_module("self_attn", SelfAttention);
+        register_module("mlp", Mlp);
+        register_module("input_layernorm", InputLayerNorm);
+        register_module("post_attention_layernorm", PostAttentionLayerNorm);
+    }
+
+    public LlamaAttention SelfAttention { get; }
+
+    public LlamaMlp Mlp { get; }
+
+    public RmsNorm InputLayerNorm { get; }
+
+    public RmsNorm PostAttentionLayerNorm { get; }
+
+    public Tensor Apply(Tensor hidden, Tensor cos, Tensor sin, Tensor blocked, bool causalOnly)
+    {
+        var attended = hidden + SelfAttention.Apply(InputLayerNorm.Apply(hidden), cos, sin, blocked, causalOnly);
+        return attended + Mlp.Apply(PostAttentionLayerNorm.Apply(attended));
+    }
+}
+
+/// <summary>Token embedding table <c>[vocab, hidden]</c>.</summary>
+internal sealed class TokenEmbedding : nn.Module
+{
+    public TokenEmbedding(long vocab, long hidden, ScalarType dtype, Device device, bool requiresGrad)
+        : base("embed_tokens")
+    {
+        Weight = new Parameter(zeros(vocab, hidden, dtype, device), requiresGrad);
+        register_parameter("weight", Weight);
+    }
+
+    public Parameter Weight { get; }
+
+    public Tensor Apply(Tensor ids)
+    {
+        var shape = ids.shape;
+        return Weight.index_select(0, ids.reshape(-1)).reshape(shape[0], shape[1], Weight.shape[1]);
+    }
+}
+
+/// <summary>The decoder stack (Hugging Face <c>model.*</c>): embeddings, blocks, final norm.</summary>
+internal sealed class LlamaBackbone : nn.Module
+{
+    public LlamaBackbone(LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
+        : base("model")
+    {
+        EmbedTokens = new TokenEmbedding(config.VocabSize, config.HiddenSize, dtype, device, requiresGrad);
+        Layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers)
+            .Select(i => new LlamaDecoderLayer(i, config, dtype, device, requiresGrad)).ToArray());
+        Norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad);
+        register_module("embed_tokens", EmbedTokens);
+        register_module("layers", Layers);
+        register_module("norm", Norm);
+    }
+
+    public TokenEmbedding EmbedTokens { get; }
+
+    public ModuleList<LlamaDecoderLayer> Layers { get; }
+
+    public RmsNorm Norm { get; }
+}
+
+/// <summary>
+/// The whole causal LM as a TorchSharp module; parameter names are the Hugging Face names
+/// (<c>model.embed_tokens.weight</c>, <c>model.layers.N.self_attn.q_proj.weight</c>, ..., <c>lm_head.weight</c>).
+/// <c>forward</c> maps token ids <c>[B,T]</c> (int64) to logits <c>[B,T,V]</c> with autograd.
+/// </summary>
+public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
+{
+    private readonly LlamaBackbone _backbone;
+    private readonly LinearMap? _lmHead;
+    private readonly double[] _inverseFrequencies;
+    private Tensor? _cos;
+    private Tensor? _sin;
+    private Tensor? _blocked;
+    private long _tableLength;
+
+    internal LlamaNetwork(LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
+        : base("LlamaForCausalLM")
+    {
+        Config = config;
+        _backbone = new LlamaBackbone(config, dtype, device, requiresGrad);
+        register_module("model", _backbone);
+        if (!config.TieWordEmbeddings)
+        {
+            _lmHead = new LinearMap("lm_head", config.HiddenSize, config.VocabSize, false, dtype, device, requiresGrad);
+            register_module("lm_head", _lmHead);
+        }
+        var d = config.HeadDim;
+        _inverseFrequencies = new double[d / 2];
+        for (var i = 0; i < d / 2; i++)
+        {
+            _inverseFrequencies[i] = 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / d);
+        }
+    }
+
+    public LlamaConfig Config { get; }
+
+    /// <summary>The output projection's weight: lm_head, or the embedding table when tied.</summary>
+    internal Tensor HeadWeight => _lmHead?.Weight ?? _backbone.EmbedTokens.Weight;
+
+    /// <summary>Logits <c>[B,T,V]</c> (autograd follows the global grad mode).</summary>
+    public override Tensor forward(Tensor input) => Head(Hidden(input));
+
+    /// <summary>Final-norm hidden states <c>[B,T,H]</c>.</summary>
+    public Tensor Hidden(Tensor ids)
+    {
+        var length = ids.shape[1];
+        var weight = _backbone.EmbedTokens.Weight;
+        EnsureTables(length, weight.dtype, weight.device);
+        var cos = _cos!.narrow(0, 0, length);
+        var sin = _sin!.narrow(0, 0, length);
+        var blocked = _blocked!.narrow(0, 0, length).narrow(1, 0, length);
+        var causalOnly = Config.SlidingWindow is not { } window || window >= length;
+        var hidden = _backbone.EmbedTokens.Apply(ids);
+        foreach (var layer in _backbone.Layers)
+        {
+            hidden = layer.Apply(hidden, cos, sin, blocked, causalOnly);
+        }
+        return _backbone.Norm.Apply(hidden);
+    }
+
+    /// <summary>Logits of hidden states (any leading shape, last dim H).</summary>
+    public Tensor Head(Tensor hidden) => nn.functional.linear(hidden, HeadWeight);
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            DisposeTables();
+        }
+        base.Dispose(disposing);
+    }
+
+    /// <summary>
+    /// Keeps the rotary cos/sin tables <c>[L,d]</c> and the blocked-attention mask <c>[L,L]</c> for the longest
+    /// sequence seen so far (outside any dispose scope), so each forward pass only takes views of them.
+    /// </summary>
+    private void EnsureTables(long length, ScalarType dtype, Device device)
+    {
+        if (_cos is not null && _tableLength >= length && _cos.dtype == dtype && _cos.device == device)
+        {
+            return;
+        }
+        DisposeTables();
+        var size = Math.Max(length, 64);
+        var half = _inverseFrequencies.Length;
+        var angles = new double[size * half * 2];
+        for (var t = 0; t < size; t++)
+        {
+            for (var i = 0; i < half; i++)
+            {
+                var angle = t * _inverseFrequencies[i];
+                angles[(t * half * 2) + i] = angle;
+                angles[(t * half * 2) + half + i] = angle;
+            }
+        }
+        using var scope = NewDisposeScope();
+        var table = tensor(angles, [size, half * 2], ScalarType.Float64);
+        _cos = table.cos().to(dtype, device).DetachFromDisposeScope();
+        _sin = table.sin().to(dtype, device).DetachFromDisposeScope();
+        var blocked = ones(size, size, ScalarType.Bool).triu(1);
+        if (Config.SlidingWindow is { } window && window < size)
+        {
+            // Mistral: position i sees j only when i - j < window.
+            blocked = blocked.logical_or(ones(size, size, ScalarType.Bool).tril(-window));
+        }
+        _blocked = blocked.to(device).DetachFromDisposeScope();
+        _tableLength = size;
+    }
+
+    private void DisposeTables()
+    {
+        _cos?.Dispose();
+        _sin?.Dispose();
+        _blocked?.Dispose();
+        _cos = _sin = _blocked = null;
+        _tableLength = 0;
+    }
+}
