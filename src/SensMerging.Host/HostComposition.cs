@@ -3,7 +3,13 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using SensMerging.Core.Config;
+using SensMerging.Core.Engine;
+using SensMerging.Host.Merging;
 using SensMerging.Host.Plugins;
+using SensMerging.Hub.Client;
+using SensMerging.Registry;
+using SensMerging.Runtime;
 
 namespace SensMerging.Host;
 
@@ -46,6 +52,16 @@ public static class HostComposition
             var logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger<PluginCatalog>();
             return PluginCatalog.Load(SensMergeOptions.Locate(options.PluginsFile), sp.GetRequiredService<PluginLoader>(), logger);
         });
+        builder.Services.AddHubClient();
+        builder.Services.AddSingleton<IModelReferenceResolver, HostModelResolver>();
+        builder.Services.AddMergeRegistry(o =>
+        {
+            var path = builder.Configuration[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] ?? new SensMergeOptions().RegistryPath;
+            o.Path = Path.GetFullPath(path);
+        });
+        builder.Services.AddLlamaRuntime();
+        builder.Services.AddSingleton<MergeEngine>();
+        builder.Services.AddSingleton<MergePipeline>();
         return builder.Build();
     }
 }

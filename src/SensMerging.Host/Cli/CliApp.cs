@@ -19,6 +19,10 @@ public static class CliApp
             PluginsOption, RegistryOption, SetOption, VerboseOption,
         };
         root.Add(PluginsCommand.Create());
+        root.Add(MergeCommand.Create());
+        root.Add(ScoresCommand.Create());
+        root.Add(RegistryCommand.Create());
+        root.Add(HubCommand.Create());
         return root;
     }
 

@@ -1,0 +1,229 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using SensMerging.Hub.Server;
+using SensMerging.Registry;
+
+namespace SensMerging.Host.Tests.Merging;
+
+/// <summary>
+/// <c>sensmerge merge</c> end to end, as a user runs it: a real process, real plugins from artifacts/plugins, model
+/// folders on disk (or pulled from the project's Hub server on loopback), a real LiteDB registry file.
+/// </summary>
+public sealed class MergeCommandTests : IDisposable
+{
+    private readonly string _root = TestPaths.NewTempDir("merge");
+    private readonly string _registry;
+    private readonly string _plugins = Path.Combine(TestPaths.RepoRoot, "plugins.json");
+
+    public MergeCommandTests() => _registry = Path.Combine(_root, "registry", "merges.db");
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private (string Base, string A, string B) MakeModels(string parent, long[]? scaleShape = null)
+    {
+        var baseDir = Path.Combine(parent, "base");
+        var weights = TinyModels.Write(baseDir, 1, scaleShape: scaleShape);
+        var a = Path.Combine(parent, "expert-a");
+        var b = Path.Combine(parent, "expert-b");
+        TinyModels.Write(a, 2, weights, scaleShape: scaleShape);
+        TinyModels.Write(b, 3, weights, scaleShape: scaleShape);
+        return (baseDir, a, b);
+    }
+
+    private string Config(string name, string yaml)
+    {
+        var path = Path.Combine(_root, name);
+        File.WriteAllText(path, yaml);
+        return path;
+    }
+
+    private Task<(int ExitCode, string StdOut, string StdErr)> SensMerge(params string[] args) =>
+        Processes.SensMergeAsync([.. args, "--plugins", _plugins, "--registry", _registry]);
+
+    private static string Sha256(string file) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(file)));
+
+    [Fact]
+    public async Task Ties_merge_writes_a_model_and_a_complete_registry_record()
+    {
+        var (baseDir, a, b) = MakeModels(Path.Combine(_root, "models"));
+        var config = Config("ties.yaml", $$"""
+            merge_method: ties
+            base_model: {{baseDir}}
+            models:
+              - model: {{a}}
+                parameters: {weight: 1.0, density: 0.5}
+              - model: {{b}}
+                parameters: {weight: 0.5, density: 0.7}
+            parameters:
+              normalize: true
+              lambda: 0.9
+            dtype: float32
+            """);
+        var output = Path.Combine(_root, "out");
+
+        var (exit, stdout, stderr) = await SensMerge("merge", config, "--out", output);
+
+        Assert.True(exit == 0, stderr + stdout);
+        Assert.True(File.Exists(Path.Combine(output, "model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(output, "config.json")));
+        Assert.True(File.Exists(Path.Combine(output, "tokenizer.json")));
+        var id = stdout.Split("registry id ")[1].Trim();
+        Assert.Contains(id, File.ReadAllText(Path.Combine(output, "README.md")), StringComparison.Ordinal);
+
+        using var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = _registry });
+        var record = await registry.GetAsync(id) ?? throw new InvalidOperationException("no record");
+        Assert.Equal(MergeStatus.Succeeded, record.Status);
+        Assert.Equal("ties", record.Strategy!.Component);
+        Assert.Equal("ties", record.Strategy.PluginId);
+        Assert.Equal(Sha256(Path.Combine(TestPaths.PluginFolder("SensMerging.Strategies.Ties"), "SensMerging.Strategies.Ties.dll")), record.Strategy.AssemblySha256);
+        Assert.Equal(3, record.Inputs.Count);
+        foreach (var input in record.Inputs)
+        {
+            var file = input.Files.Single(f => f.Path == "model.safetensors");
+            Assert.Equal(Sha256(Path.Combine(input.LocalPath!, "model.safetensors")), file.Sha256);
+        }
+        Assert.Equal(ModelRole.Base, record.Inputs.Single(i => i.LocalPath == baseDir).Role);
+        Assert.Equal(output, record.Outputs!.Folder);
+        foreach (var file in record.Outputs.Files)
+        {
+            Assert.Equal(Sha256(Path.Combine(output, file.Path)), file.Sha256);
+        }
+        Assert.Equal(TinyModels.Tensors.Length, record.Outputs.TensorCount);
+        Assert.True(record.Durations.ContainsKey(Phases.Total));
+        Assert.Contains("lambda", record.Parameters.Keys);
+        Assert.Equal(0.5, record.ModelParameters[a]["density"].AsDouble);
+    }
+
+    [Fact]
+    public async Task Seeded_dare_ties_merge_is_reproduced_byte_for_byte()
+    {
+        var (baseDir, a, b) = MakeModels(Path.Combine(_root, "models"));
+        var config = Config("dare.yaml", $$"""
+            merge_method: dare_ties
+            base_model: {{baseDir}}
+            models:
+              - model: {{a}}
+                parameters: {weight: 1.0, density: 0.6}
+              - model: {{b}}
+                parameters: {weight: 1.0, density: 0.6}
+            """);
+        var (exit, stdout, stderr) = await SensMerge("merge", config, "--out", Path.Combine(_root, "dare"), "--seed", "1234");
+        Assert.True(exit == 0, stderr + stdout);
+        var id = stdout.Split("registry id ")[1].Trim();
+
+        var (rexit, rout, rerr) = await SensMerge("registry", "reproduce", id, "--out", Path.Combine(_root, "dare-again"));
+
+        Assert.True(rexit == 0, rerr + rout);
+        Assert.Contains("identical", rout, StringComparison.Ordinal);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_root, "dare", "model.safetensors")), File.ReadAllBytes(Path.Combine(_root, "dare-again", "model.safetensors")));
+
+        // A different seed gives a different model: the comparison can fail.
+        var (e2, o2, s2) = await SensMerge("merge", config, "--out", Path.Combine(_root, "dare-other"), "--seed", "99");
+        Assert.True(e2 == 0, s2 + o2);
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(_root, "dare", "model.safetensors")), File.ReadAllBytes(Path.Combine(_root, "dare-other", "model.safetensors")));
+    }
+
+    [Fact]
+    public async Task Hub_references_are_pulled_pinned_and_recorded_with_the_servers_commits()
+    {
+        var repos = Path.Combine(_root, "repos");
+        MakeModels(Path.Combine(repos, "acme"));
+        await using var server = await HubServer.StartAsync(new FolderRepositorySource(repos));
+        var config = Config("hub.yaml", """
+            merge_method: task_arithmetic
+            base_model: acme/base
+            models:
+              - model: acme/expert-a@main
+              - model: acme/expert-b
+            parameters:
+              lambda: 0.5
+            """);
+        var env = new Dictionary<string, string>
+        {
+            ["HF_ENDPOINT"] = server.Endpoint,
+            ["HF_HUB_CACHE"] = Path.Combine(_root, "hf-cache"),
+            ["HF_HUB_OFFLINE"] = "0",
+        };
+
+        var (exit, stdout, stderr) = await Processes.RunAsync("dotnet",
+            [TestPaths.HostDll, "merge", config, "--out", Path.Combine(_root, "hub-out"), "--plugins", _plugins, "--registry", _registry], environment: env);
+
+        Assert.True(exit == 0, stderr + stdout);
+        var id = stdout.Split("registry id ")[1].Trim();
+        using var http = new HttpClient();
+        using var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = _registry });
+        var record = await registry.GetAsync(id) ?? throw new InvalidOperationException("no record");
+        foreach (var input in record.Inputs)
+        {
+            var repo = input.Reference.Split('@')[0];
+            var info = JsonDocument.Parse(await http.GetStringAsync($"{server.Endpoint}/api/models/{repo}"));
+            Assert.Equal(info.RootElement.GetProperty("sha").GetString(), input.ResolvedCommit);
+            Assert.StartsWith(Path.Combine(_root, "hf-cache"), input.LocalPath, StringComparison.Ordinal);
+            Assert.Equal(Sha256(Path.Combine(repos, repo, "model.safetensors")), input.Files.Single(f => f.Path == "model.safetensors").Sha256);
+        }
+        Assert.Equal("main", record.Inputs.Single(i => i.Reference == "acme/expert-a@main").RequestedRevision);
+    }
+
+    [Fact]
+    public async Task Unknown_method_and_out_of_range_parameter_fail_before_any_output()
+    {
+        var (baseDir, a, _) = MakeModels(Path.Combine(_root, "models"));
+        var unknown = Config("unknown.yaml", $"merge_method: tiez\nbase_model: {baseDir}\nmodels:\n  - model: {a}\n");
+        var (exit, _, stderr) = await SensMerge("merge", unknown, "--out", Path.Combine(_root, "never"));
+        Assert.Equal(1, exit);
+        Assert.Contains("'tiez'", stderr, StringComparison.Ordinal);
+        Assert.Contains("ties", stderr, StringComparison.Ordinal);
+
+        var range = Config("range.yaml", $"merge_method: ties\nbase_model: {baseDir}\nmodels:\n  - model: {a}\n    parameters: {{density: 1.5}}\n");
+        (exit, _, stderr) = await SensMerge("merge", range, "--out", Path.Combine(_root, "never"));
+        Assert.Equal(1, exit);
+        Assert.Contains("density", stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(_root, "never")));
+        Assert.Empty(Directory.GetDirectories(_root, "never*"));
+    }
+
+    [Fact]
+    public async Task A_merge_killed_halfway_leaves_a_failed_record_and_no_output()
+    {
+        // Large enough that the merge runs for a while: 9 tensors of ~0.25-1M floats each.
+        var (baseDir, a, b) = MakeModels(Path.Combine(_root, "models"), scaleShape: [2048]);
+        var config = Config("slow.yaml", $"merge_method: ties\nbase_model: {baseDir}\nmodels:\n  - model: {a}\n    parameters: {{density: 0.3}}\n  - model: {b}\n    parameters: {{density: 0.3}}\n");
+        var output = Path.Combine(_root, "killed");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var arg in new[] { TestPaths.HostDll, "merge", config, "--out", output, "--plugins", _plugins, "--registry", _registry })
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using var process = System.Diagnostics.Process.Start(start)!;
+        using var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = _registry, MarkAbandoned = false });
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while ((await registry.ListAsync(MergeQuery.All)).All(m => m.Status != MergeStatus.Running) && DateTime.UtcNow < deadline && !process.HasExited)
+        {
+            await Task.Delay(20);
+        }
+        Assert.False(process.HasExited, "the merge finished before it could be killed: make the test model larger");
+        process.Kill(entireProcessTree: true);
+        await process.WaitForExitAsync();
+
+        var abandoned = await registry.MarkAbandonedAsync();
+        var record = Assert.Single(await registry.ListAsync(MergeQuery.All));
+        Assert.Contains(record.Id, abandoned);
+        Assert.Equal(MergeStatus.Failed, record.Status);
+        Assert.False(File.Exists(Path.Combine(output, "model.safetensors")));
+        Assert.False(Directory.Exists(output));
+    }
+
+    [Fact]
+    public async Task Repository_plugins_json_loads_every_shipped_plugin()
+    {
+        var (exit, stdout, stderr) = await Processes.SensMergeAsync("plugins", "list", "--json", "--plugins", _plugins);
+        Assert.True(exit == 0, stderr);
+        var plugins = JsonDocument.Parse(stdout).RootElement.GetProperty("plugins").EnumerateArray().ToList();
+        Assert.All(plugins, p => Assert.True(p.GetProperty("status").GetString() == "Loaded", $"{p.GetProperty("id")}: {p}"));
+        var names = plugins.SelectMany(p => p.GetProperty("components").EnumerateArray()).Select(c => c.GetProperty("name").GetString()).ToHashSet();
+        foreach (var expected in new[] { "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties", "slerp", "model_stock", "sens", "sensitivity", "logit_alignment", "fisher" })
+        {
+            Assert.Contains(expected, names);
+        }
+    }
+}
