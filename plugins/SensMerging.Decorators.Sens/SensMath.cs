@@ -1,0 +1,240 @@
+namespace SensMerging.Decorators.Sens;
+
+/// <summary>How the cross-task score g_ij becomes the transferability t_i.</summary>
+public enum TransferReading
+{
+    /// <summary>Closer is better: t_i = sum_{j != i} exp(-g_ij / g_mean), g_mean the mean off-diagonal g.</summary>
+    Alignment,
+
+    /// <summary>As in the public re-implementation: t_i = sum_{j != i} g_ij (larger distance, larger weight).</summary>
+    Distance,
+}
+
+/// <summary>Every number of one Sens-Merging computation. Rows of the matrices are experts; columns layer groups.</summary>
+/// <param name="Alpha">alpha_i^l.</param>
+/// <param name="Transferability">t_i.</param>
+/// <param name="Tau">tau_i.</param>
+/// <param name="Sigma">sigma_i^l.</param>
+/// <param name="Coefficients">c_i^l = K sigma_i^l.</param>
+public sealed record SensCoefficients(double[][] Alpha, double[] Transferability, double[] Tau, double[][] Sigma, double[][] Coefficients);
+
+/// <summary>
+/// The formulas of Sens-Merging (docs/sens-merging.md), pure and side-effect free: score tables in, coefficients out.
+/// Matrices are <c>[expert][column]</c>.
+/// </summary>
+public static class SensMath
+{
+    /// <summary>alpha_i^l = S_i^l / ||S_i||_2 (L2 over the groups of expert i). A row whose norm is 0 gives alpha 0.</summary>
+    public static double[][] Alpha(IReadOnlyList<double[]> taskScores)
+    {
+        ArgumentNullException.ThrowIfNull(taskScores);
+        var alpha = new double[taskScores.Count][];
+        for (var i = 0; i < taskScores.Count; i++)
+        {
+            var row = taskScores[i];
+            RequireFinite(row, "task score", i);
+            double squares = 0;
+            foreach (var s in row)
+            {
+                squares += s * s;
+            }
+            var norm = Math.Sqrt(squares);
+            alpha[i] = new double[row.Length];
+            if (norm > 0)
+            {
+                for (var l = 0; l < row.Length; l++)
+                {
+                    alpha[i][l] = row[l] / norm;
+                }
+            }
+        }
+        return alpha;
+    }
+
+    /// <summary>The mean of the off-diagonal entries of g (0 for fewer than two experts).</summary>
+    public static double OffDiagonalMean(IReadOnlyList<double[]> cross)
+    {
+        ArgumentNullException.ThrowIfNull(cross);
+        double sum = 0;
+        var count = 0;
+        for (var i = 0; i < cross.Count; i++)
+        {
+            for (var j = 0; j < cross.Count; j++)
+            {
+                if (i != j)
+                {
+                    sum += cross[i][j];
+                    count++;
+                }
+            }
+        }
+        return count == 0 ? 0 : sum / count;
+    }
+
+    /// <summary>
+    /// t_i from the K x K cross table g (diagonal ignored). Alignment: sum_{j != i} exp(-g_ij / g_mean); when g_mean is 0
+    /// (every expert's logits equal every other's) every ratio is taken as 0, so t_i = K - 1. Distance: sum_{j != i} g_ij.
+    /// </summary>
+    public static double[] Transferability(IReadOnlyList<double[]> cross, TransferReading reading)
+    {
+        ArgumentNullException.ThrowIfNull(cross);
+        var k = cross.Count;
+        for (var i = 0; i < k; i++)
+        {
+            if (cross[i].Length != k)
+            {
+                throw new ArgumentException($"the cross-task table must be {k} x {k}; row {i} has {cross[i].Length} entries", nameof(cross));
+            }
+            for (var j = 0; j < k; j++)
+            {
+                if (i != j && (!double.IsFinite(cross[i][j]) || cross[i][j] < 0))
+                {
+                    throw new ArgumentException($"cross-task score g[{i}][{j}] = {cross[i][j]} is not a finite non-negative distance", nameof(cross));
+                }
+            }
+        }
+        var mean = OffDiagonalMean(cross);
+        var t = new double[k];
+        for (var i = 0; i < k; i++)
+        {
+            for (var j = 0; j < k; j++)
+            {
+                if (i == j)
+                {
+                    continue;
+                }
+                t[i] += reading switch
+                {
+                    TransferReading.Alignment => mean > 0 ? Math.Exp(-cross[i][j] / mean) : 1.0,
+                    TransferReading.Distance => cross[i][j],
+                    _ => throw new ArgumentOutOfRangeException(nameof(reading), reading, "unknown transferability reading"),
+                };
+            }
+        }
+        return t;
+    }
+
+    /// <summary>tau_i = t_i / sum_k t_k; uniform 1/K when every t_i is 0.</summary>
+    public static double[] Tau(IReadOnlyList<double> transferability)
+    {
+        ArgumentNullException.ThrowIfNull(transferability);
+        var k = transferability.Count;
+        double sum = 0;
+        foreach (var t in transferability)
+        {
+            if (!double.IsFinite(t) || t < 0)
+            {
+                throw new ArgumentException($"transferability {t} is not a finite non-negative number", nameof(transferability));
+            }
+            sum += t;
+        }
+        var tau = new double[k];
+        for (var i = 0; i < k; i++)
+        {
+            tau[i] = sum > 0 ? transferability[i] / sum : 1.0 / k;
+        }
+        return tau;
+    }
+
+    /// <summary>alpha with task scaling off: 1 for every expert and group.</summary>
+    public static double[][] UniformAlpha(int experts, int groups) =>
+        Enumerable.Range(0, experts).Select(_ => Enumerable.Repeat(1.0, groups).ToArray()).ToArray();
+
+    /// <summary>tau with cross scaling off: 1/K for every expert.</summary>
+    public static double[] UniformTau(int experts) => Enumerable.Repeat(1.0 / experts, experts).ToArray();
+
+    /// <summary>
+    /// sigma_i^l = softmax over experts of alpha_i^l tau_i / T, and c_i^l = K sigma_i^l. Computed as
+    /// c = K e_i / sum_k e_k with e_i = exp(x_i - max_k x_k), so equal x give c = 1 exactly.
+    /// </summary>
+    public static (double[][] Sigma, double[][] Coefficients) Combine(IReadOnlyList<double[]> alpha, IReadOnlyList<double> tau, double temperature)
+    {
+        ArgumentNullException.ThrowIfNull(alpha);
+        ArgumentNullException.ThrowIfNull(tau);
+        if (!(temperature > 0) || !double.IsFinite(temperature))
+        {
+            throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "the temperature must be a finite number above 0");
+        }
+        var k = alpha.Count;
+        if (tau.Count != k)
+        {
+            throw new ArgumentException($"alpha has {k} experts, tau {tau.Count}", nameof(tau));
+        }
+        if (k == 0)
+        {
+            return ([], []);
+        }
+        var groups = alpha[0].Length;
+        for (var i = 0; i < k; i++)
+        {
+            if (alpha[i].Length != groups)
+            {
+                throw new ArgumentException($"alpha row {i} has {alpha[i].Length} groups, row 0 has {groups}", nameof(alpha));
+            }
+            RequireFinite(alpha[i], "alpha", i);
+        }
+        var sigma = new double[k][];
+        var c = new double[k][];
+        for (var i = 0; i < k; i++)
+        {
+            sigma[i] = new double[groups];
+            c[i] = new double[groups];
+        }
+        var x = new double[k];
+        var e = new double[k];
+        for (var l = 0; l < groups; l++)
+        {
+            var max = double.NegativeInfinity;
+            for (var i = 0; i < k; i++)
+            {
+                x[i] = alpha[i][l] * tau[i] / temperature;
+                max = Math.Max(max, x[i]);
+            }
+            double sum = 0;
+            for (var i = 0; i < k; i++)
+            {
+                e[i] = Math.Exp(x[i] - max);
+                sum += e[i];
+            }
+            for (var i = 0; i < k; i++)
+            {
+                sigma[i][l] = e[i] / sum;
+                c[i][l] = k * e[i] / sum;
+            }
+        }
+        return (sigma, c);
+    }
+
+    /// <summary>
+    /// The whole computation. <paramref name="taskScores"/> null: task scaling off (alpha = 1);
+    /// <paramref name="cross"/> null: cross scaling off (t_i = 1, tau = 1/K). Both off give c = 1 exactly.
+    /// </summary>
+    public static SensCoefficients Compute(IReadOnlyList<double[]>? taskScores, IReadOnlyList<double[]>? cross, int experts, int groups, TransferReading reading, double temperature)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(experts, 1);
+        if (taskScores is not null && taskScores.Count != experts)
+        {
+            throw new ArgumentException($"the task-score table has {taskScores.Count} rows for {experts} experts", nameof(taskScores));
+        }
+        if (cross is not null && cross.Count != experts)
+        {
+            throw new ArgumentException($"the cross-task table has {cross.Count} rows for {experts} experts", nameof(cross));
+        }
+        var alpha = taskScores is null ? UniformAlpha(experts, groups) : Alpha(taskScores);
+        var t = cross is null ? Enumerable.Repeat(1.0, experts).ToArray() : Transferability(cross, reading);
+        var tau = cross is null ? UniformTau(experts) : Tau(t);
+        var (sigma, c) = Combine(alpha, tau, temperature);
+        return new SensCoefficients(alpha, t, tau, sigma, c);
+    }
+
+    private static void RequireFinite(double[] row, string what, int index)
+    {
+        for (var l = 0; l < row.Length; l++)
+        {
+            if (!double.IsFinite(row[l]))
+            {
+                throw new ArgumentException($"{what} [{index}][{l}] = {row[l]} is not finite");
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using SensMerging.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Scorers;
+
+/// <summary>What a gradient scorer adds up per weight and sample.</summary>
+public enum GradientStatistic
+{
+    /// <summary>sum_p |theta_p * dL/dtheta_p| (first-order Taylor estimate of the loss change on removal).</summary>
+    WeightTimesGradient,
+
+    /// <summary>sum_p (dL/dtheta_p)^2 (empirical Fisher information, diagonal).</summary>
+    SquaredGradient,
+}
+
+/// <summary>
+/// The loop shared by <c>sensitivity</c> and <c>fisher</c>: one expert loaded at a time with gradients on, one sample's
+/// activations alive at a time; per sample the statistic is summed per layer group (in double), then averaged over the
+/// samples used.
+/// </summary>
+internal static partial class GradientScoring
+{
+    public static ScoreTable Run(string scorer, GradientStatistic statistic, ScoringContext context, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (context.Models.Count == 0)
+        {
+            throw new InvalidOperationException($"scorer '{scorer}' got no experts to score.");
+        }
+        var m = context.Parameters.Has(Calibration.Samples) ? context.Parameters.Integer(Calibration.Samples) : Calibration.DefaultSamples;
+        var maxLength = context.Parameters.Has(Calibration.MaxLength) ? context.Parameters.Integer(Calibration.MaxLength) : Calibration.DefaultMaxLength;
+
+        // Check every expert's data before the first (expensive) model load.
+        var sampleSets = context.Models.Select(model => Calibration.TakeSamples(model, m, scorer)).ToArray();
+
+        var watch = Stopwatch.StartNew();
+        string[]? groups = null;
+        string? groupsFrom = null;
+        var rows = new double[context.Models.Count][];
+        long samplesUsed = 0, tokens = 0, skipped = 0;
+        for (var i = 0; i < context.Models.Count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var expert = context.Models[i];
+            var data = expert.Data!;
+            var limit = Calibration.EffectiveMaxLength(data, maxLength);
+            using var model = context.Runtime.Load(expert.ModelPath, new ModelLoadOptions(context.Device, ScalarType.Float32, RequiresGrad: true), cancellationToken);
+            var weights = model.NamedWeights;
+            var modelGroups = Calibration.GroupsInModelOrder(weights.Select(w => w.Name));
+            if (groups is null)
+            {
+                groups = modelGroups;
+                groupsFrom = expert.Name;
+            }
+            else if (!groups.SequenceEqual(modelGroups, StringComparer.Ordinal))
+            {
+                throw new InvalidOperationException(
+                    $"scorer '{scorer}': expert '{expert.Name}' has layer groups [{string.Join(", ", modelGroups)}], " +
+                    $"expert '{groupsFrom}' has [{string.Join(", ", groups)}]; experts must share one architecture.");
+            }
+            var groupIndex = groups.Select((g, k) => (g, k)).ToDictionary(p => p.g, p => p.k, StringComparer.Ordinal);
+            var weightGroups = weights.Select(w => groupIndex[LayerGroups.Of(w.Name)]).ToArray();
+
+            var sums = new double[groups.Length];
+            var used = 0;
+            using var scratch = new GradientScratch(weights.Select(w => w.Weight));
+            for (var s = 0; s < sampleSets[i].Count; s++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var sample = model.Tokenizer.Encode(sampleSets[i][s], limit);
+                var lossTokens = Calibration.LossTokenCount(sample);
+                if (lossTokens == 0)
+                {
+                    LogSkippedSample(context.Logger, scorer, expert.Name, s);
+                    skipped++;
+                    continue;
+                }
+                model.ZeroGradients();
+                using (var scope = NewDisposeScope())
+                {
+                    var loss = model.Loss(sample);
+                    if (loss.numel() != 1 || !loss.requires_grad)
+                    {
+                        throw new InvalidOperationException(
+                            $"scorer '{scorer}': the runtime's loss for expert '{expert.Name}' is {(loss.numel() != 1 ? "not a scalar" : "not differentiable (was the model loaded with RequiresGrad?)")}.");
+                    }
+                    var value = loss.to_type(ScalarType.Float64).item<double>();
+                    if (!double.IsFinite(value))
+                    {
+                        throw new InvalidOperationException(
+                            $"scorer '{scorer}': expert '{expert.Name}' gives a non-finite loss ({value}) on calibration sample {s} of '{data.SourcePath}'.");
+                    }
+                    loss.backward();
+                }
+                // The activations of this sample are gone; only the weights' gradients remain.
+                using (no_grad())
+                using (var scope = NewDisposeScope())
+                {
+                    for (var k = 0; k < weights.Count; k++)
+                    {
+                        sums[weightGroups[k]] += scratch.Statistic(weights[k].Weight, statistic);
+                    }
+                }
+                used++;
+                tokens += lossTokens;
+            }
+            model.ZeroGradients();
+            if (used == 0)
+            {
+                throw new InvalidOperationException(
+                    $"scorer '{scorer}': none of expert '{expert.Name}''s calibration samples has a token to score (all shorter than two tokens or without response tokens) in '{data.SourcePath}'.");
+            }
+            for (var g = 0; g < sums.Length; g++)
+            {
+                sums[g] /= used;
+            }
+            rows[i] = sums;
+            samplesUsed += used;
+            LogExpertScored(context.Logger, scorer, expert.Name, used, watch.Elapsed.TotalSeconds);
+        }
+
+        return new ScoreTable(scorer, ScorerKind.TaskSpecific, context.Models.Select(e => e.Name).ToArray(), groups!, rows)
+        {
+            Details = new Dictionary<string, double>
+            {
+                ["samples"] = samplesUsed,
+                ["samples_per_task"] = m,
+                ["skipped_samples"] = skipped,
+                ["tokens"] = tokens,
+                ["max_length"] = maxLength,
+                ["seconds"] = watch.Elapsed.TotalSeconds,
+            },
+        };
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Scorer}: calibration sample {Sample} of expert {Expert} has no token to score; skipped")]
+    private static partial void LogSkippedSample(ILogger logger, string scorer, string expert, int sample);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Scorer}: expert {Expert} scored on {Samples} samples ({Seconds:F1} s so far)")]
+    private static partial void LogExpertScored(ILogger logger, string scorer, string expert, int samples, double seconds);
+
+    /// <summary>
+    /// One flat buffer as large as the largest weight, reused for every weight and sample so that the per-sample
+    /// statistic costs no fresh allocation.
+    /// </summary>
+    private sealed class GradientScratch : IDisposable
+    {
+        private readonly Tensor? _buffer;
+
+        public GradientScratch(IEnumerable<Tensor> weights)
+        {
+            Tensor? largest = null;
+            foreach (var w in weights)
+            {
+                if (largest is null || w.numel() > largest.numel())
+                {
+                    largest = w;
+                }
+            }
+            if (largest is not null)
+            {
+                using var scope = NewDisposeScope();
+                _buffer = empty(largest.numel(), largest.dtype, largest.device).DetachFromDisposeScope();
+            }
+        }
+
+        /// <summary>The statistic of one weight's current gradient, summed over the weight's entries (0 without a gradient).</summary>
+        public double Statistic(Tensor weight, GradientStatistic statistic)
+        {
+            var grad = weight.grad;
+            if (grad is null)
+            {
+                return 0;
+            }
+            if (_buffer is null || weight.dtype != _buffer.dtype || weight.device_type != _buffer.device_type || weight.device_index != _buffer.device_index || !grad.is_contiguous() || grad.numel() > _buffer.numel())
+            {
+                // Unusual layout: allocate for this weight rather than fail.
+                var product = statistic == GradientStatistic.WeightTimesGradient ? (weight * grad).abs() : grad * grad;
+                return product.sum(ScalarType.Float64).item<double>();
+            }
+            var work = _buffer.narrow(0, 0, grad.numel()).view(grad.shape);
+            work.copy_(grad);
+            if (statistic == GradientStatistic.WeightTimesGradient)
+            {
+                work.mul_(weight).abs_();
+            }
+            else
+            {
+                work.mul_(work);
+            }
+            return work.sum(ScalarType.Float64).item<double>();
+        }
+
+        public void Dispose() => _buffer?.Dispose();
+    }
+}

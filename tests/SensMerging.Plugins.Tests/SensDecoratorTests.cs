@@ -1,0 +1,270 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using SensMerging.Abstractions;
+using SensMerging.Decorators.Sens;
+using SensMerging.Strategies.Linear;
+using SensMerging.Strategies.TaskArithmetic;
+using SensMerging.Strategies.Ties;
+using static TorchSharp.torch;
+
+namespace SensMerging.Plugins.Tests;
+
+public sealed class SensDecoratorTests
+{
+    private static readonly string[] Groups = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "lm_head"];
+    private static readonly string[] Experts = ["math", "code", "chat"];
+
+    private static ScoredModel[] ExpertModels(bool withData = true) =>
+        Experts.Select(e => new ScoredModel(e, "/models/" + e, withData ? Data.Set(e, Data.Math) : null)).ToArray();
+
+    private static FixedScorer TaskScorer(double[][] values, string name = "sensitivity") =>
+        new(name, ScorerKind.TaskSpecific, models => new ScoreTable(name, ScorerKind.TaskSpecific, models.Select(m => m.Name).ToArray(), Groups, values)
+        {
+            Details = new Dictionary<string, double> { ["samples"] = 3 },
+        });
+
+    private static FixedScorer CrossScorer(double[][] values) =>
+        new("logit_alignment", ScorerKind.CrossTask, models => new ScoreTable("logit_alignment", ScorerKind.CrossTask, models.Select(m => m.Name).ToArray(), models.Select(m => m.Name).ToArray(), values));
+
+    private static readonly double[][] HandS =
+    [
+        [0.5, 2.0, 1.0, 0.25, 3.0],
+        [1.5, 0.5, 0.5, 1.0, 0.1],
+        [3.0, 1.0, 2.0, 0.5, 1.0],
+    ];
+
+    private static readonly double[][] HandG = [[0, 2, 4], [1, 0, 3], [6, 5, 0]];
+
+    private static DecoratorContext Context(IScorerCatalog catalog, IReadOnlyDictionary<string, object>? parameters = null, ScoredModel[]? experts = null, IModelRuntime? runtime = null) => new()
+    {
+        Experts = experts ?? ExpertModels(),
+        LayerGroups = Groups,
+        Parameters = TestScorerCatalog.Resolve(new SensDecorator().Parameters, parameters),
+        Scorers = catalog,
+        Runtime = runtime ?? new TinyRuntime(),
+        Logger = NullLogger.Instance,
+    };
+
+    private static Tensor[] RandomTensors(int count, int seed, params long[] shape)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ =>
+        {
+            var data = new float[shape.Aggregate(1L, (a, b) => a * b)];
+            for (var i = 0; i < data.Length; i++)
+            {
+                data[i] = (float)(rng.NextDouble() * 2 - 1);
+            }
+            return tensor(data, shape);
+        }).ToArray();
+    }
+
+    private static Tensor Merge(IMergeStrategy strategy, string tensorName, Tensor? @base, Tensor[] models, double[] weights, ResolvedParameters parameters)
+    {
+        var output = empty(models[0].shape);
+        using var scratch = new TestScratch(models[0].shape);
+        strategy.Merge(new MergeTensorRequest
+        {
+            TensorName = tensorName,
+            LayerGroup = LayerGroups.Of(tensorName),
+            Base = @base,
+            Models = models,
+            ModelNames = Experts,
+            Weights = weights,
+            Parameters = parameters,
+            Output = output,
+            Scratch = scratch,
+        });
+        return output;
+    }
+
+    [Fact]
+    public async Task UniformScores_SensOfInnerEqualsInnerExactly()
+    {
+        double[][] uniformS = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]];
+        double[][] uniformG = [[0, 7, 7], [7, 0, 7], [7, 7, 0]];
+        var catalog = new TestScorerCatalog(TaskScorer(uniformS), CrossScorer(uniformG));
+        var weights = new[] { 0.7, 1.3, 0.4 };
+        foreach (var inner in new IMergeStrategy[] { new TestTaskArithmetic(), new LinearStrategy(), new TaskArithmeticStrategy(), new TiesStrategy() })
+        {
+            var decorated = await new SensDecorator().DecorateAsync(inner, Context(catalog), CancellationToken.None);
+            var parameters = TestScorerCatalog.Resolve(inner.Parameters);
+            foreach (var name in new[] { "model.layers.1.mlp.up_proj.weight", "lm_head.weight", "model.embed_tokens.weight" })
+            {
+                var models = RandomTensors(3, name.Length, 6, 5);
+                using var @base = RandomTensors(1, 99, 6, 5)[0];
+                using var plain = Merge(inner, name, @base, models, weights, parameters);
+                using var steered = Merge(decorated, name, @base, models, weights, parameters);
+                Assert.True(plain.eq(steered).all().item<bool>(), $"{inner.Name} on {name}: sens with uniform scores changed the result");
+                foreach (var m in models)
+                {
+                    m.Dispose();
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public async Task SensTaskArithmeticPlugin_MergesWithScaledWeights()
+    {
+        var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
+        var inner = new TaskArithmeticStrategy();
+        var decorated = await new SensDecorator().DecorateAsync(inner, Context(catalog, new Dictionary<string, object> { ["temperature"] = 0.1 }), CancellationToken.None);
+        var c = decorated.Report.Tables.Single(t => t.Scorer == "coefficients");
+        var parameters = TestScorerCatalog.Resolve(inner.Parameters);
+        var weights = new[] { 1.0, 0.5, 0.25 };
+        var models = RandomTensors(3, 17, 3, 4);
+        using var @base = RandomTensors(1, 18, 3, 4)[0];
+        const string name = "model.layers.1.self_attn.q_proj.weight";
+        using var steered = Merge(decorated, name, @base, models, weights, parameters);
+        // Same inner strategy, the scaled weights passed by hand.
+        var scaled = Enumerable.Range(0, 3).Select(i => weights[i] * c[i, 2]).ToArray();
+        using var byHand = Merge(inner, name, @base, models, scaled, parameters);
+        using var unscaled = Merge(inner, name, @base, models, weights, parameters);
+        Assert.True(steered.eq(byHand).all().item<bool>());
+        Assert.False(steered.allclose(unscaled, rtol: 1e-6, atol: 1e-7));
+        foreach (var m in models)
+        {
+            m.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task AppliedWeights_EqualConfiguredTimesCoefficient_RecomputedFromReport()
+    {
+        var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
+        var recorder = new RecordingStrategy(new LinearStrategy());
+        var parameters = new Dictionary<string, object> { ["temperature"] = 0.2, ["alignment"] = "distance" };
+        var decorated = await new SensDecorator().DecorateAsync(recorder, Context(catalog, parameters), CancellationToken.None);
+        var report = decorated.Report;
+        var weights = new[] { 1.0, 0.5, 2.0 };
+        var linearParameters = TestScorerCatalog.Resolve(recorder.Parameters);
+        foreach (var group in Groups)
+        {
+            var name = group + ".weight";
+            var models = RandomTensors(3, 5, 4, 4);
+            using var output = Merge(decorated, name, null, models, weights, linearParameters);
+            foreach (var m in models)
+            {
+                m.Dispose();
+            }
+        }
+
+        // Recompute from the report alone: alpha and tau tables, temperature setting, naive softmax.
+        var alpha = report.Tables.Single(t => t.Scorer == "alpha");
+        var tau = report.Tables.Single(t => t.Scorer == "tau").Values[0];
+        var temperature = (double)report.Settings["temperature"];
+        Assert.Equal(0.2, temperature);
+        Assert.Equal("distance", report.Settings["alignment"]);
+        Assert.Equal(Groups.Length, recorder.Calls.Count);
+        foreach (var (group, applied) in recorder.Calls)
+        {
+            var l = alpha.Columns.ToList().IndexOf(group);
+            var exps = Enumerable.Range(0, 3).Select(i => Math.Exp(alpha[i, l] * tau[i] / temperature)).ToArray();
+            for (var i = 0; i < 3; i++)
+            {
+                var c = 3 * exps[i] / exps.Sum();
+                Assert.Equal(weights[i] * c, applied[i], 12);
+            }
+        }
+
+        // And alpha, tau themselves follow from the reported S and g.
+        var s = report.Tables.Single(t => t.Scorer == "S");
+        var g = report.Tables.Single(t => t.Scorer == "g");
+        Assert.Equal(HandS, s.Values);
+        Assert.Equal(HandG, g.Values);
+        var recomputed = SensMath.Compute(s.Values, g.Values, 3, s.Columns.Count, TransferReading.Distance, temperature);
+        Assert.Equal(recomputed.Coefficients, report.Tables.Single(t => t.Scorer == "coefficients").Values);
+        Assert.Equal(recomputed.Sigma, report.Tables.Single(t => t.Scorer == "sigma").Values);
+        Assert.Equal(recomputed.Transferability, report.Tables.Single(t => t.Scorer == "t").Values[0]);
+        // The steering is real: coefficients differ across experts.
+        Assert.Contains(recorder.Calls, c => Math.Abs(c.Weights[0] / weights[0] - c.Weights[1] / weights[1]) > 0.01);
+    }
+
+    [Fact]
+    public async Task DecoratedStrategy_MirrorsInner_AndKeepsWeightsOfUnscoredGroups()
+    {
+        var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
+        var recorder = new RecordingStrategy(new TestTaskArithmetic());
+        var decorated = await new SensDecorator().DecorateAsync(recorder, Context(catalog), CancellationToken.None);
+        Assert.Equal("sens(task_arithmetic)", decorated.Name);
+        Assert.Same(recorder, decorated.Inner);
+        Assert.Equal(recorder.Traits, decorated.Traits);
+        Assert.Same(recorder.Parameters, decorated.Parameters);
+        Assert.Equal(
+            ["S", "g", "alpha", "t", "tau", "sigma", "coefficients"],
+            decorated.Report.Tables.Select(t => t.Scorer));
+        Assert.Equal("sens", decorated.Report.Decorator);
+        foreach (var key in new[] { "temperature", "alignment", "task_scorer", "cross_scorer", "task_scaling", "cross_scaling", "samples", "max_length" })
+        {
+            Assert.True(decorated.Report.Settings.ContainsKey(key), key);
+        }
+
+        var sens = (SensDecoratedStrategy)decorated;
+        var weights = new[] { 1.0, 2.0, 3.0 };
+        Assert.Equal(weights, sens.ScaledWeights(Experts, weights, "vision_tower.proj")); // not scored: c = 1
+        var scaled = sens.ScaledWeights(Experts, weights, "model.layers.0");
+        Assert.NotEqual(weights, scaled);
+        // By name, whatever the order of the request's models.
+        var reversed = sens.ScaledWeights(Experts.Reverse().ToArray(), weights.Reverse().ToArray(), "model.layers.0");
+        Assert.Equal(scaled.Reverse(), reversed, new Tolerance(0));
+        Assert.Throws<InvalidOperationException>(() => sens.ScaledWeights(["math", "stranger"], [1.0, 1.0], "model.layers.0"));
+    }
+
+    [Fact]
+    public async Task SamplesAndMaxLength_ArePassedToScorers()
+    {
+        var task = TaskScorer(HandS);
+        var cross = CrossScorer(HandG);
+        var parameters = new Dictionary<string, object> { ["samples"] = 12L, ["max_length"] = 64L };
+        await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(new TestScorerCatalog(task, cross), parameters), CancellationToken.None);
+        Assert.Equal(12L, task.LastParameters!.Integer("samples"));
+        Assert.Equal(64L, cross.LastParameters!.Integer("max_length"));
+    }
+
+    [Fact]
+    public async Task AblationSwitches_SkipTheirScorer_AndBothOffGiveOneWithoutData()
+    {
+        var task = TaskScorer(HandS);
+        var cross = CrossScorer(HandG);
+        var catalog = new TestScorerCatalog(task, cross);
+
+        var noTask = await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(catalog, new Dictionary<string, object> { ["task_scaling"] = false }), CancellationToken.None);
+        Assert.Equal((0, 1), (task.Runs, cross.Runs));
+        Assert.DoesNotContain(noTask.Report.Tables, t => t.Scorer == "S");
+        Assert.All(noTask.Report.Tables.Single(t => t.Scorer == "alpha").Values.SelectMany(r => r), a => Assert.Equal(1.0, a));
+        Assert.Equal(Groups, noTask.Report.Tables.Single(t => t.Scorer == "coefficients").Columns);
+
+        var noCross = await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(catalog, new Dictionary<string, object> { ["cross_scaling"] = false }), CancellationToken.None);
+        Assert.Equal((1, 1), (task.Runs, cross.Runs));
+        Assert.All(noCross.Report.Tables.Single(t => t.Scorer == "tau").Values[0], t => Assert.Equal(1.0 / 3, t));
+
+        var off = new Dictionary<string, object> { ["task_scaling"] = false, ["cross_scaling"] = false };
+        var neither = await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(catalog, off, ExpertModels(withData: false)), CancellationToken.None);
+        Assert.Equal((1, 1), (task.Runs, cross.Runs));
+        Assert.All(neither.Report.Tables.Single(t => t.Scorer == "coefficients").Values.SelectMany(r => r), c => Assert.Equal(1.0, c));
+        Assert.Equal(false, neither.Report.Settings["task_scaling"]);
+    }
+
+    [Fact]
+    public async Task MissingCalibrationData_FailsNamingTheExpert()
+    {
+        var experts = ExpertModels();
+        experts[1] = experts[1] with { Data = null };
+        var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            new SensDecorator().DecorateAsync(new LinearStrategy(), Context(catalog, experts: experts), CancellationToken.None));
+        Assert.Contains("'code'", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task WrongScorerKindOrUnknownScorer_FailsClearly()
+    {
+        var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
+        var swapped = new Dictionary<string, object> { ["task_scorer"] = "logit_alignment" };
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            new SensDecorator().DecorateAsync(new LinearStrategy(), Context(catalog, swapped), CancellationToken.None));
+        Assert.Contains("logit_alignment", error.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<KeyNotFoundException>(() =>
+            new SensDecorator().DecorateAsync(new LinearStrategy(), Context(catalog, new Dictionary<string, object> { ["task_scorer"] = "nope" }), CancellationToken.None));
+    }
+}
