@@ -1,0 +1,867 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Win32.SafeHandles;
+
+namespace SensMerging.Hub.Client;
+
+/// <summary>
+/// The cache shared with the official clients ({cache}/models--org--name/{blobs,snapshots,refs,.no_exist} and
+/// {cache}/.locks) and pulls into it: resolve a revision to its commit, list and filter files, download missing
+/// blobs through resumable .incomplete files verified against their etag, link them into the snapshot.
+/// </summary>
+public sealed partial class HubCache
+{
+    private readonly HubClient _client;
+    private readonly HubOptions _options;
+    private readonly ILogger<HubCache> _logger;
+
+    /// <summary>Creates a cache over a client; the cache folder and offline flag come from the client's options.</summary>
+    public HubCache(HubClient client, ILogger<HubCache>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        _client = client;
+        _options = client.Options;
+        _logger = logger ?? NullLogger<HubCache>.Instance;
+    }
+
+    /// <summary>The cache root.</summary>
+    public string CacheDirectory => _options.CacheDirectory;
+
+    /// <summary>{cache}/models--org--name.</summary>
+    public string GetRepoDirectory(string repoId) => Path.Combine(CacheDirectory, HubRepoId.Parse(repoId).CacheFolderName);
+
+    /// <summary>
+    /// Pulls what is missing of a revision and returns the local snapshot pinned to its commit (with per-file sha256).
+    /// Accepts "org/name" plus a revision, or "org/name@rev" with a null revision.
+    /// </summary>
+    public Task<PulledSnapshot> EnsureSnapshotAsync(string repoId, string? revision, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(repoId);
+        if (revision is null && repoId.IndexOf('@', StringComparison.Ordinal) is var at and > 0)
+        {
+            return PullAsync(repoId[..at], repoId[(at + 1)..], cancellationToken: cancellationToken);
+        }
+
+        return PullAsync(repoId, revision, cancellationToken: cancellationToken);
+    }
+
+    /// <summary>
+    /// Pulls a revision (branch, tag or commit; default "main") of a repository into the cache. Files are listed with
+    /// the tree API (paged), filtered by fnmatch-like include/exclude patterns and downloaded several at once.
+    /// </summary>
+    public async Task<PulledSnapshot> PullAsync(
+        string repoId, string? revision = null, IReadOnlyList<string>? include = null, IReadOnlyList<string>? exclude = null,
+        IProgress<HubPullProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var repo = HubRepoId.Parse(repoId);
+        revision = string.IsNullOrWhiteSpace(revision) ? "main" : revision;
+        HubPaths.EnsureSafe(repo.Id, revision, revision);
+        var includeGlobs = (include ?? []).Select(p => new HubGlob(p)).ToArray();
+        var excludeGlobs = (exclude ?? []).Select(p => new HubGlob(p)).ToArray();
+
+        if (_options.Offline)
+        {
+            return await ResolveFromCacheAsync(repo, revision, includeGlobs, excludeGlobs, cancellationToken);
+        }
+
+        bool pinned = HubHashing.IsSha1Hex(revision);
+        if (pinned && includeGlobs.Length > 0 && includeGlobs.All(g => g.IsLiteral))
+        {
+            PulledSnapshot? cached;
+            try
+            {
+                cached = await TryResolveFromCacheAsync(repo, revision, includeGlobs, excludeGlobs, cancellationToken);
+            }
+            catch (HubEntryNotFoundException)
+            {
+                cached = null; // A pull skips files that do not exist; the listing below decides.
+            }
+
+            if (cached is not null)
+            {
+                LogPinnedHit(_logger, repo.Id, revision);
+                return cached;
+            }
+        }
+
+        HubModelInfo info;
+        try
+        {
+            info = await _client.GetModelInfoAsync(repo.Id, revision, cancellationToken);
+        }
+        catch (HubServerUnreachableException ex) when (pinned && Directory.Exists(SnapshotDirectory(repo, revision)))
+        {
+            LogFallbackToCache(_logger, repo.Id, revision, ex.Message);
+            return await ResolveFromCacheAsync(repo, revision, includeGlobs, excludeGlobs, cancellationToken);
+        }
+
+        var commit = info.Sha;
+        if (!HubHashing.IsSha1Hex(commit))
+        {
+            throw new HubException($"The Hub resolved revision '{revision}' of '{repo.Id}' to '{commit}', which is not a 40-hex commit id.", repo.Id, revision);
+        }
+
+        commit = commit.ToLowerInvariant();
+        var tree = await _client.ListTreeAsync(repo.Id, commit, null, true, cancellationToken);
+        var files = tree.Where(e => e.IsFile).ToList();
+        foreach (var file in files)
+        {
+            HubPaths.EnsureSafe(repo.Id, commit, file.Path);
+        }
+
+        var selected = files.Where(f => HubGlob.Filter(f.Path, includeGlobs, excludeGlobs)).ToList();
+        var repoDir = Path.Combine(CacheDirectory, repo.CacheFolderName);
+        Directory.CreateDirectory(Path.Combine(repoDir, "refs"));
+        Directory.CreateDirectory(Path.Combine(repoDir, "blobs"));
+        var snapshotDir = SnapshotDirectory(repo, commit);
+        Directory.CreateDirectory(snapshotDir);
+
+        foreach (var literal in includeGlobs.Where(g => g.IsLiteral && !files.Any(f => f.Path == g.Pattern)))
+        {
+            if (HubPaths.WhyUnsafe(literal.Pattern) is null)
+            {
+                WriteNoExistMarker(repo, commit, literal.Pattern);
+            }
+        }
+
+        // Entries without an oid get their etag from a HEAD request.
+        var resolved = new List<(HubTreeEntry Entry, string Etag)>(selected.Count);
+        foreach (var entry in selected)
+        {
+            var etag = entry.Etag;
+            if (string.IsNullOrEmpty(etag))
+            {
+                var meta = await _client.GetFileMetadataAsync(repo.Id, commit, entry.Path, cancellationToken);
+                etag = meta.Etag ?? throw new HubException($"The Hub gave no etag for '{entry.Path}' of '{repo.Id}' at '{commit}'.", repo.Id, commit, entry.Path);
+            }
+
+            EnsureSafeEtag(repo, commit, entry.Path, etag);
+            resolved.Add((entry, etag));
+        }
+
+        var state = new PullState(resolved.Sum(r => r.Entry.Size), progress);
+        var blobs = new ConcurrentDictionary<string, BlobResult>(StringComparer.Ordinal);
+        var groups = resolved.GroupBy(r => r.Etag, StringComparer.Ordinal)
+            .Select(g => g.First())
+            .OrderByDescending(r => r.Entry.Size)
+            .ToList();
+        var stopwatch = Stopwatch.StartNew();
+        await Parallel.ForEachAsync(groups,
+            new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, _options.MaxParallelDownloads), CancellationToken = cancellationToken },
+            async (item, ct) =>
+            {
+                blobs[item.Etag] = await EnsureBlobAsync(repo, commit, item.Entry.Path, item.Etag, item.Entry.Size, state, ct);
+            });
+
+        var pulled = new List<PulledFile>(resolved.Count);
+        foreach (var (entry, etag) in resolved)
+        {
+            var link = LinkSnapshotFile(repo, commit, entry.Path, etag);
+            pulled.Add(new PulledFile(entry.Path, entry.Size, etag, blobs[etag].Sha256, link));
+        }
+
+        if (!string.Equals(revision, commit, StringComparison.OrdinalIgnoreCase))
+        {
+            WriteRef(repo, revision, commit);
+        }
+
+        LogPulled(_logger, repo.Id, revision, commit, pulled.Count, state.FilesDownloaded, state.BytesDownloaded, stopwatch.Elapsed.TotalSeconds);
+        return new PulledSnapshot(repo.Id, revision, commit, snapshotDir, pulled, state.BytesDownloaded, state.FilesDownloaded, false);
+    }
+
+    /// <summary>
+    /// Downloads one file (like hf_hub_download): HEAD for commit and etag, blob download if missing, snapshot link.
+    /// A 404 EntryNotFound leaves a .no_exist marker and throws <see cref="HubEntryNotFoundException"/>.
+    /// Returns the file's path in the snapshot.
+    /// </summary>
+    public async Task<PulledFile> DownloadFileAsync(string repoId, string path, string? revision = null, CancellationToken cancellationToken = default)
+    {
+        var repo = HubRepoId.Parse(repoId);
+        revision = string.IsNullOrWhiteSpace(revision) ? "main" : revision;
+        HubPaths.EnsureSafe(repo.Id, revision, revision);
+        HubPaths.EnsureSafe(repo.Id, revision, path);
+        var literal = new[] { new HubGlob(path) };
+        if (_options.Offline || HubHashing.IsSha1Hex(revision))
+        {
+            var cached = _options.Offline
+                ? await ResolveFromCacheAsync(repo, revision, literal, [], cancellationToken)
+                : await TryResolveFromCacheAsync(repo, revision, literal, [], cancellationToken);
+            if (cached is not null)
+            {
+                return cached.Files.Single();
+            }
+        }
+
+        HubFileMetadata meta;
+        try
+        {
+            meta = await _client.GetFileMetadataAsync(repo.Id, revision, path, cancellationToken);
+        }
+        catch (HubEntryNotFoundException ex)
+        {
+            var commitForMarker = ex.Commit ?? (HubHashing.IsSha1Hex(revision) ? revision : null);
+            if (commitForMarker is not null && HubHashing.IsSha1Hex(commitForMarker))
+            {
+                WriteNoExistMarker(repo, commitForMarker.ToLowerInvariant(), path);
+                if (!string.Equals(revision, commitForMarker, StringComparison.OrdinalIgnoreCase))
+                {
+                    WriteRef(repo, revision, commitForMarker.ToLowerInvariant());
+                }
+            }
+
+            throw;
+        }
+
+        var commit = meta.Commit is { } c && HubHashing.IsSha1Hex(c) ? c.ToLowerInvariant()
+            : throw new HubException($"The Hub sent no valid X-Repo-Commit for '{path}' of '{repo.Id}' at '{revision}'.", repo.Id, revision, path);
+        var etag = meta.Etag ?? throw new HubException($"The Hub sent no ETag for '{path}' of '{repo.Id}' at '{revision}'.", repo.Id, revision, path);
+        var size = meta.Size ?? throw new HubException($"The Hub sent no size for '{path}' of '{repo.Id}' at '{revision}'.", repo.Id, revision, path);
+        EnsureSafeEtag(repo, commit, path, etag);
+        Directory.CreateDirectory(Path.Combine(GetRepoDirectory(repo.Id), "refs"));
+        var state = new PullState(size, null);
+        var blob = await EnsureBlobAsync(repo, commit, path, etag, size, state, cancellationToken);
+        var link = LinkSnapshotFile(repo, commit, path, etag);
+        if (!string.Equals(revision, commit, StringComparison.OrdinalIgnoreCase))
+        {
+            WriteRef(repo, revision, commit);
+        }
+
+        return new PulledFile(path, size, etag, blob.Sha256, link);
+    }
+
+    /// <summary>Repositories in the cache with their revisions (refs and commits) and sizes, for "hub ls".</summary>
+    public IReadOnlyList<CachedRepo> ListCached()
+    {
+        var result = new List<CachedRepo>();
+        if (!Directory.Exists(CacheDirectory))
+        {
+            return result;
+        }
+
+        foreach (var dir in Directory.EnumerateDirectories(CacheDirectory).Order(StringComparer.Ordinal))
+        {
+            var name = Path.GetFileName(dir);
+            var sep = name.IndexOf("--", StringComparison.Ordinal);
+            if (sep <= 0 || name.StartsWith('.'))
+            {
+                continue;
+            }
+
+            var type = name[..sep] switch { "models" => "model", "datasets" => "dataset", "spaces" => "space", var t => t };
+            var repoId = name[(sep + 2)..].Replace("--", "/", StringComparison.Ordinal);
+            var blobsDir = Path.Combine(dir, "blobs");
+            long sizeOnDisk = 0;
+            var lastModified = Directory.GetLastWriteTimeUtc(dir);
+            if (Directory.Exists(blobsDir))
+            {
+                foreach (var blob in new DirectoryInfo(blobsDir).EnumerateFiles())
+                {
+                    sizeOnDisk += blob.Length;
+                    if (blob.LastWriteTimeUtc > lastModified)
+                    {
+                        lastModified = blob.LastWriteTimeUtc;
+                    }
+                }
+            }
+
+            var refsByCommit = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+            var refsDir = Path.Combine(dir, "refs");
+            if (Directory.Exists(refsDir))
+            {
+                foreach (var refFile in Directory.EnumerateFiles(refsDir, "*", SearchOption.AllDirectories))
+                {
+                    var refName = Path.GetRelativePath(refsDir, refFile).Replace(Path.DirectorySeparatorChar, '/');
+                    var commit = ReadRefFile(refFile);
+                    if (commit is not null)
+                    {
+                        if (!refsByCommit.TryGetValue(commit, out var list))
+                        {
+                            refsByCommit[commit] = list = [];
+                        }
+
+                        list.Add(refName);
+                    }
+                }
+            }
+
+            var revisions = new List<CachedRevision>();
+            var snapshotsDir = Path.Combine(dir, "snapshots");
+            if (Directory.Exists(snapshotsDir))
+            {
+                foreach (var snap in Directory.EnumerateDirectories(snapshotsDir).Order(StringComparer.Ordinal))
+                {
+                    var commit = Path.GetFileName(snap);
+                    int count = 0;
+                    long size = 0;
+                    foreach (var file in Directory.EnumerateFiles(snap, "*", SearchOption.AllDirectories))
+                    {
+                        count++;
+                        var target = ResolveLinkTarget(file);
+                        if (target is not null && File.Exists(target))
+                        {
+                            size += new FileInfo(target).Length;
+                        }
+                    }
+
+                    revisions.Add(new CachedRevision(commit, refsByCommit.TryGetValue(commit, out var refs) ? [.. refs.Order(StringComparer.Ordinal)] : [], count, size, snap));
+                }
+            }
+
+            result.Add(new CachedRepo(repoId, type, dir, sizeOnDisk, lastModified, revisions));
+        }
+
+        return result;
+    }
+
+    private string SnapshotDirectory(HubRepoId repo, string commit) =>
+        Path.Combine(CacheDirectory, repo.CacheFolderName, "snapshots", commit);
+
+    private static void EnsureSafeEtag(HubRepoId repo, string commit, string path, string etag)
+    {
+        if (etag.Length is 0 or > 128 || !etag.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        {
+            throw new HubUnsafePathException(repo.Id, commit, etag, $"the etag of '{path}' is not a plain hash and cannot name a blob");
+        }
+    }
+
+    private async Task<PulledSnapshot> ResolveFromCacheAsync(
+        HubRepoId repo, string revision, IReadOnlyList<HubGlob> include, IReadOnlyList<HubGlob> exclude, CancellationToken cancellationToken)
+    {
+        var (snapshot, miss) = await ResolveCachedAsync(repo, revision, include, exclude, cancellationToken);
+        return snapshot ?? throw miss!;
+    }
+
+    /// <summary>The cached snapshot, or null when something is missing; throws when the cache knows a file does not exist.</summary>
+    private async Task<PulledSnapshot?> TryResolveFromCacheAsync(
+        HubRepoId repo, string revision, IReadOnlyList<HubGlob> include, IReadOnlyList<HubGlob> exclude, CancellationToken cancellationToken)
+    {
+        var (snapshot, miss) = await ResolveCachedAsync(repo, revision, include, exclude, cancellationToken);
+        return miss is HubEntryNotFoundException notFound ? throw notFound : snapshot;
+    }
+
+    private async Task<(PulledSnapshot? Snapshot, HubException? Miss)> ResolveCachedAsync(
+        HubRepoId repo, string revision, IReadOnlyList<HubGlob> include, IReadOnlyList<HubGlob> exclude, CancellationToken cancellationToken)
+    {
+        var repoDir = Path.Combine(CacheDirectory, repo.CacheFolderName);
+        HubOfflineCacheMissException Miss(string detail, IReadOnlyList<string>? missing = null) =>
+            new(repo.Id, revision, CacheDirectory, missing ?? [], detail);
+
+        if (!Directory.Exists(repoDir))
+        {
+            return (null, Miss($"the repository has never been pulled (no folder '{repoDir}')."));
+        }
+
+        string? commit = null;
+        if (HubHashing.IsSha1Hex(revision)
+            && (Directory.Exists(SnapshotDirectory(repo, revision.ToLowerInvariant())) || Directory.Exists(Path.Combine(repoDir, ".no_exist", revision.ToLowerInvariant()))))
+        {
+            commit = revision.ToLowerInvariant();
+        }
+        else
+        {
+            var refFile = HubPaths.Combine(Path.Combine(repoDir, "refs"), repo.Id, revision, revision);
+            commit = File.Exists(refFile) ? ReadRefFile(refFile) : null;
+            if (commit is null)
+            {
+                return (null, Miss($"no ref '{revision}' and no snapshot of that name."));
+            }
+        }
+
+        var snapshotDir = SnapshotDirectory(repo, commit);
+        var noExistDir = Path.Combine(repoDir, ".no_exist", commit);
+        foreach (var literal in include.Where(g => g.IsLiteral && HubPaths.WhyUnsafe(g.Pattern) is null))
+        {
+            if (File.Exists(HubPaths.Combine(noExistDir, repo.Id, commit, literal.Pattern)) && !File.Exists(Path.Combine(snapshotDir, literal.Pattern)))
+            {
+                return (null, new HubEntryNotFoundException(repo.Id, revision, literal.Pattern, "known missing (.no_exist marker in the cache)") { Commit = commit });
+            }
+        }
+
+        if (!Directory.Exists(snapshotDir))
+        {
+            return (null, Miss($"revision '{revision}' is commit {commit}, whose snapshot folder is missing."));
+        }
+
+        var files = new List<PulledFile>();
+        var missing = new List<string>();
+        var present = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var file in Directory.EnumerateFiles(snapshotDir, "*", SearchOption.AllDirectories))
+        {
+            var rel = Path.GetRelativePath(snapshotDir, file).Replace(Path.DirectorySeparatorChar, '/');
+            if (!HubGlob.Filter(rel, include, exclude))
+            {
+                continue;
+            }
+
+            present.Add(rel);
+            var target = ResolveLinkTarget(file);
+            if (target is null || !File.Exists(target))
+            {
+                missing.Add(rel);
+                continue;
+            }
+
+            var etag = Path.GetFileName(target);
+            var info = new FileInfo(target);
+            string? sha256 = HubHashing.IsSha256Hex(etag) ? etag.ToLowerInvariant() : null;
+            if (_options.VerifyExistingBlobs || sha256 is null)
+            {
+                var check = await VerifyBlobAsync(target, etag, info.Length, cancellationToken);
+                if (_options.VerifyExistingBlobs && !check.Ok)
+                {
+                    LogCorruptBlob(_logger, repo.Id, rel, etag);
+                    missing.Add(rel + " (corrupted blob)");
+                    continue;
+                }
+
+                sha256 = check.Sha256;
+            }
+
+            files.Add(new PulledFile(rel, info.Length, etag, sha256, file));
+        }
+
+        missing.AddRange(include.Where(g => g.IsLiteral && !present.Contains(g.Pattern)).Select(g => g.Pattern));
+
+        if (missing.Count > 0)
+        {
+            return (null, Miss($"{missing.Count} file(s) of commit {commit} are not cached.", missing));
+        }
+
+        if (files.Count == 0)
+        {
+            return (null, Miss($"no cached file of commit {commit} matches the include/exclude patterns."));
+        }
+
+        files.Sort((a, b) => string.CompareOrdinal(a.Path, b.Path));
+        return (new PulledSnapshot(repo.Id, revision, commit, snapshotDir, files, 0, 0, true), null);
+    }
+
+    private static string? ResolveLinkTarget(string file)
+    {
+        var info = new FileInfo(file);
+        if (info.LinkTarget is { } target)
+        {
+            return Path.GetFullPath(Path.Combine(Path.GetDirectoryName(file)!, target));
+        }
+
+        return info.Exists ? file : null;
+    }
+
+    private static string? ReadRefFile(string path)
+    {
+        var text = File.ReadAllText(path).Trim();
+        return HubHashing.IsSha1Hex(text) ? text.ToLowerInvariant() : null;
+    }
+
+    private void WriteRef(HubRepoId repo, string revision, string commit)
+    {
+        var refsDir = Path.Combine(CacheDirectory, repo.CacheFolderName, "refs");
+        var refFile = HubPaths.Combine(refsDir, repo.Id, revision, revision);
+        if (File.Exists(refFile) && File.ReadAllText(refFile) == commit)
+        {
+            return;
+        }
+
+        Directory.CreateDirectory(Path.GetDirectoryName(refFile)!);
+        var temp = refFile + "." + Guid.NewGuid().ToString("N") + ".tmp";
+        File.WriteAllText(temp, commit);
+        File.Move(temp, refFile, overwrite: true);
+    }
+
+    private void WriteNoExistMarker(HubRepoId repo, string commit, string path)
+    {
+        var marker = HubPaths.Combine(Path.Combine(CacheDirectory, repo.CacheFolderName, ".no_exist", commit), repo.Id, commit, path);
+        Directory.CreateDirectory(Path.GetDirectoryName(marker)!);
+        if (!File.Exists(marker))
+        {
+            File.WriteAllBytes(marker, []);
+        }
+    }
+
+    private string LinkSnapshotFile(HubRepoId repo, string commit, string path, string etag)
+    {
+        var snapshotDir = SnapshotDirectory(repo, commit);
+        var link = HubPaths.Combine(snapshotDir, repo.Id, commit, path);
+        int depth = path.Count(c => c == '/');
+        var target = string.Concat(Enumerable.Repeat("../", depth + 2)) + "blobs/" + etag;
+        Directory.CreateDirectory(Path.GetDirectoryName(link)!);
+        var existing = new FileInfo(link);
+        if (existing.LinkTarget == target)
+        {
+            return link;
+        }
+
+        if (existing.LinkTarget is not null || existing.Exists)
+        {
+            File.Delete(link);
+        }
+
+        try
+        {
+            File.CreateSymbolicLink(link, target);
+        }
+        catch (IOException) when (new FileInfo(link).LinkTarget == target)
+        {
+            // Another pull linked the same file at the same moment.
+        }
+        catch (Exception ex) when (ex is UnauthorizedAccessException or PlatformNotSupportedException or IOException)
+        {
+            LogSymlinkFallback(_logger, link, ex.Message);
+            File.Copy(Path.Combine(CacheDirectory, repo.CacheFolderName, "blobs", etag), link, overwrite: true);
+        }
+
+        return link;
+    }
+
+    private async Task<BlobResult> EnsureBlobAsync(
+        HubRepoId repo, string commit, string path, string etag, long size, PullState state, CancellationToken cancellationToken)
+    {
+        var blobsDir = Path.Combine(CacheDirectory, repo.CacheFolderName, "blobs");
+        var blob = Path.Combine(blobsDir, etag);
+        var lockPath = Path.Combine(CacheDirectory, ".locks", repo.CacheFolderName, etag + ".lock");
+        try
+        {
+            Directory.CreateDirectory(blobsDir);
+            await using var fileLock = await AcquireLockAsync(repo, path, lockPath, cancellationToken);
+            if (File.Exists(blob))
+            {
+                var length = new FileInfo(blob).Length;
+                if (!_options.VerifyExistingBlobs && length == size)
+                {
+                    state.Cached(path, size);
+                    return new BlobResult(HubHashing.IsSha256Hex(etag) ? etag.ToLowerInvariant() : null);
+                }
+
+                var check = await VerifyBlobAsync(blob, etag, size, cancellationToken);
+                if (check.Ok)
+                {
+                    state.Cached(path, size);
+                    return new BlobResult(check.Sha256);
+                }
+
+                LogCorruptBlob(_logger, repo.Id, path, etag);
+                File.Delete(blob);
+            }
+
+            return await DownloadBlobAsync(repo, commit, path, etag, size, blob, state, cancellationToken);
+        }
+        catch (IOException ex) when (IsDiskFull(ex))
+        {
+            throw new HubDiskFullException(repo.Id, path, blobsDir, ex);
+        }
+    }
+
+    private async Task<BlobResult> DownloadBlobAsync(
+        HubRepoId repo, string commit, string path, string etag, long size, string blob, PullState state, CancellationToken cancellationToken)
+    {
+        var incomplete = blob + ".incomplete";
+        bool sha256Etag = HubHashing.IsSha256Hex(etag);
+        bool sha1Etag = HubHashing.IsSha1Hex(etag);
+        if (!sha256Etag && !sha1Etag)
+        {
+            LogUnverifiableEtag(_logger, repo.Id, path, etag);
+        }
+
+        int bufferSize = Math.Max(64 * 1024, _options.DownloadBufferSize);
+        var bufferA = ArrayPool<byte>.Shared.Rent(bufferSize);
+        var bufferB = ArrayPool<byte>.Shared.Rent(bufferSize);
+        using var sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var gitSha1 = sha1Etag ? IncrementalHash.CreateHash(HashAlgorithmName.SHA1) : null;
+        long written;
+        long received = 0;
+        try
+        {
+            using (var handle = File.OpenHandle(incomplete, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, FileOptions.Asynchronous))
+            {
+                written = RandomAccess.GetLength(handle);
+                if (written > size)
+                {
+                    RandomAccess.SetLength(handle, 0);
+                    written = 0;
+                }
+
+                gitSha1?.AppendData(HubHashing.GitBlobHeader(size));
+                if (written > 0)
+                {
+                    // Resume: hash what is already there once, then fetch only the rest.
+                    long offset = 0;
+                    while (offset < written)
+                    {
+                        int n = await RandomAccess.ReadAsync(handle, bufferA.AsMemory(0, (int)Math.Min(bufferSize, written - offset)), offset, cancellationToken);
+                        if (n == 0)
+                        {
+                            break;
+                        }
+
+                        sha256.AppendData(bufferA, 0, n);
+                        gitSha1?.AppendData(bufferA, 0, n);
+                        offset += n;
+                    }
+
+                    written = offset;
+                    LogResume(_logger, repo.Id, path, written, size);
+                }
+
+                state.Started(path, written, size);
+                int interruptions = 0;
+                bool first = true;
+                while (written < size || (size == 0 && first))
+                {
+                    first = false;
+                    long before = written;
+                    try
+                    {
+                        (written, received) = await StreamIntoAsync(repo, commit, path, size, handle, written, received, sha256, gitSha1, bufferA, bufferB, bufferSize, state, cancellationToken);
+                        break;
+                    }
+                    catch (DownloadInterruptedException ex) when (interruptions < _options.MaxRetryAttempts)
+                    {
+                        interruptions++;
+                        written = ex.Written;
+                        received += Math.Max(0, ex.Written - before);
+                        LogInterrupted(_logger, repo.Id, path, written, size, interruptions, ex.InnerException!.Message);
+                        await Task.Delay(_options.RetryBaseDelay * (1 << Math.Min(interruptions - 1, 6)), cancellationToken);
+                    }
+                    catch (DownloadInterruptedException ex)
+                    {
+                        throw new HubException(
+                            $"The download of '{path}' of '{repo.Id}' was interrupted after {ex.Written} of {size} bytes ({ex.InnerException!.Message}); the partial file is kept and the next pull resumes it.",
+                            repo.Id, commit, path, ex.InnerException);
+                    }
+                }
+            }
+
+            var actualSha256 = HubHashing.ToHex(sha256.GetHashAndReset());
+            var actualEtagHash = sha1Etag ? HubHashing.ToHex(gitSha1!.GetHashAndReset()) : actualSha256;
+            bool hashOk = (!sha256Etag && !sha1Etag) || string.Equals(actualEtagHash, etag, StringComparison.OrdinalIgnoreCase);
+            if (written != size || !hashOk)
+            {
+                File.Delete(incomplete);
+                throw new HubChecksumMismatchException(repo.Id, commit, path, etag, actualEtagHash, size, written);
+            }
+
+            File.Move(incomplete, blob, overwrite: true);
+            state.Completed(path, size, received);
+            return new BlobResult(actualSha256);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bufferA);
+            ArrayPool<byte>.Shared.Return(bufferB);
+        }
+    }
+
+    private async Task<(long Written, long Received)> StreamIntoAsync(
+        HubRepoId repo, string commit, string path, long size, SafeFileHandle handle, long written, long received,
+        IncrementalHash sha256, IncrementalHash? gitSha1, byte[] bufferA, byte[] bufferB, int bufferSize, PullState state, CancellationToken cancellationToken)
+    {
+        await using var response = await _client.OpenFileAsync(repo.Id, commit, path, written, cancellationToken);
+        if (response.StartOffset != written)
+        {
+            if (response.StartOffset != 0)
+            {
+                throw new HubException($"The Hub answered a range request for '{path}' of '{repo.Id}' from byte {response.StartOffset} instead of {written}.", repo.Id, commit, path);
+            }
+
+            // The server ignored the Range header: start over.
+            RandomAccess.SetLength(handle, 0);
+            written = 0;
+            sha256.GetHashAndReset();
+            if (gitSha1 is not null)
+            {
+                gitSha1.GetHashAndReset();
+                gitSha1.AppendData(HubHashing.GitBlobHeader(size));
+            }
+        }
+
+        var stream = response.Content;
+        var current = bufferA;
+        var spare = bufferB;
+        Task pendingWrite = Task.CompletedTask;
+        try
+        {
+            while (true)
+            {
+                int n;
+                try
+                {
+                    n = await ReadFullAsync(stream, current, bufferSize, cancellationToken);
+                }
+                catch (IOException ex) when (!cancellationToken.IsCancellationRequested)
+                {
+                    await pendingWrite;
+                    throw new DownloadInterruptedException(written, ex);
+                }
+
+                if (n == 0)
+                {
+                    break;
+                }
+
+                await pendingWrite;
+
+                // Bytes already hashed are always written, so a cancelled download leaves a consistent prefix.
+                pendingWrite = RandomAccess.WriteAsync(handle, current.AsMemory(0, n), written, CancellationToken.None).AsTask();
+                sha256.AppendData(current, 0, n);
+                gitSha1?.AppendData(current, 0, n);
+                written += n;
+                received += n;
+                state.Progress(path, written, size, n);
+                (current, spare) = (spare, current);
+                if (written > size)
+                {
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            await pendingWrite;
+        }
+
+        return (written, received);
+    }
+
+    private static async ValueTask<int> ReadFullAsync(Stream stream, byte[] buffer, int count, CancellationToken cancellationToken)
+    {
+        int total = 0;
+        while (total < count)
+        {
+            int n = await stream.ReadAsync(buffer.AsMemory(total, count - total), cancellationToken);
+            if (n == 0)
+            {
+                break;
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    private async Task<(bool Ok, string Sha256)> VerifyBlobAsync(string blob, string etag, long expectedSize, CancellationToken cancellationToken)
+    {
+        bool sha1Etag = HubHashing.IsSha1Hex(etag);
+        var (sha256, gitSha1, length) = await HubHashing.HashFileAsync(blob, sha1Etag, Math.Max(64 * 1024, _options.DownloadBufferSize), cancellationToken);
+        bool ok = length == expectedSize && (sha1Etag
+            ? string.Equals(gitSha1, etag, StringComparison.OrdinalIgnoreCase)
+            : !HubHashing.IsSha256Hex(etag) || string.Equals(sha256, etag, StringComparison.OrdinalIgnoreCase));
+        return (ok, sha256);
+    }
+
+    private async Task<FileStream> AcquireLockAsync(HubRepoId repo, string path, string lockPath, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(lockPath)!);
+        var deadline = Stopwatch.StartNew();
+        bool logged = false;
+        while (true)
+        {
+            try
+            {
+                return new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None);
+            }
+            catch (IOException ex) when (!IsDiskFull(ex))
+            {
+                if (deadline.Elapsed >= _options.LockTimeout)
+                {
+                    throw new HubException(
+                        $"Timed out after {_options.LockTimeout} waiting for the lock file '{lockPath}' (another download of '{path}' of '{repo.Id}' holds it).",
+                        repo.Id, null, path, ex);
+                }
+
+                if (!logged)
+                {
+                    LogWaitingForLock(_logger, lockPath);
+                    logged = true;
+                }
+
+                await Task.Delay(100, cancellationToken);
+            }
+        }
+    }
+
+    internal static bool IsDiskFull(IOException ex)
+    {
+        const int Enospc = 28;
+        const int ErrorHandleDiskFull = 39;
+        const int ErrorDiskFull = 112;
+        int code = ex.HResult & 0xFFFF;
+        return ex.HResult == Enospc || (unchecked((uint)ex.HResult & 0xFFFF0000) == 0x80070000 && code is ErrorHandleDiskFull or ErrorDiskFull)
+            || ex.Message.Contains("No space left on device", StringComparison.OrdinalIgnoreCase);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Pulled {RepoId}@{Revision} -> {Commit}: {Files} file(s), {Downloaded} downloaded, {Bytes} bytes in {Seconds:F2} s")]
+    private static partial void LogPulled(ILogger logger, string repoId, string revision, string commit, int files, int downloaded, long bytes, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{RepoId}@{Commit}: pinned commit already cached, no request made")]
+    private static partial void LogPinnedHit(ILogger logger, string repoId, string commit);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}@{Commit}: Hub unreachable ({Error}); using the cached snapshot")]
+    private static partial void LogFallbackToCache(ILogger logger, string repoId, string commit, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}: cached blob {Etag} of '{Path}' failed verification; it will not be used")]
+    private static partial void LogCorruptBlob(ILogger logger, string repoId, string path, string etag);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{RepoId}: resuming '{Path}' at byte {Offset} of {Size}")]
+    private static partial void LogResume(ILogger logger, string repoId, string path, long offset, long size);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}: etag '{Etag}' of '{Path}' is neither sha256 nor sha1; only the size can be checked")]
+    private static partial void LogUnverifiableEtag(ILogger logger, string repoId, string path, string etag);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not create symlink {Link} ({Error}); copying the blob instead")]
+    private static partial void LogSymlinkFallback(ILogger logger, string link, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Waiting for lock {LockPath}")]
+    private static partial void LogWaitingForLock(ILogger logger, string lockPath);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}: download of '{Path}' interrupted at byte {Offset} of {Size} (attempt {Attempt}): {Error}; resuming")]
+    private static partial void LogInterrupted(ILogger logger, string repoId, string path, long offset, long size, int attempt, string error);
+
+    private sealed record BlobResult(string? Sha256);
+
+    /// <summary>The response body failed mid-stream; <see cref="Written"/> bytes are on disk and hashed.</summary>
+    private sealed class DownloadInterruptedException(long written, Exception inner) : Exception("Download interrupted.", inner)
+    {
+        public long Written { get; } = written;
+    }
+
+    private sealed class PullState(long overallTotal, IProgress<HubPullProgress>? progress)
+    {
+        private long _overall;
+        private long _bytesDownloaded;
+        private int _filesDownloaded;
+
+        public long BytesDownloaded => Interlocked.Read(ref _bytesDownloaded);
+
+        public int FilesDownloaded => Volatile.Read(ref _filesDownloaded);
+
+        public void Cached(string path, long size)
+        {
+            var overall = Interlocked.Add(ref _overall, size);
+            progress?.Report(new HubPullProgress(path, HubPullFileState.Cached, size, size, overall, overallTotal));
+        }
+
+        public void Started(string path, long already, long size)
+        {
+            var overall = Interlocked.Add(ref _overall, already);
+            progress?.Report(new HubPullProgress(path, HubPullFileState.Started, already, size, overall, overallTotal));
+        }
+
+        public void Progress(string path, long fileBytes, long size, int delta)
+        {
+            Interlocked.Add(ref _bytesDownloaded, delta);
+            var overall = Interlocked.Add(ref _overall, delta);
+            progress?.Report(new HubPullProgress(path, HubPullFileState.Downloading, fileBytes, size, overall, overallTotal));
+        }
+
+        public void Completed(string path, long size, long received)
+        {
+            Interlocked.Increment(ref _filesDownloaded);
+            progress?.Report(new HubPullProgress(path, HubPullFileState.Completed, size, size, Interlocked.Read(ref _overall), overallTotal));
+        }
+    }
+}

@@ -1,0 +1,80 @@
+using System.Net;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Http.Resilience;
+using Polly;
+
+namespace SensMerging.Hub.Client;
+
+/// <summary>Registers the Hub client and cache.</summary>
+public static class HubServiceCollectionExtensions
+{
+    /// <summary>
+    /// Adds <see cref="HubOptions"/> (from the environment, then <paramref name="configure"/>), the typed
+    /// <see cref="HubClient"/> (no automatic redirects, retries with exponential backoff on connection errors, 5xx,
+    /// 408 and 429 only, logged header values redacted) and <see cref="HubCache"/>.
+    /// </summary>
+    public static IServiceCollection AddHubClient(this IServiceCollection services, Action<HubOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        services.TryAddSingleton(_ =>
+        {
+            var options = HubOptions.FromEnvironment();
+            configure?.Invoke(options);
+            return options;
+        });
+        return AddCore(services);
+    }
+
+    /// <summary>Same as <see cref="AddHubClient(IServiceCollection, Action{HubOptions}?)"/> with explicit options.</summary>
+    public static IServiceCollection AddHubClient(this IServiceCollection services, HubOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(options);
+        services.TryAddSingleton(options);
+        return AddCore(services);
+    }
+
+    private static IServiceCollection AddCore(IServiceCollection services)
+    {
+        services.AddHttpClient<HubClient>(http => http.Timeout = Timeout.InfiniteTimeSpan)
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                AllowAutoRedirect = false,
+                AutomaticDecompression = DecompressionMethods.None,
+                PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+                ConnectTimeout = TimeSpan.FromSeconds(30),
+            })
+            .RedactLoggedHeaders(static _ => true)
+            .AddResilienceHandler("hub", static (builder, context) =>
+            {
+                var options = context.ServiceProvider.GetRequiredService<HubOptions>();
+                if (options.MaxRetryAttempts > 0)
+                {
+                    builder.AddRetry(new HttpRetryStrategyOptions
+                    {
+                        MaxRetryAttempts = options.MaxRetryAttempts,
+                        Delay = options.RetryBaseDelay,
+                        BackoffType = DelayBackoffType.Exponential,
+                        UseJitter = true,
+                        ShouldHandle = static args => ValueTask.FromResult(IsTransient(args.Outcome)),
+                    });
+                }
+
+                builder.AddTimeout(options.RequestTimeout);
+            });
+        services.TryAddTransient<HubCache>();
+        return services;
+    }
+
+    private static bool IsTransient(Outcome<HttpResponseMessage> outcome)
+    {
+        if (outcome.Exception is not null)
+        {
+            return outcome.Exception is HttpRequestException or Polly.Timeout.TimeoutRejectedException;
+        }
+
+        var status = (int)(outcome.Result?.StatusCode ?? 0);
+        return status is >= 500 or 408 or 429;
+    }
+}
