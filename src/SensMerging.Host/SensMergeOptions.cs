@@ -19,6 +19,10 @@ public sealed class SensMergeOptions
     [RegularExpression("^(cpu|cuda)$", ErrorMessage = "Device must be cpu or cuda")]
     public string Device { get; set; } = "cpu";
 
+    /// <summary>libtorch CPU threads (0: libtorch's default). On a busy machine 1 is often fastest for small models.</summary>
+    [Range(0, 1024)]
+    public int TorchThreads { get; set; }
+
     /// <summary>Finds a relative path in the working folder, else beside the executable or in one of its parent folders.</summary>
     public static string Locate(string path)
     {

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
@@ -23,6 +24,7 @@ public static class CliApp
         root.Add(ScoresCommand.Create());
         root.Add(RegistryCommand.Create());
         root.Add(HubCommand.Create());
+        root.Add(ServeCommand.Create());
         return root;
     }
 
@@ -35,6 +37,11 @@ public static class CliApp
         {
             using var host = HostComposition.Build(Settings(parse), parse.GetValue(VerboseOption));
             await host.StartAsync(cancellationToken);
+            var threads = host.Services.GetRequiredService<IOptions<SensMergeOptions>>().Value.TorchThreads;
+            if (threads > 0)
+            {
+                TorchSharp.torch.set_num_threads(threads);
+            }
             try
             {
                 return await body(host.Services, cancellationToken);

@@ -122,6 +122,73 @@ public sealed class ExternalPluginTests : IDisposable
             Scratch = null!,
         });
         Assert.Equal(new float[] { -2.5f, -5f }, result.data<float>().ToArray()); // -(1*a + 3*b) / 4
+
+        await SensDecoratorSteersTheThirdPartyStrategy(hostDir);
+    }
+
+    /// <summary>
+    /// The sens decorator wraps the strategy the host has never seen: the merged weights of each layer group must be
+    /// the third party's formula applied with the per-(expert, group) coefficients the registry recorded.
+    /// </summary>
+    private async Task SensDecoratorSteersTheThirdPartyStrategy(string hostDir)
+    {
+        var models = Path.Combine(_root, "llamas");
+        SensMerging.Host.Tests.Merging.TinyLlama.Write(Path.Combine(models, "math"), 11);
+        SensMerging.Host.Tests.Merging.TinyLlama.Write(Path.Combine(models, "code"), 12);
+        var mathData = SensMerging.Host.Tests.Merging.TinyLlama.Calibration(Path.Combine(models, "math.jsonl"), "add", 4);
+        var codeData = SensMerging.Host.Tests.Merging.TinyLlama.Calibration(Path.Combine(models, "code.jsonl"), "print", 4);
+        var pluginsFile = Path.Combine(hostDir, "plugins-with-sens.json");
+        File.WriteAllText(pluginsFile, JsonSerializer.Serialize(new
+        {
+            searchPaths = new[] { "plugins.d" },
+            plugins = new[] { "SensMerging.Scorers", "SensMerging.Decorators.Sens" }.Select(p => new { path = TestPaths.PluginFolder(p) }),
+        }));
+        var config = Path.Combine(_root, "sens-acme.yaml");
+        File.WriteAllText(config, $$"""
+            merge_method: acme_negated_mean
+            models:
+              - model: {{Path.Combine(models, "math")}}
+                calibration: {path: {{mathData}}, samples: 4, max_length: 24}
+              - model: {{Path.Combine(models, "code")}}
+                calibration: {path: {{codeData}}, samples: 4, max_length: 24}
+            decorators:
+              - name: sens
+                parameters: {temperature: 0.05}
+            """);
+        var output = Path.Combine(_root, "sens-acme-out");
+        var registry = Path.Combine(_root, "registry.db");
+
+        var (exit, stdout, stderr) = await Processes.SensMergeAsync("merge", config, "--out", output, "--plugins", pluginsFile, "--registry", registry);
+        Assert.True(exit == 0, stderr + stdout);
+
+        var id = stdout.Split("registry id ")[1].Trim();
+        using var store = SensMerging.Registry.LiteDbMergeRegistry.Open(new SensMerging.Registry.RegistryOptions { Path = registry });
+        var record = await store.GetAsync(id) ?? throw new InvalidOperationException("no record");
+        Assert.Equal("acme-negate", record.Strategy!.PluginId);
+        Assert.Equal("sens", Assert.Single(record.Decorators).Plugin.Component);
+        var coefficients = record.Coefficients ?? throw new InvalidOperationException("no coefficients recorded");
+        Assert.Equal(2, coefficients.Experts.Count);
+
+        using var math = SensMerging.Core.Models.ModelFolder.Open(Path.Combine(models, "math"));
+        using var code = SensMerging.Core.Models.ModelFolder.Open(Path.Combine(models, "code"));
+        using var merged = SensMerging.Core.Models.ModelFolder.Open(output);
+        var steered = 0;
+        foreach (var tensor in merged.Tensors)
+        {
+            var group = LayerGroups.Of(tensor.Name);
+            var c = coefficients.Experts.Select(e => coefficients.Get(e, group)).ToArray();
+            using var x0 = math.ReadTensor(tensor.Name);
+            using var x1 = code.ReadTensor(tensor.Name);
+            using var actual = merged.ReadTensor(tensor.Name);
+            using var expected = (x0 * c[0] + x1 * c[1]) / -(c[0] + c[1]);
+            Assert.True(actual.allclose(expected, rtol: 1e-4, atol: 1e-6), $"{tensor.Name}: merged values are not the strategy's formula with the recorded coefficients");
+            using var unsteered = (x0 + x1) / -2.0;
+            if (Math.Abs(c[0] - c[1]) > 1e-3 && !actual.allclose(unsteered, rtol: 1e-4, atol: 1e-6))
+            {
+                steered++;
+            }
+        }
+        Assert.True(steered > 0, "the coefficients changed no tensor: the decorator did not steer the strategy");
     }
 
     private async Task Run(string file, params string[] args)

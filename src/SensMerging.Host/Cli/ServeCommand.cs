@@ -1,0 +1,59 @@
+using System.CommandLine;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using SensMerging.Host.Serving;
+using SensMerging.Hub.Server;
+using SensMerging.Registry;
+
+namespace SensMerging.Host.Cli;
+
+/// <summary><c>sensmerge serve [--urls URL] [--repos DIR]</c>: the Hub read API over local repositories and merged models.</summary>
+public static class ServeCommand
+{
+    public const string DefaultUrl = "http://127.0.0.1:5080";
+
+    public static Command Create()
+    {
+        var urls = new Option<string>("--urls") { Description = "Address to listen on (loopback by default)", DefaultValueFactory = _ => DefaultUrl };
+        var repos = new Option<DirectoryInfo?>("--repos") { Description = "Folder of local repositories DIR/org/name/ to serve" };
+        var noRegistry = new Option<bool>("--no-registry") { Description = "Do not serve the registry's merged models" };
+        var command = new Command("serve", "Serve models over the Hugging Face Hub protocol (read-only): --repos folders and the registry's merged models as merges/<id>")
+        {
+            urls, repos, noRegistry,
+        };
+        command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
+        {
+            var sources = new List<IHubRepositorySource>();
+            var folderRoot = parse.GetValue(repos)?.FullName;
+            FolderRepositorySource? folders = null;
+            if (folderRoot is not null)
+            {
+                folders = new FolderRepositorySource(folderRoot);
+                sources.Add(folders);
+            }
+            if (!parse.GetValue(noRegistry))
+            {
+                var snapshotter = folders ?? new FolderRepositorySource(Path.GetTempPath());
+                sources.Add(new RegistryRepositorySource(services.GetRequiredService<IMergeRegistry>(), snapshotter.SnapshotFolderAsync));
+            }
+            if (sources.Count == 0)
+            {
+                throw new ArgumentException("nothing to serve: give --repos DIR or leave the registry on");
+            }
+            var loggerFactory = services.GetRequiredService<ILoggerFactory>();
+            await using var server = await HubServer.StartAsync(
+                new CompositeRepositorySource(sources), new HubServerOptions { Url = parse.GetValue(urls)! }, loggerFactory, token);
+            Console.Out.WriteLine($"serving on {server.Endpoint} (set HF_ENDPOINT={server.Endpoint} for Hub clients); Ctrl-C stops");
+            try
+            {
+                await Task.Delay(Timeout.Infinite, token);
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                Console.Out.WriteLine("stopped");
+            }
+            return 0;
+        }, ct));
+        return command;
+    }
+}
