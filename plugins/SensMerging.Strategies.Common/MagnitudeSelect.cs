@@ -1,0 +1,147 @@
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Strategies.Common;
+
+/// <summary>
+/// The k-th smallest magnitude of a tensor's entries, exactly. For contiguous CPU tensors of float32, bfloat16 or
+/// float16 it runs a radix select on the bit patterns (with the sign bit cleared, the bits of a float order like its
+/// magnitude): two or three sequential histogram passes over the data, reading it in place, allocating nothing of
+/// the tensor's size. Other tensors (GPU, other dtypes) use libtorch's <c>kthvalue</c> on a scratch copy of |x|.
+/// </summary>
+public static class MagnitudeSelect
+{
+    /// <summary>Elements per span (spans are limited to 2^31 bytes).</summary>
+    private const long ChunkElements = 1L << 28;
+
+    /// <summary>The <paramref name="k"/>-th smallest |x| (1-based) over all entries of <paramref name="values"/>.</summary>
+    /// <param name="values">The tensor (not modified).</param>
+    /// <param name="k">Rank, 1 to numel.</param>
+    /// <param name="scratch">A tensor of the same shape and dtype, overwritten on the fallback path.</param>
+    public static double KthSmallestMagnitude(Tensor values, long k, Tensor scratch)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentNullException.ThrowIfNull(scratch);
+        var numel = values.numel();
+        ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(k, numel);
+        if (values.device_type == DeviceType.CPU && values.is_contiguous())
+        {
+            switch (values.dtype)
+            {
+                case ScalarType.Float32:
+                    return BitConverter.UInt32BitsToSingle(Select32(values, k));
+                case ScalarType.BFloat16:
+                    return BitConverter.UInt32BitsToSingle((uint)Select16(values, k) << 16);
+                case ScalarType.Float16:
+                    return (double)BitConverter.UInt16BitsToHalf(Select16(values, k));
+                default:
+                    break;
+            }
+        }
+        scratch.copy_(values).abs_();
+        using var flat = scratch.reshape(-1);
+        var (value, index) = flat.kthvalue(k, 0, false);
+        using (value)
+        using (index)
+        {
+            return value.ToDouble();
+        }
+    }
+
+    private static uint Select32(Tensor values, long k)
+    {
+        using var flat = values.reshape(-1);
+        var remaining = k;
+        var hist = new long[2048];
+        ForEachChunk(flat, span =>
+        {
+            foreach (var bits in MemoryMarshal.Cast<byte, uint>(span))
+            {
+                hist[(bits & 0x7FFF_FFFF) >> 20]++;
+            }
+        });
+        var b1 = (uint)Find(hist, ref remaining);
+        var hist2 = new long[1024];
+        ForEachChunk(flat, span =>
+        {
+            foreach (var bits in MemoryMarshal.Cast<byte, uint>(span))
+            {
+                var key = bits & 0x7FFF_FFFF;
+                if (key >> 20 == b1)
+                {
+                    hist2[(key >> 10) & 0x3FF]++;
+                }
+            }
+        });
+        var prefix = (b1 << 10) | (uint)Find(hist2, ref remaining);
+        var hist3 = new long[1024];
+        ForEachChunk(flat, span =>
+        {
+            foreach (var bits in MemoryMarshal.Cast<byte, uint>(span))
+            {
+                var key = bits & 0x7FFF_FFFF;
+                if (key >> 10 == prefix)
+                {
+                    hist3[key & 0x3FF]++;
+                }
+            }
+        });
+        return (prefix << 10) | (uint)Find(hist3, ref remaining);
+    }
+
+    private static ushort Select16(Tensor values, long k)
+    {
+        using var flat = values.reshape(-1);
+        var remaining = k;
+        var hist = new long[128];
+        ForEachChunk(flat, span =>
+        {
+            foreach (var bits in MemoryMarshal.Cast<byte, ushort>(span))
+            {
+                hist[(bits & 0x7FFF) >> 8]++;
+            }
+        });
+        var b1 = Find(hist, ref remaining);
+        var hist2 = new long[256];
+        ForEachChunk(flat, span =>
+        {
+            foreach (var bits in MemoryMarshal.Cast<byte, ushort>(span))
+            {
+                var key = bits & 0x7FFF;
+                if (key >> 8 == b1)
+                {
+                    hist2[key & 0xFF]++;
+                }
+            }
+        });
+        return (ushort)((b1 << 8) | Find(hist2, ref remaining));
+    }
+
+    /// <summary>The bucket holding the <paramref name="remaining"/>-th entry; <paramref name="remaining"/> becomes the rank inside it.</summary>
+    private static int Find(long[] hist, ref long remaining)
+    {
+        for (var i = 0; i < hist.Length; i++)
+        {
+            if (remaining <= hist[i])
+            {
+                return i;
+            }
+            remaining -= hist[i];
+        }
+        throw new InvalidOperationException("radix select ran past the last bucket (the tensor changed while being read)");
+    }
+
+    private delegate void ChunkAction(Span<byte> bytes);
+
+    private static void ForEachChunk(Tensor flat, ChunkAction action)
+    {
+        var numel = flat.numel();
+        for (long start = 0; start < numel; start += ChunkElements)
+        {
+            using var part = flat.narrow(0, start, Math.Min(ChunkElements, numel - start));
+            action(part.bytes);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Strategies.Common;
+
+/// <summary>Raw access to the memory of contiguous CPU tensors (valid while the tensor lives; libtorch never moves it).</summary>
+internal static unsafe class NativeSpans
+{
+    public static bool IsDirectFloat32(Tensor? tensor) =>
+        tensor is not null && tensor.device_type == DeviceType.CPU && tensor.dtype == ScalarType.Float32 && tensor.is_contiguous();
+
+    /// <summary>The address of the first element of a contiguous CPU tensor with at least one element.</summary>
+    public static float* Float32(Tensor tensor)
+    {
+        using var flat = tensor.reshape(-1);
+        using var first = flat.narrow(0, 0, 1);
+        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(first.bytes));
+    }
+}

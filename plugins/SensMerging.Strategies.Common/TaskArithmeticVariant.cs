@@ -1,0 +1,95 @@
+using SensMerging.Abstractions;
+
+namespace SensMerging.Strategies.Common;
+
+/// <summary>How a task vector is thinned before merging.</summary>
+public enum SparsificationMethod
+{
+    /// <summary>Keep every entry (task arithmetic).</summary>
+    None,
+
+    /// <summary>Keep the <c>density</c> fraction of entries with the largest magnitude (TIES).</summary>
+    Magnitude,
+
+    /// <summary>Keep each entry with probability <c>density</c>, optionally rescaling survivors by 1/density (DARE).</summary>
+    Random,
+
+    /// <summary>Drop the largest <c>gamma</c> fraction and the smallest entries so that <c>density</c> remains (Model Breadcrumbs).</summary>
+    MagnitudeOutliers,
+}
+
+/// <summary>How conflicting task vectors are reconciled.</summary>
+public enum ConsensusMethod
+{
+    /// <summary>Plain weighted sum.</summary>
+    None,
+
+    /// <summary>TIES sign election: the sign of the sum of weighted deltas wins; disagreeing contributions are dropped.</summary>
+    Sum,
+}
+
+/// <summary>
+/// One configuration of generalized task arithmetic (mergekit's family of task_arithmetic, ties, dare_*, breadcrumbs*):
+/// the method name, the sparsification and consensus it uses, and its defaults.
+/// </summary>
+public sealed record TaskArithmeticVariant(
+    string Name,
+    SparsificationMethod Sparsification,
+    ConsensusMethod Consensus,
+    bool DefaultNormalize,
+    bool DefaultRescale = false)
+{
+    public static TaskArithmeticVariant TaskArithmetic { get; } = new("task_arithmetic", SparsificationMethod.None, ConsensusMethod.None, DefaultNormalize: false);
+
+    public static TaskArithmeticVariant Ties { get; } = new("ties", SparsificationMethod.Magnitude, ConsensusMethod.Sum, DefaultNormalize: true);
+
+    public static TaskArithmeticVariant DareLinear { get; } = new("dare_linear", SparsificationMethod.Random, ConsensusMethod.None, DefaultNormalize: false, DefaultRescale: true);
+
+    public static TaskArithmeticVariant DareTies { get; } = new("dare_ties", SparsificationMethod.Random, ConsensusMethod.Sum, DefaultNormalize: false, DefaultRescale: true);
+
+    public static TaskArithmeticVariant Breadcrumbs { get; } = new("breadcrumbs", SparsificationMethod.MagnitudeOutliers, ConsensusMethod.None, DefaultNormalize: false);
+
+    public static TaskArithmeticVariant BreadcrumbsTies { get; } = new("breadcrumbs_ties", SparsificationMethod.MagnitudeOutliers, ConsensusMethod.Sum, DefaultNormalize: false);
+
+    /// <summary>
+    /// Each output element depends only on the same element of the inputs when no whole-tensor statistic (magnitude rank) is
+    /// involved: plain sums, per-element random drops and per-element sign election.
+    /// </summary>
+    public bool Elementwise => Sparsification is SparsificationMethod.None or SparsificationMethod.Random;
+
+    public StrategyTraits Traits => new(
+        RequiresBaseModel: true,
+        MinModels: 1,
+        MaxModels: null,
+        UsesRandomness: Sparsification == SparsificationMethod.Random,
+        Elementwise: Elementwise);
+
+    /// <summary>The parameters the variant reads, with mergekit's names and defaults.</summary>
+    public IReadOnlyList<ParameterSpec> BuildParameters()
+    {
+        var specs = new List<ParameterSpec>
+        {
+            ParameterSpec.Float("weight", 1.0, ParameterScope.PerModel, "Weight of the model's task vector."),
+        };
+        if (Sparsification != SparsificationMethod.None)
+        {
+            specs.Add(ParameterSpec.Float("density", 1.0, ParameterScope.PerModel, "Fraction of the task vector's entries kept.", min: 0, max: 1));
+        }
+        if (Sparsification == SparsificationMethod.MagnitudeOutliers)
+        {
+            specs.Add(ParameterSpec.Float("gamma", 0.01, ParameterScope.PerModel, "Fraction of the largest-magnitude entries removed as outliers.", min: 0, max: 1));
+        }
+        specs.Add(ParameterSpec.Float("lambda", 1.0, ParameterScope.Global, "Scale applied to the merged task vector before adding it to the base."));
+        specs.Add(ParameterSpec.Boolean("normalize", DefaultNormalize, ParameterScope.Global,
+            Consensus == ConsensusMethod.None
+                ? "Divide the merged task vector by the sum of the weights."
+                : "Divide each entry by the sum of the weights of the contributions kept there."));
+        if (Sparsification == SparsificationMethod.Random)
+        {
+            specs.Add(ParameterSpec.Boolean("rescale", DefaultRescale, ParameterScope.Global, "Scale surviving entries by 1/density."));
+        }
+        specs.Add(ParameterSpec.Boolean("int8_mask", false, ParameterScope.Global,
+            "Accepted for mergekit compatibility; masks are stored in the compute dtype here, the result is the same."));
+        return specs;
+    }
+}

@@ -1,0 +1,782 @@
+using System.Globalization;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace SensMerging.Core.Config;
+
+/// <summary>
+/// Reads mergekit-style YAML into a <see cref="MergeConfig"/>. Every key is checked: keys this host does not support
+/// (mergekit's <c>modules</c>, <c>chat_template</c>, multi-slice layouts, LoRA references, union tokenizers...) are
+/// reported by name and line, never ignored. All problems found are reported together.
+/// </summary>
+public static class MergeConfigParser
+{
+    private static readonly HashSet<string> TopLevelKeys =
+    [
+        "merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
+        "decorators", "seed", "name",
+    ];
+
+    private static readonly Dictionary<string, string> KnownUnsupported = new(StringComparer.Ordinal)
+    {
+        ["modules"] = "mergekit modules are not supported",
+        ["chat_template"] = "chat templates are not merged here; the tokenizer files come from the tokenizer source",
+        ["residual_weight"] = "slice residual weights are not supported",
+        ["tokens"] = "tokenizer token overrides are not supported",
+        ["pad_to_multiple_of"] = "embedding padding is not supported",
+    };
+
+    /// <summary>Reads and parses a config file; relative model and calibration paths resolve against its folder.</summary>
+    public static async Task<MergeConfig> LoadAsync(string path, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var full = Path.GetFullPath(path);
+        if (!File.Exists(full))
+        {
+            throw new FileNotFoundException($"merge config '{full}' does not exist", full);
+        }
+        var text = await File.ReadAllTextAsync(full, cancellationToken).ConfigureAwait(false);
+        return Parse(text, full, Path.GetDirectoryName(full));
+    }
+
+    /// <summary>Parses YAML text. <paramref name="baseDirectory"/> defaults to the current directory.</summary>
+    public static MergeConfig Parse(string yaml, string? sourcePath = null, string? baseDirectory = null)
+    {
+        ArgumentNullException.ThrowIfNull(yaml);
+        var directory = Path.GetFullPath(baseDirectory ?? Directory.GetCurrentDirectory());
+        var stream = new YamlStream();
+        var parser = new Parser(new StringReader(yaml));
+        try
+        {
+            stream.Load(parser);
+        }
+        catch (YamlException e)
+        {
+            var detail = (e.InnerException?.Message ?? e.Message).Trim();
+            throw new MergeConfigException(sourcePath, [$"malformed YAML at line {e.Start.Line}, column {e.Start.Column}: {detail}"]);
+        }
+        catch (InvalidOperationException e)
+        {
+            // The scanner reports some unterminated constructs this way; the last event read tells where it stopped.
+            var mark = parser.Current?.End;
+            var where = mark is null ? string.Empty : $" after line {mark.Value.Line}, column {mark.Value.Column}";
+            throw new MergeConfigException(sourcePath, [$"malformed YAML{where}: unterminated or invalid construct (for example an unclosed '[' or '{{') ({e.Message})"]);
+        }
+        if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is YamlScalarNode { Value: null or "" })
+        {
+            throw new MergeConfigException(sourcePath, ["the config is empty"]);
+        }
+        if (stream.Documents.Count > 1)
+        {
+            throw new MergeConfigException(sourcePath, [$"line {Line(stream.Documents[1].RootNode)}: the file holds several YAML documents; a config is one"]);
+        }
+        var reader = new Reader(directory);
+        var config = reader.Read(stream.Documents[0].RootNode, sourcePath);
+        if (reader.Problems.Count > 0)
+        {
+            throw new MergeConfigException(sourcePath, reader.Problems);
+        }
+        return config!;
+    }
+
+    internal static int Line(YamlNode node) => (int)node.Start.Line;
+
+    /// <summary>Walks the YAML tree, collecting problems instead of stopping at the first.</summary>
+    private sealed class Reader(string directory)
+    {
+        public List<string> Problems { get; } = [];
+
+        public MergeConfig? Read(YamlNode root, string? sourcePath)
+        {
+            if (root is not YamlMappingNode map)
+            {
+                Problem(root, "the config must be a mapping of keys (merge_method, models, ...)");
+                return null;
+            }
+            string? method = null;
+            ModelReference? baseModel = null;
+            List<InputModel>? models = null;
+            List<InputModel>? sliceModels = null;
+            LayerRange? layerRange = null;
+            var parameters = new Dictionary<string, ParameterValue>(StringComparer.Ordinal);
+            Dictionary<string, ParameterValue>? sliceParameters = null;
+            ModelReference? sliceBase = null;
+            string? dtype = null, outDtype = null, name = null;
+            TokenizerSource? tokenizer = null;
+            YamlNode? tokenizerNode = null;
+            var decorators = new List<DecoratorConfig>();
+            long? seed = null;
+
+            foreach (var (keyNode, value) in map.Children)
+            {
+                var key = KeyOf(keyNode);
+                if (key is null)
+                {
+                    continue;
+                }
+                switch (key)
+                {
+                    case "merge_method":
+                        method = String(value, key)?.Trim().ToLowerInvariant();
+                        break;
+                    case "base_model":
+                        baseModel = Model(value);
+                        break;
+                    case "models":
+                        models = Models(value);
+                        break;
+                    case "slices":
+                        (sliceModels, layerRange, sliceParameters, sliceBase) = Slices(value);
+                        break;
+                    case "parameters":
+                        Parameters(value, parameters);
+                        break;
+                    case "dtype":
+                        dtype = Dtype(value, key);
+                        break;
+                    case "out_dtype":
+                        outDtype = Dtype(value, key);
+                        break;
+                    case "tokenizer_source":
+                        if (tokenizerNode is not null)
+                        {
+                            Problem(value, "give either 'tokenizer_source' or 'tokenizer', not both");
+                        }
+                        tokenizerNode = value;
+                        tokenizer = Tokenizer(value);
+                        break;
+                    case "tokenizer":
+                        if (tokenizerNode is not null)
+                        {
+                            Problem(value, "give either 'tokenizer_source' or 'tokenizer', not both");
+                        }
+                        tokenizerNode = value;
+                        tokenizer = TokenizerMapping(value);
+                        break;
+                    case "decorators":
+                        Decorators(value, decorators);
+                        break;
+                    case "seed":
+                        seed = Integer(value, key);
+                        break;
+                    case "name":
+                        name = String(value, key);
+                        break;
+                    default:
+                        Unsupported(keyNode, key);
+                        break;
+                }
+            }
+
+            if (method is null)
+            {
+                Problem(map, "missing 'merge_method'");
+            }
+            if (models is not null && sliceModels is not null)
+            {
+                Problem(map, "give either 'models' or 'slices', not both");
+            }
+            var inputs = models ?? sliceModels;
+            if (inputs is null || inputs.Count == 0)
+            {
+                Problem(map, "missing 'models' (the models to merge)");
+            }
+            if (sliceBase is not null)
+            {
+                if (baseModel is not null && !baseModel.SameModelAs(sliceBase))
+                {
+                    Problem(map, $"the slice's base_model '{sliceBase}' differs from base_model '{baseModel}'");
+                }
+                baseModel ??= sliceBase;
+            }
+            if (sliceParameters is not null)
+            {
+                foreach (var (key, value) in sliceParameters)
+                {
+                    parameters[key] = value; // a slice's parameters take precedence over the top-level ones, as in mergekit
+                }
+            }
+            if (Problems.Count > 0)
+            {
+                return null;
+            }
+            return new MergeConfig
+            {
+                MergeMethod = method!,
+                BaseModel = baseModel,
+                Models = inputs!,
+                Parameters = parameters,
+                Dtype = dtype,
+                OutDtype = outDtype,
+                TokenizerSource = tokenizer,
+                Decorators = decorators,
+                Seed = seed,
+                Name = name,
+                LayerRange = layerRange,
+                SourcePath = sourcePath,
+                BaseDirectory = directory,
+            };
+        }
+
+        private List<InputModel> Models(YamlNode node)
+        {
+            var result = new List<InputModel>();
+            if (node is not YamlSequenceNode list)
+            {
+                Problem(node, "'models' must be a list of {model, parameters}");
+                return result;
+            }
+            foreach (var item in list.Children)
+            {
+                var model = InputModelEntry(item, allowCalibration: true, out _);
+                if (model is not null)
+                {
+                    result.Add(model);
+                }
+            }
+            return result;
+        }
+
+        private InputModel? InputModelEntry(YamlNode item, bool allowCalibration, out LayerRange? range)
+        {
+            range = null;
+            if (item is not YamlMappingNode entry)
+            {
+                Problem(item, "a model entry must be a mapping with 'model' (and optionally 'parameters')");
+                return null;
+            }
+            ModelReference? reference = null;
+            var parameters = new Dictionary<string, ParameterValue>(StringComparer.Ordinal);
+            CalibrationSource? calibration = null;
+            var sawRange = false;
+            foreach (var (keyNode, value) in entry.Children)
+            {
+                var key = KeyOf(keyNode);
+                switch (key)
+                {
+                    case null:
+                        break;
+                    case "model":
+                        reference = Model(value);
+                        break;
+                    case "parameters":
+                        Parameters(value, parameters);
+                        break;
+                    case "calibration" when allowCalibration:
+                        calibration = Calibration(value);
+                        break;
+                    case "layer_range" when !allowCalibration:
+                        sawRange = true;
+                        range = Range(value);
+                        break;
+                    default:
+                        Unsupported(keyNode, key);
+                        break;
+                }
+            }
+            if (reference is null)
+            {
+                Problem(entry, "model entry without 'model'");
+                return null;
+            }
+            if (!allowCalibration && !sawRange)
+            {
+                Problem(entry, $"slice source '{reference}' has no 'layer_range'");
+            }
+            return new InputModel(reference, parameters, calibration, Line(entry));
+        }
+
+        private (List<InputModel>?, LayerRange?, Dictionary<string, ParameterValue>?, ModelReference?) Slices(YamlNode node)
+        {
+            if (node is not YamlSequenceNode slices || slices.Children.Count == 0)
+            {
+                Problem(node, "'slices' must be a list of {sources: [...]}");
+                return (null, null, null, null);
+            }
+            if (slices.Children.Count > 1)
+            {
+                Problem(slices.Children[1], "unsupported key 'slices' with more than one slice (layer stacking/frankenmerges are not supported; use one slice covering all layers, or 'models')");
+                return (null, null, null, null);
+            }
+            if (slices.Children[0] is not YamlMappingNode slice)
+            {
+                Problem(slices.Children[0], "a slice must be a mapping with 'sources'");
+                return (null, null, null, null);
+            }
+            var models = new List<InputModel>();
+            LayerRange? range = null;
+            Dictionary<string, ParameterValue>? parameters = null;
+            ModelReference? baseModel = null;
+            foreach (var (keyNode, value) in slice.Children)
+            {
+                var key = KeyOf(keyNode);
+                switch (key)
+                {
+                    case null:
+                        break;
+                    case "sources" when value is YamlSequenceNode sources:
+                        foreach (var source in sources.Children)
+                        {
+                            var model = InputModelEntry(source, allowCalibration: false, out var sourceRange);
+                            if (model is null || sourceRange is null)
+                            {
+                                continue;
+                            }
+                            if (range is null)
+                            {
+                                range = sourceRange;
+                            }
+                            else if (range != sourceRange)
+                            {
+                                Problem(source, $"slice sources cover different layers ([{range.Start}, {range.End}] and [{sourceRange.Start}, {sourceRange.End}]); only identical full-depth ranges are supported");
+                            }
+                            models.Add(model);
+                        }
+                        break;
+                    case "sources":
+                        Problem(value, "'sources' must be a list of {model, layer_range}");
+                        break;
+                    case "parameters":
+                        parameters = new Dictionary<string, ParameterValue>(StringComparer.Ordinal);
+                        Parameters(value, parameters);
+                        break;
+                    case "base_model":
+                        baseModel = Model(value);
+                        break;
+                    default:
+                        Unsupported(keyNode, key);
+                        break;
+                }
+            }
+            if (models.Count == 0)
+            {
+                Problem(slice, "the slice has no 'sources'");
+            }
+            return (models, range, parameters, baseModel);
+        }
+
+        private LayerRange? Range(YamlNode node)
+        {
+            if (node is YamlSequenceNode { Children.Count: 2 } pair
+                && Scalar(pair.Children[0]) is long start && Scalar(pair.Children[1]) is long end && start >= 0 && end > start)
+            {
+                return new LayerRange((int)start, (int)end);
+            }
+            Problem(node, "'layer_range' must be [start, end] with 0 <= start < end");
+            return null;
+        }
+
+        private void Parameters(YamlNode node, Dictionary<string, ParameterValue> into)
+        {
+            if (node is not YamlMappingNode map)
+            {
+                Problem(node, "'parameters' must be a mapping of parameter names to values");
+                return;
+            }
+            foreach (var (keyNode, value) in map.Children)
+            {
+                var key = KeyOf(keyNode);
+                if (key is null)
+                {
+                    continue;
+                }
+                var parsed = Value(value, key);
+                if (parsed is not null)
+                {
+                    into[key] = parsed;
+                }
+            }
+        }
+
+        private ParameterValue? Value(YamlNode node, string name)
+        {
+            switch (node)
+            {
+                case YamlScalarNode scalar:
+                    var value = Scalar(scalar);
+                    if (value is null)
+                    {
+                        Problem(node, $"parameter '{name}' has no value");
+                        return null;
+                    }
+                    return new ScalarParameter(value, Line(node));
+                case YamlSequenceNode { Children.Count: 0 }:
+                    Problem(node, $"parameter '{name}' is an empty list");
+                    return null;
+                case YamlSequenceNode list when list.Children.All(c => c is YamlScalarNode):
+                    return Gradient(list, name);
+                case YamlSequenceNode list when list.Children.All(c => c is YamlMappingNode):
+                    var entries = new List<FilterEntry>();
+                    foreach (var child in list.Children)
+                    {
+                        var entry = Filter((YamlMappingNode)child, name);
+                        if (entry is not null)
+                        {
+                            entries.Add(entry);
+                        }
+                    }
+                    return new FilteredParameter(entries, Line(node));
+                default:
+                    Problem(node, $"parameter '{name}' must be a value, a list of values (interpolated over depth), or a list of {{filter, value}}");
+                    return null;
+            }
+        }
+
+        private GradientParameter? Gradient(YamlSequenceNode list, string name)
+        {
+            var values = new List<object>();
+            foreach (var child in list.Children)
+            {
+                var value = Scalar((YamlScalarNode)child);
+                if (value is null)
+                {
+                    Problem(child, $"parameter '{name}' has an empty list item");
+                    return null;
+                }
+                values.Add(value);
+            }
+            var numeric = values.Count(v => v is double or long);
+            if (numeric != 0 && numeric != values.Count)
+            {
+                Problem(list, $"parameter '{name}' mixes numbers and other values in one list");
+                return null;
+            }
+            return new GradientParameter(values, Line(list));
+        }
+
+        private FilterEntry? Filter(YamlMappingNode map, string name)
+        {
+            string? filter = null;
+            ParameterValue? value = null;
+            foreach (var (keyNode, child) in map.Children)
+            {
+                var key = KeyOf(keyNode);
+                switch (key)
+                {
+                    case null:
+                        break;
+                    case "filter":
+                        filter = String(child, $"{name}.filter");
+                        break;
+                    case "value" when child is not YamlScalarNode && !(child is YamlSequenceNode seq && seq.Children.All(c => c is YamlScalarNode)):
+                        Problem(child, $"parameter '{name}': a filter's value must be a value or a list of values");
+                        break;
+                    case "value":
+                        value = Value(child, name);
+                        break;
+                    default:
+                        Unsupported(keyNode, key);
+                        break;
+                }
+            }
+            if (value is null)
+            {
+                Problem(map, $"parameter '{name}': filter entry without 'value'");
+                return null;
+            }
+            return new FilterEntry(filter, value, Line(map));
+        }
+
+        private CalibrationSource? Calibration(YamlNode node)
+        {
+            if (node is YamlScalarNode)
+            {
+                var path = String(node, "calibration");
+                return path is null ? null : new CalibrationSource(FullPath(path), null, null);
+            }
+            if (node is not YamlMappingNode map)
+            {
+                Problem(node, "'calibration' must be a path or a mapping {path, samples, max_length}");
+                return null;
+            }
+            string? file = null;
+            int? samples = null, maxLength = null;
+            foreach (var (keyNode, value) in map.Children)
+            {
+                var key = KeyOf(keyNode);
+                switch (key)
+                {
+                    case null:
+                        break;
+                    case "path":
+                        file = String(value, "calibration.path");
+                        break;
+                    case "samples":
+                        samples = Positive(value, "calibration.samples");
+                        break;
+                    case "max_length":
+                        maxLength = Positive(value, "calibration.max_length");
+                        break;
+                    default:
+                        Unsupported(keyNode, key);
+                        break;
+                }
+            }
+            if (file is null)
+            {
+                Problem(map, "'calibration' needs a 'path'");
+                return null;
+            }
+            return new CalibrationSource(FullPath(file), samples, maxLength);
+        }
+
+        private void Decorators(YamlNode node, List<DecoratorConfig> into)
+        {
+            if (node is not YamlSequenceNode list)
+            {
+                Problem(node, "'decorators' must be a list of {name, parameters}");
+                return;
+            }
+            foreach (var item in list.Children)
+            {
+                if (item is YamlScalarNode)
+                {
+                    var plain = String(item, "decorators[]");
+                    if (plain is not null)
+                    {
+                        into.Add(new DecoratorConfig(plain, new Dictionary<string, object>(), Line(item)));
+                    }
+                    continue;
+                }
+                if (item is not YamlMappingNode map)
+                {
+                    Problem(item, "a decorator must be a name or a mapping {name, parameters}");
+                    continue;
+                }
+                string? name = null;
+                var parameters = new Dictionary<string, object>(StringComparer.Ordinal);
+                foreach (var (keyNode, value) in map.Children)
+                {
+                    var key = KeyOf(keyNode);
+                    switch (key)
+                    {
+                        case null:
+                            break;
+                        case "name":
+                            name = String(value, "decorator name");
+                            break;
+                        case "parameters" when value is YamlMappingNode parameterMap:
+                            foreach (var (pKey, pValue) in parameterMap.Children)
+                            {
+                                var parameterName = KeyOf(pKey);
+                                var parsed = parameterName is null ? null : DecoratorValue(pValue, parameterName);
+                                if (parsed is not null)
+                                {
+                                    parameters[parameterName!] = parsed;
+                                }
+                            }
+                            break;
+                        case "parameters":
+                            Problem(value, "decorator 'parameters' must be a mapping");
+                            break;
+                        default:
+                            Unsupported(keyNode, key);
+                            break;
+                    }
+                }
+                if (name is null)
+                {
+                    Problem(map, "decorator entry without 'name'");
+                    continue;
+                }
+                into.Add(new DecoratorConfig(name, parameters, Line(map)));
+            }
+        }
+
+        private object? DecoratorValue(YamlNode node, string name)
+        {
+            if (node is YamlScalarNode scalar)
+            {
+                var value = Scalar(scalar);
+                if (value is null)
+                {
+                    Problem(node, $"decorator parameter '{name}' has no value");
+                }
+                return value;
+            }
+            if (node is YamlSequenceNode list && list.Children.All(c => c is YamlScalarNode))
+            {
+                var values = list.Children.Select(c => Scalar((YamlScalarNode)c)).ToList();
+                if (values.Any(v => v is null))
+                {
+                    Problem(node, $"decorator parameter '{name}' has an empty list item");
+                    return null;
+                }
+                return values.Cast<object>().ToList();
+            }
+            Problem(node, $"decorator parameter '{name}' must be a value or a list of values");
+            return null;
+        }
+
+        private TokenizerSource? Tokenizer(YamlNode node)
+        {
+            var text = String(node, "tokenizer_source");
+            switch (text)
+            {
+                case null:
+                    return null;
+                case "base":
+                    return new TokenizerSource(TokenizerSourceKind.Base, null);
+                case "union":
+                    Problem(node, "unsupported tokenizer_source 'union' (building a union vocabulary is not supported; use 'base' or a model)");
+                    return null;
+                default:
+                    var model = Model(node, text.StartsWith("model:", StringComparison.Ordinal) ? text["model:".Length..] : text);
+                    return model is null ? null : new TokenizerSource(TokenizerSourceKind.Model, model);
+            }
+        }
+
+        private TokenizerSource? TokenizerMapping(YamlNode node)
+        {
+            if (node is not YamlMappingNode map)
+            {
+                Problem(node, "'tokenizer' must be a mapping {source}");
+                return null;
+            }
+            TokenizerSource? result = null;
+            foreach (var (keyNode, value) in map.Children)
+            {
+                var key = KeyOf(keyNode);
+                if (key == "source")
+                {
+                    result = Tokenizer(value);
+                }
+                else if (key is not null)
+                {
+                    Unsupported(keyNode, key);
+                }
+            }
+            return result;
+        }
+
+        private string? Dtype(YamlNode node, string key)
+        {
+            var text = String(node, key);
+            switch (text?.Trim().ToLowerInvariant())
+            {
+                case null:
+                    return null;
+                case "float32" or "fp32" or "f32" or "float":
+                    return "float32";
+                case "float16" or "fp16" or "f16" or "half":
+                    return "float16";
+                case "bfloat16" or "bf16":
+                    return "bfloat16";
+                default:
+                    Problem(node, $"'{key}' is '{text}'; supported: float32, float16, bfloat16");
+                    return null;
+            }
+        }
+
+        private ModelReference? Model(YamlNode node, string? text = null)
+        {
+            text ??= String(node, "model");
+            if (text is null)
+            {
+                return null;
+            }
+            try
+            {
+                return ModelReference.Parse(text, directory);
+            }
+            catch (FormatException e)
+            {
+                Problem(node, e.Message);
+                return null;
+            }
+        }
+
+        private string FullPath(string path) => Path.GetFullPath(Path.Combine(directory, path));
+
+        private int? Positive(YamlNode node, string key)
+        {
+            var value = Integer(node, key);
+            if (value is null)
+            {
+                return null;
+            }
+            if (value <= 0 || value > int.MaxValue)
+            {
+                Problem(node, $"'{key}' must be a positive integer, got {value}");
+                return null;
+            }
+            return (int)value;
+        }
+
+        private long? Integer(YamlNode node, string key)
+        {
+            if (node is YamlScalarNode scalar && Scalar(scalar) is long value)
+            {
+                return value;
+            }
+            Problem(node, $"'{key}' must be an integer");
+            return null;
+        }
+
+        private string? String(YamlNode node, string key)
+        {
+            if (node is YamlScalarNode { Value: { Length: > 0 } value })
+            {
+                return value;
+            }
+            Problem(node, $"'{key}' must be a non-empty text value");
+            return null;
+        }
+
+        private string? KeyOf(YamlNode keyNode)
+        {
+            if (keyNode is YamlScalarNode { Value: { Length: > 0 } key })
+            {
+                return key;
+            }
+            Problem(keyNode, "keys must be plain names");
+            return null;
+        }
+
+        private void Unsupported(YamlNode keyNode, string key) =>
+            Problem(keyNode, KnownUnsupported.TryGetValue(key, out var why)
+                ? $"unsupported key '{key}' ({why})"
+                : $"unsupported key '{key}'");
+
+        private void Problem(YamlNode node, string message) => Problems.Add($"line {Line(node)}: {message}");
+    }
+
+    /// <summary>
+    /// A YAML scalar as a value: plain scalars become null, booleans (true/false/yes/no/on/off), integers
+    /// (<see cref="long"/>) or floats (<see cref="double"/>); quoted scalars stay text.
+    /// </summary>
+    internal static object? Scalar(YamlNode node)
+    {
+        if (node is not YamlScalarNode scalar)
+        {
+            return null;
+        }
+        var text = scalar.Value;
+        if (scalar.Style is not ScalarStyle.Plain and not ScalarStyle.Any)
+        {
+            return text ?? string.Empty;
+        }
+        if (text is null or "" or "~" or "null" or "Null" or "NULL")
+        {
+            return null;
+        }
+        switch (text.ToLowerInvariant())
+        {
+            case "true" or "yes" or "on":
+                return true;
+            case "false" or "no" or "off":
+                return false;
+            default:
+                break;
+        }
+        if (long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var integer))
+        {
+            return integer;
+        }
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var real) && double.IsFinite(real))
+        {
+            return real;
+        }
+        return text;
+    }
+}

@@ -1,0 +1,107 @@
+using SensMerging.Strategies.DareLinear;
+using SensMerging.Strategies.DareTies;
+using static SensMerging.Strategies.Tests.MergeHarness;
+
+namespace SensMerging.Strategies.Tests;
+
+public sealed class DareTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Density_one_is_plain_task_arithmetic_and_ties(bool torchPath)
+    {
+        var rng = new Random(1);
+        var b = Random(rng, 50);
+        float[][] xs = [Random(rng, 50), Random(rng, 50, 2)];
+        double[] weights = [0.6, 0.9];
+        var deltas = xs.Select(x => Reference.Delta(x, b)).ToArray();
+
+        var linear = Run(new DareLinearStrategy(), b, xs, weights, new() { ["lambda"] = 0.8 }, seed: 42, shape: [5, 10], torchPath: torchPath);
+        Close(Reference.Combine(b, deltas, weights, consensus: false, normalize: false, 0.8), linear);
+
+        var ties = Run(new DareTiesStrategy(), b, xs, weights, new() { ["normalize"] = true }, seed: 42, shape: [5, 10], torchPath: torchPath);
+        Close(Reference.Combine(b, deltas, weights, consensus: true, normalize: true, 1.0), ties);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Density_half_drops_about_half_and_rescales_survivors_exactly(bool torchPath)
+    {
+        const int n = 100_000;
+        var rng = new Random(2);
+        var b = Random(rng, n);
+        var x = Random(rng, n, 1, 0.1);
+        var result = Run(new DareLinearStrategy(), b, [x], perModel: [new() { ["density"] = 0.5 }], seed: 1234, shape: [100, 1000], torchPath: torchPath);
+        var dropped = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var delta = (double)x[i] - b[i];
+            if (result[i] == b[i])
+            {
+                dropped++;
+                continue;
+            }
+            var expected = b[i] + delta / 0.5;
+            Assert.True(Math.Abs(result[i] - expected) <= 1e-5 * Math.Max(1, Math.Abs(expected)), $"element {i}: {result[i]} vs {expected}");
+        }
+        Assert.InRange(dropped / (double)n, 0.49, 0.51);
+
+        var noRescale = Run(new DareLinearStrategy(), b, [x], global: new() { ["rescale"] = false },
+            perModel: [new() { ["density"] = 0.5 }], seed: 1234, shape: [100, 1000], torchPath: torchPath);
+        for (var i = 0; i < n; i++)
+        {
+            // same seed: the same entries survive, now unscaled
+            if (result[i] == b[i])
+            {
+                Assert.Equal(b[i], noRescale[i]);
+            }
+            else
+            {
+                Assert.True(Math.Abs(x[i] - noRescale[i]) <= 1e-5 * Math.Max(1, Math.Abs(x[i])), $"element {i}: {noRescale[i]} vs {x[i]}");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Same_seed_is_byte_identical_and_another_seed_differs(bool torchPath)
+    {
+        var rng = new Random(4);
+        var b = Random(rng, 4096);
+        float[][] xs = [Random(rng, 4096), Random(rng, 4096)];
+        var perModel = new Dictionary<string, object>[] { new() { ["density"] = 0.3 }, new() { ["density"] = 0.7 } };
+        var first = Run(new DareTiesStrategy(), b, xs, [1.0, 0.5], perModel: perModel, seed: 99, shape: [64, 64], torchPath: torchPath);
+        var second = Run(new DareTiesStrategy(), b, xs, [1.0, 0.5], perModel: perModel, seed: 99, shape: [64, 64], torchPath: torchPath);
+        var other = Run(new DareTiesStrategy(), b, xs, [1.0, 0.5], perModel: perModel, seed: 100, shape: [64, 64], torchPath: torchPath);
+        Assert.Equal(BitConverter.GetBytes(0f).Length * first.Length, first.SelectMany(BitConverter.GetBytes).Count());
+        Assert.True(first.SelectMany(BitConverter.GetBytes).SequenceEqual(second.SelectMany(BitConverter.GetBytes)));
+        Assert.False(first.SequenceEqual(other));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Dare_ties_elects_signs_over_the_sparsified_deltas(bool torchPath)
+    {
+        // The drop mask of model i comes from seed + i: recover it by sparsifying model i alone with seed + i.
+        var rng = new Random(6);
+        const int n = 2000;
+        var b = Random(rng, n);
+        float[][] xs = [Random(rng, n, 1), Random(rng, n, 1.5), Random(rng, n, 0.7)];
+        double[] densities = [0.5, 0.4, 0.8];
+        double[] weights = [0.9, 0.6, 1.1];
+        const long seed = 31;
+        var sparse = new double[xs.Length][];
+        for (var i = 0; i < xs.Length; i++)
+        {
+            var single = Run(new DareLinearStrategy(), b, [xs[i]], perModel: [new() { ["density"] = densities[i] }], seed: seed + i, shape: [40, 50], torchPath: torchPath);
+            sparse[i] = [.. single.Select((v, e) => (double)v - b[e])];
+        }
+        var result = Run(new DareTiesStrategy(), b, xs, weights, new() { ["normalize"] = true },
+            [.. densities.Select(d => new Dictionary<string, object> { ["density"] = d })], seed: seed, shape: [40, 50], torchPath: torchPath);
+        Close(Reference.Combine(b, sparse, weights, consensus: true, normalize: true, 1.0), result, 1e-4);
+    }
+}

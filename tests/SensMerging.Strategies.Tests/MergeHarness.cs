@@ -1,0 +1,121 @@
+using SensMerging.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Strategies.Tests;
+
+/// <summary>Runs a strategy on plain arrays and returns plain arrays; checks the contract (inputs untouched, scratch alive).</summary>
+internal static class MergeHarness
+{
+    public static float[] Run(
+        IMergeStrategy strategy,
+        float[]? baseValues,
+        float[][] models,
+        double[]? weights = null,
+        Dictionary<string, object>? global = null,
+        Dictionary<string, object>[]? perModel = null,
+        long seed = 0,
+        long[]? shape = null,
+        bool torchPath = false)
+    {
+        ArgumentNullException.ThrowIfNull(strategy);
+        var n = models[0].Length;
+        shape ??= [n];
+        weights ??= [.. models.Select(_ => 1.0)];
+        var parameters = new ResolvedParameters(
+            Defaults(strategy, ParameterScope.Global, global),
+            [.. models.Select((_, i) => (IReadOnlyDictionary<string, object>)Defaults(strategy, ParameterScope.PerModel, perModel?[i]))]);
+
+        using var scratch = new TestScratch(shape);
+        using var baseTensor = baseValues is null ? null : Input(baseValues, shape, torchPath);
+        var inputs = models.Select(m => Input(m, shape, torchPath)).ToList();
+        using var output = torch.empty(shape, ScalarType.Float32).fill_(double.NaN);
+        try
+        {
+            strategy.Merge(new MergeTensorRequest
+            {
+                TensorName = "model.layers.0.mlp.up_proj.weight",
+                LayerGroup = "model.layers.0",
+                Base = baseTensor,
+                Models = inputs,
+                ModelNames = [.. models.Select((_, i) => $"expert{i}")],
+                Weights = weights,
+                Parameters = parameters,
+                Output = output,
+                Scratch = scratch,
+                Seed = seed,
+                LayerIndex = 0,
+                LayerCount = 1,
+            });
+            if (baseValues is not null)
+            {
+                Assert.Equal(baseValues, baseTensor!.reshape(-1).data<float>().ToArray());
+            }
+            for (var i = 0; i < models.Length; i++)
+            {
+                Assert.Equal(models[i], inputs[i].reshape(-1).data<float>().ToArray());
+            }
+            foreach (var rented in scratch.Rented)
+            {
+                Assert.False(rented.IsInvalid, "a rented scratch tensor was disposed by the strategy");
+            }
+            return output.reshape(-1).data<float>().ToArray();
+        }
+        finally
+        {
+            foreach (var input in inputs)
+            {
+                input.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// A tensor with the given values; with <paramref name="columnMajor"/> the same logical values in a non-contiguous
+    /// layout, which sends strategies down their general libtorch path instead of the fused CPU kernel.
+    /// </summary>
+    private static Tensor Input(float[] values, long[] shape, bool columnMajor)
+    {
+        using var logical = torch.tensor(values).reshape(shape);
+        if (!columnMajor)
+        {
+            return logical.clone();
+        }
+        Assert.True(shape.Length == 2 && shape[0] > 1 && shape[1] > 1, "the libtorch path needs a 2-D shape to transpose");
+        using var transposed = logical.t().contiguous();
+        var result = transposed.t();
+        Assert.False(result.is_contiguous());
+        return result;
+    }
+
+    private static Dictionary<string, object> Defaults(IMergeStrategy strategy, ParameterScope scope, Dictionary<string, object>? given)
+    {
+        var values = new Dictionary<string, object>();
+        foreach (var spec in strategy.Parameters.Where(p => p.Scope == scope && p.Default is not null))
+        {
+            values[spec.Name] = spec.Default!;
+        }
+        if (given is not null)
+        {
+            foreach (var (key, value) in given)
+            {
+                values[key] = value;
+            }
+        }
+        return values;
+    }
+
+    public static void Close(double[] expected, float[] actual, double tolerance = 1e-5)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (var i = 0; i < expected.Length; i++)
+        {
+            var diff = Math.Abs(expected[i] - actual[i]);
+            Assert.True(diff <= tolerance * Math.Max(1.0, Math.Abs(expected[i])),
+                $"element {i}: expected {expected[i]}, got {actual[i]} (diff {diff})");
+        }
+    }
+
+    public static float[] Random(Random rng, int n, double scale = 1.0, double offset = 0.0) =>
+        [.. Enumerable.Range(0, n).Select(_ => (float)(offset + scale * (rng.NextDouble() * 2 - 1)))];
+}
