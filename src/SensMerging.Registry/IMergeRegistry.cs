@@ -1,0 +1,164 @@
+namespace SensMerging.Registry;
+
+/// <summary>
+/// The merge-history registry: one record per merge, written as running first and completed only once the output
+/// is complete and hashed. Safe to use from several processes at once (a merge and <c>serve</c>).
+/// </summary>
+public interface IMergeRegistry
+{
+    /// <summary>The registry file.</summary>
+    string FilePath { get; }
+
+    /// <summary>
+    /// Writes <paramref name="draft"/> as <see cref="MergeStatus.Running"/>, owned by this process. Assigns the id
+    /// when empty and the times when unset. Returns the stored record.
+    /// </summary>
+    Task<MergeRecord> BeginAsync(MergeRecord draft, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Applies <paramref name="update"/> to the stored record atomically (read, change, write under the registry
+    /// lock), for scores and coefficients as they arrive. The update may not change the id or the status.
+    /// </summary>
+    Task<MergeRecord> UpdateAsync(string id, Func<MergeRecord, MergeRecord> update, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Marks a running merge <see cref="MergeStatus.Succeeded"/> with its outputs. Call only after the output folder
+    /// is complete and every file hashed: the files listed must exist with the sizes given.
+    /// </summary>
+    Task<MergeRecord> CompleteAsync(string id, MergeOutputs outputs, IReadOnlyDictionary<string, double>? durations = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Marks a running merge failed with the exception (an <see cref="OperationCanceledException"/> marks it cancelled).</summary>
+    Task<MergeRecord> FailAsync(string id, Exception exception, IReadOnlyDictionary<string, double>? durations = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Marks a running merge cancelled.</summary>
+    Task<MergeRecord> CancelAsync(string id, string? reason = null, IReadOnlyDictionary<string, double>? durations = null, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Turns running records whose owning process no longer exists (same machine; PID and start time checked) into
+    /// failed ones ("process ended while merging"). Returns their ids. Runs on open and before every list.
+    /// </summary>
+    Task<IReadOnlyList<string>> MarkAbandonedAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Adds an evaluation to a merge: <paramref name="idOrModelRef"/> is a record id (or unique prefix), or a model
+    /// reference (output folder or served repo id) of a merge's output. Returns the record's id.
+    /// </summary>
+    Task<string> AddEvaluationAsync(string idOrModelRef, EvaluationResult evaluation, CancellationToken cancellationToken = default);
+
+    /// <summary>Summaries, newest first, matching every given filter.</summary>
+    Task<IReadOnlyList<MergeSummary>> ListAsync(MergeQuery query, CancellationToken cancellationToken = default);
+
+    /// <summary>The record with this id or unique id prefix; null when none. Throws <see cref="AmbiguousMergeIdException"/> for a prefix of several.</summary>
+    Task<MergeRecord?> GetAsync(string idOrPrefix, CancellationToken cancellationToken = default);
+
+    /// <summary>The merges that produced a model (by output folder or served repo id) and those that used it as input, with the producers' own ancestry.</summary>
+    Task<ModelLineage> LineageAsync(string modelRef, CancellationToken cancellationToken = default);
+
+    /// <summary>The record as JSON (schema in docs/registry.md). Throws <see cref="MergeNotFoundException"/> when absent.</summary>
+    Task<string> ExportAsync(string idOrPrefix, CancellationToken cancellationToken = default);
+
+    /// <summary>Number of records.</summary>
+    Task<int> CountAsync(CancellationToken cancellationToken = default);
+}
+
+/// <summary>Filters for <see cref="IMergeRegistry.ListAsync"/>; null means any.</summary>
+public sealed record MergeQuery
+{
+    /// <summary>A model reference that appears among the inputs or as the output (repo id with or without <c>@revision</c>, alias, or folder).</summary>
+    public string? Model { get; init; }
+
+    /// <summary>The strategy component name (for example <c>ties</c>), case-insensitive.</summary>
+    public string? Strategy { get; init; }
+
+    /// <summary>Only merges created at or after this time (UTC).</summary>
+    public DateTime? Since { get; init; }
+
+    public MergeStatus? Status { get; init; }
+
+    /// <summary>At most this many summaries (newest first); 0 means no limit.</summary>
+    public int Limit { get; init; } = 50;
+
+    public static MergeQuery All { get; } = new() { Limit = 0 };
+}
+
+/// <summary>One line of <c>registry list</c>.</summary>
+public sealed record MergeSummary
+{
+    public required string Id { get; init; }
+
+    public MergeStatus Status { get; init; }
+
+    public DateTime CreatedAt { get; init; }
+
+    public DateTime? FinishedAt { get; init; }
+
+    /// <summary>The strategy's component name, with the decorator chain: <c>sens(ties)</c>.</summary>
+    public string Method { get; init; } = string.Empty;
+
+    public string? Strategy { get; init; }
+
+    public IReadOnlyList<string> Decorators { get; init; } = [];
+
+    /// <summary>Input references as written, base first.</summary>
+    public IReadOnlyList<string> Inputs { get; init; } = [];
+
+    public string? OutputFolder { get; init; }
+
+    public string? OutputRepoId { get; init; }
+
+    public long? OutputBytes { get; init; }
+
+    public double? TotalSeconds { get; init; }
+
+    public string? Error { get; init; }
+
+    public IReadOnlyList<string> Tags { get; init; } = [];
+
+    public static MergeSummary From(MergeRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        var inputs = record.Inputs.OrderBy(i => i.Role == ModelRole.Base ? 0 : 1).Select(i => i.Reference).ToArray();
+        return new MergeSummary
+        {
+            Id = record.Id,
+            Status = record.Status,
+            CreatedAt = record.CreatedAt,
+            FinishedAt = record.FinishedAt,
+            Method = MethodName(record),
+            Strategy = record.Strategy?.Component,
+            Decorators = [.. record.Decorators.Select(d => d.Plugin.Component)],
+            Inputs = inputs,
+            OutputFolder = record.Outputs?.Folder,
+            OutputRepoId = record.Outputs?.RepoId,
+            OutputBytes = record.Outputs?.TotalBytes,
+            TotalSeconds = record.Durations.TryGetValue(Phases.Total, out var t) ? t : null,
+            Error = record.Error?.Message,
+            Tags = record.Tags,
+        };
+    }
+
+    /// <summary>The strategy wrapped by its decorators, outermost first: <c>sens(ties)</c>.</summary>
+    public static string MethodName(MergeRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        var name = record.Strategy?.Component ?? "?";
+        for (var i = record.Decorators.Count - 1; i >= 0; i--)
+        {
+            name = record.Decorators[i].Plugin.Component + "(" + name + ")";
+        }
+        return name;
+    }
+}
+
+/// <summary>Where a model came from and where it went.</summary>
+/// <param name="Reference">The model reference asked about.</param>
+/// <param name="ProducedBy">Merges whose output is this model (normally one; several when re-made into the same folder).</param>
+/// <param name="UsedBy">Merges that took this model as an input.</param>
+/// <param name="Ancestry">For each producing merge, its inputs and (recursively) the merges that produced them.</param>
+public sealed record ModelLineage(string Reference, IReadOnlyList<MergeSummary> ProducedBy, IReadOnlyList<MergeSummary> UsedBy, IReadOnlyList<LineageNode> Ancestry);
+
+/// <summary>A merge in a model's ancestry and, per input, the merges that produced that input.</summary>
+public sealed record LineageNode(MergeSummary Merge, IReadOnlyList<LineageInput> Inputs);
+
+/// <summary>An input of a merge in the ancestry; <see cref="ProducedBy"/> is empty for models not made by a recorded merge.</summary>
+public sealed record LineageInput(string Reference, string? ResolvedCommit, IReadOnlyList<LineageNode> ProducedBy);
