@@ -1,0 +1,45 @@
+using SensMerging.Abstractions;
+
+namespace SensMerging.Zoo.Tasks;
+
+/// <summary>How many samples a task family generates for each split.</summary>
+/// <param name="Train">Training samples for the expert (an upper bound for finite families such as knowledge).</param>
+/// <param name="Eval">Held-out evaluation samples (never in the training set).</param>
+/// <param name="Calibration">Calibration samples (drawn from the training distribution, disjoint from the evaluation set).</param>
+public sealed record TaskDataSizes(int Train, int Eval, int Calibration)
+{
+    /// <summary>Throws when a size is not positive.</summary>
+    public void Validate()
+    {
+        if (Train < 1 || Eval < 1 || Calibration < 1)
+        {
+            throw new ArgumentException($"Task data sizes must be positive (train {Train}, eval {Eval}, calibration {Calibration}).");
+        }
+    }
+}
+
+/// <summary>The samples of one task family for one seed.</summary>
+/// <param name="Task">The family's name (<c>math</c>, <c>code</c>, <c>knowledge</c>).</param>
+/// <param name="Train">The expert's training samples.</param>
+/// <param name="BaseTrain">The part of the training distribution the base model sees (a subset of <paramref name="Train"/>).</param>
+/// <param name="Eval">Held-out evaluation samples; no evaluation prompt occurs in <paramref name="Train"/>.</param>
+/// <param name="Calibration">Calibration samples, taken from <paramref name="Train"/>.</param>
+public sealed record TaskSplits(
+    string Task,
+    IReadOnlyList<TextSample> Train,
+    IReadOnlyList<TextSample> BaseTrain,
+    IReadOnlyList<TextSample> Eval,
+    IReadOnlyList<TextSample> Calibration);
+
+/// <summary>A family of prompt/response tasks that is deterministic for a seed.</summary>
+public interface ITaskFamily
+{
+    /// <summary>The task's name, used for folders, tables and the expert's repository name.</summary>
+    string Name { get; }
+
+    /// <summary>One sentence for model cards.</summary>
+    string Description { get; }
+
+    /// <summary>Generates the splits; the same seed and sizes give the same samples in the same order.</summary>
+    TaskSplits Generate(int seed, TaskDataSizes sizes);
+}

@@ -1,0 +1,73 @@
+using SensMerging.Abstractions;
+
+namespace SensMerging.Zoo.Tasks;
+
+/// <summary>One generated sample and whether it belongs to the part of the task the base model sees.</summary>
+/// <param name="Sample">The prompt and its response.</param>
+/// <param name="InBaseSubset">True for the templates the base model is trained on.</param>
+public readonly record struct DrawnSample(TextSample Sample, bool InBaseSubset);
+
+/// <summary>
+/// A family whose samples come from random templates over a large space: the evaluation prompts are drawn first,
+/// then training prompts that differ from every evaluation prompt.
+/// </summary>
+public abstract class TemplatedTaskFamily : ITaskFamily
+{
+    private const int AttemptsPerSample = 40;
+
+    public abstract string Name { get; }
+
+    public abstract string Description { get; }
+
+    /// <summary>Draws one sample from the family's templates.</summary>
+    public abstract DrawnSample Draw(Random random);
+
+    public TaskSplits Generate(int seed, TaskDataSizes sizes)
+    {
+        ArgumentNullException.ThrowIfNull(sizes);
+        sizes.Validate();
+        var random = new Random(SeedMixer.Derive(seed, Name));
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var eval = DrawUnique(random, sizes.Eval, seen, "evaluation");
+        var train = DrawUnique(random, sizes.Train, seen, "training");
+        var calibration = SeedMixer.Shuffled(train, new Random(SeedMixer.Derive(seed, Name + "/calibration")))
+            .Take(sizes.Calibration)
+            .Select(d => d.Sample)
+            .ToList();
+        return new TaskSplits(
+            Name,
+            train.Select(d => d.Sample).ToList(),
+            train.Where(d => d.InBaseSubset).Select(d => d.Sample).ToList(),
+            eval.Select(d => d.Sample).ToList(),
+            calibration);
+    }
+
+    private List<DrawnSample> DrawUnique(Random random, int count, HashSet<string> seen, string split)
+    {
+        var result = new List<DrawnSample>(count);
+        var attempts = 0L;
+        var limit = (long)count * AttemptsPerSample;
+        while (result.Count < count)
+        {
+            if (++attempts > limit)
+            {
+                throw new InvalidOperationException(
+                    $"Task '{Name}' could not draw {count} distinct {split} samples ({result.Count} found): its template space is too small for the requested size.");
+            }
+            var drawn = Draw(random);
+            if (seen.Add(drawn.Sample.Prompt))
+            {
+                result.Add(drawn);
+            }
+        }
+        return result;
+    }
+
+    /// <summary>One element of <paramref name="items"/>, uniformly.</summary>
+    protected static T Pick<T>(Random random, IReadOnlyList<T> items)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        ArgumentNullException.ThrowIfNull(items);
+        return items[random.Next(items.Count)];
+    }
+}

@@ -1,0 +1,121 @@
+using SensMerging.Runtime.Model;
+using SensMerging.Zoo.Tasks;
+using SensMerging.Zoo.Training;
+
+namespace SensMerging.Zoo;
+
+/// <summary>Preset sizes of the zoo.</summary>
+public enum ZooSize
+{
+    /// <summary>Seconds to train: for tests and smoke runs (the models are barely trained).</summary>
+    Tiny,
+
+    /// <summary>A few minutes on 2 CPU cores: the demo's zoo, where each expert clearly beats the base on its task.</summary>
+    Default,
+}
+
+/// <summary>The Llama layout of every model in the zoo (base and experts share it, so they can be merged).</summary>
+public sealed record ZooModelShape(
+    int HiddenSize,
+    int IntermediateSize,
+    int Layers,
+    int Heads,
+    int KeyValueHeads,
+    double RopeTheta = 10000.0,
+    int MaxPositionEmbeddings = 128)
+{
+    /// <summary>The runtime config for a vocabulary of <paramref name="vocabularySize"/> ids.</summary>
+    public LlamaConfig ToConfig(int vocabularySize) => new()
+    {
+        ModelType = "llama",
+        HiddenSize = HiddenSize,
+        IntermediateSize = IntermediateSize,
+        NumHiddenLayers = Layers,
+        NumAttentionHeads = Heads,
+        NumKeyValueHeads = KeyValueHeads,
+        RopeTheta = RopeTheta,
+        MaxPositionEmbeddings = MaxPositionEmbeddings,
+        RmsNormEps = 1e-6,
+        VocabSize = vocabularySize,
+        TieWordEmbeddings = false,
+    };
+}
+
+/// <summary>Everything that determines a zoo besides the seed (recorded in zoo.json; a change forces a rebuild).</summary>
+/// <param name="Size">The preset's name.</param>
+/// <param name="Model">Architecture.</param>
+/// <param name="Data">Samples per task (training pool, held-out evaluation, calibration).</param>
+/// <param name="KnowledgeCountries">Countries in the synthetic fact table (three facts each).</param>
+/// <param name="KnowledgeBaseShare">Share of the countries the base model learns.</param>
+/// <param name="MaxLength">Tokens per training sample after truncation.</param>
+/// <param name="Base">Training of the base on the mix of the tasks' base subsets.</param>
+/// <param name="Expert">Fine-tuning of each expert from the base on its own task.</param>
+public sealed record ZooSettings(
+    string Size,
+    ZooModelShape Model,
+    TaskDataSizes Data,
+    int KnowledgeCountries,
+    double KnowledgeBaseShare,
+    int MaxLength,
+    TrainingSettings Base,
+    TrainingSettings Expert)
+{
+    /// <summary>The preset of <paramref name="size"/>.</summary>
+    public static ZooSettings For(ZooSize size) => size switch
+    {
+        ZooSize.Tiny => new ZooSettings(
+            "tiny",
+            new ZooModelShape(HiddenSize: 32, IntermediateSize: 64, Layers: 2, Heads: 4, KeyValueHeads: 2),
+            new TaskDataSizes(Train: 300, Eval: 24, Calibration: 16),
+            KnowledgeCountries: 8,
+            KnowledgeBaseShare: 0.25,
+            MaxLength: 64,
+            Base: new TrainingSettings(Steps: 80, BatchSize: 16, LearningRate: 5e-3, WarmupSteps: 8),
+            Expert: new TrainingSettings(Steps: 60, BatchSize: 16, LearningRate: 3e-3, WarmupSteps: 6)),
+        ZooSize.Default => new ZooSettings(
+            "default",
+            new ZooModelShape(HiddenSize: 64, IntermediateSize: 176, Layers: 2, Heads: 4, KeyValueHeads: 2),
+            new TaskDataSizes(Train: 4000, Eval: 200, Calibration: 100),
+            KnowledgeCountries: 40,
+            KnowledgeBaseShare: 0.25,
+            MaxLength: 64,
+            Base: new TrainingSettings(Steps: 1000, BatchSize: 32, LearningRate: 3e-3, WarmupSteps: 50),
+            Expert: new TrainingSettings(Steps: 600, BatchSize: 32, LearningRate: 1.5e-3, WarmupSteps: 30)),
+        _ => throw new ArgumentOutOfRangeException(nameof(size), size, "Unknown zoo size: use tiny or default."),
+    };
+
+    /// <summary>Parses <c>tiny</c> or <c>default</c> (case-insensitive).</summary>
+    public static ZooSize ParseSize(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return text.Trim().ToLowerInvariant() switch
+        {
+            "tiny" => ZooSize.Tiny,
+            "default" => ZooSize.Default,
+            _ => throw new ArgumentException($"Unknown zoo size '{text}': use tiny or default.", nameof(text)),
+        };
+    }
+
+    /// <summary>Throws naming the first invalid setting.</summary>
+    public void Validate()
+    {
+        Data.Validate();
+        Base.Validate();
+        Expert.Validate();
+        if (KnowledgeCountries < 2)
+        {
+            throw new ArgumentException($"The fact table needs at least 2 countries, got {KnowledgeCountries}.");
+        }
+        if (KnowledgeBaseShare is < 0 or > 1)
+        {
+            throw new ArgumentException($"The knowledge base share must be between 0 and 1, got {KnowledgeBaseShare}.");
+        }
+        if (MaxLength < 8 || MaxLength > Model.MaxPositionEmbeddings)
+        {
+            throw new ArgumentException($"max_length must be between 8 and max_position_embeddings ({Model.MaxPositionEmbeddings}), got {MaxLength}.");
+        }
+    }
+
+    /// <summary>The three task families configured by these settings.</summary>
+    public IReadOnlyList<ITaskFamily> TaskFamilies() => ZooTasks.Create(KnowledgeCountries, KnowledgeBaseShare);
+}

@@ -1,0 +1,210 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using SensMerging.Abstractions;
+using SensMerging.Runtime.Calibration;
+using SensMerging.Zoo.Tasks;
+
+namespace SensMerging.Zoo.Tests;
+
+public sealed partial class TaskFamilyTests
+{
+    private static readonly TaskDataSizes Sizes = new(Train: 400, Eval: 60, Calibration: 20);
+
+    public static TheoryData<string> Families => new() { ZooTasks.Math, ZooTasks.Code, ZooTasks.Knowledge };
+
+    private static ITaskFamily Family(string name) => ZooTasks.Create(knowledgeCountries: 12, knowledgeBaseShare: 0.25).Single(f => f.Name == name);
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Same_seed_gives_same_samples_and_other_seed_differs(string name)
+    {
+        var a = Family(name).Generate(11, Sizes);
+        var b = Family(name).Generate(11, Sizes);
+        var c = Family(name).Generate(12, Sizes);
+        Assert.Equal(a.Train, b.Train);
+        Assert.Equal(a.Eval, b.Eval);
+        Assert.Equal(a.Calibration, b.Calibration);
+        Assert.Equal(a.BaseTrain, b.BaseTrain);
+        Assert.NotEqual(a.Eval, c.Eval);
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Eval_is_disjoint_from_train_and_subsets_hold(string name)
+    {
+        var splits = Family(name).Generate(5, Sizes);
+        var trainPrompts = splits.Train.Select(s => s.Prompt).ToHashSet(StringComparer.Ordinal);
+        Assert.NotEmpty(splits.Eval);
+        Assert.DoesNotContain(splits.Eval, s => trainPrompts.Contains(s.Prompt));
+        Assert.Equal(splits.Eval.Count, splits.Eval.Select(s => s.Prompt).Distinct(StringComparer.Ordinal).Count());
+        Assert.All(splits.Calibration, s => Assert.Contains(s, splits.Train));
+        Assert.All(splits.BaseTrain, s => Assert.Contains(s, splits.Train));
+        Assert.NotEmpty(splits.BaseTrain);
+        Assert.True(splits.BaseTrain.Count < splits.Train.Count, "the base sees only part of the task");
+        Assert.Equal(Sizes.Calibration, splits.Calibration.Count);
+        Assert.All(splits.Train.Concat(splits.Eval), s => Assert.False(string.IsNullOrEmpty(s.Response)));
+    }
+
+    [Fact]
+    public void Templated_families_give_the_requested_sizes()
+    {
+        foreach (var name in new[] { ZooTasks.Math, ZooTasks.Code })
+        {
+            var splits = Family(name).Generate(3, Sizes);
+            Assert.Equal(Sizes.Train, splits.Train.Count);
+            Assert.Equal(Sizes.Eval, splits.Eval.Count);
+        }
+    }
+
+    [Fact]
+    public void Math_answers_are_correct()
+    {
+        var splits = new MathTaskFamily().Generate(9, Sizes);
+        var kinds = new HashSet<string>();
+        foreach (var sample in splits.Train.Concat(splits.Eval))
+        {
+            var numbers = NumberPattern().Matches(sample.Prompt).Select(m => int.Parse(m.Value, CultureInfo.InvariantCulture)).ToArray();
+            Assert.Equal(2, numbers.Length);
+            int expected;
+            if (sample.Prompt.Contains("more", StringComparison.Ordinal))
+            {
+                expected = numbers[0] + numbers[1];
+                kinds.Add("add");
+            }
+            else if (sample.Prompt.Contains("away", StringComparison.Ordinal))
+            {
+                expected = numbers[0] - numbers[1];
+                kinds.Add("sub");
+            }
+            else
+            {
+                expected = numbers[0] * numbers[1];
+                kinds.Add("mul");
+            }
+            Assert.Equal(expected.ToString(CultureInfo.InvariantCulture), sample.Response);
+            Assert.EndsWith("\nA: ", sample.Prompt, StringComparison.Ordinal);
+        }
+        Assert.Equal(3, kinds.Count);
+        Assert.All(splits.BaseTrain, s => Assert.Contains("more", s.Prompt, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Code_outputs_are_correct()
+    {
+        var splits = new CodeTaskFamily().Generate(4, Sizes);
+        foreach (var sample in splits.Train.Concat(splits.Eval))
+        {
+            var code = sample.Prompt[..sample.Prompt.IndexOf('\n', StringComparison.Ordinal)];
+            Assert.Equal(Run(code), sample.Response);
+        }
+        Assert.Contains(splits.Train, s => s.Response == "yes");
+        Assert.Contains(splits.Train, s => s.Response == "no");
+    }
+
+    [Theory]
+    [InlineData("(()())", true)]
+    [InlineData("()", true)]
+    [InlineData(")(", false)]
+    [InlineData("(()", false)]
+    [InlineData("())(()", false)]
+    public void Bracket_balance(string text, bool balanced) => Assert.Equal(balanced, CodeTaskFamily.IsBalanced(text));
+
+    [Fact]
+    public void Knowledge_eval_facts_are_trained_in_other_phrasings_and_base_sees_a_quarter()
+    {
+        var family = new KnowledgeTaskFamily(countries: 12, baseShare: 0.25);
+        var facts = family.FactTable(21);
+        Assert.Equal(36, facts.Count);
+        Assert.Equal(12, facts.Select(f => f.Country).Distinct().Count());
+        var splits = family.Generate(21, Sizes);
+        Assert.Equal(36, splits.Eval.Count);
+        foreach (var sample in splits.Eval)
+        {
+            var fact = facts.Single(f => sample.Prompt.Contains(" " + f.Country, StringComparison.Ordinal) && sample.Prompt.Contains(Phrase(f.Relation), StringComparison.Ordinal));
+            Assert.Equal(fact.Value, sample.Response);
+            Assert.Equal(3, splits.Train.Count(s => s.Response == fact.Value && s.Prompt.Contains(" " + fact.Country, StringComparison.Ordinal) && s.Prompt.Contains(Phrase(fact.Relation), StringComparison.Ordinal)));
+        }
+        var baseCountries = facts.Select(f => f.Country).Distinct().Where(c => splits.BaseTrain.Any(s => s.Prompt.Contains(" " + c, StringComparison.Ordinal))).ToList();
+        Assert.Equal(3, baseCountries.Count);
+    }
+
+    [Fact]
+    public async Task Jsonl_files_load_with_the_runtime_calibration_loader()
+    {
+        var splits = new CodeTaskFamily().Generate(2, Sizes);
+        var path = Path.Combine(Path.GetTempPath(), "zoo-jsonl-" + Guid.NewGuid().ToString("N") + ".jsonl");
+        try
+        {
+            await JsonlSamples.WriteAsync(path, splits.Eval, CancellationToken.None);
+            var loaded = await new CalibrationLoader().LoadAsync(path, 1000, 64, "code", CancellationToken.None);
+            Assert.Equal(splits.Eval, loaded.Dataset.Samples);
+            Assert.Equal("code", loaded.Dataset.Task);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void Seeds_are_stable_across_processes()
+    {
+        // A fixed value: string.GetHashCode would differ per process and silently change every zoo built from a seed.
+        Assert.Equal(1028561658, SeedMixer.Derive(1, "math"));
+        Assert.NotEqual(SeedMixer.Derive(1, "math"), SeedMixer.Derive(2, "math"));
+        Assert.NotEqual(SeedMixer.Derive(1, "math"), SeedMixer.Derive(1, "code"));
+    }
+
+    private static string Phrase(string relation) => relation switch
+    {
+        "capital" => "the capital of",
+        "export" => "the export of",
+        _ => "the animal of",
+    };
+
+    private static string Run(string code)
+    {
+        if (code.StartsWith("balanced? ", StringComparison.Ordinal))
+        {
+            var brackets = code["balanced? ".Length..];
+            var depth = 0;
+            var ok = true;
+            foreach (var c in brackets)
+            {
+                depth += c == '(' ? 1 : -1;
+                ok &= depth >= 0;
+            }
+            return ok && depth == 0 ? "yes" : "no";
+        }
+        var value = 0;
+        if (code.Contains(";print(", StringComparison.Ordinal))
+        {
+            // "v=A;print(v+B)": substitute the variable.
+            var semicolon = code.IndexOf(';', StringComparison.Ordinal);
+            value = int.Parse(code[2..semicolon], CultureInfo.InvariantCulture);
+            code = code[(semicolon + 1)..].Replace("(" + code[0], "(" + value.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        }
+        var inner = code["print(".Length..^1];
+        if (inner.StartsWith("len(\"", StringComparison.Ordinal))
+        {
+            return (inner.Length - "len(\"\")".Length).ToString(CultureInfo.InvariantCulture);
+        }
+        if (inner.EndsWith("[::-1]", StringComparison.Ordinal))
+        {
+            return new string(inner[1..^7].Reverse().ToArray());
+        }
+        if (inner.StartsWith('"'))
+        {
+            var close = inner.LastIndexOf('"');
+            var times = int.Parse(inner[(close + 2)..], CultureInfo.InvariantCulture);
+            return string.Concat(Enumerable.Repeat(inner[1..close], times));
+        }
+        var op = inner.IndexOfAny(['+', '*']);
+        var a = int.Parse(inner[..op], CultureInfo.InvariantCulture);
+        var b = int.Parse(inner[(op + 1)..], CultureInfo.InvariantCulture);
+        return (inner[op] == '+' ? a + b : a * b).ToString(CultureInfo.InvariantCulture);
+    }
+
+    [GeneratedRegex("[0-9]+")]
+    private static partial Regex NumberPattern();
+}
