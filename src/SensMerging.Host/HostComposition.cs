@@ -61,7 +61,10 @@ public static class HostComposition
         });
         builder.Services.AddLlamaRuntime();
         builder.Services.AddSingleton<MergeEngine>();
+        builder.Services.AddSingleton<ScoreCache>();
         builder.Services.AddSingleton<MergePipeline>();
+        builder.Services.AddSingleton<SensMerging.Host.Demo.ModelEvaluator>();
+        builder.Services.AddSingleton<SensMerging.Host.Demo.DemoRunner>();
         return builder.Build();
     }
 }

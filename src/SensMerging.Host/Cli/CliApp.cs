@@ -25,6 +25,9 @@ public static class CliApp
         root.Add(RegistryCommand.Create());
         root.Add(HubCommand.Create());
         root.Add(ServeCommand.Create());
+        root.Add(DemoCommands.Zoo());
+        root.Add(DemoCommands.Eval());
+        root.Add(DemoCommands.Demo());
         return root;
     }
 

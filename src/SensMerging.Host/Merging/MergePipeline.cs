@@ -56,12 +56,13 @@ public sealed partial class MergePipeline
     private readonly IModelRuntime _runtime;
     private readonly CalibrationLoader _calibration;
     private readonly MergeEngine _engine;
+    private readonly ScoreCache _scoreCache;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger<MergePipeline> _logger;
 
     public MergePipeline(
         PluginCatalog plugins, IModelReferenceResolver resolver, IMergeRegistry registry, IModelRuntime runtime,
-        CalibrationLoader calibration, MergeEngine engine, ILoggerFactory loggerFactory)
+        CalibrationLoader calibration, MergeEngine engine, ScoreCache scoreCache, ILoggerFactory loggerFactory)
     {
         _plugins = plugins;
         _resolver = resolver;
@@ -69,6 +70,7 @@ public sealed partial class MergePipeline
         _runtime = runtime;
         _calibration = calibration;
         _engine = engine;
+        _scoreCache = scoreCache;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<MergePipeline>();
     }
@@ -194,7 +196,7 @@ public sealed partial class MergePipeline
     private async Task<PreparedStrategy> PrepareAsync(MergeConfig config, IMergeStrategy strategy, ResolvedInputs inputs, string device, CancellationToken cancellationToken)
     {
         var reports = new List<DecoratorReport>();
-        var scorers = new ScorerCatalog(_plugins);
+        var scorers = new ScorerCatalog(_plugins, _scoreCache);
         if (config.Decorators.Count == 0)
         {
             return new PreparedStrategy(strategy, reports, []);

@@ -8,9 +8,16 @@ namespace SensMerging.Host.Merging;
 public sealed class ScorerCatalog : IScorerCatalog
 {
     private readonly PluginCatalog _plugins;
+    private readonly ScoreCache? _cache;
     private readonly List<string> _used = [];
 
-    public ScorerCatalog(PluginCatalog plugins) => _plugins = plugins;
+    /// <param name="plugins">Where scorers come from.</param>
+    /// <param name="cache">Scores shared across merges of this process (null: always score).</param>
+    public ScorerCatalog(PluginCatalog plugins, ScoreCache? cache = null)
+    {
+        _plugins = plugins;
+        _cache = cache;
+    }
 
     /// <summary>The scorers handed out so far (for provenance).</summary>
     public IReadOnlyList<string> Used => _used;
@@ -22,7 +29,7 @@ public sealed class ScorerCatalog : IScorerCatalog
         {
             _used.Add(name);
         }
-        return scorer;
+        return _cache is null ? scorer : new CachingScorer(scorer, _cache);
     }
 
     public ResolvedParameters ResolveParameters(IScorer scorer, IReadOnlyDictionary<string, object> values)

@@ -1,0 +1,80 @@
+using System.Globalization;
+using System.Text;
+using ScottPlot;
+
+namespace SensMerging.Host.Demo;
+
+/// <summary>The demo's results in the shape of the paper's main table (rows: methods; columns: tasks and average).</summary>
+public static class DemoReport
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    /// <summary>Exact-match accuracy in percent, mean over seeds, with the spread (sample standard deviation) when there are several.</summary>
+    public static string Cell(DemoRow row, Func<ModelScores, double> metric) =>
+        row.PerSeed.Count > 1
+            ? string.Create(Inv, $"{100 * row.MeanOf(metric):F1} ± {100 * row.SpreadOf(metric):F1}")
+            : string.Create(Inv, $"{100 * row.MeanOf(metric):F1}");
+
+    public static IReadOnlyList<string> Header(IReadOnlyList<string> tasks) => ["method", .. tasks, "average"];
+
+    public static IEnumerable<string[]> Body(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows) =>
+        rows.Select(r => (string[])[r.Label, .. tasks.Select(t => Cell(r, s => s.ExactMatch[t])), Cell(r, s => s.AverageExactMatch)]);
+
+    public static string Markdown(DemoOptions options, IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var sb = new StringBuilder();
+        sb.AppendLine("# sensmerge demo results").AppendLine();
+        sb.AppendLine(Inv, $"Seeds {string.Join(", ", options.Seeds)}; zoo size {options.Size.ToString().ToLowerInvariant()}; {options.EvalSamples} evaluation and {options.CalibrationSamples} calibration samples per task; sens temperature {options.Temperature}, reading `{options.Alignment}`.");
+        sb.AppendLine().AppendLine("Exact-match accuracy (%) by greedy decoding on each task's held-out set" + (options.Seeds.Count > 1 ? ", mean ± standard deviation over seeds:" : ":")).AppendLine();
+        var header = Header(tasks);
+        sb.AppendLine("| " + string.Join(" | ", header) + " |");
+        sb.AppendLine("|" + string.Concat(Enumerable.Repeat(" --- |", header.Count)));
+        foreach (var line in Body(tasks, rows))
+        {
+            sb.AppendLine("| " + string.Join(" | ", line) + " |");
+        }
+        sb.AppendLine().AppendLine("Perplexity of the reference responses (lower is better):").AppendLine();
+        sb.AppendLine("| method | " + string.Join(" | ", tasks) + " |");
+        sb.AppendLine("|" + string.Concat(Enumerable.Repeat(" --- |", tasks.Count + 1)));
+        foreach (var row in rows)
+        {
+            sb.AppendLine("| " + row.Label + " | " + string.Join(" | ", tasks.Select(t => row.MeanOf(s => s.Perplexity[t]).ToString("F2", Inv))) + " |");
+        }
+        sb.AppendLine().AppendLine("Registry records: " + string.Join(", ", rows.SelectMany(r => r.RecordIds).Select(id => $"`{id}`")));
+        return sb.ToString();
+    }
+
+    /// <summary>A grouped bar chart: exact match per task and the average, one group per method row.</summary>
+    public static void WriteTablePng(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows, string path)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        ArgumentNullException.ThrowIfNull(rows);
+        var plot = new Plot();
+        var series = tasks.Select(t => (Label: t, Metric: (Func<ModelScores, double>)(s => s.ExactMatch[t])))
+            .Append(("average", s => s.AverageExactMatch)).ToList();
+        var palette = new ScottPlot.Palettes.Category10();
+        var width = 1.0 / (series.Count + 1);
+        for (var k = 0; k < series.Count; k++)
+        {
+            var bars = rows.Select((row, i) => new Bar
+            {
+                Position = i + (k - (series.Count - 1) / 2.0) * width,
+                Value = 100 * row.MeanOf(series[k].Metric),
+                Size = width * 0.9,
+                FillColor = palette.GetColor(k),
+            }).ToList();
+            var added = plot.Add.Bars(bars);
+            added.LegendText = series[k].Label;
+        }
+        plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, rows.Count).Select(i => (double)i)], [.. rows.Select(r => r.Label)]);
+        plot.Axes.Bottom.TickLabelStyle.Rotation = 45;
+        plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
+        plot.Axes.Margins(bottom: 0);
+        plot.YLabel("exact match (%)");
+        plot.Title("sensmerge demo: merged models by method");
+        plot.ShowLegend(Edge.Right);
+        plot.Layout.Fixed(new PixelPadding(60, 120, 160, 40));
+        plot.SavePng(path, Math.Max(900, 70 * rows.Count + 200), 600);
+    }
+}
