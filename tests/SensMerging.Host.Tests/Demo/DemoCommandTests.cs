@@ -1,0 +1,58 @@
+using SensMerging.Registry;
+
+namespace SensMerging.Host.Tests.Demo;
+
+/// <summary>The README's main job on a reduced zoo (seconds), through the same path as the default run.</summary>
+public sealed class DemoCommandTests : IDisposable
+{
+    private readonly string _root = TestPaths.NewTempDir("demo");
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private Task<(int ExitCode, string StdOut, string StdErr)> Demo() => Processes.RunAsync("dotnet",
+        [TestPaths.HostDll, "demo", "--root", _root, "--size", "tiny", "--eval-samples", "12", "--calibration-samples", "8",
+         "--methods", "task_arithmetic", "ties", "--plugins", Path.Combine(TestPaths.RepoRoot, "plugins.json"), "--registry", Path.Combine(_root, "merges.db")],
+        environment: new Dictionary<string, string> { ["HF_HUB_CACHE"] = Path.Combine(_root, "hf-cache") });
+
+    [Fact]
+    public async Task Tiny_demo_runs_end_to_end_and_a_second_run_reuses_the_zoo_and_the_cache()
+    {
+        var (exit, stdout, stderr) = await Demo();
+        Assert.True(exit == 0, stderr + stdout);
+        foreach (var row in new[] { "base", "expert:math", "expert:code", "expert:knowledge", "task_arithmetic", "sens(task_arithmetic)", "sens-task(ties)", "sens-cross(ties)" })
+        {
+            Assert.Contains(row, stdout, StringComparison.Ordinal);
+        }
+        Assert.Contains("average", stdout, StringComparison.Ordinal);
+        var results = File.ReadAllText(Path.Combine(_root, "demo", "results.md"));
+        Assert.Contains("| sens(ties) |", results, StringComparison.Ordinal);
+        foreach (var png in new[] { "results.png", "coefficients.png" })
+        {
+            var bytes = File.ReadAllBytes(Path.Combine(_root, "demo", png));
+            Assert.True(bytes.Length > 1000 && bytes[1] == 'P' && bytes[2] == 'N' && bytes[3] == 'G', png);
+        }
+        Assert.True(Directory.Exists(Path.Combine(_root, "hf-cache", "models--zoo--base", "snapshots")), "the experts were not pulled into the Hub cache");
+
+        using (var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = Path.Combine(_root, "merges.db") }))
+        {
+            var merges = await registry.ListAsync(MergeQuery.All);
+            Assert.Equal(8, merges.Count);
+            Assert.All(merges, m => Assert.Equal(MergeStatus.Succeeded, m.Status));
+            foreach (var merge in merges)
+            {
+                var record = (await registry.GetAsync(merge.Id))!;
+                Assert.Equal(6, record.Evaluations.Count); // 3 tasks x (exact match, perplexity)
+                Assert.All(record.Inputs, i => Assert.Matches("^[0-9a-f]{40}$", i.ResolvedCommit!));
+                if (merge.Decorators.Count > 0)
+                {
+                    Assert.NotNull(record.Coefficients);
+                }
+            }
+        }
+
+        var second = await Demo();
+        Assert.True(second.ExitCode == 0, second.StdErr + second.StdOut);
+        Assert.Contains("Reusing the zoo", second.StdErr + second.StdOut, StringComparison.Ordinal);
+        Assert.Contains("(0 bytes downloaded", second.StdErr + second.StdOut, StringComparison.Ordinal);
+    }
+}
