@@ -68,7 +68,7 @@ public sealed record MergeTensorRequest
     /// </summary>
     public long Seed { get; init; }
 
-    /// <summary>The tensor's index in the output and the number of tensors (for depth-dependent behaviour).</summary>
+    /// <summary>The transformer block the tensor belongs to (<see cref="LayerGroups.BlockIndex"/>), or -1 for embeddings, norm and head.</summary>
     public int LayerIndex { get; init; } = -1;
 
     /// <summary>Number of transformer blocks in the model (0 when unknown).</summary>

@@ -1,0 +1,450 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.ExceptionServices;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using SensMerging.Abstractions;
+using SensMerging.Core.Models;
+using SensMerging.Core.SafeTensors;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Core.Engine;
+
+/// <summary>
+/// Streams a merge one output tensor (or row block) at a time: inputs are read lazily from the files into pooled
+/// buffers, merged by the strategy, converted and written straight to the shard files, in order. Everything is
+/// validated before anything is written; the output appears only when complete.
+/// </summary>
+public sealed class MergeEngine
+{
+    private const int MaxListedProblems = 20;
+    private readonly ILogger _logger;
+
+    public MergeEngine(ILogger<MergeEngine>? logger = null) => _logger = (ILogger?)logger ?? NullLogger.Instance;
+
+    /// <summary>Runs the merge on background threads.</summary>
+    public Task<MergeResult> RunAsync(MergePlan plan, MergeOptions options, IProgress<MergeProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Task.Factory.StartNew(() => Run(plan, options, progress, cancellationToken), cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
+    /// <summary>Runs the merge on the calling thread plus up to <see cref="MergeOptions.MaxParallelism"/> - 1 others.</summary>
+    /// <exception cref="MergeValidationException">The inputs, strategy traits or options do not fit; nothing was written.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; the temporary folder was deleted.</exception>
+    public MergeResult Run(MergePlan plan, MergeOptions options, IProgress<MergeProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(options);
+        var total = Stopwatch.StartNew();
+        var device = ResolveDevice(options.Device);
+        var jobs = Validate(plan, options);
+        var validation = total.Elapsed;
+        cancellationToken.ThrowIfCancellationRequested();
+
+        var strategy = plan.Strategy;
+        var items = jobs.SelectMany(j => MergeWorkItem.Split(j, strategy.Traits.Elementwise, options.BlockElements)).ToList();
+        var outputPlan = jobs.Select(j => new TensorPlanEntry(j.Name, j.OutputDType, j.Shape)).ToList();
+        Log.Starting(_logger, strategy.Name, jobs.Count, items.Count, options.OutputPath, null);
+
+        using var output = MergedModelWriter.Create(options.OutputPath, options.Overwrite);
+        var streaming = Stopwatch.StartNew();
+        IReadOnlyList<WrittenFile> weightFiles;
+        long bytesRead;
+        MergeStageTimes stages;
+        using (var weights = new ShardedSafeTensorsWriter(output.WorkPath, outputPlan, options.ShardSizeBytes,
+            new Dictionary<string, string> { ["merge_method"] = strategy.Name, ["merged_by"] = "SensMerging.Host" }, options.ComputeSha256))
+        {
+            (bytesRead, stages) = Stream(plan, options, device, jobs, items, weights, progress, streaming, cancellationToken);
+            weightFiles = weights.Complete();
+        }
+        var mergeDuration = streaming.Elapsed;
+        cancellationToken.ThrowIfCancellationRequested();
+
+        var reference = (plan.Base ?? plan.Models[0]).Folder.Path;
+        var outDtypeName = plan.OutputDType?.TorchDtypeName;
+        output.CopyConfig(reference, outDtypeName ?? (plan.Base ?? plan.Models[0]).Folder.Config?.TorchDtype);
+        output.CopyTokenizer(options.TokenizerSource ?? reference);
+        output.WriteModelCard(options.Card ?? DefaultCard(plan, options, jobs));
+
+        var files = CollectFiles(output.WorkPath, weightFiles, options.ComputeSha256);
+        output.Commit();
+        var result = new MergeResult(
+            output.OutputPath, files, files.Sum(f => f.Size), jobs.Count, bytesRead, outputPlan.Sum(p => p.ByteLength),
+            validation, mergeDuration, total.Elapsed, stages);
+        Log.Finished(_logger, result.OutputPath, result.TensorCount, result.TotalBytes, result.MergeDuration.TotalSeconds, null);
+        return result;
+    }
+
+    private (long BytesRead, MergeStageTimes Stages) Stream(
+        MergePlan plan,
+        MergeOptions options,
+        Device device,
+        IReadOnlyList<MergeJob> jobs,
+        List<MergeWorkItem> items,
+        ShardedSafeTensorsWriter writer,
+        IProgress<MergeProgress>? progress,
+        Stopwatch clock,
+        CancellationToken cancellationToken)
+    {
+        // Each worker owns buffers for items up to the block size; larger items (whole tensors of a strategy that is not
+        // elementwise) share one set of large buffers and are processed one at a time, so memory stays at
+        // workers x block + one largest tensor, not workers x largest tensor.
+        var largest = Math.Max(1, items.Where(i => i.Job.IsMerged).Select(i => i.ElementCount).DefaultIfEmpty(1).Max());
+        var capacity = Math.Min(largest, Math.Max(1, options.BlockElements));
+        var slots = jobs.Count == 0 ? 0 : jobs[0].Inputs.Count;
+        var modelNames = plan.Models.Select(m => m.Name).ToList();
+        var layerCount = LayerCount(plan, jobs);
+        var workers = Math.Clamp(options.MaxParallelism, 1, Math.Max(1, items.Count));
+        var turnstile = new OrderedTurnstile();
+        using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        long next = -1;
+        long bytesRead = 0;
+        long bytesWritten = 0;
+        var tensorsDone = 0;
+        var bytesTotal = jobs.Sum(j => j.OutputBytes);
+        TimeSpan? lastReport = null;
+        ExceptionDispatchInfo? firstError = null;
+        var dispatch = new object();
+        using var largeGate = new SemaphoreSlim(1, 1);
+        MergeWorker? large = null;
+        long readTicks = 0, mergeTicks = 0, convertTicks = 0, waitTicks = 0, writeTicks = 0;
+
+        bool Dispatch(out long ticket, out MergeWorkItem item, out bool isLarge)
+        {
+            lock (dispatch)
+            {
+                ticket = ++next;
+                if (ticket >= items.Count)
+                {
+                    (item, isLarge) = (null!, false);
+                    return false;
+                }
+                item = items[(int)ticket];
+                isLarge = item.Job.IsMerged && item.ElementCount > capacity;
+                if (isLarge)
+                {
+                    // Taken in ticket order while dispatching, so the holder never waits on a later ticket.
+                    largeGate.Wait(failed.Token);
+                }
+                return true;
+            }
+        }
+
+        void Emit(long ticket, MergeWorkItem item, Tensor result)
+        {
+            var waitStart = Stopwatch.GetTimestamp();
+            turnstile.WaitTurn(ticket, failed.Token);
+            var writeStart = Stopwatch.GetTimestamp();
+            var byteOffset = item.ElementStart * item.Job.OutputDType.Size;
+            TensorBytes.ForEachSpan(result, (span, at) => writer.WriteChunk(item.Job.Name, byteOffset + at, span));
+            bytesWritten += TensorBytes.ByteLength(result);
+            waitTicks += writeStart - waitStart;
+            writeTicks += Stopwatch.GetTimestamp() - writeStart;
+            if (item.Block == item.BlockCount - 1)
+            {
+                tensorsDone++;
+            }
+            var now = clock.Elapsed;
+            if (progress is not null && (lastReport is null || now - lastReport >= options.ProgressInterval || ticket == items.Count - 1))
+            {
+                lastReport = now;
+                progress.Report(new MergeProgress(tensorsDone, jobs.Count, Interlocked.Read(ref bytesRead), bytesWritten, bytesTotal, now, item.Job.Name));
+            }
+            turnstile.Advance();
+        }
+
+        void Work()
+        {
+            var threads = torch.get_num_threads();
+            try
+            {
+                if (options.TorchThreadsPerWorker > 0)
+                {
+                    torch.set_num_threads(options.TorchThreadsPerWorker);
+                }
+                using var noGrad = torch.no_grad();
+                using var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames);
+                while (!failed.IsCancellationRequested && Dispatch(out var ticket, out var item, out var isLarge))
+                {
+                    try
+                    {
+                        var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, modelNames) : own;
+                        using var scope = torch.NewDisposeScope();
+                        var result = worker.Process(item);
+                        Interlocked.Add(ref bytesRead, worker.LastBytesRead);
+                        Emit(ticket, item, result);
+                    }
+                    finally
+                    {
+                        if (isLarge)
+                        {
+                            largeGate.Release();
+                        }
+                    }
+                }
+                AddTicks(own);
+                failed.Token.ThrowIfCancellationRequested();
+            }
+            catch (OperationCanceledException) when (failed.IsCancellationRequested)
+            {
+                // Another worker failed or the caller cancelled; the first error (if any) is reported.
+            }
+            catch (Exception ex)
+            {
+                Interlocked.CompareExchange(ref firstError, ExceptionDispatchInfo.Capture(ex), null);
+                failed.Cancel();
+            }
+            finally
+            {
+                torch.set_num_threads(threads);
+            }
+        }
+
+        var others = Enumerable.Range(1, workers - 1)
+            .Select(_ => Task.Factory.StartNew(Work, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default))
+            .ToList();
+        try
+        {
+            Work();
+            Task.WaitAll(others, CancellationToken.None);
+            if (large is not null)
+            {
+                AddTicks(large);
+            }
+        }
+        finally
+        {
+            large?.Dispose();
+        }
+        firstError?.Throw();
+        cancellationToken.ThrowIfCancellationRequested();
+        var stages = new MergeStageTimes(Stopwatch.GetElapsedTime(0, readTicks), Stopwatch.GetElapsedTime(0, mergeTicks),
+            Stopwatch.GetElapsedTime(0, convertTicks), Stopwatch.GetElapsedTime(0, waitTicks), Stopwatch.GetElapsedTime(0, writeTicks));
+        return (bytesRead, stages);
+
+        void AddTicks(MergeWorker w)
+        {
+            var (r, m, c) = w.Ticks;
+            Interlocked.Add(ref readTicks, r);
+            Interlocked.Add(ref mergeTicks, m);
+            Interlocked.Add(ref convertTicks, c);
+        }
+    }
+
+    private static List<MergeJob> Validate(MergePlan plan, MergeOptions options)
+    {
+        var problems = new List<string>();
+        var strategy = plan.Strategy ?? throw new MergeValidationException("the plan has no strategy");
+        var traits = strategy.Traits;
+        if (plan.Models is null || plan.Models.Count == 0)
+        {
+            throw new MergeValidationException("the plan has no models to merge");
+        }
+        if (traits.RequiresBaseModel && plan.Base is null)
+        {
+            problems.Add($"merge method '{strategy.Name}' needs a base model, and none is given");
+        }
+        if (plan.Models.Count < traits.MinModels)
+        {
+            problems.Add($"merge method '{strategy.Name}' needs at least {traits.MinModels} models besides the base, got {plan.Models.Count}");
+        }
+        if (traits.MaxModels is { } max && plan.Models.Count > max)
+        {
+            problems.Add($"merge method '{strategy.Name}' takes at most {max} models besides the base, got {plan.Models.Count}");
+        }
+        if (plan.Weights is { } w && w.Count != plan.Models.Count)
+        {
+            problems.Add($"{w.Count} weights given for {plan.Models.Count} models");
+        }
+        if (plan.OutputDType is { IsFloatingPoint: false } od)
+        {
+            problems.Add($"output dtype {od} is not a floating-point type (use float32, float16 or bfloat16)");
+        }
+        if (options.BlockElements < 1)
+        {
+            problems.Add($"block size {options.BlockElements} must be at least 1 element");
+        }
+        if (options.ShardSizeBytes < 1)
+        {
+            problems.Add($"shard size {options.ShardSizeBytes} must be at least 1 byte");
+        }
+        if (options.TokenizerSource is { } tok && !Directory.Exists(tok))
+        {
+            problems.Add($"tokenizer source folder '{tok}' does not exist");
+        }
+        try
+        {
+            MergedModelWriter.CheckDestination(options.OutputPath, options.Overwrite);
+        }
+        catch (ModelFolderException ex)
+        {
+            problems.Add(ex.Message);
+        }
+        var names = plan.Models.Select(m => m.Name).ToList();
+        foreach (var dup in names.GroupBy(n => n, StringComparer.Ordinal).Where(g => g.Count() > 1))
+        {
+            problems.Add($"model name '{dup.Key}' is used twice");
+        }
+        ThrowIfAny(problems);
+
+        var inputs = (plan.Base is null ? plan.Models : [plan.Base, .. plan.Models]).ToList();
+        var reference = inputs[0];
+        var configured = plan.Weights ?? [.. Enumerable.Repeat(1.0, plan.Models.Count)];
+        var jobs = new List<MergeJob>(reference.Folder.Tensors.Count);
+        foreach (var t in reference.Folder.Tensors)
+        {
+            var tensors = new List<ModelTensor>(inputs.Count) { t };
+            foreach (var other in inputs.Skip(1))
+            {
+                if (!other.Folder.TryGetTensor(t.Name, out var o))
+                {
+                    problems.Add($"tensor '{t.Name}' of '{reference.Name}' is missing from model '{other.Name}'");
+                    continue;
+                }
+                if (!TensorShape.SameAs(o.Shape, t.Shape))
+                {
+                    problems.Add($"tensor '{t.Name}' has shape {TensorShape.Format(t.Shape)} in '{reference.Name}' but {TensorShape.Format(o.Shape)} in '{other.Name}'");
+                }
+                else if (o.DType != t.DType)
+                {
+                    problems.Add($"tensor '{t.Name}' has dtype {t.DType} in '{reference.Name}' but {o.DType} in '{other.Name}'");
+                }
+                tensors.Add(o);
+            }
+            if (problems.Count >= MaxListedProblems)
+            {
+                break;
+            }
+            if (tensors.Count != inputs.Count)
+            {
+                continue;
+            }
+            var merged = t.DType.IsFloatingPoint;
+            if (merged && t.DType.ScalarType is null)
+            {
+                problems.Add($"tensor '{t.Name}' has dtype {t.DType}, which TorchSharp cannot compute with");
+            }
+            var weights = configured;
+            if (plan.WeightOverride is { } hook)
+            {
+                weights = hook(t.Name, configured);
+                if (weights.Count != plan.Models.Count)
+                {
+                    problems.Add($"weight override for tensor '{t.Name}' returned {weights.Count} weights for {plan.Models.Count} models");
+                }
+            }
+            ResolvedParameters parameters;
+            try
+            {
+                parameters = plan.ParameterResolver?.Invoke(t.Name, plan.Models.Count) ?? ResolvedParameters.Empty;
+            }
+            catch (Exception ex) when (ex is ArgumentException or FormatException or InvalidOperationException or KeyNotFoundException)
+            {
+                problems.Add($"parameters for tensor '{t.Name}': {ex.Message}");
+                continue;
+            }
+            jobs.Add(new MergeJob(
+                jobs.Count, t.Name, [.. t.Shape], t.DType, merged ? plan.OutputDType ?? t.DType : t.DType, tensors, plan.Base is not null,
+                merged, parameters, weights, LayerGroups.Of(t.Name), LayerGroups.BlockIndex(t.Name)));
+        }
+        ThrowIfAny(problems);
+        return jobs;
+    }
+
+    private static void ThrowIfAny(List<string> problems)
+    {
+        if (problems.Count == 0)
+        {
+            return;
+        }
+        var shown = problems.Take(MaxListedProblems).ToList();
+        var more = problems.Count > shown.Count ? $"\n  ... and {problems.Count - shown.Count} more" : string.Empty;
+        var message = problems.Count == 1
+            ? problems[0]
+            : $"{problems.Count} problems:\n  " + string.Join("\n  ", shown) + more;
+        throw new MergeValidationException(message) { Problems = problems };
+    }
+
+    private static Device ResolveDevice(string name)
+    {
+        var text = string.IsNullOrWhiteSpace(name) ? "cpu" : name.Trim().ToLowerInvariant();
+        if (text.StartsWith("cuda", StringComparison.Ordinal))
+        {
+            if (!torch.cuda.is_available())
+            {
+                throw new MergeValidationException($"device '{name}' asked for, but CUDA is not available in this build or machine (use --device cpu)");
+            }
+        }
+        else if (text != "cpu")
+        {
+            throw new MergeValidationException($"unknown device '{name}' (use cpu, cuda or cuda:N)");
+        }
+        return torch.device(text);
+    }
+
+    private static int LayerCount(MergePlan plan, IReadOnlyList<MergeJob> jobs)
+    {
+        var configured = (plan.Base ?? plan.Models[0]).Folder.Config?.NumHiddenLayers;
+        return configured ?? (jobs.Count == 0 ? 0 : jobs.Max(j => j.LayerIndex) + 1);
+    }
+
+    private static ModelCard DefaultCard(MergePlan plan, MergeOptions options, IReadOnlyList<MergeJob> jobs)
+    {
+        var inputs = new List<ModelCardInput>();
+        if (plan.Base is { } b)
+        {
+            inputs.Add(new ModelCardInput(b.Name, "base"));
+        }
+        var weights = plan.Weights;
+        inputs.AddRange(plan.Models.Select((m, i) => new ModelCardInput(m.Name, "expert",
+            weights is null ? null : "weight " + weights[i].ToString("G6", CultureInfo.InvariantCulture))));
+        var parameters = new List<KeyValuePair<string, string>>
+        {
+            new("seed", plan.Seed.ToString(CultureInfo.InvariantCulture)),
+        };
+        if (plan.OutputDType is { } od)
+        {
+            parameters.Add(new("dtype", od.TorchDtypeName!));
+        }
+        if (jobs.Count > 0)
+        {
+            parameters.AddRange(jobs[0].Parameters.Global
+                .OrderBy(p => p.Key, StringComparer.Ordinal)
+                .Select(p => new KeyValuePair<string, string>(p.Key, Convert.ToString(p.Value, CultureInfo.InvariantCulture) ?? string.Empty)));
+        }
+        return new ModelCard
+        {
+            Title = Path.GetFileName(Path.GetFullPath(options.OutputPath).TrimEnd(Path.DirectorySeparatorChar)),
+            Method = plan.Strategy.Name,
+            Inputs = inputs,
+            Parameters = parameters,
+        };
+    }
+
+    private static List<MergedFile> CollectFiles(string folder, IReadOnlyList<WrittenFile> hashed, bool computeSha256)
+    {
+        var known = hashed.ToDictionary(f => Path.GetFileName(f.Path), StringComparer.Ordinal);
+        var files = new List<MergedFile>();
+        foreach (var path in Directory.EnumerateFiles(folder).Order(StringComparer.Ordinal))
+        {
+            var name = Path.GetFileName(path);
+            if (known.TryGetValue(name, out var w))
+            {
+                files.Add(new MergedFile(name, w.Size, w.Sha256));
+                continue;
+            }
+            using var stream = File.OpenRead(path);
+            var sha = computeSha256 ? Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream)) : string.Empty;
+            files.Add(new MergedFile(name, stream.Length, sha));
+        }
+        return files;
+    }
+
+    private static class Log
+    {
+        public static readonly Action<ILogger, string, int, int, string, Exception?> Starting = LoggerMessage.Define<string, int, int, string>(
+            LogLevel.Information, new EventId(3001, "MergeStarting"), "Merging with {Method}: {TensorCount} tensors in {ItemCount} work items into {OutputPath}");
+
+        public static readonly Action<ILogger, string, int, long, double, Exception?> Finished = LoggerMessage.Define<string, int, long, double>(
+            LogLevel.Information, new EventId(3002, "MergeFinished"), "Merged model written to {OutputPath}: {TensorCount} tensors, {TotalBytes} bytes, {Seconds:F1} s streaming");
+    }
+}

@@ -1,0 +1,60 @@
+using SensMerging.Abstractions;
+using SensMerging.Core.Models;
+using SensMerging.Core.SafeTensors;
+
+namespace SensMerging.Core.Engine;
+
+/// <summary>One output tensor: its inputs (slot 0 is the base when there is one), parameters and weights.</summary>
+internal sealed record MergeJob(
+    int Index,
+    string Name,
+    long[] Shape,
+    SafeTensorsDType InputDType,
+    SafeTensorsDType OutputDType,
+    IReadOnlyList<ModelTensor> Inputs,
+    bool HasBase,
+    bool IsMerged,
+    ResolvedParameters Parameters,
+    IReadOnlyList<double> Weights,
+    string LayerGroup,
+    int LayerIndex)
+{
+    public long OutputBytes => checked(TensorShape.ElementCount(Shape) * OutputDType.Size);
+}
+
+/// <summary>A piece of a job: the whole tensor, or a block of rows of it.</summary>
+internal sealed record MergeWorkItem(MergeJob Job, int Block, int BlockCount, long ElementStart, long ElementCount, long[] Shape)
+{
+    public static IEnumerable<MergeWorkItem> Split(MergeJob job, bool elementwise, long blockElements)
+    {
+        var total = TensorShape.ElementCount(job.Shape);
+        if (!job.IsMerged || !elementwise || total <= blockElements || job.Shape.Length == 0)
+        {
+            yield return new MergeWorkItem(job, 0, 1, 0, total, job.Shape);
+            yield break;
+        }
+        var rows = job.Shape[0];
+        var rowElements = total / rows;
+        if (rowElements <= blockElements)
+        {
+            var rowsPerBlock = blockElements / rowElements;
+            var count = (int)((rows + rowsPerBlock - 1) / rowsPerBlock);
+            for (var b = 0; b < count; b++)
+            {
+                var start = b * rowsPerBlock;
+                var n = Math.Min(rowsPerBlock, rows - start);
+                long[] shape = [n, .. job.Shape[1..]];
+                yield return new MergeWorkItem(job, b, count, start * rowElements, n * rowElements, shape);
+            }
+            yield break;
+        }
+        // A single row is larger than a block: split the flattened elements (valid because the strategy is elementwise).
+        var blocks = (int)((total + blockElements - 1) / blockElements);
+        for (var b = 0; b < blocks; b++)
+        {
+            var start = b * blockElements;
+            var n = Math.Min(blockElements, total - start);
+            yield return new MergeWorkItem(job, b, blocks, start, n, [n]);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+using SensMerging.Abstractions;
+using SensMerging.Core.Models;
+using SensMerging.Core.SafeTensors;
+
+namespace SensMerging.Core.Engine;
+
+/// <summary>An input model of a merge: the name configs and cards use, and the opened folder.</summary>
+public sealed record MergeInput(string Name, ModelFolder Folder);
+
+/// <summary>
+/// A fully resolved merge: which models, which strategy, and how parameters and weights are found per tensor. The
+/// config layer builds it; the engine validates it against the files before writing anything.
+/// </summary>
+public sealed record MergePlan
+{
+    /// <summary>The base model, or null for methods without one.</summary>
+    public MergeInput? Base { get; init; }
+
+    /// <summary>The experts (the base is not among them).</summary>
+    public required IReadOnlyList<MergeInput> Models { get; init; }
+
+    /// <summary>The merge method.</summary>
+    public required IMergeStrategy Strategy { get; init; }
+
+    /// <summary>
+    /// Parameters for a tensor: <c>(tensorName, modelCount) =&gt; parameters</c>. Called once per tensor during
+    /// validation (so an out-of-range value fails before any output). Null: <see cref="ResolvedParameters.Empty"/>.
+    /// </summary>
+    public Func<string, int, ResolvedParameters>? ParameterResolver { get; init; }
+
+    /// <summary>Configured weight per expert (null: 1 each).</summary>
+    public IReadOnlyList<double>? Weights { get; init; }
+
+    /// <summary>
+    /// Optional per-tensor override: <c>(tensorName, configuredWeights) =&gt; weights</c> (a decorator's coefficients).
+    /// Must return one weight per expert.
+    /// </summary>
+    public Func<string, IReadOnlyList<double>, IReadOnlyList<double>>? WeightOverride { get; init; }
+
+    /// <summary>Output dtype of floating-point tensors (null: each tensor keeps its input dtype).</summary>
+    public SafeTensorsDType? OutputDType { get; init; }
+
+    /// <summary>Run seed; per-tensor and per-block seeds derive from it (<see cref="StableSeed"/>).</summary>
+    public long Seed { get; init; }
+}
+
+/// <summary>Where and how the merged model is written and computed.</summary>
+public sealed record MergeOptions
+{
+    /// <summary>Default number of elements per row block for elementwise strategies (8 Mi elements, 32 MiB in F32).</summary>
+    public const long DefaultBlockElements = 8L << 20;
+
+    /// <summary>Default shard size, mergekit's <c>5B</c>.</summary>
+    public const long DefaultShardSizeBytes = 5_000_000_000;
+
+    /// <summary>The output folder (must be absent or empty unless <see cref="Overwrite"/>).</summary>
+    public required string OutputPath { get; init; }
+
+    /// <summary>Replace an existing output folder (only after the new one is complete).</summary>
+    public bool Overwrite { get; init; }
+
+    /// <summary>Most tensor bytes per shard file.</summary>
+    public long ShardSizeBytes { get; init; } = DefaultShardSizeBytes;
+
+    /// <summary>Compute device: <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Tensors (or blocks) processed at once; each worker holds one set of buffers.</summary>
+    public int MaxParallelism { get; init; } = Math.Clamp(Environment.ProcessorCount, 1, 2);
+
+    /// <summary>
+    /// Elementwise strategies get tensors above this many elements in row blocks of at most this size. Fixed (not
+    /// dependent on thread count) so results do not depend on the machine.
+    /// </summary>
+    public long BlockElements { get; init; } = DefaultBlockElements;
+
+    /// <summary>
+    /// libtorch intra-op threads per worker (set on each worker thread while it runs). 1 by default: the engine gets
+    /// its parallelism from workers, and libtorch's thread-pool barriers cost milliseconds per op on a busy machine.
+    /// </summary>
+    public int TorchThreadsPerWorker { get; init; } = 1;
+
+    /// <summary>Folder whose tokenizer files are copied (null: the base, else the first expert).</summary>
+    public string? TokenizerSource { get; init; }
+
+    /// <summary>The model card (null: a default card listing method, inputs and parameters).</summary>
+    public ModelCard? Card { get; init; }
+
+    /// <summary>Hash output files while writing (SHA-256).</summary>
+    public bool ComputeSha256 { get; init; } = true;
+
+    /// <summary>Least time between two progress reports.</summary>
+    public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromMilliseconds(100);
+}

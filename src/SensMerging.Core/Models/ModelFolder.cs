@@ -1,0 +1,226 @@
+using System.Text.Json;
+using SensMerging.Core.SafeTensors;
+using static TorchSharp.torch;
+
+namespace SensMerging.Core.Models;
+
+/// <summary>
+/// A Hugging Face model folder: <c>config.json</c> and safetensors weights, single-file (<c>model.safetensors</c>) or
+/// sharded (<c>model.safetensors.index.json</c>). Opening validates every weight file's header and that the index agrees
+/// with the files; tensor data is read later, on demand.
+/// </summary>
+public sealed class ModelFolder : IDisposable
+{
+    /// <summary>The config file name.</summary>
+    public const string ConfigFileName = "config.json";
+
+    private readonly List<SafeTensorsFile> _files;
+    private readonly Dictionary<string, ModelTensor> _byName;
+
+    private ModelFolder(string path, ModelConfig? config, List<SafeTensorsFile> files, IReadOnlyList<ModelTensor> tensors, bool isSharded)
+    {
+        Path = path;
+        Config = config;
+        _files = files;
+        Tensors = tensors;
+        IsSharded = isSharded;
+        _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+    }
+
+    /// <summary>The folder's full path.</summary>
+    public string Path { get; }
+
+    /// <summary>The parsed <c>config.json</c>, or null when the folder has none.</summary>
+    public ModelConfig? Config { get; }
+
+    /// <summary>True when the weights come from an index and shards.</summary>
+    public bool IsSharded { get; }
+
+    /// <summary>The weight files, in index order.</summary>
+    public IReadOnlyList<string> WeightFiles => [.. _files.Select(f => f.Path)];
+
+    /// <summary>Every tensor, file by file in offset order (the model's natural order).</summary>
+    public IReadOnlyList<ModelTensor> Tensors { get; }
+
+    /// <summary>Sum of the tensors' bytes.</summary>
+    public long TotalTensorBytes => Tensors.Sum(t => t.ByteLength);
+
+    /// <summary>Opens a folder and validates its weights' headers and index.</summary>
+    /// <exception cref="ModelFolderException">Missing folder, weights or index files, or an index that disagrees with the files.</exception>
+    /// <exception cref="SafeTensorsFormatException">A weight file breaks the safetensors format.</exception>
+    public static ModelFolder Open(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var full = System.IO.Path.GetFullPath(path);
+        if (!Directory.Exists(full))
+        {
+            throw new ModelFolderException($"model folder '{full}' does not exist");
+        }
+        var configPath = System.IO.Path.Combine(full, ConfigFileName);
+        var config = File.Exists(configPath) ? ModelConfig.Parse(File.ReadAllText(configPath), configPath) : null;
+        var indexPath = System.IO.Path.Combine(full, ShardedSafeTensorsWriter.IndexFileName);
+        var singlePath = System.IO.Path.Combine(full, ShardedSafeTensorsWriter.SingleFileName);
+        var files = new List<SafeTensorsFile>();
+        try
+        {
+            bool sharded;
+            if (File.Exists(indexPath))
+            {
+                sharded = true;
+                OpenSharded(full, indexPath, files);
+            }
+            else if (File.Exists(singlePath))
+            {
+                sharded = false;
+                files.Add(SafeTensorsFile.Open(singlePath));
+            }
+            else
+            {
+                var hint = File.Exists(System.IO.Path.Combine(full, "pytorch_model.bin")) || File.Exists(System.IO.Path.Combine(full, "pytorch_model.bin.index.json"))
+                    ? " (it has PyTorch .bin weights; only safetensors are supported)"
+                    : string.Empty;
+                throw new ModelFolderException($"model folder '{full}' has neither {ShardedSafeTensorsWriter.SingleFileName} nor {ShardedSafeTensorsWriter.IndexFileName}{hint}");
+            }
+            var tensors = new List<ModelTensor>();
+            var seen = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var file in files)
+            {
+                foreach (var t in file.Tensors)
+                {
+                    if (!seen.TryAdd(t.Name, file.Path))
+                    {
+                        throw new ModelFolderException($"model folder '{full}': tensor '{t.Name}' is in both {seen[t.Name]} and {file.Path}");
+                    }
+                    tensors.Add(new ModelTensor(t.Name, t.DType, t.Shape, file.Path, file.DataStart + t.Begin, t.ByteLength) { File = file, Info = t });
+                }
+            }
+            return new ModelFolder(full, config, files, tensors, sharded);
+        }
+        catch
+        {
+            foreach (var f in files)
+            {
+                f.Dispose();
+            }
+            throw;
+        }
+    }
+
+    /// <summary>The tensor, or false.</summary>
+    public bool TryGetTensor(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ModelTensor? tensor) =>
+        _byName.TryGetValue(name, out tensor);
+
+    /// <summary>The tensor; throws naming the tensor and folder.</summary>
+    public ModelTensor GetTensor(string name) =>
+        _byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"model '{Path}' has no tensor '{name}'");
+
+    /// <summary>Reads <c>destination.Length</c> bytes of a tensor from <paramref name="offsetInTensor"/>.</summary>
+    public static void ReadBytes(ModelTensor tensor, long offsetInTensor, Span<byte> destination)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        tensor.File.ReadBytes(tensor.Info, offsetInTensor, destination);
+    }
+
+    /// <summary>Reads a range of a tensor's bytes into a contiguous CPU tensor's storage.</summary>
+    public static void ReadInto(ModelTensor tensor, long offsetInTensor, Tensor destination)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        tensor.File.ReadInto(tensor.Info, offsetInTensor, destination);
+    }
+
+    /// <summary>Reads a tensor into a new TorchSharp tensor of its dtype (not for hot paths).</summary>
+    public Tensor ReadTensor(string name)
+    {
+        var t = GetTensor(name);
+        return t.File.ReadTensor(t.Name);
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files)
+        {
+            f.Dispose();
+        }
+    }
+
+    private static void OpenSharded(string folder, string indexPath, List<SafeTensorsFile> files)
+    {
+        Dictionary<string, string> weightMap;
+        try
+        {
+            weightMap = ReadWeightMap(indexPath);
+        }
+        catch (JsonException ex)
+        {
+            throw new ModelFolderException($"{indexPath}: not valid JSON: {ex.Message}", ex);
+        }
+        var fileNames = weightMap.Values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        foreach (var name in fileNames)
+        {
+            if (name.Contains('/', StringComparison.Ordinal) || name.Contains('\\', StringComparison.Ordinal) || name is "." or "..")
+            {
+                throw new ModelFolderException($"{indexPath}: weight file name '{name}' must be a plain file name in the folder");
+            }
+            var shardPath = System.IO.Path.Combine(folder, name);
+            if (!File.Exists(shardPath))
+            {
+                throw new ModelFolderException($"{indexPath}: weight file '{name}' listed in the index does not exist");
+            }
+        }
+        foreach (var name in fileNames)
+        {
+            files.Add(SafeTensorsFile.Open(System.IO.Path.Combine(folder, name)));
+        }
+        foreach (var file in files)
+        {
+            var fileName = System.IO.Path.GetFileName(file.Path);
+            foreach (var t in file.Tensors)
+            {
+                if (!weightMap.TryGetValue(t.Name, out var mapped))
+                {
+                    throw new ModelFolderException($"{indexPath}: tensor '{t.Name}' in {fileName} is missing from the index's weight_map");
+                }
+                if (mapped != fileName)
+                {
+                    throw new ModelFolderException($"{indexPath}: the index maps tensor '{t.Name}' to {mapped}, but it is in {fileName}");
+                }
+            }
+        }
+        foreach (var (tensor, fileName) in weightMap)
+        {
+            var file = files.First(f => System.IO.Path.GetFileName(f.Path) == fileName);
+            if (!file.TryGetTensor(tensor, out _))
+            {
+                throw new ModelFolderException($"{indexPath}: the index maps tensor '{tensor}' to {fileName}, which has no such tensor");
+            }
+        }
+    }
+
+    private static Dictionary<string, string> ReadWeightMap(string indexPath)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object
+            || !doc.RootElement.TryGetProperty("weight_map", out var map)
+            || map.ValueKind != JsonValueKind.Object)
+        {
+            throw new ModelFolderException($"{indexPath}: expected an object with a 'weight_map' object");
+        }
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var p in map.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.String)
+            {
+                throw new ModelFolderException($"{indexPath}: weight_map entry '{p.Name}' is {p.Value.ValueKind}, expected a file name");
+            }
+            if (!result.TryAdd(p.Name, p.Value.GetString()!))
+            {
+                throw new ModelFolderException($"{indexPath}: weight_map lists tensor '{p.Name}' twice");
+            }
+        }
+        if (result.Count == 0)
+        {
+            throw new ModelFolderException($"{indexPath}: weight_map is empty");
+        }
+        return result;
+    }
+}
