@@ -74,7 +74,7 @@ public static class DemoReport
         plot.YLabel("exact match (%)");
         plot.Title("sensmerge demo: merged models by method");
         plot.ShowLegend(Edge.Right);
-        plot.Layout.Fixed(new PixelPadding(60, 120, 160, 40));
+        plot.Layout.Fixed(new PixelPadding(60, 170, 160, 40));
         plot.SavePng(path, Math.Max(900, 70 * rows.Count + 200), 600);
     }
 }
