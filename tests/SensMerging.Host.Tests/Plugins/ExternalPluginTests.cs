@@ -189,6 +189,26 @@ public sealed class ExternalPluginTests : IDisposable
             }
         }
         Assert.True(steered > 0, "the coefficients changed no tensor: the decorator did not steer the strategy");
+
+        // `sensmerge scores` runs the same scorers without merging and prints the same coefficients.
+        var (sexit, sout, serr) = await Processes.SensMergeAsync("scores", config, "--json", "--plugins", pluginsFile, "--registry", registry);
+        Assert.True(sexit == 0, serr + sout);
+        var report = JsonDocument.Parse(sout).RootElement[0];
+        Assert.Equal("sens", report.GetProperty("decorator").GetString());
+        var table = report.GetProperty("tables").EnumerateArray().Single(t => t.GetProperty("scorer").GetString() == "coefficients");
+        var values = table.GetProperty("values");
+        for (var e = 0; e < coefficients.Experts.Count; e++)
+        {
+            for (var g = 0; g < coefficients.LayerGroups.Count; g++)
+            {
+                Assert.Equal(coefficients.Values[e][g], values[e][g].GetDouble(), 12);
+            }
+        }
+        var (texit, tout, terr) = await Processes.SensMergeAsync("scores", config, "--plugins", pluginsFile, "--registry", registry);
+        Assert.True(texit == 0, terr + tout);
+        Assert.Contains("alpha", tout, StringComparison.Ordinal);
+        Assert.Contains("tau", tout, StringComparison.Ordinal);
+        Assert.Contains("model.layers.1", tout, StringComparison.Ordinal);
     }
 
     private async Task Run(string file, params string[] args)
