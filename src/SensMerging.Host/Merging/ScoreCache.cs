@@ -21,10 +21,10 @@ public sealed class ScoreCache
         var key = Key(scorer, context);
         var lazy = _tables.GetOrAdd(key, _ => new Lazy<Task<ScoreTable>>(() => scorer.ScoreAsync(context, cancellationToken)));
         var task = lazy.Value;
-        if (task.IsFaulted || task.IsCanceled)
-        {
-            _tables.TryRemove(key, out _); // never keep a failure
-        }
+        // Never keep a failure: a later call scores again.
+        _ = task.ContinueWith(
+            _ => _tables.TryRemove(new KeyValuePair<string, Lazy<Task<ScoreTable>>>(key, lazy)),
+            CancellationToken.None, TaskContinuationOptions.NotOnRanToCompletion, TaskScheduler.Default);
         return task;
     }
 
