@@ -246,6 +246,23 @@ public sealed class LlamaModelTests : IDisposable
         Assert.Contains("model.norm.weight", shape.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Missing_shard_or_weights_are_reported_by_name()
+    {
+        var tiny = new TinyModel(TinyModel.SmallConfig(), seed: 4);
+        var sharded = _temp.Sub("sharded");
+        tiny.Write(sharded, shards: 3);
+        File.Delete(Path.Combine(sharded, "model-00002-of-00003.safetensors"));
+        var shard = Assert.Throws<InvalidDataException>(() => LlamaModel.Load(sharded, new ModelLoadOptions(), CancellationToken.None));
+        Assert.Contains("model-00002-of-00003.safetensors", shard.Message, StringComparison.Ordinal);
+
+        var empty = _temp.Sub("empty");
+        tiny.Write(empty);
+        File.Delete(Path.Combine(empty, "model.safetensors"));
+        var none = Assert.Throws<FileNotFoundException>(() => LlamaModel.Load(empty, new ModelLoadOptions(), CancellationToken.None));
+        Assert.Contains("model.safetensors", none.Message, StringComparison.Ordinal);
+    }
+
     private static double LossWith(LlamaModel model, TokenizedSample sample, Tensor weight, long index, double delta)
     {
         using (no_grad())

@@ -1,7 +1,8 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
+using SensMerging.Core.SafeTensors;
 using SensMerging.Runtime.Model;
-using SensMerging.Runtime.SafeTensors;
 using static TorchSharp.torch;
 
 namespace SensMerging.Runtime.Tests;
@@ -55,7 +56,7 @@ internal sealed class TempFolder : IDisposable
 
 /// <summary>
 /// Weights of a tiny Llama made in the test with System.Random (row-major float arrays by Hugging Face name), written
-/// with the runtime's safetensors writer and a hand-made word-level tokenizer.json of 32 tokens.
+/// as F32 with Core's safetensors writer and a hand-made word-level tokenizer.json of 32 tokens.
 /// </summary>
 internal sealed class TinyModel
 {
@@ -124,35 +125,24 @@ internal sealed class TinyModel
         Config.Save(directory);
         File.WriteAllText(Path.Combine(directory, "tokenizer.json"), WordTokenizerJson());
         var names = Weights.Keys.Order(StringComparer.Ordinal).ToList();
-        var tensors = names.Select(n => (n, tensor(Weights[n], Shapes[n], ScalarType.Float32))).ToList();
-        try
+        if (shards == 1)
         {
-            if (shards == 1)
-            {
-                SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors, CancellationToken.None);
-                return;
-            }
-            var map = new JsonObject();
-            for (var s = 0; s < shards; s++)
-            {
-                var file = $"model-{s + 1:00000}-of-{shards:00000}.safetensors";
-                var part = tensors.Where((_, i) => i % shards == s).ToList();
-                SafeTensorsWriter.Write(Path.Combine(directory, file), part, CancellationToken.None);
-                foreach (var (name, _) in part)
-                {
-                    map[name] = file;
-                }
-            }
-            var index = new JsonObject { ["metadata"] = new JsonObject { ["total_size"] = 0 }, ["weight_map"] = map };
-            File.WriteAllText(Path.Combine(directory, "model.safetensors.index.json"), index.ToJsonString());
+            WriteFile(Path.Combine(directory, "model.safetensors"), names);
+            return;
         }
-        finally
+        var map = new JsonObject();
+        for (var s = 0; s < shards; s++)
         {
-            foreach (var (_, t) in tensors)
+            var file = $"model-{s + 1:00000}-of-{shards:00000}.safetensors";
+            var part = names.Where((_, i) => i % shards == s).ToList();
+            WriteFile(Path.Combine(directory, file), part);
+            foreach (var name in part)
             {
-                t.Dispose();
+                map[name] = file;
             }
         }
+        var index = new JsonObject { ["metadata"] = new JsonObject { ["total_size"] = 0 }, ["weight_map"] = map };
+        File.WriteAllText(Path.Combine(directory, "model.safetensors.index.json"), index.ToJsonString());
     }
 
     /// <summary>A WordLevel tokenizer.json: &lt;pad&gt; &lt;s&gt; &lt;/s&gt; &lt;unk&gt; and 28 words, whitespace split, BOS template.</summary>
@@ -189,6 +179,17 @@ internal sealed class TinyModel
         words.Add("0");
         words.Add("1");
         return words.ToArray();
+    }
+
+    private void WriteFile(string path, IReadOnlyList<string> names)
+    {
+        var plan = names.Select(n => new TensorPlanEntry(n, SafeTensorsDType.F32, Shapes[n])).ToList();
+        using var writer = new SafeTensorsWriter(path, plan, computeSha256: false);
+        foreach (var name in names)
+        {
+            writer.WriteTensor(name, MemoryMarshal.AsBytes(Weights[name].AsSpan()));
+        }
+        writer.Complete();
     }
 
     private void Add(string name, long[] shape, Random random, double scale, double offset)

@@ -1,7 +1,8 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using SensMerging.Abstractions;
-using SensMerging.Runtime.SafeTensors;
+using SensMerging.Core.Models;
+using SensMerging.Core.SafeTensors;
 using SensMerging.Runtime.Tokenization;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -15,6 +16,8 @@ namespace SensMerging.Runtime.Model;
 /// </summary>
 public sealed class LlamaModel : ICausalLanguageModel
 {
+    private static readonly Dictionary<string, string> SaveMetadata = new(StringComparer.Ordinal) { ["format"] = "pt" };
+
     private readonly IReadOnlyList<(string Name, Tensor Weight)> _namedWeights;
     private bool _disposed;
 
@@ -74,8 +77,8 @@ public sealed class LlamaModel : ICausalLanguageModel
         var model = new LlamaModel(modelPath, config, tokenizer, new LlamaNetwork(config, dtype, device, options.RequiresGrad), device, dtype, options.RequiresGrad);
         try
         {
-            using var checkpoint = SafeTensorsCheckpoint.Open(modelPath, cancellationToken);
-            model.LoadWeights(checkpoint, cancellationToken, logger);
+            using var weights = OpenWeights(modelPath);
+            model.LoadWeights(weights, cancellationToken, logger);
             if (config.SlidingWindow is { } window)
             {
                 logger.LogInformation("Mistral sliding_window {Window} is applied to sequences longer than it; shorter sequences use full causal attention.", window);
@@ -248,12 +251,7 @@ public sealed class LlamaModel : ICausalLanguageModel
         ArgumentNullException.ThrowIfNull(directory);
         ObjectDisposedException.ThrowIf(_disposed, this);
         Directory.CreateDirectory(directory);
-        using (var scope = NewDisposeScope())
-        using (no_grad())
-        {
-            var tensors = _namedWeights.Select(w => (w.Name, w.Weight.detach().to(ScalarType.Float32, CPU))).ToList();
-            SafeTensorsWriter.Write(Path.Combine(directory, SafeTensorsCheckpoint.SingleFileName), tensors, cancellationToken);
-        }
+        WriteWeights(Path.Combine(directory, ShardedSafeTensorsWriter.SingleFileName), cancellationToken);
         var config = Config with
         {
             BosTokenId = TextTokenizer.BosTokenId >= 0 ? TextTokenizer.BosTokenId : Config.BosTokenId,
@@ -312,7 +310,29 @@ public sealed class LlamaModel : ICausalLanguageModel
         return inputIds.to(ScalarType.Int64, Device);
     }
 
-    private void LoadWeights(SafeTensorsCheckpoint checkpoint, CancellationToken cancellationToken, ILogger logger)
+    /// <summary>
+    /// Opens the folder's weights with Core's <see cref="ModelFolder"/> (single file or validated index + shards). Folder
+    /// or format problems become <see cref="InvalidDataException"/> carrying Core's message, which names the file,
+    /// shard or tensor at fault; a folder with no weights at all is a <see cref="FileNotFoundException"/>.
+    /// </summary>
+    private static ModelFolder OpenWeights(string modelPath)
+    {
+        var single = Path.Combine(modelPath, ShardedSafeTensorsWriter.SingleFileName);
+        if (!File.Exists(single) && !File.Exists(Path.Combine(modelPath, ShardedSafeTensorsWriter.IndexFileName)))
+        {
+            throw new FileNotFoundException($"No weights in {modelPath}: expected {ShardedSafeTensorsWriter.SingleFileName} or {ShardedSafeTensorsWriter.IndexFileName}.", single);
+        }
+        try
+        {
+            return ModelFolder.Open(modelPath);
+        }
+        catch (Exception ex) when (ex is ModelFolderException or SafeTensorsFormatException)
+        {
+            throw new InvalidDataException($"{modelPath}: the safetensors weights cannot be used: {ex.Message}", ex);
+        }
+    }
+
+    private void LoadWeights(ModelFolder weights, CancellationToken cancellationToken, ILogger logger)
     {
         using var noGrad = no_grad();
         var expected = new HashSet<string>(StringComparer.Ordinal);
@@ -320,22 +340,68 @@ public sealed class LlamaModel : ICausalLanguageModel
         {
             cancellationToken.ThrowIfCancellationRequested();
             expected.Add(name);
-            if (!checkpoint.Contains(name))
+            if (!weights.TryGetTensor(name, out var stored))
             {
                 throw new InvalidDataException($"{ModelPath}: weight '{name}' is missing from the safetensors files.");
             }
-            var shape = checkpoint.ShapeOf(name);
-            if (!shape.SequenceEqual(weight.shape))
+            if (!TensorShape.SameAs(stored.Shape, weight.shape))
             {
-                throw new InvalidDataException($"{ModelPath}: weight '{name}' has shape [{string.Join(", ", shape)}] but config.json implies [{string.Join(", ", weight.shape)}].");
+                throw new InvalidDataException($"{ModelPath}: weight '{name}' has shape {TensorShape.Format(stored.Shape)} but config.json implies {TensorShape.Format(weight.shape)}.");
             }
-            using var stored = checkpoint.Read(name, cancellationToken);
-            weight.copy_(stored);
+            if (!stored.DType.IsFloatingPoint || stored.DType.ScalarType is not { } storedType)
+            {
+                throw new InvalidDataException($"{ModelPath}: weight '{name}' is stored as {stored.DType}; the runtime reads F32, F16, BF16 and F64 weights.");
+            }
+            if (weight.device_type == DeviceType.CPU && weight.dtype == storedType && weight.is_contiguous())
+            {
+                // Same dtype on the CPU: read the file straight into the parameter's memory, no staging tensor.
+                ModelFolder.ReadInto(stored, 0, weight);
+            }
+            else
+            {
+                using var data = weights.ReadTensor(name);
+                weight.copy_(data);
+            }
         }
-        var ignored = checkpoint.Names.Where(n => !expected.Contains(n)).ToList();
+        var ignored = weights.Tensors.Where(t => !expected.Contains(t.Name)).Select(t => t.Name).ToList();
         if (ignored.Count > 0)
         {
             logger.LogInformation("Ignored {Count} tensors the architecture does not use (for example {Example}).", ignored.Count, ignored[0]);
+        }
+    }
+
+    /// <summary>
+    /// Writes every weight as F32 (sorted by name, <c>format: pt</c> metadata) with Core's <see cref="SafeTensorsWriter"/>
+    /// into a temporary file that replaces <paramref name="path"/> only when complete.
+    /// </summary>
+    private void WriteWeights(string path, CancellationToken cancellationToken)
+    {
+        var temporary = path + ".tmp";
+        File.Delete(temporary);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var tensors = _namedWeights
+            .OrderBy(w => w.Name, StringComparer.Ordinal)
+            .Select(w => (w.Name, Data: w.Weight.detach().to(ScalarType.Float32, CPU).contiguous()))
+            .ToList();
+        var plan = tensors.Select(t => new TensorPlanEntry(t.Name, SafeTensorsDType.F32, t.Data.shape)).ToList();
+        try
+        {
+            using (var writer = new SafeTensorsWriter(temporary, plan, SaveMetadata, computeSha256: false))
+            {
+                foreach (var (name, data) in tensors)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    TensorBytes.ForEachSpan(data, (span, offset) => writer.WriteChunk(name, offset, span));
+                }
+                writer.Complete();
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temporary);
+            throw;
         }
     }
 }
