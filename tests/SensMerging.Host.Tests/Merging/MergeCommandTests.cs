@@ -92,6 +92,45 @@ public sealed class MergeCommandTests : IDisposable
         Assert.True(record.Durations.ContainsKey(Phases.Total));
         Assert.Contains("lambda", record.Parameters.Keys);
         Assert.Equal(0.5, record.ModelParameters[a]["density"].AsDouble);
+
+        await RegistryCommandsAnswer(id, a, output);
+    }
+
+    /// <summary>The registry commands a person runs after a merge: valid JSON for scripts, text, lineage, diff, plot.</summary>
+    private async Task RegistryCommandsAnswer(string id, string input, string output)
+    {
+        var (exit, stdout, stderr) = await SensMerge("registry", "list", "--json", "--strategy", "ties", "--status", "succeeded");
+        Assert.True(exit == 0, stderr);
+        var list = JsonDocument.Parse(stdout).RootElement;
+        Assert.Equal(id, Assert.Single(list.EnumerateArray()).GetProperty("id").GetString());
+        (exit, stdout, stderr) = await SensMerge("registry", "list", "--json", "--strategy", "dare_ties");
+        Assert.True(exit == 0, stderr);
+        Assert.Empty(JsonDocument.Parse(stdout).RootElement.EnumerateArray());
+        (exit, stdout, stderr) = await SensMerge("registry", "list", "--json", "--model", input, "--since", DateTime.UtcNow.AddHours(-1).ToString("s", System.Globalization.CultureInfo.InvariantCulture));
+        Assert.True(exit == 0, stderr);
+        Assert.Single(JsonDocument.Parse(stdout).RootElement.EnumerateArray());
+
+        (exit, stdout, stderr) = await SensMerge("registry", "show", id[..12], "--json");
+        Assert.True(exit == 0, stderr);
+        var shown = JsonDocument.Parse(stdout).RootElement;
+        Assert.Equal("succeeded", shown.GetProperty("status").GetString());
+        Assert.Equal(output, shown.GetProperty("outputs").GetProperty("folder").GetString());
+
+        (exit, stdout, stderr) = await SensMerge("registry", "lineage", output, "--json");
+        Assert.True(exit == 0, stderr);
+        Assert.Equal(id, JsonDocument.Parse(stdout).RootElement.GetProperty("producedBy")[0].GetProperty("id").GetString());
+
+        (exit, stdout, stderr) = await SensMerge("registry", "export", id);
+        Assert.True(exit == 0, stderr);
+        Assert.Equal("sensmerge.merge", JsonDocument.Parse(stdout).RootElement.GetProperty("kind").GetString());
+
+        (exit, stdout, stderr) = await SensMerge("registry", "diff", id, id, "--json");
+        Assert.True(exit == 0, stderr);
+        JsonDocument.Parse(stdout);
+
+        (exit, _, stderr) = await SensMerge("registry", "show", "m-does-not-exist");
+        Assert.Equal(1, exit);
+        Assert.Contains("m-does-not-exist", stderr, StringComparison.Ordinal);
     }
 
     [Fact]
