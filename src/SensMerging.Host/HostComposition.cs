@@ -53,7 +53,7 @@ public static class HostComposition
             return PluginCatalog.Load(SensMergeOptions.Locate(options.PluginsFile), sp.GetRequiredService<PluginLoader>(), logger);
         });
         builder.Services.AddHubClient();
-        builder.Services.AddSingleton<IModelReferenceResolver, HostModelResolver>();
+        builder.Services.AddSingleton<HostModelResolver>();
         builder.Services.AddMergeRegistry(o =>
         {
             var path = builder.Configuration[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] ?? new SensMergeOptions().RegistryPath;

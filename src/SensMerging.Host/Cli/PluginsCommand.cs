@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Microsoft.Extensions.DependencyInjection;
 using SensMerging.Abstractions;
 using SensMerging.Host.Plugins;
@@ -89,14 +88,3 @@ internal sealed record ComponentJson(string Kind, string Name, string Descriptio
 
 internal sealed record ParameterJson(
     string Name, string Type, object? Default, string Scope, double? Minimum, double? Maximum, IReadOnlyList<string>? AllowedValues, string Description);
-
-/// <summary>The one JSON style of every <c>--json</c> output: camelCase, indented, enums as strings, nulls omitted.</summary>
-public static class JsonOutput
-{
-    public static JsonSerializerOptions Options { get; } = new(JsonSerializerDefaults.Web)
-    {
-        WriteIndented = true,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        Converters = { new JsonStringEnumConverter() },
-    };
-}

@@ -5,7 +5,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SensMerging.Abstractions;
 using SensMerging.Core.Engine;
-using SensMerging.Host.Cli;
 using SensMerging.Host.Merging;
 using SensMerging.Host.Plugins;
 using SensMerging.Hub.Client;

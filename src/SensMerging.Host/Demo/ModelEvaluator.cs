@@ -37,10 +37,14 @@ public sealed class ModelEvaluator
         ArgumentNullException.ThrowIfNull(grid);
         var exact = await RunAsync(ExactMatch, grid, device, samples, cancellationToken);
         var perplexity = await RunAsync(Perplexity, grid, device, samples, cancellationToken);
-        return [.. exact.Rows.Select((model, r) => new ModelScores(
-            model,
-            exact.Columns.Select((task, c) => (task, c)).ToDictionary(x => x.task, x => exact[r, x.c], StringComparer.Ordinal),
-            perplexity.Columns.Select((task, c) => (task, c)).ToDictionary(x => x.task, x => perplexity[perplexity.Rows.ToList().IndexOf(model), x.c], StringComparer.Ordinal)))];
+        return [.. exact.Rows.Select(model => new ModelScores(model, Row(exact, model), Row(perplexity, model)))];
+    }
+
+    /// <summary>One model's row of an evaluation table, by task.</summary>
+    private static Dictionary<string, double> Row(ScoreTable table, string model)
+    {
+        var row = table.Values[table.Rows.ToList().IndexOf(model)];
+        return table.Columns.Select((task, c) => (task, c)).ToDictionary(x => x.task, x => row[x.c], StringComparer.Ordinal);
     }
 
     private async Task<ScoreTable> RunAsync(string name, IReadOnlyList<ScoredModel> grid, string device, int samples, CancellationToken cancellationToken)

@@ -8,6 +8,7 @@ using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
 using SensMerging.Host.Plugins;
+using SensMerging.Hub;
 using SensMerging.Registry;
 using SensMerging.Runtime.Calibration;
 using RegistryValue = SensMerging.Registry.ParameterValue;
@@ -51,7 +52,7 @@ public sealed record PreparedStrategy(IMergeStrategy Strategy, IReadOnlyList<Dec
 public sealed partial class MergePipeline
 {
     private readonly PluginCatalog _plugins;
-    private readonly IModelReferenceResolver _resolver;
+    private readonly HostModelResolver _resolver;
     private readonly IMergeRegistry _registry;
     private readonly IModelRuntime _runtime;
     private readonly CalibrationLoader _calibration;
@@ -61,7 +62,7 @@ public sealed partial class MergePipeline
     private readonly ILogger<MergePipeline> _logger;
 
     public MergePipeline(
-        PluginCatalog plugins, IModelReferenceResolver resolver, IMergeRegistry registry, IModelRuntime runtime,
+        PluginCatalog plugins, HostModelResolver resolver, IMergeRegistry registry, IModelRuntime runtime,
         CalibrationLoader calibration, MergeEngine engine, ScoreCache scoreCache, ILoggerFactory loggerFactory)
     {
         _plugins = plugins;
@@ -95,7 +96,7 @@ public sealed partial class MergePipeline
         var layerCount = inputs.LayerCount;
         var parameters = ParameterResolver.For(config, strategy);
         ParameterResolver.Validate(config, strategy, inputs.TensorNames, layerCount);
-        var inputRecords = await DescribeInputsAsync(inputs, cancellationToken);
+        var inputRecords = await DescribeInputsAsync(inputs, _resolver, cancellationToken);
         resolveWatch.Stop();
 
         var seed = request.Seed ?? config.Seed ?? 0;
@@ -282,15 +283,20 @@ public sealed partial class MergePipeline
         }
     }
 
-    private static async Task<IReadOnlyList<ModelInput>> DescribeInputsAsync(ResolvedInputs inputs, CancellationToken cancellationToken)
+    /// <summary>The registry's view of the inputs: files with SHA-256 (taken from the Hub pull when it verified them, else hashed).</summary>
+    private static async Task<IReadOnlyList<ModelInput>> DescribeInputsAsync(ResolvedInputs inputs, HostModelResolver resolver, CancellationToken cancellationToken)
     {
         var records = new List<ModelInput>();
         foreach (var model in inputs.Resolved)
         {
+            var verified = resolver.VerifiedSha256(model.LocalPath);
             var files = new List<FileHash>();
             foreach (var (relative, full, size) in FileHashing.ListFiles(model.LocalPath))
             {
-                files.Add(new FileHash(relative, await FileHashing.Sha256Async(full, cancellationToken), size));
+                var sha256 = verified.TryGetValue(relative, out var known)
+                    ? known
+                    : (await HubHashing.HashFileAsync(full, withGitSha1: false, 4 << 20, cancellationToken)).Sha256;
+                files.Add(new FileHash(relative, sha256, size));
             }
             var isBase = inputs.Base is not null && string.Equals(inputs.BaseName, model.Reference.Text, StringComparison.Ordinal);
             records.Add(new ModelInput

@@ -34,6 +34,19 @@ public sealed class ParameterValue : IEquatable<ParameterValue>
         _value = value;
     }
 
+    /// <summary>Writes a double so it reads back exactly: round-trip digits as a JSON number, non-finite values as strings.</summary>
+    internal static void WriteDouble(System.Text.Json.Utf8JsonWriter writer, double d)
+    {
+        if (double.IsFinite(d))
+        {
+            writer.WriteRawValue(FormatDouble(d), skipInputValidation: true);
+        }
+        else
+        {
+            writer.WriteStringValue(FormatDouble(d));
+        }
+    }
+
     public static ParameterValue Null { get; } = new(ParameterValueKind.Null, null);
 
     public ParameterValueKind Kind { get; }
@@ -249,15 +262,7 @@ public sealed class ParameterValueJsonConverter : JsonConverter<ParameterValue>
                 writer.WriteNumberValue(value.AsInteger);
                 break;
             case ParameterValueKind.Float:
-                var d = value.AsDouble;
-                if (double.IsFinite(d))
-                {
-                    writer.WriteRawValue(ParameterValue.FormatDouble(d), skipInputValidation: true);
-                }
-                else
-                {
-                    writer.WriteStringValue(ParameterValue.FormatDouble(d));
-                }
+                ParameterValue.WriteDouble(writer, value.AsDouble);
                 break;
             case ParameterValueKind.String:
                 writer.WriteStringValue(value.AsString);

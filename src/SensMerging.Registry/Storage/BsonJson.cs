@@ -110,15 +110,7 @@ internal static class BsonJson
                 writer.WriteNumberValue(value.AsInt64);
                 break;
             case BsonType.Double:
-                var d = value.AsDouble;
-                if (double.IsFinite(d))
-                {
-                    writer.WriteRawValue(ParameterValue.FormatDouble(d), skipInputValidation: true);
-                }
-                else
-                {
-                    writer.WriteStringValue(ParameterValue.FormatDouble(d));
-                }
+                ParameterValue.WriteDouble(writer, value.AsDouble);
                 break;
             case BsonType.Decimal:
                 writer.WriteNumberValue(value.AsDecimal);
