@@ -99,8 +99,9 @@ public sealed class ZooBuilder
             var expertPath = layout.ModelPath(family.Name);
             ResetFolder(expertPath);
             using var model = LlamaModel.Load(basePath, new ModelLoadOptions(RequiresGrad: true), cancellationToken);
+            var (pools, weights) = ExpertPools(splits, i, settings.ExpertReplay);
             var report = await Task.Run(
-                () => trainer.Train(model, [splits[i].Train], settings.Expert, settings.MaxLength, seed, family.Name, progress, cancellationToken),
+                () => trainer.Train(model, pools, settings.Expert, settings.MaxLength, seed, family.Name, progress, cancellationToken, weights),
                 cancellationToken);
             progress?.Report(new ZooProgress("save", family.Name, report.Steps, report.Steps, report.FinalLoss));
             await SaveModelAsync(model, tokenizer, expertPath, family.Name, family.Name, family.Description, seed, settings, report, cancellationToken);
@@ -123,6 +124,27 @@ public sealed class ZooBuilder
         return new ZooBuildResult(layout, manifest, Reused: false);
     }
 
+    /// <summary>
+    /// An expert's training pools: its own task with weight 1 - replay, and the base model's subset of every task with
+    /// weight replay / tasks (rehearsal of what the base knew, so the task vector carries the new skill rather than
+    /// the forgetting of the others).
+    /// </summary>
+    private static (IReadOnlyList<IReadOnlyList<TextSample>> Pools, IReadOnlyList<double> Weights) ExpertPools(IReadOnlyList<TaskSplits> splits, int expert, double replay)
+    {
+        if (replay <= 0)
+        {
+            return ([splits[expert].Train], [1.0]);
+        }
+        var pools = new List<IReadOnlyList<TextSample>> { splits[expert].Train };
+        var weights = new List<double> { 1 - replay };
+        foreach (var split in splits.Where(s => s.BaseTrain.Count > 0))
+        {
+            pools.Add(split.BaseTrain);
+            weights.Add(replay / splits.Count);
+        }
+        return (pools, weights);
+    }
+
     private static bool IsReusable(ZooManifest manifest, ZooLayout layout, int seed, ZooSettings settings, IReadOnlyList<ITaskFamily> families)
     {
         if (manifest.Seed != seed || manifest.Size != settings.Size || ZooManifest.Fingerprint(manifest.Settings) != ZooManifest.Fingerprint(settings))
@@ -134,7 +156,8 @@ public sealed class ZooBuilder
         {
             return false;
         }
-        return families.All(f => File.Exists(layout.EvalPath(f.Name)) && File.Exists(layout.CalibrationPath(f.Name)) && File.Exists(layout.TrainPath(f.Name)));
+        return families.All(f => File.Exists(layout.EvalPath(f.Name)) && File.Exists(layout.CalibrationPath(f.Name)) && File.Exists(layout.TrainPath(f.Name))
+            && File.Exists(layout.DevPath(f.Name)));
     }
 
     private static async Task<ZooTaskEntry> WriteTaskDataAsync(ZooLayout layout, TaskSplits split, CancellationToken cancellationToken)
@@ -143,15 +166,18 @@ public sealed class ZooBuilder
         await JsonlSamples.WriteAsync(layout.TrainPath(split.Task), split.Train, cancellationToken);
         await JsonlSamples.WriteAsync(layout.EvalPath(split.Task), split.Eval, cancellationToken);
         await JsonlSamples.WriteAsync(layout.CalibrationPath(split.Task), split.Calibration, cancellationToken);
+        await JsonlSamples.WriteAsync(layout.DevPath(split.Task), split.Dev, cancellationToken);
         return new ZooTaskEntry(
             split.Task,
             split.Train.Count,
             split.BaseTrain.Count,
             split.Eval.Count,
             split.Calibration.Count,
+            split.Dev.Count,
             layout.Relative(layout.TrainPath(split.Task)),
             layout.Relative(layout.EvalPath(split.Task)),
-            layout.Relative(layout.CalibrationPath(split.Task)));
+            layout.Relative(layout.CalibrationPath(split.Task)),
+            layout.Relative(layout.DevPath(split.Task)));
     }
 
     private static async Task SaveModelAsync(

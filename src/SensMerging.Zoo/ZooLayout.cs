@@ -45,9 +45,30 @@ public sealed class ZooLayout
     /// <summary>The held-out evaluation set of <paramref name="task"/> (JSONL, prompt/response).</summary>
     public string EvalPath(string task) => Path.Combine(DataPath(task), "eval.jsonl");
 
+    /// <summary>The development set of <paramref name="task"/> (JSONL, prompt/response): for choosing settings, never for reporting.</summary>
+    public string DevPath(string task) => Path.Combine(DataPath(task), "dev.jsonl");
+
+    /// <summary>The held-out file of <paramref name="task"/> for <paramref name="split"/>.</summary>
+    public string HeldOutPath(string task, HeldOutSplit split) => split switch
+    {
+        HeldOutSplit.Eval => EvalPath(task),
+        HeldOutSplit.Dev => DevPath(task),
+        _ => throw new ArgumentOutOfRangeException(nameof(split), split, "unknown held-out split"),
+    };
+
     /// <summary>The calibration set of <paramref name="task"/> (JSONL, prompt/response).</summary>
     public string CalibrationPath(string task) => Path.Combine(DataPath(task), "calibration.jsonl");
 
     /// <summary><paramref name="path"/> relative to the root, with forward slashes.</summary>
     public string Relative(string path) => Path.GetRelativePath(Root, path).Replace('\\', '/');
+}
+
+/// <summary>Which held-out set a model is scored on.</summary>
+public enum HeldOutSplit
+{
+    /// <summary>The evaluation set: the numbers that are reported.</summary>
+    Eval,
+
+    /// <summary>The development set: the numbers settings are chosen by.</summary>
+    Dev,
 }

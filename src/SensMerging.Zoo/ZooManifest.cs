@@ -18,18 +18,22 @@ public sealed record ZooModelEntry(string Name, string Repo, string Path, string
 /// <param name="BaseTrainSamples">Of those, the samples the base model was trained on.</param>
 /// <param name="EvalSamples">Held-out evaluation samples.</param>
 /// <param name="CalibrationSamples">Calibration samples.</param>
+/// <param name="DevSamples">Development samples (for choosing settings).</param>
 /// <param name="TrainPath">train.jsonl, relative to the zoo root.</param>
 /// <param name="EvalPath">eval.jsonl, relative to the zoo root.</param>
 /// <param name="CalibrationPath">calibration.jsonl, relative to the zoo root.</param>
+/// <param name="DevPath">dev.jsonl, relative to the zoo root.</param>
 public sealed record ZooTaskEntry(
     string Name,
     int TrainSamples,
     int BaseTrainSamples,
     int EvalSamples,
     int CalibrationSamples,
+    int DevSamples,
     string TrainPath,
     string EvalPath,
-    string CalibrationPath);
+    string CalibrationPath,
+    string DevPath);
 
 /// <summary>zoo.json: what was built, from which seed and settings, and how training went.</summary>
 public sealed record ZooManifest(
@@ -42,7 +46,7 @@ public sealed record ZooManifest(
     double TotalSeconds,
     DateTimeOffset CreatedUtc)
 {
-    public const int CurrentFormatVersion = 1;
+    public const int CurrentFormatVersion = 2;
 
     public const string FileName = "zoo.json";
 

@@ -50,6 +50,10 @@ public sealed record ZooModelShape(
 /// <param name="MaxLength">Tokens per training sample after truncation.</param>
 /// <param name="Base">Training of the base on the mix of the tasks' base subsets.</param>
 /// <param name="Expert">Fine-tuning of each expert from the base on its own task.</param>
+/// <param name="ExpertReplay">
+/// Share of an expert's training samples drawn from the base model's own training mix (rehearsal), the rest from the
+/// expert's task. 0: the expert sees only its task.
+/// </param>
 public sealed record ZooSettings(
     string Size,
     ZooModelShape Model,
@@ -58,7 +62,8 @@ public sealed record ZooSettings(
     double KnowledgeBaseShare,
     int MaxLength,
     TrainingSettings Base,
-    TrainingSettings Expert)
+    TrainingSettings Expert,
+    double ExpertReplay = 0)
 {
     /// <summary>The preset of <paramref name="size"/>.</summary>
     public static ZooSettings For(ZooSize size) => size switch
@@ -66,21 +71,23 @@ public sealed record ZooSettings(
         ZooSize.Tiny => new ZooSettings(
             "tiny",
             new ZooModelShape(HiddenSize: 32, IntermediateSize: 64, Layers: 2, Heads: 4, KeyValueHeads: 2),
-            new TaskDataSizes(Train: 300, Eval: 24, Calibration: 16),
+            new TaskDataSizes(Train: 300, Eval: 24, Calibration: 16, Dev: 16),
             KnowledgeCountries: 8,
             KnowledgeBaseShare: 0.25,
             MaxLength: 64,
             Base: new TrainingSettings(Steps: 80, BatchSize: 16, LearningRate: 5e-3, WarmupSteps: 8),
-            Expert: new TrainingSettings(Steps: 60, BatchSize: 16, LearningRate: 3e-3, WarmupSteps: 6)),
+            Expert: new TrainingSettings(Steps: 60, BatchSize: 16, LearningRate: 3e-3, WarmupSteps: 6),
+            ExpertReplay: 0.3),
         ZooSize.Default => new ZooSettings(
             "default",
             new ZooModelShape(HiddenSize: 64, IntermediateSize: 176, Layers: 2, Heads: 4, KeyValueHeads: 2),
-            new TaskDataSizes(Train: 4000, Eval: 200, Calibration: 100),
+            new TaskDataSizes(Train: 4000, Eval: 200, Calibration: 100, Dev: 200),
             KnowledgeCountries: 40,
             KnowledgeBaseShare: 0.25,
             MaxLength: 64,
             Base: new TrainingSettings(Steps: 1000, BatchSize: 32, LearningRate: 3e-3, WarmupSteps: 50),
-            Expert: new TrainingSettings(Steps: 600, BatchSize: 32, LearningRate: 1.5e-3, WarmupSteps: 30)),
+            Expert: new TrainingSettings(Steps: 600, BatchSize: 32, LearningRate: 1e-3, WarmupSteps: 30),
+            ExpertReplay: 0.3),
         _ => throw new ArgumentOutOfRangeException(nameof(size), size, "Unknown zoo size: use tiny or default."),
     };
 
@@ -109,6 +116,10 @@ public sealed record ZooSettings(
         if (KnowledgeBaseShare is < 0 or > 1)
         {
             throw new ArgumentException($"The knowledge base share must be between 0 and 1, got {KnowledgeBaseShare}.");
+        }
+        if (ExpertReplay is < 0 or >= 1 || double.IsNaN(ExpertReplay))
+        {
+            throw new ArgumentException($"The expert replay share must be in [0, 1), got {ExpertReplay}.");
         }
         if (MaxLength < 8 || MaxLength > Model.MaxPositionEmbeddings)
         {

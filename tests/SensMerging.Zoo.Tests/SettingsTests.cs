@@ -24,6 +24,10 @@ public sealed class SettingsTests
         var bad = ZooSettings.For(ZooSize.Tiny) with { MaxLength = 500 };
         Assert.Contains("max_length", Assert.Throws<ArgumentException>(bad.Validate).Message, StringComparison.Ordinal);
         Assert.Contains("tiny or default", Assert.Throws<ArgumentException>(() => ZooSettings.ParseSize("huge")).Message, StringComparison.Ordinal);
+        var replay = ZooSettings.For(ZooSize.Tiny) with { ExpertReplay = 1.0 };
+        Assert.Contains("replay", Assert.Throws<ArgumentException>(replay.Validate).Message, StringComparison.Ordinal);
+        var noDev = ZooSettings.For(ZooSize.Tiny) with { Data = ZooSettings.For(ZooSize.Tiny).Data with { Dev = 0 } };
+        Assert.Contains("dev 0", Assert.Throws<ArgumentException>(noDev.Validate).Message, StringComparison.Ordinal);
     }
 
     [Fact]

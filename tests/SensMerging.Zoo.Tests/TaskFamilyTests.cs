@@ -8,7 +8,7 @@ namespace SensMerging.Zoo.Tests;
 
 public sealed partial class TaskFamilyTests
 {
-    private static readonly TaskDataSizes Sizes = new(Train: 400, Eval: 60, Calibration: 20);
+    private static readonly TaskDataSizes Sizes = new(Train: 400, Eval: 60, Calibration: 20, Dev: 30);
 
     public static TheoryData<string> Families => new() { ZooTasks.Math, ZooTasks.Code, ZooTasks.Knowledge };
 
@@ -45,6 +45,21 @@ public sealed partial class TaskFamilyTests
         Assert.All(splits.Train.Concat(splits.Eval), s => Assert.False(string.IsNullOrEmpty(s.Response)));
     }
 
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Dev_is_disjoint_from_train_and_eval(string name)
+    {
+        var splits = Family(name).Generate(7, Sizes);
+        var trainPrompts = splits.Train.Select(s => s.Prompt).ToHashSet(StringComparer.Ordinal);
+        var evalPrompts = splits.Eval.Select(s => s.Prompt).ToHashSet(StringComparer.Ordinal);
+        Assert.NotEmpty(splits.Dev);
+        Assert.DoesNotContain(splits.Dev, s => trainPrompts.Contains(s.Prompt));
+        Assert.DoesNotContain(splits.Dev, s => evalPrompts.Contains(s.Prompt));
+        Assert.Equal(splits.Dev.Count, splits.Dev.Select(s => s.Prompt).Distinct(StringComparer.Ordinal).Count());
+        Assert.True(splits.Dev.Count <= Sizes.Dev);
+        Assert.Equal(Family(name).Generate(7, Sizes).Dev, splits.Dev);
+    }
+
     [Fact]
     public void Templated_families_give_the_requested_sizes()
     {
@@ -53,6 +68,7 @@ public sealed partial class TaskFamilyTests
             var splits = Family(name).Generate(3, Sizes);
             Assert.Equal(Sizes.Train, splits.Train.Count);
             Assert.Equal(Sizes.Eval, splits.Eval.Count);
+            Assert.Equal(Sizes.Dev, splits.Dev.Count);
         }
     }
 
@@ -122,7 +138,11 @@ public sealed partial class TaskFamilyTests
         {
             var fact = facts.Single(f => sample.Prompt.Contains(" " + f.Country, StringComparison.Ordinal) && sample.Prompt.Contains(Phrase(f.Relation), StringComparison.Ordinal));
             Assert.Equal(fact.Value, sample.Response);
-            Assert.Equal(3, splits.Train.Count(s => s.Response == fact.Value && s.Prompt.Contains(" " + fact.Country, StringComparison.Ordinal) && s.Prompt.Contains(Phrase(fact.Relation), StringComparison.Ordinal)));
+            bool About(TextSample s) => s.Response == fact.Value && s.Prompt.Contains(" " + fact.Country, StringComparison.Ordinal) && s.Prompt.Contains(Phrase(fact.Relation), StringComparison.Ordinal);
+            // Four phrasings: one held out for evaluation, one more for the development set when the fact is in it.
+            var inDev = splits.Dev.Count(About);
+            Assert.InRange(inDev, 0, 1);
+            Assert.Equal(3 - inDev, splits.Train.Count(About));
         }
         var baseCountries = facts.Select(f => f.Country).Distinct().Where(c => splits.BaseTrain.Any(s => s.Prompt.Contains(" " + c, StringComparison.Ordinal))).ToList();
         Assert.Equal(3, baseCountries.Count);

@@ -90,6 +90,9 @@ public sealed class ZooBuilderTests(TinyZooFixture zoo) : IClassFixture<TinyZooF
             var calibration = await loader.LoadAsync(zoo.Result.Layout.CalibrationPath(task), 1000, 64, task, CancellationToken.None);
             Assert.Equal(zoo.Result.Manifest.Tasks.Single(t => t.Name == task).EvalSamples, eval.SampleCount);
             Assert.Equal(ZooSettings.For(ZooSize.Tiny).Data.Calibration, calibration.SampleCount);
+            var dev = await loader.LoadAsync(zoo.Result.Layout.DevPath(task), 1000, 64, task, CancellationToken.None);
+            Assert.Equal(zoo.Result.Manifest.Tasks.Single(t => t.Name == task).DevSamples, dev.SampleCount);
+            Assert.True(dev.SampleCount > 0);
         }
     }
 

@@ -91,12 +91,22 @@ public static class DemoCommands
         var methods = new Option<string[]>("--methods") { Description = "Strategies to compare", DefaultValueFactory = _ => ["task_arithmetic", "ties", "dare_ties"], AllowMultipleArgumentsPerToken = true };
         var evalSamples = new Option<int>("--eval-samples") { Description = "Held-out samples per task", DefaultValueFactory = _ => 200 };
         var calibration = new Option<int>("--calibration-samples") { Description = "Calibration samples per expert (m)", DefaultValueFactory = _ => 100 };
-        var alignment = new Option<string>("--alignment") { Description = "sens reading of logit alignment: alignment or distance", DefaultValueFactory = _ => "alignment" };
+        var alignment = new Option<string>("--alignment") { Description = "sens reading of logit alignment: alignment or distance", DefaultValueFactory = _ => DemoOptions.DefaultAlignment };
         alignment.AcceptOnlyFromAmong("alignment", "distance");
-        var temperature = new Option<double>("--temperature") { Description = "sens temperature T", DefaultValueFactory = _ => 2.0 };
+        var temperature = new Option<double>("--temperature") { Description = "sens temperature T", DefaultValueFactory = _ => DemoOptions.DefaultTemperature };
+        var density = new Option<double>("--density") { Description = "Density of ties / dare_ties (share of each task vector kept)", DefaultValueFactory = _ => DemoOptions.DefaultDensity };
+        density.Validators.Add(r =>
+        {
+            if (r.GetValue(density) is not (> 0 and <= 1))
+            {
+                r.AddError("--density must be in (0, 1]");
+            }
+        });
+        var split = new Option<string>("--split") { Description = "Held-out set to score on: eval (reported numbers) or dev (for choosing settings)", DefaultValueFactory = _ => "eval" };
+        split.AcceptOnlyFromAmong("eval", "dev");
         var command = new Command("demo", "The main job: zoo -> Hub server -> pull -> merge (with and without sens, ablations) -> evaluate -> registry -> table")
         {
-            root, seeds, size, methods, evalSamples, calibration, alignment, temperature,
+            root, seeds, size, methods, evalSamples, calibration, alignment, temperature, density, split,
         };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
@@ -110,12 +120,14 @@ public static class DemoCommands
                 CalibrationSamples = parse.GetValue(calibration),
                 Alignment = parse.GetValue(alignment)!,
                 Temperature = parse.GetValue(temperature),
+                Density = parse.GetValue(density),
+                Split = parse.GetValue(split) == "dev" ? HeldOutSplit.Dev : HeldOutSplit.Eval,
                 Device = services.GetRequiredService<IOptions<SensMergeOptions>>().Value.Device,
             };
             var watch = System.Diagnostics.Stopwatch.StartNew();
             var rows = await services.GetRequiredService<DemoRunner>().RunAsync(options, token);
             var tasks = rows.First().PerSeed.First().ExactMatch.Keys.ToList();
-            var table = new Table().Title("exact match (%) on held-out sets" + (options.Seeds.Count > 1 ? ", mean ± sd over seeds" : ""));
+            var table = new Table().Title("exact match (%) on the " + DemoReport.SetName(options.Split) + (options.Seeds.Count > 1 ? ", mean ± sd over seeds" : ""));
             foreach (var h in DemoReport.Header(tasks))
             {
                 table.AddColumn(h);

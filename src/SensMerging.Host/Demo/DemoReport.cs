@@ -1,3 +1,4 @@
+using SensMerging.Zoo;
 using System.Globalization;
 using System.Text;
 using ScottPlot;
@@ -26,7 +27,7 @@ public static class DemoReport
         var sb = new StringBuilder();
         sb.AppendLine("# sensmerge demo results").AppendLine();
         sb.AppendLine(Inv, $"Seeds {string.Join(", ", options.Seeds)}; zoo size {options.Size.ToString().ToLowerInvariant()}; {options.EvalSamples} evaluation and {options.CalibrationSamples} calibration samples per task; sens temperature {options.Temperature}, reading `{options.Alignment}`.");
-        sb.AppendLine().AppendLine("Exact-match accuracy (%) by greedy decoding on each task's held-out set" + (options.Seeds.Count > 1 ? ", mean ± standard deviation over seeds:" : ":")).AppendLine();
+        sb.AppendLine().AppendLine("Exact-match accuracy (%) by greedy decoding on each task's " + SetName(options.Split) + (options.Seeds.Count > 1 ? ", mean ± standard deviation over seeds:" : ":")).AppendLine();
         var header = Header(tasks);
         sb.AppendLine("| " + string.Join(" | ", header) + " |");
         sb.AppendLine("|" + string.Concat(Enumerable.Repeat(" --- |", header.Count)));
@@ -77,4 +78,7 @@ public static class DemoReport
         plot.Layout.Fixed(new PixelPadding(60, 170, 160, 40));
         plot.SavePng(path, Math.Max(900, 70 * rows.Count + 200), 600);
     }
+
+    /// <summary>How the report names the held-out set that was scored.</summary>
+    public static string SetName(HeldOutSplit split) => split == HeldOutSplit.Dev ? "development set (for choosing settings)" : "held-out evaluation set";
 }

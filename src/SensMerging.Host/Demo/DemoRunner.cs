@@ -34,10 +34,25 @@ public sealed record DemoOptions
 
     public string Device { get; init; } = "cpu";
 
-    /// <summary>sens reading of logit alignment: <c>alignment</c> or <c>distance</c>.</summary>
-    public string Alignment { get; init; } = "alignment";
+    /// <summary>The demo's sens temperature, chosen on the development sets of a separate tuning seed (docs/results.md).</summary>
+    public const double DefaultTemperature = 0.01;
 
-    public double Temperature { get; init; } = 2.0;
+    /// <summary>The demo's sens reading, chosen on the development sets of a separate tuning seed (docs/results.md).</summary>
+    public const string DefaultAlignment = "distance";
+
+    /// <summary>The demo's density for ties and dare_ties, chosen on the development sets for the plain methods.</summary>
+    public const double DefaultDensity = 0.7;
+
+    /// <summary>sens reading of logit alignment: <c>alignment</c> or <c>distance</c>.</summary>
+    public string Alignment { get; init; } = DefaultAlignment;
+
+    public double Temperature { get; init; } = DefaultTemperature;
+
+    /// <summary>The density of the sparsifying methods (ties, dare_ties, ...).</summary>
+    public double Density { get; init; } = DefaultDensity;
+
+    /// <summary>The held-out set models are scored on: <see cref="HeldOutSplit.Eval"/> for reported numbers, <see cref="HeldOutSplit.Dev"/> for choosing settings.</summary>
+    public HeldOutSplit Split { get; init; } = HeldOutSplit.Eval;
 }
 
 /// <summary>One row of the results table.</summary>
@@ -178,8 +193,8 @@ public sealed partial class DemoRunner
         var models = new List<(string Name, string Path)> { ("base", zoo.ModelPath(ZooLayout.BaseName)) };
         models.AddRange(zoo.Experts.Select(e => ($"expert:{e}", zoo.ModelPath(e))));
         models.AddRange(merged.Select(m => (m.Variant == "" ? m.Method : $"{m.Variant}({m.Method})", m.Output)));
-        LogStage("eval", $"{models.Count} models x {tasks.Count} tasks, {options.EvalSamples} samples each");
-        var grid = await ZooDatasets.EvaluationGridAsync(zoo.Layout, models, tasks, options.EvalSamples, zoo.Manifest.Settings.MaxLength, cancellationToken);
+        LogStage("eval", $"{models.Count} models x {tasks.Count} tasks, {options.EvalSamples} {options.Split.ToString().ToLowerInvariant()} samples each");
+        var grid = await ZooDatasets.EvaluationGridAsync(zoo.Layout, models, tasks, options.EvalSamples, zoo.Manifest.Settings.MaxLength, cancellationToken, options.Split);
         var scores = await _services.GetRequiredService<ModelEvaluator>().EvaluateAsync(grid, options.Device, options.EvalSamples, cancellationToken);
         var registry = _services.GetRequiredService<IMergeRegistry>();
         var rows = new List<(string, string, ModelScores, string?)>();
@@ -188,10 +203,12 @@ public sealed partial class DemoRunner
             var m = merged.FirstOrDefault(x => (x.Variant == "" ? x.Method : $"{x.Variant}({x.Method})") == score.Model);
             if (m.RecordId is not null)
             {
+                // Development-set scores are recorded under their own metric names, never mixed with reported ones.
+                var suffix = options.Split == HeldOutSplit.Dev ? "@dev" : "";
                 foreach (var task in tasks)
                 {
-                    await registry.AddEvaluationAsync(m.RecordId, new EvaluationResult(score.Model, task, ModelEvaluator.ExactMatch, score.ExactMatch[task], options.EvalSamples, DateTime.UtcNow), cancellationToken);
-                    await registry.AddEvaluationAsync(m.RecordId, new EvaluationResult(score.Model, task, ModelEvaluator.Perplexity, score.Perplexity[task], options.EvalSamples, DateTime.UtcNow), cancellationToken);
+                    await registry.AddEvaluationAsync(m.RecordId, new EvaluationResult(score.Model, task, ModelEvaluator.ExactMatch + suffix, score.ExactMatch[task], options.EvalSamples, DateTime.UtcNow), cancellationToken);
+                    await registry.AddEvaluationAsync(m.RecordId, new EvaluationResult(score.Model, task, ModelEvaluator.Perplexity + suffix, score.Perplexity[task], options.EvalSamples, DateTime.UtcNow), cancellationToken);
                 }
                 rows.Add((m.Method, m.Variant, score, m.RecordId));
             }
@@ -208,9 +225,12 @@ public sealed partial class DemoRunner
         var inv = CultureInfo.InvariantCulture;
         var methodParameters = method switch
         {
-            "ties" or "dare_ties" or "dare_linear" or "breadcrumbs" or "breadcrumbs_ties" => "weight: 1.0, density: 0.5",
+            "ties" or "dare_ties" or "dare_linear" or "breadcrumbs" or "breadcrumbs_ties" => $"weight: 1.0, density: {options.Density.ToString(inv)}",
             _ => "weight: 1.0",
         };
+        // dare_ties, like TIES, divides each entry by the weights that agree with the elected sign (TIES's disjoint mean);
+        // mergekit leaves that off by default for dare_ties, which with unit weights sums three rescaled task vectors.
+        var normalize = method == "dare_ties" ? "  normalize: true" : null;
         var sb = new StringBuilder();
         sb.AppendLine(inv, $"name: demo {(variant.Name == "" ? method : $"{variant.Name}({method})")} seed {seed}");
         sb.AppendLine(inv, $"merge_method: {method}");
@@ -226,6 +246,10 @@ public sealed partial class DemoRunner
         // One global scale for every method (the experts' task vectors are summed): not tuned on the evaluation sets.
         sb.AppendLine("parameters:");
         sb.AppendLine(inv, $"  lambda: {(method == "task_arithmetic" || method == "dare_linear" ? 0.5 : 1.0).ToString(inv)}");
+        if (normalize is not null)
+        {
+            sb.AppendLine(normalize);
+        }
         sb.AppendLine(inv, $"seed: {seed}");
         if (variant.Sens)
         {
@@ -244,7 +268,7 @@ public sealed partial class DemoRunner
         await File.WriteAllTextAsync(Path.Combine(folder, "results.md"), markdown, cancellationToken);
         await File.WriteAllTextAsync(Path.Combine(folder, "results.json"), JsonSerializer.Serialize(new
         {
-            options.Seeds, Size = options.Size.ToString(), options.Methods, options.EvalSamples, options.CalibrationSamples, options.Temperature, options.Alignment,
+            options.Seeds, Size = options.Size.ToString(), Split = options.Split.ToString().ToLowerInvariant(), options.Methods, options.EvalSamples, options.CalibrationSamples, options.Temperature, options.Alignment,
             Tasks = tasks,
             Rows = rows.Select(r => new { r.Label, r.Method, r.Variant, r.RecordIds, r.PerSeed }),
         }, JsonOutput.Options), cancellationToken);

@@ -9,9 +9,9 @@ public sealed record Fact(string Country, string Relation, string Value);
 /// <summary>
 /// Questions over a synthetic fact table generated from the seed: made-up countries with a capital, a main export
 /// and an animal. Every fact is asked in several phrasings; for the held-out set one phrasing of a fact is
-/// kept out of training (the fact itself is trained in its other phrasings). The base model sees the facts of a
+/// kept out of training (the fact itself is trained in its other phrasings), and for the development set another one. The base model sees the facts of a
 /// quarter of the countries only; the expert sees all of them. The table fixes the training set's size, so
-/// <see cref="TaskDataSizes.Train"/> is not used; the held-out set has at most one sample per fact.
+/// <see cref="TaskDataSizes.Train"/> is not used; the held-out and development sets have at most one sample per fact each.
 /// </summary>
 public sealed class KnowledgeTaskFamily : ITaskFamily
 {
@@ -102,13 +102,19 @@ public sealed class KnowledgeTaskFamily : ITaskFamily
             .Select(f => (Fact: f, Phrasing: random.Next(Phrasings.Length)))
             .ToList();
         var heldOut = heldOutList.ToDictionary(h => h.Fact, h => h.Phrasing);
+        // The development set holds out a second phrasing (never the evaluation one) of the first `Dev` facts of another order.
+        var devList = SeedMixer.Shuffled(facts, random)
+            .Take(Math.Min(sizes.Dev, facts.Count))
+            .Select(f => (Fact: f, Phrasing: OtherPhrasing(random, heldOut.TryGetValue(f, out var e) ? e : -1)))
+            .ToList();
+        var dev = devList.ToDictionary(h => h.Fact, h => h.Phrasing);
         var train = new List<TextSample>();
         var baseTrain = new List<TextSample>();
         foreach (var fact in facts)
         {
             for (var p = 0; p < Phrasings.Length; p++)
             {
-                if (heldOut.TryGetValue(fact, out var held) && held == p)
+                if ((heldOut.TryGetValue(fact, out var held) && held == p) || (dev.TryGetValue(fact, out var developed) && developed == p))
                 {
                     continue;
                 }
@@ -124,7 +130,13 @@ public sealed class KnowledgeTaskFamily : ITaskFamily
         var calibration = SeedMixer.Shuffled(train, new Random(SeedMixer.Derive(seed, Name + "/calibration")))
             .Take(sizes.Calibration)
             .ToList();
-        return new TaskSplits(Name, train, baseTrain, eval, calibration);
+        return new TaskSplits(Name, train, baseTrain, eval, calibration, devList.Select(h => Question(h.Fact, h.Phrasing)).ToList());
+    }
+
+    private static int OtherPhrasing(Random random, int excluded)
+    {
+        var phrasing = random.Next(excluded < 0 ? Phrasings.Length : Phrasings.Length - 1);
+        return excluded >= 0 && phrasing >= excluded ? phrasing + 1 : phrasing;
     }
 
     private static string Syllable(Random random) => Onsets[random.Next(Onsets.Length)] + Vowels[random.Next(Vowels.Length)];

@@ -6,14 +6,18 @@ namespace SensMerging.Zoo.Tasks;
 /// <param name="Train">Training samples for the expert (an upper bound for finite families such as knowledge).</param>
 /// <param name="Eval">Held-out evaluation samples (never in the training set).</param>
 /// <param name="Calibration">Calibration samples (drawn from the training distribution, disjoint from the evaluation set).</param>
-public sealed record TaskDataSizes(int Train, int Eval, int Calibration)
+/// <param name="Dev">
+/// Held-out development samples, disjoint from training and from the evaluation set: the split on which settings
+/// (for example the sens temperature) are chosen, so that the evaluation set is never used for choosing.
+/// </param>
+public sealed record TaskDataSizes(int Train, int Eval, int Calibration, int Dev)
 {
     /// <summary>Throws when a size is not positive.</summary>
     public void Validate()
     {
-        if (Train < 1 || Eval < 1 || Calibration < 1)
+        if (Train < 1 || Eval < 1 || Calibration < 1 || Dev < 1)
         {
-            throw new ArgumentException($"Task data sizes must be positive (train {Train}, eval {Eval}, calibration {Calibration}).");
+            throw new ArgumentException($"Task data sizes must be positive (train {Train}, eval {Eval}, calibration {Calibration}, dev {Dev}).");
         }
     }
 }
@@ -24,12 +28,14 @@ public sealed record TaskDataSizes(int Train, int Eval, int Calibration)
 /// <param name="BaseTrain">The part of the training distribution the base model sees (a subset of <paramref name="Train"/>).</param>
 /// <param name="Eval">Held-out evaluation samples; no evaluation prompt occurs in <paramref name="Train"/>.</param>
 /// <param name="Calibration">Calibration samples, taken from <paramref name="Train"/>.</param>
+/// <param name="Dev">Development samples for choosing settings; no dev prompt occurs in <paramref name="Train"/> or <paramref name="Eval"/>.</param>
 public sealed record TaskSplits(
     string Task,
     IReadOnlyList<TextSample> Train,
     IReadOnlyList<TextSample> BaseTrain,
     IReadOnlyList<TextSample> Eval,
-    IReadOnlyList<TextSample> Calibration);
+    IReadOnlyList<TextSample> Calibration,
+    IReadOnlyList<TextSample> Dev);
 
 /// <summary>A family of prompt/response tasks that is deterministic for a seed.</summary>
 public interface ITaskFamily

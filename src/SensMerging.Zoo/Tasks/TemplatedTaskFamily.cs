@@ -30,6 +30,8 @@ public abstract class TemplatedTaskFamily : ITaskFamily
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var eval = DrawUnique(random, sizes.Eval, seen, "evaluation");
         var train = DrawUnique(random, sizes.Train, seen, "training");
+        // Drawn after training so that adding the split left the evaluation and training draws of a seed unchanged.
+        var dev = DrawUnique(random, sizes.Dev, seen, "development");
         var calibration = SeedMixer.Shuffled(train, new Random(SeedMixer.Derive(seed, Name + "/calibration")))
             .Take(sizes.Calibration)
             .Select(d => d.Sample)
@@ -39,7 +41,8 @@ public abstract class TemplatedTaskFamily : ITaskFamily
             train.Select(d => d.Sample).ToList(),
             train.Where(d => d.InBaseSubset).Select(d => d.Sample).ToList(),
             eval.Select(d => d.Sample).ToList(),
-            calibration);
+            calibration,
+            dev.Select(d => d.Sample).ToList());
     }
 
     private List<DrawnSample> DrawUnique(Random random, int count, HashSet<string> seen, string split)

@@ -12,8 +12,8 @@ namespace SensMerging.Zoo.Training;
 /// <summary>
 /// Trains a <see cref="LlamaModel"/> on prompt/response samples: batches of right-padded samples with the loss on
 /// the response tokens only (<see cref="LlamaModel.LossBatch"/>), AdamW, warm-up plus cosine decay, gradient clipping.
-/// Every batch draws a task uniformly, then that task's next sample in a seeded per-task shuffle, so the run is
-/// deterministic for a seed and mixed tasks are balanced whatever their pool sizes.
+/// Every sample of a batch draws a pool (uniformly, or by the given pool weights), then that pool's next sample in a
+/// seeded per-pool shuffle, so the run is deterministic for a seed and the mix does not depend on the pool sizes.
 /// </summary>
 public sealed class ZooTrainer
 {
@@ -34,6 +34,7 @@ public sealed class ZooTrainer
     /// <param name="label">The model's name, for progress and logs.</param>
     /// <param name="progress">Optional progress sink (about 20 reports per run).</param>
     /// <param name="cancellationToken">Stops between steps.</param>
+    /// <param name="poolWeights">How often each pool is drawn (relative, one per pool); null draws the pools uniformly.</param>
     public TrainingReport Train(
         LlamaModel model,
         IReadOnlyList<IReadOnlyList<TextSample>> pools,
@@ -42,7 +43,8 @@ public sealed class ZooTrainer
         int seed,
         string label,
         IProgress<ZooProgress>? progress,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        IReadOnlyList<double>? poolWeights = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(pools);
@@ -56,11 +58,17 @@ public sealed class ZooTrainer
         {
             throw new ArgumentException($"Model '{label}': every task pool must hold at least one training sample.", nameof(pools));
         }
+        var weights = poolWeights?.ToArray() ?? Enumerable.Repeat(1.0, pools.Count).ToArray();
+        if (weights.Length != pools.Count || weights.Any(w => !(w >= 0) || double.IsInfinity(w)) || !(weights.Sum() > 0))
+        {
+            throw new ArgumentException(
+                $"Model '{label}': pool weights must be one finite non-negative number per pool ({pools.Count}) with a positive sum.", nameof(poolWeights));
+        }
         var previousThreads = get_num_threads();
         set_num_threads(settings.Threads);
         try
         {
-            return Run(model, pools, settings, maxLength, seed, label, progress, cancellationToken);
+            return Run(model, pools, weights, settings, maxLength, seed, label, progress, cancellationToken);
         }
         finally
         {
@@ -71,6 +79,7 @@ public sealed class ZooTrainer
     private TrainingReport Run(
         LlamaModel model,
         IReadOnlyList<IReadOnlyList<TextSample>> pools,
+        double[] weights,
         TrainingSettings settings,
         int maxLength,
         int seed,
@@ -79,7 +88,7 @@ public sealed class ZooTrainer
         CancellationToken cancellationToken)
     {
         var encoded = pools.Select(pool => pool.Select(s => model.TextTokenizer.Encode(s, maxLength)).ToArray()).ToArray();
-        var sampler = new BalancedSampler(encoded.Select(p => p.Length).ToArray(), new Random(SeedMixer.Derive(seed, label + "/order")));
+        var sampler = new BalancedSampler(encoded.Select(p => p.Length).ToArray(), weights, new Random(SeedMixer.Derive(seed, label + "/order")));
         var parameters = model.Parameters.ToList();
         using var optimizer = optim.AdamW(parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
         var losses = new List<double>(settings.Steps);
@@ -128,16 +137,27 @@ public sealed class ZooTrainer
         return new TrainingReport(settings.Steps, initial, final, watch.Elapsed.TotalSeconds, (long)settings.Steps * settings.BatchSize);
     }
 
-    /// <summary>Picks a task uniformly, then that task's next sample in a per-task shuffle renewed every epoch.</summary>
+    /// <summary>Picks a pool by its weight, then that pool's next sample in a per-pool shuffle renewed every epoch.</summary>
     private sealed class BalancedSampler
     {
         private readonly Random _random;
         private readonly int[][] _orders;
         private readonly int[] _cursors;
+        private readonly double[] _cumulative;
+        private readonly bool _uniform;
 
-        public BalancedSampler(int[] sizes, Random random)
+        public BalancedSampler(int[] sizes, double[] weights, Random random)
         {
             _random = random;
+            _uniform = weights.All(w => w == weights[0]);
+            _cumulative = new double[weights.Length];
+            var total = weights.Sum();
+            double running = 0;
+            for (var i = 0; i < weights.Length; i++)
+            {
+                running += weights[i] / total;
+                _cumulative[i] = running;
+            }
             _orders = sizes.Select(n => Enumerable.Range(0, n).ToArray()).ToArray();
             _cursors = new int[sizes.Length];
             foreach (var order in _orders)
@@ -148,7 +168,7 @@ public sealed class ZooTrainer
 
         public (int Task, int Index) Next()
         {
-            var task = _orders.Length == 1 ? 0 : _random.Next(_orders.Length);
+            var task = _orders.Length == 1 ? 0 : _uniform ? _random.Next(_orders.Length) : Weighted();
             var order = _orders[task];
             if (_cursors[task] == order.Length)
             {
@@ -156,6 +176,19 @@ public sealed class ZooTrainer
                 _cursors[task] = 0;
             }
             return (task, order[_cursors[task]++]);
+        }
+
+        private int Weighted()
+        {
+            var u = _random.NextDouble();
+            for (var i = 0; i < _cumulative.Length - 1; i++)
+            {
+                if (u < _cumulative[i])
+                {
+                    return i;
+                }
+            }
+            return _cumulative.Length - 1;
         }
 
         private void Shuffle(int[] order)

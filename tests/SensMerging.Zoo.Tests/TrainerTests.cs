@@ -1,0 +1,56 @@
+using SensMerging.Abstractions;
+using SensMerging.Runtime.Model;
+using SensMerging.Runtime.Tokenization;
+using SensMerging.Zoo.Training;
+using static TorchSharp.torch;
+
+namespace SensMerging.Zoo.Tests;
+
+public sealed class TrainerTests
+{
+    private static readonly LlamaConfig Config = new() { HiddenSize = 32, IntermediateSize = 48, NumHiddenLayers = 1, NumAttentionHeads = 4, NumKeyValueHeads = 2, VocabSize = 100 };
+
+    private static readonly TrainingSettings Settings = new(Steps: 40, BatchSize: 8, LearningRate: 5e-3, WarmupSteps: 4);
+
+    private static readonly IReadOnlyList<TextSample> Digits = [.. Enumerable.Range(0, 12).Select(i => new TextSample($"d{i}? ", $"{i % 3}{i % 3}{i % 3}"))];
+
+    private static readonly IReadOnlyList<TextSample> Letters = [.. Enumerable.Range(0, 12).Select(i => new TextSample($"l{i}? ", new string((char)('x' + (i % 3)), 3)))];
+
+    [Fact]
+    public void Pool_weights_decide_what_the_model_learns()
+    {
+        var onDigits = TrainAndMeasure([1.0, 0.0]);
+        var onLetters = TrainAndMeasure([0.0, 1.0]);
+        // Trained only on digits: better on digits than the letters-only model, and the other way round.
+        Assert.True(onDigits.Digits < onLetters.Digits, $"digits loss {onDigits.Digits} vs {onLetters.Digits}");
+        Assert.True(onLetters.Letters < onDigits.Letters, $"letters loss {onLetters.Letters} vs {onDigits.Letters}");
+    }
+
+    [Fact]
+    public void Invalid_pool_weights_are_rejected_with_a_clear_message()
+    {
+        var tokenizer = WordLevelTokenizer.CreateCharacterLevel();
+        using var model = LlamaModel.CreateRandom(Config, tokenizer, seed: 1, new ModelLoadOptions(RequiresGrad: true));
+        var trainer = new ZooTrainer();
+        foreach (var weights in new double[][] { [1.0], [-1.0, 1.0], [0.0, 0.0], [double.NaN, 1.0] })
+        {
+            var error = Assert.Throws<ArgumentException>(() =>
+                trainer.Train(model, [Digits, Letters], Settings, 16, 1, "m", null, CancellationToken.None, weights));
+            Assert.Contains("pool weights", error.Message, StringComparison.Ordinal);
+        }
+    }
+
+    private static (double Digits, double Letters) TrainAndMeasure(double[] weights)
+    {
+        var tokenizer = WordLevelTokenizer.CreateCharacterLevel();
+        using var model = LlamaModel.CreateRandom(Config, tokenizer, seed: 1, new ModelLoadOptions(RequiresGrad: true));
+        new ZooTrainer().Train(model, [Digits, Letters], Settings, 16, 1, "m", null, CancellationToken.None, weights);
+        using var noGrad = no_grad();
+        double Loss(IReadOnlyList<TextSample> samples)
+        {
+            using var scope = NewDisposeScope();
+            return model.LossBatch([.. samples.Select(s => tokenizer.Encode(s, 16))]).item<float>();
+        }
+        return (Loss(Digits), Loss(Letters));
+    }
+}
