@@ -3,6 +3,7 @@ using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using SensMerging.Hub.Client;
 using SensMerging.Hub.Server;
+using SensMerging.HubBench;
 
 // Hub pull benchmark: a >= 1 GiB repository of random bytes served on loopback by HubServer, pulled into a fresh
 // cache by HubCache (download + sha256 + write + rename + symlinks), next to curl downloading the same bytes to
@@ -11,6 +12,7 @@ var sizeGiB = ArgValue("--size-gib", 1.0);
 var fileCount = (int)ArgValue("--files", 4);
 var rounds = (int)ArgValue("--rounds", 2);
 var parallel = (int)ArgValue("--parallel", 4);
+var pullFirst = args.Contains("--pull-first");
 var root = Path.Combine(Path.GetTempPath(), "hubbench-" + Guid.NewGuid().ToString("N")[..8]);
 var repoDir = Path.Combine(root, "repos", "bench", "big");
 Directory.CreateDirectory(repoDir);
@@ -46,10 +48,33 @@ try
     Console.WriteLine(string.Create(inv, $"Server at {server.Endpoint}; first model info (hashes {total / 1048576.0:F0} MiB once): {sw.Elapsed.TotalSeconds:F2} s"));
 
     var urls = names.Select(n => $"{server.Endpoint}/bench/big/resolve/main/{n}").ToList();
+    if (args.Contains("--profile"))
+    {
+        await StageProfile.RunAsync(server.Endpoint, names, total, parallel, root);
+        return;
+    }
+
+    // One pull of one file first, so that the rounds measure throughput rather than this process's one-time JIT and
+    // tiering of the HTTP, DI and pull code (curl is native and pays none); its own figure is printed.
+    {
+        var warmCache = Path.Combine(root, "cache-warmup");
+        using var warmServices = new ServiceCollection()
+            .AddHubClient(new HubOptions { Endpoint = server.Endpoint, CacheDirectory = warmCache, MaxParallelDownloads = parallel })
+            .BuildServiceProvider();
+        var warmCpu = CpuSeconds();
+        sw.Restart();
+        var warm = await warmServices.GetRequiredService<HubCache>().PullAsync("bench/big", include: [names[0]]);
+        Console.WriteLine(string.Create(inv,
+            $"Warm-up pull of {names[0]} (first pull in this process): {warm.BytesDownloaded / sw.Elapsed.TotalSeconds / 1048576.0:F0} MiB/s, {sw.Elapsed.TotalSeconds:F2} s, CPU {CpuSeconds() - warmCpu:F2} s"));
+        Directory.Delete(warmCache, recursive: true);
+    }
+
     var results = new List<(double CurlSeq, double CurlPar, double CurlFile, double Pull)>();
     double gib = total / 1073741824.0;
     for (int round = 1; round <= rounds; round++)
     {
+        // --pull-first runs the pull before the curl downloads in each round (to see whether the order matters).
+        var (pullSeconds, pullCpu, pullThreads) = pullFirst ? await PullRoundAsync(round) : default;
         var cpu0 = CpuSeconds();
         double curlSeq = await CurlAsync(urls, 1, total);
         var cpu1 = CpuSeconds();
@@ -59,29 +84,44 @@ try
         double curlFile = await CurlAsync(urls, parallel, total, curlDir);
         var cpu2b = CpuSeconds();
         Directory.Delete(curlDir, recursive: true);
-
-        var cacheDir = Path.Combine(root, "cache-" + round.ToString(inv));
-        var cpuPull0 = CpuSeconds();
-        using var services = new ServiceCollection()
-            .AddHubClient(new HubOptions { Endpoint = server.Endpoint, CacheDirectory = cacheDir, MaxParallelDownloads = parallel })
-            .BuildServiceProvider();
-        var cache = services.GetRequiredService<HubCache>();
-        sw.Restart();
-        var snap = await cache.PullAsync("bench/big");
-        var pullSeconds = sw.Elapsed.TotalSeconds;
-        var cpu3 = CpuSeconds();
-        if (snap.BytesDownloaded != total || snap.Files.Count != fileCount)
+        if (!pullFirst)
         {
-            throw new InvalidOperationException($"Pull fetched {snap.BytesDownloaded} bytes in {snap.Files.Count} files; expected {total} in {fileCount}.");
+            (pullSeconds, pullCpu, pullThreads) = await PullRoundAsync(round);
         }
 
         double pull = total / pullSeconds / 1048576.0;
         Console.WriteLine(string.Create(inv,
             $"Round {round}: curl sequential {curlSeq:F0} MiB/s, curl {parallel} parallel {curlPar:F0} MiB/s, curl {parallel} parallel -o file {curlFile:F0} MiB/s, HubCache.PullAsync (parallel {parallel}, sha256-verified, written to cache) {pull:F0} MiB/s ({pullSeconds:F2} s)"));
         Console.WriteLine(string.Create(inv,
-            $"         CPU per GiB (server + client, user+sys): curl sequential {(cpu1 - cpu0) / gib:F2} s, curl parallel {(cpu2 - cpu1) / gib:F2} s, curl -o file (parallel, no hashing) {(cpu2b - cpu2) / gib:F2} s, pull {(cpu3 - cpuPull0) / gib:F2} s; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+            $"         CPU per GiB (server + client, user+sys): curl sequential {(cpu1 - cpu0) / gib:F2} s, curl parallel {(cpu2 - cpu1) / gib:F2} s, curl -o file (parallel, no hashing) {(cpu2b - cpu2) / gib:F2} s, pull {pullCpu / gib:F2} s; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+        var byThread = pullThreads!.Where(t => t.Value > 0).OrderByDescending(t => t.Value).Take(6)
+            .Select(t => string.Create(inv, $"{t.Key} {t.Value / gib:F2}"));
+        Console.WriteLine("         pull CPU s/GiB by thread name (threads alive at the end): " + string.Join(", ", byThread));
         results.Add((curlSeq, curlPar, curlFile, pull));
+    }
+
+    // One pull into a fresh cache: wall seconds, CPU seconds, CPU seconds per thread name.
+    async Task<(double Seconds, double Cpu, Dictionary<string, double> Threads)> PullRoundAsync(int round)
+    {
+        var cacheDir = Path.Combine(root, "cache-" + round.ToString(inv));
+        var cpuPull0 = CpuSeconds();
+        var threads0 = CpuByThreadName();
+        using var services = new ServiceCollection()
+            .AddHubClient(new HubOptions { Endpoint = server.Endpoint, CacheDirectory = cacheDir, MaxParallelDownloads = parallel })
+            .BuildServiceProvider();
+        var cache = services.GetRequiredService<HubCache>();
+        var watch = Stopwatch.StartNew();
+        var snap = await cache.PullAsync("bench/big");
+        var seconds = watch.Elapsed.TotalSeconds;
+        var cpu = CpuSeconds() - cpuPull0;
+        var threads = CpuByThreadName().ToDictionary(kv => kv.Key, kv => kv.Value - threads0.GetValueOrDefault(kv.Key), StringComparer.Ordinal);
+        if (snap.BytesDownloaded != total || snap.Files.Count != fileCount)
+        {
+            throw new InvalidOperationException($"Pull fetched {snap.BytesDownloaded} bytes in {snap.Files.Count} files; expected {total} in {fileCount}.");
+        }
+
         Directory.Delete(cacheDir, recursive: true);
+        return (seconds, cpu, threads);
     }
 
     var bestSeq = results.Max(r => r.CurlSeq);
@@ -133,6 +173,31 @@ static double CpuSeconds()
     long ticks = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)
         + long.Parse(fields[13], CultureInfo.InvariantCulture) + long.Parse(fields[14], CultureInfo.InvariantCulture);
     return ticks / 100.0;
+}
+
+// utime + stime per thread name of this process, summed over threads with the same name.
+static Dictionary<string, double> CpuByThreadName()
+{
+    var result = new Dictionary<string, double>(StringComparer.Ordinal);
+    foreach (var task in Directory.EnumerateDirectories("/proc/self/task"))
+    {
+        try
+        {
+            var stat = File.ReadAllText(Path.Combine(task, "stat"));
+            int open = stat.IndexOf('(', StringComparison.Ordinal);
+            int close = stat.LastIndexOf(')');
+            var name = stat[(open + 1)..close];
+            var fields = stat[(close + 2)..].Split(' ');
+            double seconds = (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+            result[name] = result.GetValueOrDefault(name) + seconds;
+        }
+        catch (IOException)
+        {
+            // The thread ended while being read.
+        }
+    }
+
+    return result;
 }
 
 double ArgValue(string name, double fallback)

@@ -162,6 +162,47 @@ public sealed class HubPullTests
     }
 
     [Fact]
+    public async Task Verified_blobs_are_not_hashed_again_until_they_change()
+    {
+        Dictionary<string, byte[]> files = [];
+        await using var hub = await HubHarness.StartAsync(root => files = Repos.CreateTiny(root));
+        var (_, cache) = hub.Create();
+        var first = await cache.PullAsync("acme/tiny");
+        hub.Logs.Lines.Clear();
+
+        var second = await cache.PullAsync("acme/tiny");
+
+        Assert.Equal(0, second.FilesDownloaded);
+        Assert.DoesNotContain(hub.Logs.Lines, l => l.Contains("hashed cached blob", StringComparison.Ordinal));
+        Assert.Equal(first.Files.Select(f => f.Sha256), second.Files.Select(f => f.Sha256));
+        foreach (var file in first.Files)
+        {
+            Assert.True(File.Exists(Path.Combine(hub.CacheDir, ".locks", "models--acme--tiny", file.Etag + ".verified")));
+        }
+
+        // A blob last verified long ago and corrupted in place afterwards (same size) is still caught.
+        var model = first.Files.Single(f => f.Path == "model.safetensors");
+        var blob = Path.Combine(hub.RepoCacheDir(), "blobs", model.Etag);
+        File.SetLastWriteTimeUtc(blob, DateTime.UtcNow.AddHours(-1));
+        hub.Logs.Lines.Clear();
+        var third = await cache.PullAsync("acme/tiny");
+        Assert.Equal(0, third.FilesDownloaded);
+        Assert.Single(hub.Logs.Lines, l => l.Contains("hashed cached blob", StringComparison.Ordinal) && l.Contains(model.Etag, StringComparison.Ordinal));
+
+        await using (var fs = new FileStream(blob, FileMode.Open, FileAccess.Write))
+        {
+            fs.Position = 12345;
+            fs.WriteByte((byte)(files["model.safetensors"][12345] ^ 0x5A));
+        }
+
+        var fourth = await cache.PullAsync("acme/tiny");
+
+        Assert.Equal(1, fourth.FilesDownloaded);
+        Assert.Equal(files["model.safetensors"].Length, fourth.BytesDownloaded);
+        Assert.Equal(files["model.safetensors"], await File.ReadAllBytesAsync(blob));
+    }
+
+    [Fact]
     public async Task Offline_resolves_a_cached_repo_and_names_what_is_missing_otherwise()
     {
         await using var hub = await HubHarness.StartAsync();

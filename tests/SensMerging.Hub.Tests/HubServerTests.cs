@@ -57,6 +57,28 @@ public sealed class HubServerTests
     }
 
     [Fact]
+    public async Task Files_larger_than_a_send_chunk_are_served_whole_and_by_unaligned_ranges()
+    {
+        var content = Repos.RandomBytes((2 * LargeChunkFileBodyFeature.ChunkSize) + 123_457, 11);
+        await using var hub = await HubHarness.StartAsync(root => Repos.WriteFile(Path.Combine(root, "acme", "big"), "w.safetensors", content));
+        using var http = new HttpClient { BaseAddress = hub.Server.BaseAddress };
+        const string url = "/acme/big/resolve/main/w.safetensors";
+
+        Assert.Equal(content, await http.GetByteArrayAsync(url));
+
+        foreach (var (from, to) in new (long, long?)[] { (1_234_567, null), (999_999, 2_200_001), (content.Length - 1, null) })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, url);
+            request.Headers.Range = new RangeHeaderValue(from, to);
+            using var response = await http.SendAsync(request);
+            long end = (to ?? content.Length - 1) + 1;
+            Assert.Equal(HttpStatusCode.PartialContent, response.StatusCode);
+            Assert.Equal(end - from, response.Content.Headers.ContentLength);
+            Assert.Equal(content[(int)from..(int)end], await response.Content.ReadAsByteArrayAsync());
+        }
+    }
+
+    [Fact]
     public async Task Head_and_ranges_answer_like_the_hub()
     {
         Dictionary<string, byte[]> files = [];

@@ -410,7 +410,7 @@ public sealed partial class HubCache
             string? sha256 = HubHashing.IsSha256Hex(etag) ? etag.ToLowerInvariant() : null;
             if (_options.VerifyExistingBlobs || sha256 is null)
             {
-                var check = await VerifyBlobAsync(target, etag, info.Length, cancellationToken);
+                var check = await VerifyCachedBlobAsync(repo, target, etag, info.Length, cancellationToken);
                 if (_options.VerifyExistingBlobs && !check.Ok)
                 {
                     LogCorruptBlob(_logger, repo.Id, rel, etag);
@@ -522,7 +522,7 @@ public sealed partial class HubCache
     {
         var blobsDir = Path.Combine(CacheDirectory, repo.CacheFolderName, "blobs");
         var blob = Path.Combine(blobsDir, etag);
-        var lockPath = Path.Combine(CacheDirectory, ".locks", repo.CacheFolderName, etag + ".lock");
+        var lockPath = Path.Combine(LocksDirectory(repo), etag + ".lock");
         try
         {
             Directory.CreateDirectory(blobsDir);
@@ -536,7 +536,7 @@ public sealed partial class HubCache
                     return new BlobResult(HubHashing.IsSha256Hex(etag) ? etag.ToLowerInvariant() : null);
                 }
 
-                var check = await VerifyBlobAsync(blob, etag, size, cancellationToken);
+                var check = await VerifyCachedBlobAsync(repo, blob, etag, size, cancellationToken);
                 if (check.Ok)
                 {
                     state.Cached(path, size);
@@ -567,28 +567,27 @@ public sealed partial class HubCache
         }
 
         int bufferSize = Math.Max(64 * 1024, _options.DownloadBufferSize);
-        var bufferA = ArrayPool<byte>.Shared.Rent(bufferSize);
-        var bufferB = ArrayPool<byte>.Shared.Rent(bufferSize);
         using var sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var gitSha1 = sha1Etag ? IncrementalHash.CreateHash(HashAlgorithmName.SHA1) : null;
         long written;
         long received = 0;
-        try
+        using (var handle = File.OpenHandle(incomplete, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, FileOptions.Asynchronous))
         {
-            using (var handle = File.OpenHandle(incomplete, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, FileOptions.Asynchronous))
+            written = RandomAccess.GetLength(handle);
+            if (written > size)
             {
-                written = RandomAccess.GetLength(handle);
-                if (written > size)
-                {
-                    RandomAccess.SetLength(handle, 0);
-                    written = 0;
-                }
+                RandomAccess.SetLength(handle, 0);
+                written = 0;
+            }
 
-                gitSha1?.AppendData(HubHashing.GitBlobHeader(size));
-                if (written > 0)
+            gitSha1?.AppendData(HubHashing.GitBlobHeader(size));
+            if (written > 0)
+            {
+                // Resume: hash what is already there once, then fetch only the rest.
+                var bufferA = ArrayPool<byte>.Shared.Rent(bufferSize);
+                long offset = 0;
+                try
                 {
-                    // Resume: hash what is already there once, then fetch only the rest.
-                    long offset = 0;
                     while (offset < written)
                     {
                         int n = await RandomAccess.ReadAsync(handle, bufferA.AsMemory(0, (int)Math.Min(bufferSize, written - offset)), offset, cancellationToken);
@@ -601,63 +600,67 @@ public sealed partial class HubCache
                         gitSha1?.AppendData(bufferA, 0, n);
                         offset += n;
                     }
-
-                    written = offset;
-                    LogResume(_logger, repo.Id, path, written, size);
                 }
-
-                state.Started(path, written, size);
-                int interruptions = 0;
-                bool first = true;
-                while (written < size || (size == 0 && first))
+                finally
                 {
-                    first = false;
-                    long before = written;
-                    try
-                    {
-                        (written, received) = await StreamIntoAsync(repo, commit, path, size, handle, written, received, sha256, gitSha1, bufferA, bufferB, bufferSize, state, cancellationToken);
-                        break;
-                    }
-                    catch (DownloadInterruptedException ex) when (interruptions < _options.MaxRetryAttempts)
-                    {
-                        interruptions++;
-                        written = ex.Written;
-                        received += Math.Max(0, ex.Written - before);
-                        LogInterrupted(_logger, repo.Id, path, written, size, interruptions, ex.InnerException!.Message);
-                        await Task.Delay(_options.RetryBaseDelay * (1 << Math.Min(interruptions - 1, 6)), cancellationToken);
-                    }
-                    catch (DownloadInterruptedException ex)
-                    {
-                        throw new HubException(
-                            $"The download of '{path}' of '{repo.Id}' was interrupted after {ex.Written} of {size} bytes ({ex.InnerException!.Message}); the partial file is kept and the next pull resumes it.",
-                            repo.Id, commit, path, ex.InnerException);
-                    }
+                    ArrayPool<byte>.Shared.Return(bufferA);
+                }
+
+                written = offset;
+                LogResume(_logger, repo.Id, path, written, size);
+            }
+
+            state.Started(path, written, size);
+            int interruptions = 0;
+            bool first = true;
+            while (written < size || (size == 0 && first))
+            {
+                first = false;
+                long before = written;
+                try
+                {
+                    (written, received) = await StreamIntoAsync(repo, commit, path, size, handle, written, received, sha256, gitSha1, bufferSize, state, cancellationToken);
+                    break;
+                }
+                catch (DownloadInterruptedException ex) when (interruptions < _options.MaxRetryAttempts)
+                {
+                    interruptions++;
+                    written = ex.Written;
+                    received += Math.Max(0, ex.Written - before);
+                    LogInterrupted(_logger, repo.Id, path, written, size, interruptions, ex.InnerException!.Message);
+                    await Task.Delay(_options.RetryBaseDelay * (1 << Math.Min(interruptions - 1, 6)), cancellationToken);
+                }
+                catch (DownloadInterruptedException ex)
+                {
+                    throw new HubException(
+                        $"The download of '{path}' of '{repo.Id}' was interrupted after {ex.Written} of {size} bytes ({ex.InnerException!.Message}); the partial file is kept and the next pull resumes it.",
+                        repo.Id, commit, path, ex.InnerException);
                 }
             }
-
-            var actualSha256 = HubHashing.ToHex(sha256.GetHashAndReset());
-            var actualEtagHash = sha1Etag ? HubHashing.ToHex(gitSha1!.GetHashAndReset()) : actualSha256;
-            bool hashOk = (!sha256Etag && !sha1Etag) || string.Equals(actualEtagHash, etag, StringComparison.OrdinalIgnoreCase);
-            if (written != size || !hashOk)
-            {
-                File.Delete(incomplete);
-                throw new HubChecksumMismatchException(repo.Id, commit, path, etag, actualEtagHash, size, written);
-            }
-
-            File.Move(incomplete, blob, overwrite: true);
-            state.Completed(path, size, received);
-            return new BlobResult(actualSha256);
         }
-        finally
+
+        var actualSha256 = HubHashing.ToHex(sha256.GetHashAndReset());
+        var actualEtagHash = sha1Etag ? HubHashing.ToHex(gitSha1!.GetHashAndReset()) : actualSha256;
+        bool hashOk = (!sha256Etag && !sha1Etag) || string.Equals(actualEtagHash, etag, StringComparison.OrdinalIgnoreCase);
+        if (written != size || !hashOk)
         {
-            ArrayPool<byte>.Shared.Return(bufferA);
-            ArrayPool<byte>.Shared.Return(bufferB);
+            File.Delete(incomplete);
+            throw new HubChecksumMismatchException(repo.Id, commit, path, etag, actualEtagHash, size, written);
         }
+
+        File.Move(incomplete, blob, overwrite: true);
+
+        // Verified just now: stamp it so later pulls need not hash it again. The blob's mtime is moved back by more
+        // than the racy window first, so that any later write (which sets mtime to "now") is seen as a change.
+        File.SetLastWriteTimeUtc(blob, File.GetLastWriteTimeUtc(blob) - BlobVerificationStamp.RacyWindow - TimeSpan.FromSeconds(1));
+        BlobVerificationStamp.Write(blob, BlobVerificationStamp.PathFor(LocksDirectory(repo), etag), actualSha256);
+        state.Completed(path, size, received);
+        return new BlobResult(actualSha256);
     }
 
     private async Task<(long Written, long Received)> StreamIntoAsync(
         HubRepoId repo, string commit, string path, long size, SafeFileHandle handle, long written, long received,
-        IncrementalHash sha256, IncrementalHash? gitSha1, byte[] bufferA, byte[] bufferB, int bufferSize, PullState state, CancellationToken cancellationToken)
+        IncrementalHash sha256, IncrementalHash? gitSha1, int bufferSize, PullState state, CancellationToken cancellationToken)
     {
         await using var response = await _client.OpenFileAsync(repo.Id, commit, path, written, cancellationToken);
         if (response.StartOffset != written)
@@ -678,80 +681,52 @@ public sealed partial class HubCache
             }
         }
 
-        var stream = response.Content;
-        var current = bufferA;
-        var spare = bufferB;
-        Task pendingWrite = Task.CompletedTask;
-        try
-        {
-            while (true)
+        long fileBytes = written;
+        var (copied, readError) = await HashingFileCopier.CopyAsync(
+            response.Content, handle, written, size - written, bufferSize, sha256, gitSha1,
+            n =>
             {
-                int n;
-                try
-                {
-                    n = await ReadFullAsync(stream, current, bufferSize, cancellationToken);
-                }
-                catch (IOException ex) when (!cancellationToken.IsCancellationRequested)
-                {
-                    await pendingWrite;
-                    throw new DownloadInterruptedException(written, ex);
-                }
-
-                if (n == 0)
-                {
-                    break;
-                }
-
-                await pendingWrite;
-
-                // Bytes already hashed are always written, so a cancelled download leaves a consistent prefix.
-                pendingWrite = RandomAccess.WriteAsync(handle, current.AsMemory(0, n), written, CancellationToken.None).AsTask();
-                sha256.AppendData(current, 0, n);
-                gitSha1?.AppendData(current, 0, n);
-                written += n;
-                received += n;
-                state.Progress(path, written, size, n);
-                (current, spare) = (spare, current);
-                if (written > size)
-                {
-                    break;
-                }
-            }
-        }
-        finally
+                fileBytes += n;
+                state.Progress(path, fileBytes, size, n);
+            },
+            cancellationToken);
+        written += copied;
+        if (readError is not null)
         {
-            await pendingWrite;
+            throw new DownloadInterruptedException(written, readError);
         }
 
-        return (written, received);
+        return (written, received + copied);
     }
 
-    private static async ValueTask<int> ReadFullAsync(Stream stream, byte[] buffer, int count, CancellationToken cancellationToken)
+    /// <summary>
+    /// Checks a blob already in the cache against its etag and size: trusted without reading it when its verification
+    /// stamp says it is unchanged since it was last hashed, otherwise hashed (and stamped when it matches).
+    /// </summary>
+    private async Task<(bool Ok, string Sha256)> VerifyCachedBlobAsync(
+        HubRepoId repo, string blob, string etag, long expectedSize, CancellationToken cancellationToken)
     {
-        int total = 0;
-        while (total < count)
+        var stamp = BlobVerificationStamp.PathFor(LocksDirectory(repo), etag);
+        if (BlobVerificationStamp.TryTrust(blob, stamp, expectedSize) is { } trusted)
         {
-            int n = await stream.ReadAsync(buffer.AsMemory(total, count - total), cancellationToken);
-            if (n == 0)
-            {
-                break;
-            }
-
-            total += n;
+            return (true, trusted);
         }
 
-        return total;
-    }
-
-    private async Task<(bool Ok, string Sha256)> VerifyBlobAsync(string blob, string etag, long expectedSize, CancellationToken cancellationToken)
-    {
         bool sha1Etag = HubHashing.IsSha1Hex(etag);
         var (sha256, gitSha1, length) = await HubHashing.HashFileAsync(blob, sha1Etag, Math.Max(64 * 1024, _options.DownloadBufferSize), cancellationToken);
         bool ok = length == expectedSize && (sha1Etag
             ? string.Equals(gitSha1, etag, StringComparison.OrdinalIgnoreCase)
             : !HubHashing.IsSha256Hex(etag) || string.Equals(sha256, etag, StringComparison.OrdinalIgnoreCase));
+        LogBlobHashed(_logger, repo.Id, etag, ok);
+        if (ok)
+        {
+            BlobVerificationStamp.Write(blob, stamp, sha256);
+        }
+
         return (ok, sha256);
     }
+
+    private string LocksDirectory(HubRepoId repo) => Path.Combine(CacheDirectory, ".locks", repo.CacheFolderName);
 
     private async Task<FileStream> AcquireLockAsync(HubRepoId repo, string path, string lockPath, CancellationToken cancellationToken)
     {
@@ -805,6 +780,9 @@ public sealed partial class HubCache
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}: cached blob {Etag} of '{Path}' failed verification; it will not be used")]
     private static partial void LogCorruptBlob(ILogger logger, string repoId, string path, string etag);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{RepoId}: hashed cached blob {Etag} (matches: {Ok})")]
+    private static partial void LogBlobHashed(ILogger logger, string repoId, string etag, bool ok);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{RepoId}: resuming '{Path}' at byte {Offset} of {Size}")]
     private static partial void LogResume(ILogger logger, string repoId, string path, long offset, long size);

@@ -40,7 +40,10 @@ public sealed class HubOptions
     /// <summary>How many files download at once.</summary>
     public int MaxParallelDownloads { get; set; } = 4;
 
-    /// <summary>Size of the buffer each download streams through.</summary>
+    /// <summary>
+    /// Size of each pooled chunk a download streams through (three per download: one being received while the previous
+    /// one is hashed and written).
+    /// </summary>
     public int DownloadBufferSize { get; set; } = 2 * 1024 * 1024;
 
     /// <summary>How long to wait for another process holding a blob's lock file.</summary>
@@ -55,7 +58,12 @@ public sealed class HubOptions
     /// <summary>Time allowed to receive response headers for one attempt (body streaming is not limited).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
-    /// <summary>Re-hash blobs already in the cache before trusting them (detects corruption; costs one read per pull).</summary>
+    /// <summary>
+    /// Check blobs already in the cache against their etag before using them; a blob that fails is fetched again. A blob
+    /// is hashed once and then trusted while its size and modification time match the stamp recorded when it was
+    /// verified (any write to it changes its mtime), so an unchanged cache costs no re-read. False: size check only,
+    /// as the official clients do.
+    /// </summary>
     public bool VerifyExistingBlobs { get; set; } = true;
 
     /// <summary>User-Agent sent with each request.</summary>

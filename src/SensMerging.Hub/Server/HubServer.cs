@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -285,6 +286,11 @@ public sealed class HubServer : IAsyncDisposable
 
                     return Task.CompletedTask;
                 });
+            }
+
+            if (context.Features.Get<IHttpResponseBodyFeature>() is { } body and not LargeChunkFileBodyFeature)
+            {
+                context.Features.Set<IHttpResponseBodyFeature>(new LargeChunkFileBodyFeature(body));
             }
 
             return Results.File(file.PhysicalPath, "application/octet-stream", fileDownloadName: null, lastModified: null,
