@@ -7,9 +7,11 @@ namespace SensMerging.Decorators.Sens;
 /// <summary>
 /// An inner strategy (any <see cref="IMergeStrategy"/>) run with per-model weights w_i * c_i^l, where l is the layer
 /// group of the tensor being merged. Traits and parameters are the inner strategy's; a tensor whose layer group has no
-/// coefficient keeps its weights (c = 1), logged once per group.
+/// coefficient keeps its weights (c = 1), logged once per group. Use <see cref="Create"/>: when the inner strategy
+/// streams (<see cref="IStreamingMergeStrategy"/>), the decorated one does too, so decorating never makes the host
+/// hold whole tensors.
 /// </summary>
-public sealed partial class SensDecoratedStrategy : IDecoratedStrategy
+public partial class SensDecoratedStrategy : IDecoratedStrategy
 {
     private readonly string[] _experts;
     private readonly Dictionary<string, int> _expertIndex;
@@ -18,7 +20,13 @@ public sealed partial class SensDecoratedStrategy : IDecoratedStrategy
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, bool> _reportedGroups = new(StringComparer.Ordinal);
 
-    public SensDecoratedStrategy(IMergeStrategy inner, DecoratorReport report, IReadOnlyList<string> experts, IReadOnlyList<string> groups, double[][] coefficients, ILogger logger)
+    /// <summary>The decorated form of <paramref name="inner"/>: streaming when the inner strategy streams.</summary>
+    public static SensDecoratedStrategy Create(IMergeStrategy inner, DecoratorReport report, IReadOnlyList<string> experts, IReadOnlyList<string> groups, double[][] coefficients, ILogger logger) =>
+        inner is IStreamingMergeStrategy streaming
+            ? new SensDecoratedStreamingStrategy(streaming, report, experts, groups, coefficients, logger)
+            : new SensDecoratedStrategy(inner, report, experts, groups, coefficients, logger);
+
+    protected SensDecoratedStrategy(IMergeStrategy inner, DecoratorReport report, IReadOnlyList<string> experts, IReadOnlyList<string> groups, double[][] coefficients, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(report);
@@ -97,4 +105,46 @@ public sealed partial class SensDecoratedStrategy : IDecoratedStrategy
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sens: layer group {Group} has no coefficient; its tensors keep their configured weights (c = 1)")]
     private static partial void LogUnscoredGroup(ILogger logger, string group);
+}
+
+/// <summary>
+/// The decorated form of a streaming strategy: the tensor's weights (and every block's) are scaled by the coefficients
+/// of its layer group before the inner strategy's session sees them.
+/// </summary>
+public sealed class SensDecoratedStreamingStrategy : SensDecoratedStrategy, IStreamingMergeStrategy
+{
+    private readonly IStreamingMergeStrategy _inner;
+
+    internal SensDecoratedStreamingStrategy(IStreamingMergeStrategy inner, DecoratorReport report, IReadOnlyList<string> experts, IReadOnlyList<string> groups, double[][] coefficients, ILogger logger)
+        : base(inner, report, experts, groups, coefficients, logger)
+    {
+        _inner = inner;
+    }
+
+    public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        var weights = ScaledWeights(tensor.ModelNames, tensor.Weights, tensor.LayerGroup);
+        return new ScaledSession(_inner.BeginTensor(tensor with { Weights = weights }), weights);
+    }
+
+    /// <summary>The inner session with every block's weights replaced by the scaled ones.</summary>
+    private sealed class ScaledSession(ITensorMergeSession inner, double[] weights) : ITensorMergeSession
+    {
+        public bool BeginPass(int pass) => inner.BeginPass(pass);
+
+        public void Observe(MergeTensorRequest block)
+        {
+            ArgumentNullException.ThrowIfNull(block);
+            inner.Observe(block with { Weights = weights });
+        }
+
+        public void Merge(MergeTensorRequest block)
+        {
+            ArgumentNullException.ThrowIfNull(block);
+            inner.Merge(block with { Weights = weights });
+        }
+
+        public void Dispose() => inner.Dispose();
+    }
 }

@@ -115,7 +115,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
         var report = new DecoratorReport(DecoratorName, reportSettings, tables);
         LogCoefficients(context.Logger, inner.Name, experts.Count, groups.Length,
             result.Coefficients.SelectMany(r => r).DefaultIfEmpty(1).Min(), result.Coefficients.SelectMany(r => r).DefaultIfEmpty(1).Max());
-        return new SensDecoratedStrategy(inner, report, names, groups, result.Coefficients, context.Logger);
+        return SensDecoratedStrategy.Create(inner, report, names, groups, result.Coefficients, context.Logger);
     }
 
     private static async Task<ScoreTable> RunScorerAsync(string name, ScorerKind expected, SensSettings settings, DecoratorContext context, CancellationToken cancellationToken)

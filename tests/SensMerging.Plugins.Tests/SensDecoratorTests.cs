@@ -129,6 +129,59 @@ public sealed class SensDecoratorTests
     }
 
     [Fact]
+    public async Task SensOfAStreamingStrategy_StreamsInBlocks_ToTheWholeTensorResult()
+    {
+        var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
+        var inner = new TiesStrategy();
+        var decorated = await new SensDecorator().DecorateAsync(inner, Context(catalog, new Dictionary<string, object> { ["temperature"] = 0.1 }), CancellationToken.None);
+        var streaming = Assert.IsAssignableFrom<IStreamingMergeStrategy>(decorated);
+        Assert.IsNotAssignableFrom<IStreamingMergeStrategy>(
+            await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(catalog), CancellationToken.None));
+
+        var parameters = TestScorerCatalog.Resolve(inner.Parameters, new Dictionary<string, object> { ["density"] = 0.5 });
+        var weights = new[] { 1.0, 0.5, 0.25 };
+        var models = RandomTensors(3, 21, 6, 5);
+        using var @base = RandomTensors(1, 22, 6, 5)[0];
+        const string name = "model.layers.0.mlp.up_proj.weight";
+        using var whole = Merge(decorated, name, @base, models, weights, parameters);
+
+        // The block protocol: statistics passes over 2-row blocks, then the merge pass, as a host drives it.
+        var info = new MergeTensorInfo
+        {
+            TensorName = name, LayerGroup = LayerGroups.Of(name), Shape = [6, 5], HasBase = true, ModelNames = Experts, Weights = weights, Parameters = parameters,
+        };
+        using var streamed = zeros(6, 5);
+        using var scratch = new TestScratch([2, 5]);
+        using (var session = streaming.BeginTensor(info))
+        {
+            MergeTensorRequest Block(int row, Tensor output) => new()
+            {
+                TensorName = name, LayerGroup = info.LayerGroup, Base = @base[row..(row + 2)], Models = [.. models.Select(m => m[row..(row + 2)])],
+                ModelNames = Experts, Weights = weights, Parameters = parameters, Output = output, Scratch = scratch, ElementStart = row * 5L,
+            };
+            for (var pass = 0; session.BeginPass(pass); pass++)
+            {
+                for (var row = 0; row < 6; row += 2)
+                {
+                    using var ignored = zeros(2, 5);
+                    session.Observe(Block(row, ignored));
+                }
+            }
+            for (var row = 0; row < 6; row += 2)
+            {
+                using var output = zeros(2, 5);
+                session.Merge(Block(row, output));
+                streamed[row..(row + 2)].copy_(output);
+            }
+        }
+        Assert.True(whole.eq(streamed).all().item<bool>());
+        foreach (var m in models)
+        {
+            m.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task AppliedWeights_EqualConfiguredTimesCoefficient_RecomputedFromReport()
     {
         var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
