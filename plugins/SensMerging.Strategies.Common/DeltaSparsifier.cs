@@ -38,37 +38,16 @@ internal sealed class DeltaSparsifier
         switch (_variant.Sparsification)
         {
             case SparsificationMethod.Magnitude:
-                KeepLargest(model, delta, mask!, density);
+            case SparsificationMethod.MagnitudeOutliers:
+                KeepBand(model, delta, mask!);
                 break;
             case SparsificationMethod.Random:
                 DropRandom(model, delta, mask!, density);
-                break;
-            case SparsificationMethod.MagnitudeOutliers:
-                KeepBand(model, delta, mask!, density, _settings.Gammas[model]);
                 break;
             case SparsificationMethod.None:
             default:
                 break;
         }
-    }
-
-    /// <summary>TIES trim: keep the floor(density * n) largest magnitudes (and anything tied with the smallest of them).</summary>
-    private void KeepLargest(int model, Tensor delta, Tensor mask, double density)
-    {
-        var numel = delta.numel();
-        var keep = (long)Math.Floor(density * numel);
-        if (keep <= 0)
-        {
-            delta.zero_();
-            return;
-        }
-        if (!_known[model])
-        {
-            _lower[model] = MagnitudeSelect.KthSmallestMagnitude(delta, numel - keep + 1, mask);
-            _known[model] = true;
-        }
-        mask.copy_(delta).abs_().ge_(_lower[model]);
-        delta.mul_(mask);
     }
 
     /// <summary>DARE: keep each entry with probability density (mask from a CPU/GPU generator seeded Seed + model).</summary>
@@ -90,37 +69,30 @@ internal sealed class DeltaSparsifier
     }
 
     /// <summary>
-    /// Breadcrumbs: with n entries ranked by magnitude (ascending), drop the top floor(gamma * n) and the bottom
-    /// n - floor(density * n) - top, keeping the band between (boundary ties kept).
+    /// Keeps the magnitude band <see cref="TaskArithmeticSettings.MagnitudeRanks"/> names (TIES: the largest entries;
+    /// Breadcrumbs: between the dropped bottom and top), boundary ties kept.
     /// </summary>
-    private void KeepBand(int model, Tensor delta, Tensor mask, double density, double gamma)
+    private void KeepBand(int model, Tensor delta, Tensor mask)
     {
         var numel = delta.numel();
-        var target = (long)Math.Floor(density * numel);
-        var top = (long)Math.Floor(gamma * numel);
-        var bottom = numel - target - top;
-        if (bottom < 0)
-        {
-            top += bottom;
-            bottom = 0;
-        }
-        if (target <= 0 || numel - top <= bottom)
+        var (lowerRank, upperRank, drop) = _settings.MagnitudeRanks(_variant, model, numel);
+        if (drop)
         {
             delta.zero_();
             return;
         }
         if (!_known[model])
         {
-            _lower[model] = bottom > 0 ? MagnitudeSelect.KthSmallestMagnitude(delta, bottom + 1, mask) : double.NegativeInfinity;
-            _upper[model] = top > 0 ? MagnitudeSelect.KthSmallestMagnitude(delta, numel - top, mask) : double.PositiveInfinity;
+            _lower[model] = lowerRank > 0 ? MagnitudeSelect.KthSmallestMagnitude(delta, lowerRank, mask) : double.NegativeInfinity;
+            _upper[model] = upperRank > 0 ? MagnitudeSelect.KthSmallestMagnitude(delta, upperRank, mask) : double.PositiveInfinity;
             _known[model] = true;
         }
-        if (bottom > 0)
+        if (lowerRank > 0)
         {
             mask.copy_(delta).abs_().ge_(_lower[model]);
             delta.mul_(mask);
         }
-        if (top > 0)
+        if (upperRank > 0)
         {
             mask.copy_(delta).abs_().le_(_upper[model]);
             delta.mul_(mask);

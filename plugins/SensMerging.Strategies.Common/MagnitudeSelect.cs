@@ -7,7 +7,7 @@ namespace SensMerging.Strategies.Common;
 /// <summary>
 /// The k-th smallest magnitude of a tensor's entries, exactly. For contiguous CPU tensors of float32, bfloat16 or
 /// float16 it runs a radix select on the bit patterns (with the sign bit cleared, the bits of a float order like its
-/// magnitude): two or three sequential histogram passes over the data, reading it in place, allocating nothing of
+/// magnitude): two histogram passes over the data (float32: <see cref="MagnitudeRanks"/>), reading it in place, allocating nothing of
 /// the tensor's size. Other tensors (GPU, other dtypes) use libtorch's <c>kthvalue</c> on a scratch copy of |x|.
 /// </summary>
 public static class MagnitudeSelect
@@ -50,45 +50,16 @@ public static class MagnitudeSelect
         }
     }
 
-    private static uint Select32(Tensor values, long k)
+    private static unsafe uint Select32(Tensor values, long k)
     {
-        using var flat = values.reshape(-1);
-        var remaining = k;
-        var hist = new long[2048];
-        ForEachChunk(flat, span =>
+        var ranks = new MagnitudeRanks(k);
+        var x = NativeSpans.Float32(values);
+        while (ranks.Stage < 2)
         {
-            foreach (var bits in MemoryMarshal.Cast<byte, uint>(span))
-            {
-                hist[(bits & 0x7FFF_FFFF) >> 20]++;
-            }
-        });
-        var b1 = (uint)Find(hist, ref remaining);
-        var hist2 = new long[1024];
-        ForEachChunk(flat, span =>
-        {
-            foreach (var bits in MemoryMarshal.Cast<byte, uint>(span))
-            {
-                var key = bits & 0x7FFF_FFFF;
-                if (key >> 20 == b1)
-                {
-                    hist2[(key >> 10) & 0x3FF]++;
-                }
-            }
-        });
-        var prefix = (b1 << 10) | (uint)Find(hist2, ref remaining);
-        var hist3 = new long[1024];
-        ForEachChunk(flat, span =>
-        {
-            foreach (var bits in MemoryMarshal.Cast<byte, uint>(span))
-            {
-                var key = bits & 0x7FFF_FFFF;
-                if (key >> 10 == prefix)
-                {
-                    hist3[key & 0x3FF]++;
-                }
-            }
-        });
-        return (prefix << 10) | (uint)Find(hist3, ref remaining);
+            ranks.Add(x, null, values.numel());
+            ranks.EndPass();
+        }
+        return BitConverter.SingleToUInt32Bits(ranks.Value(0));
     }
 
     private static ushort Select16(Tensor values, long k)

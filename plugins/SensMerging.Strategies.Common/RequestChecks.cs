@@ -52,12 +52,19 @@ public static class RequestChecks
     public static double FloatInRange(MergeTensorRequest request, string strategy, string name, int model, double min, double max)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var value = request.Parameters.Float(name, model);
+        return FloatInRange(request.Parameters, strategy, name, model, NameOf(request, model), request.TensorName, min, max);
+    }
+
+    /// <summary>A per-model float parameter checked against an inclusive range (the names are for the message).</summary>
+    public static double FloatInRange(ResolvedParameters parameters, string strategy, string name, int model, string modelName, string tensorName, double min, double max)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var value = parameters.Float(name, model);
         if (!(value >= min && value <= max))
         {
             throw new ArgumentOutOfRangeException(
-                nameof(request),
-                $"{strategy}: parameter '{name}' of model '{NameOf(request, model)}' for tensor '{request.TensorName}' is {value}, outside [{min}, {max}]");
+                nameof(parameters),
+                $"{strategy}: parameter '{name}' of model '{modelName}' for tensor '{tensorName}' is {value}, outside [{min}, {max}]");
         }
         return value;
     }

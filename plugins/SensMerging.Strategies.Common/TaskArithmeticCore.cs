@@ -12,8 +12,9 @@ namespace SensMerging.Strategies.Common;
 /// </summary>
 /// <remarks>
 /// Two implementations with the same math: contiguous CPU float32 tensors (the common case) go through
-/// <see cref="FusedTaskArithmetic"/>, one fused pass in managed code with a radix-select threshold and a counter-based
-/// random stream for DARE (<see cref="CounterRandom"/>, keyed by <c>Seed + modelIndex</c> and the element index);
+/// <see cref="TaskArithmeticSession"/> over one block (radix-select thresholds, then one fused SIMD pass,
+/// <see cref="TaskArithmeticKernel"/>, with a counter-based random stream for DARE, <see cref="CounterRandom"/>, keyed
+/// by <c>Seed + modelIndex</c> and the element index within the request);
 /// anything else (GPU, other dtypes, strided views) runs the in-place libtorch path below, whose DARE masks come from
 /// a <c>torch.Generator</c> seeded <c>Seed + modelIndex</c>. Both are byte-for-byte reproducible for a given seed, but
 /// their DARE masks differ from each other.
@@ -26,21 +27,21 @@ namespace SensMerging.Strategies.Common;
 /// </remarks>
 public static class TaskArithmeticCore
 {
-    /// <summary>Divisors smaller than this (plain sums) count as zero, as in mergekit.</summary>
-    private const double ZeroDivisor = 1e-8;
-
+    /// <summary>Merges one whole tensor (or elementwise block) in place into <see cref="MergeTensorRequest.Output"/>.</summary>
     public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(variant);
         var baseTensor = RequestChecks.Check(request, variant.Name, variant.Traits)!;
         var count = request.Models.Count;
-        var settings = ReadSettings(request, variant, count);
+        var settings = TaskArithmeticSettings.Read(variant, request.Parameters, request.Weights, request.ModelNames, request.TensorName);
         var output = request.Output;
         var dtype = output.dtype;
 
-        if (FusedTaskArithmetic.TryMerge(request, variant, settings, baseTensor))
+        if (output.numel() > 0 && TaskArithmeticSession.IsDirect(request))
         {
+            using var session = new TaskArithmeticSession(variant, settings, output.numel(), request.Seed, request.TensorName);
+            session.MergeWhole(request);
             return;
         }
 
@@ -65,7 +66,7 @@ public static class TaskArithmeticCore
                 sparsifier.Delta(i, request.Models[i], baseTensor, delta, mask);
                 output.add_(delta, alpha: settings.Weights[i]);
             }
-            if (settings.Normalize && Math.Abs(weightSum) >= ZeroDivisor)
+            if (settings.Normalize && Math.Abs(weightSum) >= TaskArithmeticSettings.ZeroDivisor)
             {
                 output.div_(weightSum);
             }
@@ -135,35 +136,4 @@ public static class TaskArithmeticCore
             output.div_(divisor);
         }
     }
-
-    private static TaskArithmeticSettings ReadSettings(MergeTensorRequest request, TaskArithmeticVariant variant, int count)
-    {
-        var p = request.Parameters;
-        var densities = new double[count];
-        var gammas = new double[count];
-        for (var i = 0; i < count; i++)
-        {
-            densities[i] = variant.Sparsification == SparsificationMethod.None
-                ? 1.0
-                : RequestChecks.FloatInRange(request, variant.Name, "density", i, 0, 1);
-            gammas[i] = variant.Sparsification == SparsificationMethod.MagnitudeOutliers
-                ? RequestChecks.FloatInRange(request, variant.Name, "gamma", i, 0, 1)
-                : 0;
-        }
-        var lambda = p.Has("lambda") ? p.Float("lambda") : 1.0;
-        if (!double.IsFinite(lambda))
-        {
-            throw new ArgumentOutOfRangeException(nameof(request), $"{variant.Name}: parameter 'lambda' is not finite ({lambda})");
-        }
-        return new TaskArithmeticSettings(
-            Weights: [.. request.Weights],
-            Densities: densities,
-            Gammas: gammas,
-            Lambda: lambda,
-            Normalize: p.Has("normalize") ? p.Boolean("normalize") : variant.DefaultNormalize,
-            Rescale: variant.Sparsification == SparsificationMethod.Random && (p.Has("rescale") ? p.Boolean("rescale") : variant.DefaultRescale));
-    }
 }
-
-/// <summary>The numbers one merge of one tensor runs with.</summary>
-internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densities, double[] Gammas, double Lambda, bool Normalize, bool Rescale);

@@ -28,7 +28,8 @@ public interface IMergeStrategy : IPluginComponent
 /// <param name="Elementwise">
 /// True when each output element depends only on the same element of the inputs (and the parameters), so the host
 /// may hand the strategy a large tensor in row blocks to bound memory. False for methods that look at the whole
-/// tensor (magnitude top-k, cosine similarity): they always get whole tensors.
+/// tensor (magnitude top-k, cosine similarity): they get whole tensors, unless they implement
+/// <see cref="IStreamingMergeStrategy"/> (contract 1.1), which lets the host stream them in blocks as well.
 /// </param>
 public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, int? MaxModels = null, bool UsesRandomness = false, bool Elementwise = false);
 
@@ -73,6 +74,12 @@ public sealed record MergeTensorRequest
 
     /// <summary>Number of transformer blocks in the model (0 when unknown).</summary>
     public int LayerCount { get; init; }
+
+    /// <summary>
+    /// Row-major index, within the whole tensor, of the first element of <see cref="Output"/> (and of the inputs) when the
+    /// host passes a block; 0 for whole tensors. Set by hosts of contract 1.1 and later.
+    /// </summary>
+    public long ElementStart { get; init; }
 }
 
 /// <summary>Pooled temporary tensors with the shape of the tensor being merged.</summary>

@@ -10,11 +10,11 @@ public static class PluginContract
     /// <summary>Breaking changes bump the major version.</summary>
     public const int Major = 1;
 
-    /// <summary>Additive changes bump the minor version.</summary>
-    public const int Minor = 0;
+    /// <summary>Additive changes bump the minor version (1.1: <see cref="IStreamingMergeStrategy"/> and <see cref="MergeTensorRequest.ElementStart"/>).</summary>
+    public const int Minor = 1;
 
     /// <summary>The contract version as written in manifests, "major.minor".</summary>
-    public const string Version = "1.0";
+    public const string Version = "1.1";
 
     /// <summary>The manifest every plugin folder carries beside its main assembly.</summary>
     public const string ManifestFileName = "plugin.json";

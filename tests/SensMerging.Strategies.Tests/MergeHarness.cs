@@ -22,9 +22,7 @@ internal static class MergeHarness
         var n = models[0].Length;
         shape ??= [n];
         weights ??= [.. models.Select(_ => 1.0)];
-        var parameters = new ResolvedParameters(
-            Defaults(strategy, ParameterScope.Global, global),
-            [.. models.Select((_, i) => (IReadOnlyDictionary<string, object>)Defaults(strategy, ParameterScope.PerModel, perModel?[i]))]);
+        var parameters = Parameters(strategy, models.Length, global, perModel);
 
         using var scratch = new TestScratch(shape);
         using var baseTensor = baseValues is null ? null : Input(baseValues, shape, torchPath);
@@ -69,6 +67,11 @@ internal static class MergeHarness
             }
         }
     }
+
+    /// <summary>The strategy's defaults overlaid with the given global and per-model values.</summary>
+    public static ResolvedParameters Parameters(IMergeStrategy strategy, int models, Dictionary<string, object>? global, Dictionary<string, object>[]? perModel) =>
+        new(Defaults(strategy, ParameterScope.Global, global),
+            [.. Enumerable.Range(0, models).Select(i => (IReadOnlyDictionary<string, object>)Defaults(strategy, ParameterScope.PerModel, perModel?[i]))]);
 
     /// <summary>
     /// A tensor with the given values; with <paramref name="columnMajor"/> the same logical values in a non-contiguous

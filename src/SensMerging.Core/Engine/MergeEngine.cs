@@ -41,7 +41,7 @@ public sealed class MergeEngine
         cancellationToken.ThrowIfCancellationRequested();
 
         var strategy = plan.Strategy;
-        var items = jobs.SelectMany(j => MergeWorkItem.Split(j, strategy.Traits.Elementwise, options.BlockElements)).ToList();
+        var items = jobs.SelectMany(j => MergeWorkItem.Plan(j, strategy.Traits, strategy is IStreamingMergeStrategy, options.BlockElements)).ToList();
         var outputPlan = jobs.Select(j => new TensorPlanEntry(j.Name, j.OutputDType, j.Shape)).ToList();
         Log.Starting(_logger, strategy.Name, jobs.Count, items.Count, options.OutputPath, null);
 
@@ -86,15 +86,15 @@ public sealed class MergeEngine
         CancellationToken cancellationToken)
     {
         // Each worker owns buffers for items up to the block size; larger items (whole tensors of a strategy that is not
-        // elementwise) share one set of large buffers and are processed one at a time, so memory stays at
-        // workers x block + one largest tensor, not workers x largest tensor.
-        var largest = Math.Max(1, items.Where(i => i.Job.IsMerged).Select(i => i.ElementCount).DefaultIfEmpty(1).Max());
+        // elementwise and does not stream) share one set of large buffers and are processed one at a time, so memory stays
+        // at workers x block + one largest tensor, not workers x largest tensor. Streamed items only need block buffers.
+        var largest = Math.Max(1, items.Where(i => i.Job.IsMerged)
+            .Select(i => i.Blocks is null ? i.ElementCount : i.Blocks.Max(b => b.ElementCount)).DefaultIfEmpty(1).Max());
         var capacity = Math.Min(largest, Math.Max(1, options.BlockElements));
         var slots = jobs.Count == 0 ? 0 : jobs[0].Inputs.Count;
         var modelNames = plan.Models.Select(m => m.Name).ToList();
         var layerCount = LayerCount(plan, jobs);
         var workers = Math.Clamp(options.MaxParallelism, 1, Math.Max(1, items.Count));
-        var turnstile = new OrderedTurnstile();
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         long next = -1;
         long bytesRead = 0;
@@ -106,7 +106,8 @@ public sealed class MergeEngine
         var dispatch = new object();
         using var largeGate = new SemaphoreSlim(1, 1);
         MergeWorker? large = null;
-        long readTicks = 0, mergeTicks = 0, convertTicks = 0, waitTicks = 0, writeTicks = 0;
+        var owned = new List<MergeWorker>();
+        long readTicks = 0, mergeTicks = 0, convertTicks = 0, waitTicks = 0;
 
         bool Dispatch(out long ticket, out MergeWorkItem item, out bool isLarge)
         {
@@ -119,7 +120,7 @@ public sealed class MergeEngine
                     return false;
                 }
                 item = items[(int)ticket];
-                isLarge = item.Job.IsMerged && item.ElementCount > capacity;
+                isLarge = item.Job.IsMerged && item.Blocks is null && item.ElementCount > capacity;
                 if (isLarge)
                 {
                     // Taken in ticket order while dispatching, so the holder never waits on a later ticket.
@@ -129,28 +130,25 @@ public sealed class MergeEngine
             }
         }
 
-        void Emit(long ticket, MergeWorkItem item, Tensor result)
+        // Runs on the writer thread, pieces in order: an item's output, or one block of a streamed item.
+        void Write(long ticket, MergeWorkItem piece, PendingOutput output, bool last)
         {
-            var waitStart = Stopwatch.GetTimestamp();
-            turnstile.WaitTurn(ticket, failed.Token);
-            var writeStart = Stopwatch.GetTimestamp();
-            var byteOffset = item.ElementStart * item.Job.OutputDType.Size;
-            TensorBytes.ForEachSpan(result, (span, at) => writer.WriteChunk(item.Job.Name, byteOffset + at, span));
-            bytesWritten += TensorBytes.ByteLength(result);
-            waitTicks += writeStart - waitStart;
-            writeTicks += Stopwatch.GetTimestamp() - writeStart;
-            if (item.Block == item.BlockCount - 1)
+            var byteOffset = piece.ElementStart * piece.Job.OutputDType.Size;
+            TensorBytes.ForEachSpan(output.Result, (span, at) => writer.WriteChunk(piece.Job.Name, byteOffset + at, span));
+            bytesWritten += TensorBytes.ByteLength(output.Result);
+            if (last && piece.Block == piece.BlockCount - 1)
             {
                 tensorsDone++;
             }
             var now = clock.Elapsed;
-            if (progress is not null && (lastReport is null || now - lastReport >= options.ProgressInterval || ticket == items.Count - 1))
+            if (progress is not null && (lastReport is null || now - lastReport >= options.ProgressInterval || (last && ticket == items.Count - 1)))
             {
                 lastReport = now;
-                progress.Report(new MergeProgress(tensorsDone, jobs.Count, Interlocked.Read(ref bytesRead), bytesWritten, bytesTotal, now, item.Job.Name));
+                progress.Report(new MergeProgress(tensorsDone, jobs.Count, Interlocked.Read(ref bytesRead), bytesWritten, bytesTotal, now, piece.Job.Name));
             }
-            turnstile.Advance();
         }
+
+        var ordered = new OrderedWriter(items.Count, Write, failed.Token);
 
         void Work()
         {
@@ -162,16 +160,37 @@ public sealed class MergeEngine
                     torch.set_num_threads(options.TorchThreadsPerWorker);
                 }
                 using var noGrad = torch.no_grad();
-                using var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames);
+                // Workers are disposed only after the writer stopped: their output buffers may still be queued.
+                var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames);
+                lock (owned)
+                {
+                    owned.Add(own);
+                }
                 while (!failed.IsCancellationRequested && Dispatch(out var ticket, out var item, out var isLarge))
                 {
                     try
                     {
-                        var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, modelNames) : own;
+                        var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, modelNames, outputSets: 1) : own;
                         using var scope = torch.NewDisposeScope();
-                        var result = worker.Process(item);
-                        Interlocked.Add(ref bytesRead, worker.LastBytesRead);
-                        Emit(ticket, item, result);
+                        if (item.Blocks is { } blocks)
+                        {
+                            var piece = 0;
+                            worker.ProcessStreamed(item, (block, output) =>
+                            {
+                                // Each input byte counts once, though statistics passes read blocks again.
+                                Interlocked.Add(ref bytesRead, block.ElementCount * block.Job.InputDType.Size * block.Job.Inputs.Count);
+                                output.Result.DetachFromDisposeScope();
+                                ordered.Post(ticket, piece, piece + 1 == blocks.Count, block, output);
+                                piece++;
+                            }, failed.Token);
+                        }
+                        else
+                        {
+                            var output = worker.Process(item, failed.Token);
+                            Interlocked.Add(ref bytesRead, worker.LastBytesRead);
+                            output.Result.DetachFromDisposeScope();
+                            ordered.Post(ticket, 0, true, item, output);
+                        }
                     }
                     finally
                     {
@@ -181,7 +200,6 @@ public sealed class MergeEngine
                         }
                     }
                 }
-                AddTicks(own);
                 failed.Token.ThrowIfCancellationRequested();
             }
             catch (OperationCanceledException) when (failed.IsCancellationRequested)
@@ -206,28 +224,37 @@ public sealed class MergeEngine
         {
             Work();
             Task.WaitAll(others, CancellationToken.None);
-            if (large is not null)
+            try
             {
-                AddTicks(large);
+                ordered.Complete();
+            }
+            catch (Exception ex)
+            {
+                Interlocked.CompareExchange(ref firstError, ExceptionDispatchInfo.Capture(ex), null);
             }
         }
         finally
         {
-            large?.Dispose();
+            if (firstError is not null || failed.IsCancellationRequested)
+            {
+                failed.Cancel();
+            }
+            ordered.Complete(ignoreErrors: true);
+            foreach (var w in large is null ? owned : [.. owned, large])
+            {
+                var (r, m, c, wait) = w.Ticks;
+                readTicks += r;
+                mergeTicks += m;
+                convertTicks += c;
+                waitTicks += wait;
+                w.Dispose();
+            }
         }
         firstError?.Throw();
         cancellationToken.ThrowIfCancellationRequested();
         var stages = new MergeStageTimes(Stopwatch.GetElapsedTime(0, readTicks), Stopwatch.GetElapsedTime(0, mergeTicks),
-            Stopwatch.GetElapsedTime(0, convertTicks), Stopwatch.GetElapsedTime(0, waitTicks), Stopwatch.GetElapsedTime(0, writeTicks));
+            Stopwatch.GetElapsedTime(0, convertTicks), Stopwatch.GetElapsedTime(0, waitTicks), ordered.WriteTime);
         return (bytesRead, stages);
-
-        void AddTicks(MergeWorker w)
-        {
-            var (r, m, c) = w.Ticks;
-            Interlocked.Add(ref readTicks, r);
-            Interlocked.Add(ref mergeTicks, m);
-            Interlocked.Add(ref convertTicks, c);
-        }
     }
 
     private static List<MergeJob> Validate(MergePlan plan, MergeOptions options)

@@ -22,9 +22,25 @@ internal sealed record MergeJob(
     public long OutputBytes => checked(TensorShape.ElementCount(Shape) * OutputDType.Size);
 }
 
-/// <summary>A piece of a job: the whole tensor, or a block of rows of it.</summary>
+/// <summary>
+/// A piece of a job: the whole tensor, or a block of rows of it. A streamed item is a whole tensor of a streaming
+/// strategy (<see cref="IStreamingMergeStrategy"/>), merged by one worker block by block (<see cref="Blocks"/>).
+/// </summary>
 internal sealed record MergeWorkItem(MergeJob Job, int Block, int BlockCount, long ElementStart, long ElementCount, long[] Shape)
 {
+    /// <summary>The blocks a streamed item is read and merged in (null for other items).</summary>
+    public IReadOnlyList<MergeWorkItem>? Blocks { get; init; }
+
+    /// <summary>The work items of a job: one streamed item (streaming strategies), else whole tensors or row blocks.</summary>
+    public static IEnumerable<MergeWorkItem> Plan(MergeJob job, StrategyTraits traits, bool streaming, long blockElements)
+    {
+        if (streaming && job.IsMerged && !traits.Elementwise)
+        {
+            return [new MergeWorkItem(job, 0, 1, 0, TensorShape.ElementCount(job.Shape), job.Shape) { Blocks = [.. Split(job, true, blockElements)] }];
+        }
+        return Split(job, traits.Elementwise, blockElements);
+    }
+
     public static IEnumerable<MergeWorkItem> Split(MergeJob job, bool elementwise, long blockElements)
     {
         var total = TensorShape.ElementCount(job.Shape);

@@ -41,8 +41,9 @@ public sealed record MergeResult(
 
 /// <summary>
 /// Time spent per stage, summed over workers (so with two workers the sum can exceed the wall time): reading inputs
-/// (including the conversion to float32), the strategy's math, converting the output, waiting for the turn to write,
-/// and writing (including hashing).
+/// (including the conversion to float32), the strategy's math, converting the output, waiting for a free output buffer
+/// (<c>WaitForTurn</c>: the writer still writing the worker's earlier outputs), and writing (including hashing; on the
+/// writer thread, in output order, concurrently with the workers).
 /// </summary>
 public sealed record MergeStageTimes(TimeSpan Read, TimeSpan Merge, TimeSpan Convert, TimeSpan WaitForTurn, TimeSpan Write);
 

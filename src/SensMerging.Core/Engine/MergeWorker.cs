@@ -15,6 +15,9 @@ namespace SensMerging.Core.Engine;
 /// </summary>
 internal sealed class MergeWorker : IDisposable
 {
+    /// <summary>Items of at least this many elements read their inputs in parallel.</summary>
+    private const long ParallelReadElements = 1L << 20;
+
     private readonly IMergeStrategy _strategy;
     private readonly Device _device;
     private readonly bool _cpu;
@@ -23,15 +26,18 @@ internal sealed class MergeWorker : IDisposable
     private readonly IReadOnlyList<string> _modelNames;
     private readonly PooledBuffer[] _compute;
     private readonly Dictionary<(int Slot, ScalarType Type), PooledBuffer> _raw = [];
-    private readonly PooledBuffer _output;
-    private readonly Dictionary<ScalarType, PooledBuffer> _outputRaw = [];
-    private readonly PooledBuffer _bytes;
+    private readonly OutputSet[] _outputs;
+    private int _nextOutput;
     private readonly PooledScratch _scratch;
     private long _readTicks;
     private long _mergeTicks;
     private long _convertTicks;
+    private long _waitTicks;
 
-    public MergeWorker(IMergeStrategy strategy, Device device, int slots, long capacity, long seed, int layerCount, IReadOnlyList<string> modelNames)
+    /// <param name="outputSets">
+    /// Output buffer sets to rotate through: 2 lets the worker compute the next item while the writer still writes the last.
+    /// </param>
+    public MergeWorker(IMergeStrategy strategy, Device device, int slots, long capacity, long seed, int layerCount, IReadOnlyList<string> modelNames, int outputSets = 2)
     {
         _strategy = strategy;
         _device = device;
@@ -44,84 +50,93 @@ internal sealed class MergeWorker : IDisposable
         {
             _compute[i] = new PooledBuffer(ScalarType.Float32, device, capacity);
         }
-        _output = new PooledBuffer(ScalarType.Float32, device, capacity);
-        _bytes = new PooledBuffer(ScalarType.Byte, torch.CPU);
+        _outputs = [.. Enumerable.Range(0, Math.Max(1, outputSets)).Select(_ => new OutputSet(device, capacity))];
         _scratch = new PooledScratch(device);
     }
 
     /// <summary>Bytes read from the input files by the last <see cref="Process"/>.</summary>
     public long LastBytesRead { get; private set; }
 
-    /// <summary>Stopwatch ticks spent reading (and converting inputs), in the strategy, and converting the output.</summary>
-    public (long Read, long Merge, long Convert) Ticks => (_readTicks, _mergeTicks, _convertTicks);
+    /// <summary>Stopwatch ticks spent reading (and converting inputs), in the strategy, converting the output, and waiting for a free output set.</summary>
+    public (long Read, long Merge, long Convert, long Wait) Ticks => (_readTicks, _mergeTicks, _convertTicks, _waitTicks);
 
     /// <summary>
-    /// Computes one work item and returns a contiguous CPU tensor holding its output bytes (valid until the next call;
-    /// views belong to the current dispose scope).
+    /// Computes one work item into a free output set (waiting for the writer while every set is pending) and returns its
+    /// output bytes as a contiguous CPU tensor; call <see cref="PendingOutput.Release"/> once they are written.
     /// </summary>
-    public Tensor Process(MergeWorkItem item)
+    public PendingOutput Process(MergeWorkItem item, CancellationToken cancellationToken)
     {
         var job = item.Job;
+        var set = AcquireOutput(cancellationToken);
         if (!job.IsMerged)
         {
-            return CopyThrough(item);
+            return new PendingOutput(CopyThrough(item, set), set);
         }
+        var inputs = ReadInputs(item);
+        LastBytesRead = item.ElementCount * job.InputDType.Size * inputs.Length;
+        var output = set.Float.View(item.Shape);
+        var request = Request(item, inputs, output, StableSeed.Derive(_seed, job.Name, item.Block));
         var started = Stopwatch.GetTimestamp();
-        var inSize = job.InputDType.Size;
-        var byteOffset = item.ElementStart * inSize;
-        var inputs = new Tensor[job.Inputs.Count];
-        for (var s = 0; s < inputs.Length; s++)
-        {
-            var f32 = _compute[s].View(item.Shape);
-            if (_cpu && job.InputDType == SafeTensorsDType.F32)
-            {
-                ModelFolder.ReadInto(job.Inputs[s], byteOffset, f32);
-            }
-            else
-            {
-                var raw = Raw(s, job.InputDType.RequireScalarType()).View(item.Shape);
-                ModelFolder.ReadInto(job.Inputs[s], byteOffset, raw);
-                f32.copy_(raw);
-            }
-            inputs[s] = f32;
-        }
-        LastBytesRead = item.ElementCount * inSize * inputs.Length;
-        var read = Stopwatch.GetTimestamp();
-        _readTicks += read - started;
-        var output = _output.View(item.Shape);
         _scratch.Begin(item.Shape);
-        var models = job.HasBase ? inputs[1..] : inputs;
-        _strategy.Merge(new MergeTensorRequest
+        _strategy.Merge(request);
+        _mergeTicks += Stopwatch.GetTimestamp() - started;
+        return new PendingOutput(ConvertOutput(item, output, set), set);
+    }
+
+    /// <summary>
+    /// Merges a streamed item through an <see cref="ITensorMergeSession"/>: the statistics passes read every block again
+    /// from the files (a tensor of one block is read once), then each merged block goes to <paramref name="emit"/> in order
+    /// with its output bytes (<see cref="LastBytesRead"/> is not set: count the emitted blocks' input bytes).
+    /// </summary>
+    public void ProcessStreamed(MergeWorkItem item, Action<MergeWorkItem, PendingOutput> emit, CancellationToken cancellationToken)
+    {
+        var job = item.Job;
+        var blocks = item.Blocks ?? throw new ArgumentException($"work item for '{job.Name}' is not streamed", nameof(item));
+        var streaming = (IStreamingMergeStrategy)_strategy;
+        var seed = StableSeed.Derive(_seed, job.Name, 0);
+        var started = Stopwatch.GetTimestamp();
+        using var session = streaming.BeginTensor(new MergeTensorInfo
         {
             TensorName = job.Name,
             LayerGroup = job.LayerGroup,
-            Base = job.HasBase ? inputs[0] : null,
-            Models = models,
+            Shape = job.Shape,
+            HasBase = job.HasBase,
             ModelNames = _modelNames,
             Weights = job.Weights,
             Parameters = job.Parameters,
-            Output = output,
-            Scratch = _scratch,
-            Seed = StableSeed.Derive(_seed, job.Name, item.Block),
+            Seed = seed,
             LayerIndex = job.LayerIndex,
             LayerCount = _layerCount,
         });
-        var merged = Stopwatch.GetTimestamp();
-        _mergeTicks += merged - read;
-        if (_cpu && job.OutputDType == SafeTensorsDType.F32)
+        _mergeTicks += Stopwatch.GetTimestamp() - started;
+        // Views of the pooled buffers made here belong to the caller's dispose scope (a few handles per block). Statistics
+        // passes use an output set as the request's Output (scratch), released right after; the merge pass hands its
+        // output set to emit, which releases it once written.
+        MergeTensorRequest Read(MergeWorkItem block, OutputSet set) => Request(block, ReadInputs(block), set.Float.View(block.Shape), seed);
+        var singleSet = blocks.Count == 1 ? AcquireOutput(cancellationToken) : null;
+        var single = singleSet is null ? null : Read(blocks[0], singleSet);
+        for (var pass = 0; Timed(() => session.BeginPass(pass)); pass++)
         {
-            return output;
+            foreach (var block in blocks)
+            {
+                var set = singleSet ?? AcquireOutput(cancellationToken);
+                var request = single ?? Read(block, set);
+                _scratch.Begin(block.Shape);
+                Timed(() => session.Observe(request));
+                if (singleSet is null)
+                {
+                    set.Release();
+                }
+            }
         }
-        var type = job.OutputDType.RequireScalarType();
-        if (!_outputRaw.TryGetValue(type, out var buffer))
+        foreach (var block in blocks)
         {
-            buffer = new PooledBuffer(type, torch.CPU);
-            _outputRaw[type] = buffer;
+            var set = singleSet ?? AcquireOutput(cancellationToken);
+            var request = single ?? Read(block, set);
+            _scratch.Begin(block.Shape);
+            Timed(() => session.Merge(request));
+            emit(block, new PendingOutput(ConvertOutput(block, request.Output, set), set));
         }
-        var converted = buffer.View(item.Shape);
-        converted.copy_(output);
-        _convertTicks += Stopwatch.GetTimestamp() - merged;
-        return converted;
     }
 
     public void Dispose()
@@ -134,20 +149,130 @@ internal sealed class MergeWorker : IDisposable
         {
             b.Dispose();
         }
-        foreach (var b in _outputRaw.Values)
+        foreach (var o in _outputs)
         {
-            b.Dispose();
+            o.Dispose();
         }
-        _output.Dispose();
-        _bytes.Dispose();
         _scratch.Dispose();
     }
 
-    private Tensor CopyThrough(MergeWorkItem item)
+    /// <summary>The next output set in rotation, once the writer has released it.</summary>
+    private OutputSet AcquireOutput(CancellationToken cancellationToken)
+    {
+        var set = _outputs[_nextOutput];
+        _nextOutput = (_nextOutput + 1) % _outputs.Length;
+        var started = Stopwatch.GetTimestamp();
+        set.Acquire(cancellationToken);
+        _waitTicks += Stopwatch.GetTimestamp() - started;
+        return set;
+    }
+
+    private bool Timed(Func<bool> step)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var result = step();
+        _mergeTicks += Stopwatch.GetTimestamp() - started;
+        return result;
+    }
+
+    private void Timed(Action step)
+    {
+        var started = Stopwatch.GetTimestamp();
+        step();
+        _mergeTicks += Stopwatch.GetTimestamp() - started;
+    }
+
+    /// <summary>
+    /// Reads an item's inputs into the float32 compute buffers (BF16 widened in managed code, other dtypes by copy_),
+    /// the inputs in parallel when the item is large enough to pay for it (reads from the page cache are memory copies).
+    /// </summary>
+    private Tensor[] ReadInputs(MergeWorkItem item)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var job = item.Job;
+        var byteOffset = item.ElementStart * job.InputDType.Size;
+        var direct = _cpu && job.InputDType == SafeTensorsDType.F32;
+        // Views are made here, on the worker thread, so they belong to its dispose scope.
+        var inputs = new Tensor[job.Inputs.Count];
+        var raws = new Tensor?[inputs.Length];
+        for (var s = 0; s < inputs.Length; s++)
+        {
+            inputs[s] = _compute[s].View(item.Shape);
+            raws[s] = direct ? null : Raw(s, job.InputDType.RequireScalarType()).View(item.Shape);
+        }
+        void ReadOne(int s)
+        {
+            if (raws[s] is not { } raw)
+            {
+                ModelFolder.ReadInto(job.Inputs[s], byteOffset, inputs[s]);
+                return;
+            }
+            ModelFolder.ReadInto(job.Inputs[s], byteOffset, raw);
+            if (!(_cpu && BFloat16Conversion.TryToSingle(raw, inputs[s])))
+            {
+                inputs[s].copy_(raw);
+            }
+        }
+        if (_cpu && item.ElementCount >= ParallelReadElements)
+        {
+            Parallel.For(0, inputs.Length, ReadOne);
+        }
+        else
+        {
+            for (var s = 0; s < inputs.Length; s++)
+            {
+                ReadOne(s);
+            }
+        }
+        _readTicks += Stopwatch.GetTimestamp() - started;
+        return inputs;
+    }
+
+    private MergeTensorRequest Request(MergeWorkItem item, Tensor[] inputs, Tensor output, long seed)
+    {
+        var job = item.Job;
+        return new MergeTensorRequest
+        {
+            TensorName = job.Name,
+            LayerGroup = job.LayerGroup,
+            Base = job.HasBase ? inputs[0] : null,
+            Models = job.HasBase ? inputs[1..] : inputs,
+            ModelNames = _modelNames,
+            Weights = job.Weights,
+            Parameters = job.Parameters,
+            Output = output,
+            Scratch = _scratch,
+            Seed = seed,
+            LayerIndex = job.LayerIndex,
+            LayerCount = _layerCount,
+            ElementStart = item.ElementStart,
+        };
+    }
+
+    /// <summary>The output in the job's output dtype (the float32 buffer itself for F32 on CPU).</summary>
+    private Tensor ConvertOutput(MergeWorkItem item, Tensor output, OutputSet set)
+    {
+        var job = item.Job;
+        if (_cpu && job.OutputDType == SafeTensorsDType.F32)
+        {
+            return output;
+        }
+        var started = Stopwatch.GetTimestamp();
+        var type = job.OutputDType.RequireScalarType();
+        var converted = set.Converted(type).View(item.Shape);
+        if (!(_cpu && BFloat16Conversion.TryFromSingle(output, converted)))
+        {
+            converted.copy_(output);
+        }
+        _convertTicks += Stopwatch.GetTimestamp() - started;
+        return converted;
+    }
+
+    private Tensor CopyThrough(MergeWorkItem item, OutputSet set)
     {
         var started = Stopwatch.GetTimestamp();
         var source = item.Job.Inputs[0];
-        var bytes = _bytes.View([source.ByteLength]);
+        var bytes = set.Bytes.View([source.ByteLength]);
         ModelFolder.ReadInto(source, 0, bytes);
         LastBytesRead = source.ByteLength;
         _readTicks += Stopwatch.GetTimestamp() - started;
@@ -163,4 +288,46 @@ internal sealed class MergeWorker : IDisposable
         }
         return buffer;
     }
+
+    /// <summary>One set of output buffers (float32 result, converted result, copied-through bytes) and whether it is free.</summary>
+    internal sealed class OutputSet(Device device, long capacity) : IDisposable
+    {
+        private readonly Dictionary<ScalarType, PooledBuffer> _converted = [];
+        private readonly SemaphoreSlim _free = new(1, 1);
+
+        public PooledBuffer Float { get; } = new(ScalarType.Float32, device, capacity);
+
+        public PooledBuffer Bytes { get; } = new(ScalarType.Byte, torch.CPU);
+
+        public PooledBuffer Converted(ScalarType type)
+        {
+            if (!_converted.TryGetValue(type, out var buffer))
+            {
+                buffer = new PooledBuffer(type, torch.CPU);
+                _converted[type] = buffer;
+            }
+            return buffer;
+        }
+
+        public void Acquire(CancellationToken cancellationToken) => _free.Wait(cancellationToken);
+
+        public void Release() => _free.Release();
+
+        public void Dispose()
+        {
+            Float.Dispose();
+            Bytes.Dispose();
+            foreach (var b in _converted.Values)
+            {
+                b.Dispose();
+            }
+            _free.Dispose();
+        }
+    }
+}
+
+/// <summary>An item's output bytes waiting to be written; <see cref="Release"/> frees its buffers for the worker's next item.</summary>
+internal sealed record PendingOutput(Tensor Result, MergeWorker.OutputSet Set)
+{
+    public void Release() => Set.Release();
 }

@@ -35,7 +35,7 @@ public sealed class PluginsListCommandTests : IDisposable
         var ghost = plugins[1];
         Assert.Equal("NotFound", ghost.GetProperty("status").GetString());
         Assert.Contains("missing-folder", ghost.GetProperty("reason").GetString(), StringComparison.Ordinal);
-        Assert.Equal("1.0", doc.RootElement.GetProperty("hostContractVersion").GetString());
+        Assert.Equal(SensMerging.Abstractions.PluginContract.Version, doc.RootElement.GetProperty("hostContractVersion").GetString());
     }
 
     [Fact]

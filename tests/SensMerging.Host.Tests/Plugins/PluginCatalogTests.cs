@@ -118,6 +118,14 @@ public sealed class PluginCatalogTests : IDisposable
         Assert.Contains(contract, p.Reason, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Plugin_declaring_the_older_contract_1_0_still_loads()
+    {
+        var dir = TestPlugin("older", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", contract: "1.0");
+        var p = Assert.Single(PluginCatalog.Load([Entry(dir)], _root, _loader).Plugins);
+        Assert.Equal(PluginStatus.Loaded, p.Status);
+    }
+
     [Theory]
     [InlineData("SensMerging.TestPlugins.ThrowingConfigurator", "configurator failed on purpose")]
     [InlineData("SensMerging.TestPlugins.ThrowingConstructorConfigurator", "constructor failed on purpose")]

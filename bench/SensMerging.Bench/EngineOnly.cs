@@ -1,0 +1,85 @@
+using System.Globalization;
+using SensMerging.Abstractions;
+using SensMerging.Core.Engine;
+using SensMerging.Core.Models;
+using SensMerging.Core.SafeTensors;
+using SensMerging.Strategies.DareTies;
+using SensMerging.Strategies.TaskArithmetic;
+using SensMerging.Strategies.Ties;
+
+namespace SensMerging.Bench;
+
+/// <summary>The engine runs of the benchmark: the merge plan per method, and the memory run (<c>--engine-only</c>).</summary>
+internal static class EngineOnly
+{
+    /// <summary>base + experts merged with <paramref name="method"/>, lambda 1, the given weights and density, seed 42.</summary>
+    public static MergePlan Plan(string method, IReadOnlyList<ModelFolder> models, double[] weights, double density)
+    {
+        IMergeStrategy strategy = method switch
+        {
+            "task_arithmetic" => new TaskArithmeticStrategy(),
+            "ties" => new TiesStrategy(),
+            "dare_ties" => new DareTiesStrategy(),
+            _ => throw new ArgumentException("unknown method " + method),
+        };
+        var global = new Dictionary<string, object> { ["lambda"] = 1.0 };
+        if (method != "task_arithmetic")
+        {
+            global["density"] = density;
+        }
+        var parameters = new ResolvedParameters(global, []);
+        return new MergePlan
+        {
+            Base = new MergeInput("base", models[0]),
+            Models = [.. models.Skip(1).Select((m, i) => new MergeInput("expert" + (i + 1).ToString(CultureInfo.InvariantCulture), m))],
+            Strategy = strategy,
+            ParameterResolver = (_, _) => parameters,
+            Weights = weights,
+            Seed = 42,
+        };
+    }
+
+    /// <summary>Each method merged once per dtype; prints rate and the process's peak RssAnon during the merge.</summary>
+    public static void Run(BenchOptions options, Dictionary<SafeTensorsDType, List<string>> folders, RssAnonSampler sampler)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var weights = new[] { 0.5, 0.3, 0.2, 0.4, 0.6 }[..options.Experts];
+        Console.WriteLine("| dtype | method | experts x size | engine s | GB/s (read+written) | RssAnon before MB | peak RssAnon during merge MB |");
+        Console.WriteLine("|---|---|---|---|---|---|---|");
+        foreach (var dtype in options.DTypes)
+        {
+            var models = folders[dtype].Select(ModelFolder.Open).ToList();
+            try
+            {
+                foreach (var method in options.Methods)
+                {
+                    var outPath = Path.Combine(options.Root, "merged-" + method);
+                    var before = RssAnonSampler.CurrentKb() / 1000;
+                    sampler.Reset();
+                    var result = new MergeEngine().Run(Plan(method, models, weights, options.Density), new MergeOptions
+                    {
+                        OutputPath = outPath,
+                        Overwrite = true,
+                        MaxParallelism = options.Parallelism,
+                        BlockElements = options.BlockElements,
+                        ShardSizeBytes = options.ShardBytes,
+                    });
+                    var peak = sampler.PeakBytes;
+                    Directory.Delete(outPath, true);
+                    var rate = (result.BytesRead + result.TensorBytesWritten) / result.MergeDuration.TotalSeconds;
+                    var st = result.Stages;
+                    Console.Error.WriteLine(string.Create(inv, $"   {dtype} {method}: worker time read {st.Read.TotalSeconds:F2} s, math {st.Merge.TotalSeconds:F2} s, convert {st.Convert.TotalSeconds:F2} s, wait {st.WaitForTurn.TotalSeconds:F2} s, write {st.Write.TotalSeconds:F2} s"));
+                    Console.WriteLine(string.Create(inv,
+                        $"| {dtype} | {method} | {options.Experts} x {models[1].TotalTensorBytes / 1_000_000} MB | {result.MergeDuration.TotalSeconds:F2} | {rate / 1e9:F2} | {before} | {peak / 1_000_000} |"));
+                }
+            }
+            finally
+            {
+                foreach (var m in models)
+                {
+                    m.Dispose();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace SensMerging.Strategies.Common;
+
+/// <summary>
+/// The per-element math of generalized task arithmetic on contiguous float32 memory, in one pass: every model's
+/// sparsified delta (magnitude band, counter-based random drop, rescale) in vector registers, the weighted sum or the
+/// TIES sign election, and the output. 256-bit vectors with a scalar tail that computes the same operations in the
+/// same order, so results do not depend on alignment, vector width or chunking. The configuration (per-model
+/// thresholds, random keys) is set once per tensor; <see cref="Run"/> is called per block.
+/// </summary>
+internal sealed unsafe class TaskArithmeticKernel
+{
+    /// <summary>Elements per parallel work item (a multiple of every vector width).</summary>
+    private const long Chunk = 1L << 20;
+
+    public TaskArithmeticKernel(int count)
+    {
+        Count = count;
+        Weights = new float[count];
+        Lower = new float[count];
+        Upper = new float[count];
+        Scale = new float[count];
+        RandomKey = new ulong[count];
+        RandomThreshold = new uint[count];
+        Array.Fill(Lower, float.NegativeInfinity);
+        Array.Fill(Upper, float.PositiveInfinity);
+        Array.Fill(Scale, 1f);
+        Array.Fill(RandomThreshold, 1u << 24);
+    }
+
+    public int Count { get; }
+
+    /// <summary>Per-model weight.</summary>
+    public float[] Weights { get; }
+
+    /// <summary>Per-model magnitude band: deltas with |d| below Lower or above Upper are dropped (NaN kept).</summary>
+    public float[] Lower { get; }
+
+    /// <inheritdoc cref="Lower"/>
+    public float[] Upper { get; }
+
+    /// <summary>Per-model factor on kept deltas; 0 drops the model entirely.</summary>
+    public float[] Scale { get; }
+
+    /// <summary>Per-model <see cref="CounterRandom"/> stream key (when <see cref="Random"/>).</summary>
+    public ulong[] RandomKey { get; }
+
+    /// <summary>Per-model keep threshold on the 24-bit uniform value (when <see cref="Random"/>).</summary>
+    public uint[] RandomThreshold { get; }
+
+    /// <summary>Random drop (DARE) on.</summary>
+    public bool Random { get; set; }
+
+    /// <summary>TIES sign election on.</summary>
+    public bool Consensus { get; set; }
+
+    /// <summary>With consensus: divide each entry by the weights kept there.</summary>
+    public bool Normalize { get; set; }
+
+    /// <summary>Scale of the merged task vector (consensus).</summary>
+    public float Lambda { get; set; }
+
+    /// <summary>Scale of the summed task vector without consensus (lambda, divided by the weight sum when normalizing).</summary>
+    public float OutputScale { get; set; }
+
+    /// <summary>
+    /// Merges <paramref name="n"/> elements. <paramref name="models"/> holds one float32 pointer per model;
+    /// <paramref name="randomOffset"/> is added to the element index for the random stream.
+    /// </summary>
+    public void Run(float* baseValues, nint[] models, float* output, long n, long randomOffset)
+    {
+        var chunks = (n + Chunk - 1) / Chunk;
+        if (chunks <= 1)
+        {
+            Run(baseValues, models, output, 0, n, randomOffset);
+            return;
+        }
+        Parallel.For(0L, chunks, c => Run(baseValues, models, output, c * Chunk, Math.Min(n, (c + 1) * Chunk), randomOffset));
+    }
+
+    private void Run(float* baseValues, nint[] models, float* output, long start, long end, long randomOffset)
+    {
+        var count = Count;
+        var e = start;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Span<Vector256<float>> deltas = count <= 32 ? stackalloc Vector256<float>[count] : new Vector256<float>[count];
+            for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
+            {
+                var b = Vector256.Load(baseValues + e);
+                var sum = Vector256<float>.Zero;
+                for (var i = 0; i < count; i++)
+                {
+                    var d = DeltaVector(i, (float*)models[i], e, b, randomOffset);
+                    deltas[i] = d;
+                    sum += Vector256.Create(Weights[i]) * d;
+                }
+                if (!Consensus)
+                {
+                    (b + (sum * Vector256.Create(OutputScale))).Store(output + e);
+                    continue;
+                }
+                var elected = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(sum, Vector256<float>.Zero), Vector256<float>.One, -Vector256<float>.One);
+                var kept = Vector256<float>.Zero;
+                var divisor = Vector256<float>.Zero;
+                for (var i = 0; i < count; i++)
+                {
+                    var w = Vector256.Create(Weights[i]);
+                    var contribution = w * deltas[i];
+                    var agree = Vector256.GreaterThan(contribution * elected, Vector256<float>.Zero);
+                    kept += contribution & agree;
+                    divisor += w & agree;
+                }
+                if (Normalize)
+                {
+                    kept = Vector256.ConditionalSelect(Vector256.Equals(divisor, Vector256<float>.Zero), kept, kept / divisor);
+                }
+                (b + (Vector256.Create(Lambda) * kept)).Store(output + e);
+            }
+        }
+        Span<float> scalarDeltas = count <= 64 ? stackalloc float[count] : new float[count];
+        for (; e < end; e++)
+        {
+            var b = baseValues[e];
+            var sum = 0f;
+            for (var i = 0; i < count; i++)
+            {
+                var d = Delta(i, ((float*)models[i])[e], b, e + randomOffset);
+                scalarDeltas[i] = d;
+                sum += Weights[i] * d;
+            }
+            if (!Consensus)
+            {
+                output[e] = b + (sum * OutputScale);
+                continue;
+            }
+            var elected = sum >= 0 ? 1f : -1f;
+            var kept = 0f;
+            var divisor = 0f;
+            for (var i = 0; i < count; i++)
+            {
+                var contribution = Weights[i] * scalarDeltas[i];
+                if (contribution * elected > 0)
+                {
+                    kept += contribution;
+                    divisor += Weights[i];
+                }
+            }
+            if (Normalize && divisor != 0)
+            {
+                kept /= divisor;
+            }
+            output[e] = b + (Lambda * kept);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Vector256<float> DeltaVector(int i, float* x, long e, Vector256<float> b, long randomOffset)
+    {
+        var scale = Scale[i];
+        if (scale == 0f)
+        {
+            return Vector256<float>.Zero;
+        }
+        var d = Vector256.Load(x + e) - b;
+        if (Lower[i] != float.NegativeInfinity || Upper[i] != float.PositiveInfinity)
+        {
+            var magnitude = Vector256.Abs(d);
+            var outside = Vector256.LessThan(magnitude, Vector256.Create(Lower[i])) | Vector256.GreaterThan(magnitude, Vector256.Create(Upper[i]));
+            d = Vector256.AndNot(d, outside);
+        }
+        if (Random)
+        {
+            d &= RandomKeep(RandomKey[i], RandomThreshold[i], e + randomOffset);
+        }
+        return scale == 1f ? d : d * Vector256.Create(scale);
+    }
+
+    /// <summary>All-ones lanes where the random value of elements index..index+7 is below the threshold.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> RandomKeep(ulong key, uint threshold, long index) =>
+        Vector256.LessThan(CounterRandom.Uniform24x8(key, index), Vector256.Create(threshold)).AsSingle();
+
+    private float Delta(int i, float x, float b, long index)
+    {
+        var scale = Scale[i];
+        if (scale == 0f)
+        {
+            return 0f;
+        }
+        var d = x - b;
+        var magnitude = MathF.Abs(d);
+        if (magnitude < Lower[i] || magnitude > Upper[i])
+        {
+            return 0f;
+        }
+        if (Random && CounterRandom.Uniform24(RandomKey[i], index) >= RandomThreshold[i])
+        {
+            return 0f;
+        }
+        return d * scale;
+    }
+}

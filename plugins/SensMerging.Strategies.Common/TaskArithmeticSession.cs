@@ -1,0 +1,264 @@
+using SensMerging.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Strategies.Common;
+
+/// <summary>
+/// Generalized task arithmetic over one tensor seen in blocks (<see cref="ITensorMergeSession"/>): statistics passes
+/// gather each model's magnitude thresholds with <see cref="MagnitudeRanks"/> (two passes when a variant trims by
+/// magnitude, none otherwise), then <see cref="TaskArithmeticKernel"/> merges block by block. The whole-tensor CPU path
+/// of <see cref="TaskArithmeticCore"/> runs the same session over a single block, so both give identical results.
+/// Blocks that are not contiguous CPU float32 are copied into CPU float32 temporaries first (correct, not fast).
+/// </summary>
+internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
+{
+    private readonly TaskArithmeticVariant _variant;
+    private readonly TaskArithmeticKernel _kernel;
+    private readonly MagnitudeRanks?[] _ranks;
+    private readonly (int Lower, int Upper)[] _rankSlots;
+    private readonly string _tensorName;
+    private bool _statisticsDone;
+
+    public TaskArithmeticSession(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long numel, long seed, string tensorName)
+    {
+        _variant = variant;
+        _tensorName = tensorName;
+        var count = settings.Weights.Length;
+        _kernel = new TaskArithmeticKernel(count)
+        {
+            Random = variant.Sparsification == SparsificationMethod.Random,
+            Consensus = variant.Consensus == ConsensusMethod.Sum,
+            Normalize = settings.Normalize,
+            Lambda = (float)settings.Lambda,
+        };
+        _ranks = new MagnitudeRanks?[count];
+        _rankSlots = new (int, int)[count];
+        double weightSum = 0;
+        for (var i = 0; i < count; i++)
+        {
+            _kernel.Weights[i] = (float)settings.Weights[i];
+            weightSum += settings.Weights[i];
+            _rankSlots[i] = (-1, -1);
+            var density = settings.Densities[i];
+            if (variant.Sparsification == SparsificationMethod.Random)
+            {
+                if (density <= 0)
+                {
+                    _kernel.Scale[i] = 0f;
+                }
+                else if (density < 1.0)
+                {
+                    _kernel.RandomKey[i] = CounterRandom.StreamKey(seed + i);
+                    _kernel.RandomThreshold[i] = CounterRandom.Threshold(density);
+                    _kernel.Scale[i] = settings.Rescale ? (float)(1.0 / density) : 1f;
+                }
+                continue;
+            }
+            var (lower, upper, drop) = settings.MagnitudeRanks(variant, i, numel);
+            if (drop)
+            {
+                _kernel.Scale[i] = 0f;
+                continue;
+            }
+            var wanted = new List<long>(2);
+            if (lower > 0)
+            {
+                _rankSlots[i].Lower = wanted.Count;
+                wanted.Add(lower);
+            }
+            if (upper > 0)
+            {
+                _rankSlots[i].Upper = wanted.Count;
+                wanted.Add(upper);
+            }
+            if (wanted.Count > 0)
+            {
+                _ranks[i] = new MagnitudeRanks([.. wanted]);
+            }
+        }
+        _kernel.OutputScale = !_kernel.Consensus && settings.Normalize && Math.Abs(weightSum) >= TaskArithmeticSettings.ZeroDivisor
+            ? (float)(settings.Lambda / weightSum)
+            : (float)settings.Lambda;
+    }
+
+    /// <summary>Starts a session for a streamed tensor (parameters checked here, before any block is read).</summary>
+    public static TaskArithmeticSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        if (variant.Traits.RequiresBaseModel && !tensor.HasBase)
+        {
+            throw new ArgumentException($"{variant.Name}: tensor '{tensor.TensorName}' needs a base model (set base_model)", nameof(tensor));
+        }
+        var settings = TaskArithmeticSettings.Read(variant, tensor.Parameters, tensor.Weights, tensor.ModelNames, tensor.TensorName);
+        return new TaskArithmeticSession(variant, settings, tensor.ElementCount, tensor.Seed, tensor.TensorName);
+    }
+
+    /// <summary>True when every tensor of the request is contiguous CPU float32 with the output's element count.</summary>
+    public static bool IsDirect(MergeTensorRequest request)
+    {
+        var numel = request.Output.numel();
+        if (!NativeSpans.IsDirectFloat32(request.Output) || !NativeSpans.IsDirectFloat32(request.Base) || request.Base!.numel() != numel)
+        {
+            return false;
+        }
+        foreach (var m in request.Models)
+        {
+            if (!NativeSpans.IsDirectFloat32(m) || m.numel() != numel)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Merges a whole tensor given as one direct request: the statistics passes and the merge over the same block.</summary>
+    public void MergeWhole(MergeTensorRequest request)
+    {
+        for (var pass = 0; BeginPass(pass); pass++)
+        {
+            Observe(request);
+        }
+        Run(request, randomOffset: 0);
+    }
+
+    public bool BeginPass(int pass)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(pass);
+        if (pass > 0)
+        {
+            foreach (var r in _ranks)
+            {
+                r?.EndPass();
+            }
+        }
+        if (_ranks.Any(r => r is not null && r.Stage < 2))
+        {
+            return true;
+        }
+        for (var i = 0; i < _ranks.Length; i++)
+        {
+            if (_ranks[i] is { } r)
+            {
+                var (lower, upper) = _rankSlots[i];
+                _kernel.Lower[i] = lower >= 0 ? r.Value(lower) : float.NegativeInfinity;
+                _kernel.Upper[i] = upper >= 0 ? r.Value(upper) : float.PositiveInfinity;
+            }
+        }
+        _statisticsDone = true;
+        return false;
+    }
+
+    public void Observe(MergeTensorRequest block)
+    {
+        Check(block);
+        if (_ranks.All(r => r is null))
+        {
+            return;
+        }
+        using var direct = DirectBlock.Of(block);
+        for (var i = 0; i < _ranks.Length; i++)
+        {
+            _ranks[i]?.Add((float*)direct.Models[i], direct.Base, direct.Count);
+        }
+    }
+
+    /// <summary>Merges one block; the random stream (DARE) is indexed by the element's position in the whole tensor.</summary>
+    public void Merge(MergeTensorRequest block)
+    {
+        ArgumentNullException.ThrowIfNull(block);
+        Run(block, block.ElementStart);
+    }
+
+    public void Dispose()
+    {
+        // Nothing native is held: histograms are managed and dropped with the session.
+    }
+
+    private void Run(MergeTensorRequest block, long randomOffset)
+    {
+        Check(block);
+        if (!_statisticsDone)
+        {
+            throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
+        }
+        using var direct = DirectBlock.Of(block);
+        _kernel.Run(direct.Base, direct.Models, direct.Output, direct.Count, randomOffset);
+        direct.CopyOutputBack(block.Output);
+    }
+
+    private void Check(MergeTensorRequest block)
+    {
+        RequestChecks.Check(block, _variant.Name, _variant.Traits);
+        if (block.Models.Count != _kernel.Count)
+        {
+            throw new ArgumentException($"{_variant.Name}: tensor '{_tensorName}' started with {_kernel.Count} models, a block has {block.Models.Count}", nameof(block));
+        }
+    }
+
+    /// <summary>Pointers to a block's memory: the tensors themselves when direct, else CPU float32 copies (output copied back).</summary>
+    private sealed class DirectBlock : IDisposable
+    {
+        private readonly List<Tensor> _owned = [];
+        private Tensor? _outputCopy;
+
+        public float* Base { get; private set; }
+
+        public nint[] Models { get; private set; } = [];
+
+        public float* Output { get; private set; }
+
+        public long Count { get; private set; }
+
+        public static DirectBlock Of(MergeTensorRequest request)
+        {
+            var block = new DirectBlock { Count = request.Output.numel() };
+            if (block.Count == 0)
+            {
+                return block;
+            }
+            var direct = IsDirect(request);
+            block.Base = block.Pointer(request.Base!, direct);
+            block.Models = [.. request.Models.Select(m => (nint)block.Pointer(m, direct))];
+            if (direct)
+            {
+                block.Output = NativeSpans.Float32(request.Output);
+            }
+            else
+            {
+                block._outputCopy = torch.empty(block.Count, ScalarType.Float32);
+                block.Output = NativeSpans.Float32(block._outputCopy);
+            }
+            return block;
+        }
+
+        public void CopyOutputBack(Tensor output)
+        {
+            if (_outputCopy is not null)
+            {
+                using var shaped = _outputCopy.view(output.shape);
+                output.copy_(shaped);
+            }
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in _owned)
+            {
+                t.Dispose();
+            }
+            _outputCopy?.Dispose();
+        }
+
+        private float* Pointer(Tensor tensor, bool direct)
+        {
+            if (direct)
+            {
+                return NativeSpans.Float32(tensor);
+            }
+            var copy = tensor.to(ScalarType.Float32, torch.CPU).contiguous();
+            _owned.Add(copy);
+            return NativeSpans.Float32(copy);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+namespace SensMerging.Abstractions;
+
+/// <summary>
+/// Optional extension (contract 1.1) of a strategy that is not elementwise but can gather the whole-tensor statistics it
+/// needs (for example a magnitude rank) from blocks, so a host never holds a whole tensor in memory. Hosts that know
+/// this interface merge such a tensor through a session:
+/// <list type="number">
+/// <item><see cref="BeginTensor"/> once per tensor;</item>
+/// <item>for pass = 0, 1, ... while <see cref="ITensorMergeSession.BeginPass"/> returns true: <see cref="ITensorMergeSession.Observe"/>
+/// once for every block of the tensor, in ascending <see cref="MergeTensorRequest.ElementStart"/> order;</item>
+/// <item><see cref="ITensorMergeSession.Merge"/> once for every block, in ascending order, each writing its block's output;</item>
+/// <item>Dispose.</item>
+/// </list>
+/// All calls of one session come from one thread, one at a time; sessions of different tensors may run concurrently.
+/// Blocks are contiguous ranges of the row-major elements (row blocks or flat ranges), float32 on the compute device,
+/// with the same <see cref="MergeTensorRequest.Seed"/> for every block (the tensor's seed: block index 0), and the
+/// same block boundaries in every pass; scratch rented in one call is valid until that call returns. The merged result
+/// must not depend on the block size. Hosts of contract 1.0,
+/// and hosts that choose not to stream, call <see cref="IMergeStrategy.Merge"/> with the whole tensor instead.
+/// </summary>
+public interface IStreamingMergeStrategy : IMergeStrategy
+{
+    /// <summary>Starts the merge of one tensor of <paramref name="tensor"/>'s shape.</summary>
+    ITensorMergeSession BeginTensor(MergeTensorInfo tensor);
+}
+
+/// <summary>The merge of one tensor in blocks (see <see cref="IStreamingMergeStrategy"/> for the call order).</summary>
+public interface ITensorMergeSession : IDisposable
+{
+    /// <summary>
+    /// Called before each statistics pass with pass = 0, 1, ... (and so after the previous pass saw every block): true when
+    /// another pass over all blocks is needed, false when the statistics are complete and the merge pass may start.
+    /// </summary>
+    bool BeginPass(int pass);
+
+    /// <summary>
+    /// Adds one block to the current pass's statistics. The request's inputs are the block's; its
+    /// <see cref="MergeTensorRequest.Output"/> is a buffer of the block's shape whose contents are ignored afterwards.
+    /// </summary>
+    void Observe(MergeTensorRequest block);
+
+    /// <summary>Merges one block into its <see cref="MergeTensorRequest.Output"/>, using the statistics gathered.</summary>
+    void Merge(MergeTensorRequest block);
+}
+
+/// <summary>What a streaming strategy knows about a tensor before seeing its blocks.</summary>
+public sealed record MergeTensorInfo
+{
+    /// <summary>The tensor's name in the Hugging Face layout.</summary>
+    public required string TensorName { get; init; }
+
+    /// <summary>The tensor's layer group (<see cref="LayerGroups.Of"/>).</summary>
+    public required string LayerGroup { get; init; }
+
+    /// <summary>The whole tensor's shape.</summary>
+    public required IReadOnlyList<long> Shape { get; init; }
+
+    /// <summary>True when the blocks carry a base tensor.</summary>
+    public required bool HasBase { get; init; }
+
+    /// <summary>The input models' names (experts, not the base).</summary>
+    public required IReadOnlyList<string> ModelNames { get; init; }
+
+    /// <summary>One weight per model for this tensor (as in <see cref="MergeTensorRequest.Weights"/>).</summary>
+    public required IReadOnlyList<double> Weights { get; init; }
+
+    /// <summary>The strategy's parameters for this tensor.</summary>
+    public required ResolvedParameters Parameters { get; init; }
+
+    /// <summary>The tensor's seed (the same in every block request).</summary>
+    public long Seed { get; init; }
+
+    /// <summary>The transformer block the tensor belongs to, or -1.</summary>
+    public int LayerIndex { get; init; } = -1;
+
+    /// <summary>Number of transformer blocks in the model (0 when unknown).</summary>
+    public int LayerCount { get; init; }
+
+    /// <summary>Number of elements of the whole tensor.</summary>
+    public long ElementCount
+    {
+        get
+        {
+            long n = 1;
+            foreach (var d in Shape)
+            {
+                n *= d;
+            }
+            return n;
+        }
+    }
+}

@@ -1,0 +1,225 @@
+using SensMerging.Abstractions;
+using SensMerging.Core.Engine;
+using SensMerging.Core.Models;
+using SensMerging.Core.SafeTensors;
+using SensMerging.Strategies.BreadcrumbsTies;
+using SensMerging.Strategies.Ties;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Core.Tests;
+
+/// <summary>Streaming strategies (<see cref="IStreamingMergeStrategy"/>) merged in blocks by the engine.</summary>
+public sealed class StreamingEngineTests : IDisposable
+{
+    private readonly SafeTensorsTempDir _dir = new();
+    private readonly List<ModelFolder> _opened = [];
+
+    public void Dispose()
+    {
+        foreach (var m in _opened)
+        {
+            m.Dispose();
+        }
+        _dir.Dispose();
+    }
+
+    [Theory]
+    [InlineData("ties", "F32")]
+    [InlineData("ties", "BF16")]
+    [InlineData("breadcrumbs_ties", "F32")]
+    public void Streamed_in_tiny_blocks_equals_the_whole_tensor_merge(string method, string dtypeName)
+    {
+        var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
+        IStreamingMergeStrategy strategy = method == "ties" ? new TiesStrategy() : new BreadcrumbsTiesStrategy();
+        var parameters = new ResolvedParameters(
+            new Dictionary<string, object> { ["lambda"] = 0.9 },
+            [new Dictionary<string, object> { ["density"] = 0.5, ["gamma"] = 0.05 }, new Dictionary<string, object> { ["density"] = 0.3, ["gamma"] = 0.1 }]);
+        MergePlan Plan(IMergeStrategy s, string tag) => new()
+        {
+            Base = Input("base", TinyModels.Make(_dir.File("base" + tag), 1, dtype).Path),
+            Models = [Input("e1", TinyModels.Make(_dir.File("e1" + tag), 2, dtype).Path), Input("e2", TinyModels.Make(_dir.File("e2" + tag), 3, dtype).Path)],
+            Strategy = s,
+            ParameterResolver = (_, _) => parameters,
+            Weights = [0.8, -0.3],
+        };
+
+        // Block of 5 elements: rows of 8 do not fit, so tensors stream as flat ranges not aligned to vectors.
+        var streamed = new MergeEngine().Run(Plan(strategy, "s"), new MergeOptions { OutputPath = _dir.File("streamed"), MaxParallelism = 2, BlockElements = 5 });
+        var whole = new MergeEngine().Run(Plan(new WholeTensorOnly(strategy), "w"), new MergeOptions { OutputPath = _dir.File("whole"), MaxParallelism = 1 });
+
+        using var a = ModelFolder.Open(streamed.OutputPath);
+        using var b = ModelFolder.Open(whole.OutputPath);
+        foreach (var (name, _) in TinyModels.Llama)
+        {
+            using var x = a.ReadTensor(name);
+            using var y = b.ReadTensor(name);
+            Assert.Equal(y.bytes.ToArray(), x.bytes.ToArray());
+        }
+        Assert.Equal(whole.BytesRead, streamed.BytesRead);
+    }
+
+    [Fact]
+    public void Sessions_see_every_block_in_order_in_each_pass_and_outputs_land_in_place()
+    {
+        var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.F32);
+        var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32);
+        var strategy = new PositionStrategy(passes: 2);
+        var result = new MergeEngine().Run(new MergePlan
+        {
+            Base = Input("base", basePath),
+            Models = [Input("e1", e1Path)],
+            Strategy = strategy,
+            Seed = 7,
+        }, new MergeOptions { OutputPath = _dir.File("out"), MaxParallelism = 2, BlockElements = 24 });
+
+        using var merged = ModelFolder.Open(result.OutputPath);
+        foreach (var (name, shape) in TinyModels.Llama)
+        {
+            var n = shape.Aggregate(1L, (p, d) => p * d);
+            using var t = merged.ReadTensor(name);
+            Assert.Equal(Enumerable.Range(0, (int)n).Select(i => (float)i), t.data<float>().ToArray());
+            var calls = strategy.Calls[name];
+            var blocks = (int)((n + 23) / 24);
+            // rows of 8 elements: blocks of 3 rows (24 elements); 2 statistics passes, then the merge pass.
+            Assert.Equal(3 * blocks, calls.Count);
+            for (var pass = 0; pass < 3; pass++)
+            {
+                var starts = calls.Skip(pass * blocks).Take(blocks).ToList();
+                Assert.All(starts, c => Assert.Equal(pass, c.Pass));
+                Assert.Equal(Enumerable.Range(0, blocks).Select(k => k * 24L), starts.Select(c => c.Start));
+            }
+            Assert.Single(strategy.Seeds[name]);
+        }
+    }
+
+    [Fact]
+    public void Bf16_output_is_rounded_as_libtorch_rounds()
+    {
+        var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.BF16);
+        var (e1Path, e1) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
+        var result = new MergeEngine().Run(new MergePlan
+        {
+            Base = Input("base", basePath),
+            Models = [Input("e1", e1Path)],
+            Strategy = new ScaleStrategy(),
+        }, new MergeOptions { OutputPath = _dir.File("out"), MaxParallelism = 1 });
+
+        using var merged = ModelFolder.Open(result.OutputPath);
+        foreach (var (name, _) in TinyModels.Llama)
+        {
+            using var expected = torch.tensor(e1[name]).mul_(ScaleStrategy.Factor);
+            expected[0] = torch.tensor(float.NaN);
+            using var rounded = expected.to_type(ScalarType.BFloat16);
+            using var got = merged.ReadTensor(name);
+            Assert.Equal(ScalarType.BFloat16, got.dtype);
+            Assert.Equal(rounded.bytes.ToArray(), got.bytes.ToArray());
+        }
+    }
+
+    private MergeInput Input(string name, string path)
+    {
+        var folder = ModelFolder.Open(path);
+        _opened.Add(folder);
+        return new MergeInput(name, folder);
+    }
+
+    /// <summary>Hides the streaming interface, so the engine hands the strategy whole tensors.</summary>
+    private sealed class WholeTensorOnly(IMergeStrategy inner) : IMergeStrategy
+    {
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public IReadOnlyList<ParameterSpec> Parameters => inner.Parameters;
+
+        public StrategyTraits Traits => inner.Traits;
+
+        public void Merge(MergeTensorRequest request) => inner.Merge(request);
+    }
+
+    /// <summary>Records the protocol calls; its output is each element's index in the whole tensor.</summary>
+    private sealed class PositionStrategy(int passes) : IStreamingMergeStrategy
+    {
+        public Dictionary<string, List<(int Pass, long Start)>> Calls { get; } = [];
+
+        public Dictionary<string, HashSet<long>> Seeds { get; } = [];
+
+        public string Name => "position";
+
+        public string Description => "Test strategy.";
+
+        public IReadOnlyList<ParameterSpec> Parameters { get; } = [];
+
+        public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, Elementwise: false);
+
+        public void Merge(MergeTensorRequest request) => throw new InvalidOperationException("a streaming strategy got a whole tensor");
+
+        public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
+        {
+            lock (Calls)
+            {
+                Calls[tensor.TensorName] = [];
+                Seeds[tensor.TensorName] = [tensor.Seed];
+            }
+            return new Session(this, tensor, passes);
+        }
+
+        private sealed class Session(PositionStrategy owner, MergeTensorInfo tensor, int passes) : ITensorMergeSession
+        {
+            private int _pass = -1;
+
+            public bool BeginPass(int pass)
+            {
+                Assert.Equal(_pass + 1, pass);
+                _pass = pass;
+                return pass < passes;
+            }
+
+            public void Observe(MergeTensorRequest block) => Record(block);
+
+            public void Merge(MergeTensorRequest block)
+            {
+                Assert.Equal(passes, _pass);
+                Record(block);
+                using var positions = torch.arange(block.ElementStart, block.ElementStart + block.Output.numel(), dtype: ScalarType.Float32);
+                using var shaped = positions.view(block.Output.shape);
+                block.Output.copy_(shaped);
+            }
+
+            public void Dispose()
+            {
+            }
+
+            private void Record(MergeTensorRequest block)
+            {
+                lock (owner.Calls)
+                {
+                    owner.Calls[tensor.TensorName].Add((_pass, block.ElementStart));
+                    owner.Seeds[tensor.TensorName].Add(block.Seed);
+                }
+            }
+        }
+    }
+
+    /// <summary>Output = first model x <see cref="Factor"/>, element 0 NaN (elementwise, whole tensors here).</summary>
+    private sealed class ScaleStrategy : IMergeStrategy
+    {
+        public const float Factor = 1.37f;
+
+        public string Name => "scale";
+
+        public string Description => "Test strategy.";
+
+        public IReadOnlyList<ParameterSpec> Parameters { get; } = [];
+
+        public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, Elementwise: true);
+
+        public void Merge(MergeTensorRequest request)
+        {
+            request.Output.copy_(request.Models[0]).mul_(Factor);
+            using var flat = request.Output.view(-1);
+            flat[0] = torch.tensor(float.NaN);
+        }
+    }
+}
