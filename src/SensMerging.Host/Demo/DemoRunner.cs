@@ -34,13 +34,13 @@ public sealed record DemoOptions
 
     public string Device { get; init; } = "cpu";
 
-    /// <summary>The demo's sens temperature, chosen on the development sets of a separate tuning seed (docs/results.md).</summary>
+    /// <summary>The demo's sens temperature, chosen on the development sets of tuning seeds 101-103, never on the evaluation sets (docs/results.md).</summary>
     public const double DefaultTemperature = 0.01;
 
-    /// <summary>The demo's sens reading, chosen on the development sets of a separate tuning seed (docs/results.md).</summary>
+    /// <summary>The demo's sens reading, chosen on the development sets of tuning seeds (docs/results.md).</summary>
     public const string DefaultAlignment = "distance";
 
-    /// <summary>The demo's density for ties and dare_ties, chosen on the development sets for the plain methods.</summary>
+    /// <summary>The demo's density for ties and dare_ties, chosen on the development sets for the plain methods (docs/results.md).</summary>
     public const double DefaultDensity = 0.7;
 
     /// <summary>sens reading of logit alignment: <c>alignment</c> or <c>distance</c>.</summary>
