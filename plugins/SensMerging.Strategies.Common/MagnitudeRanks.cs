@@ -22,6 +22,12 @@ internal sealed unsafe class MagnitudeRanks
     private long[][]? _low;
     private uint[]? _result;
 
+    // Histograms reused by blocks counted on the calling thread (one chunk): a fresh 128-256 KiB array per block and
+    // model (large-object heap) cost more than the counting itself once blocks are around a million elements.
+    private uint[]? _spareHigh;
+    private uint[]? _spareHighSecond;
+    private uint[]? _spareLow;
+
     /// <param name="ranks">1-based ranks, each within 1..element count.</param>
     public MagnitudeRanks(params long[] ranks)
     {
@@ -43,10 +49,10 @@ internal sealed unsafe class MagnitudeRanks
         var chunks = (n + Chunk - 1) / Chunk;
         if (chunks <= 1)
         {
-            Count(x, b, 0, n);
+            Count(x, b, 0, n, reuse: true);
             return;
         }
-        Parallel.For(0L, chunks, c => Count(x, b, c * Chunk, Math.Min(n, (c + 1) * Chunk)));
+        Parallel.For(0L, chunks, c => Count(x, b, c * Chunk, Math.Min(n, (c + 1) * Chunk), reuse: false));
     }
 
     /// <summary>Ends the current pass (after every element was added once).</summary>
@@ -78,12 +84,13 @@ internal sealed unsafe class MagnitudeRanks
     public float Value(int index) =>
         _result is null ? throw new InvalidOperationException("the magnitude ranks are not complete") : BitConverter.UInt32BitsToSingle(_result[index]);
 
-    private void Count(float* x, float* b, long start, long end)
+    /// <param name="reuse">Count into this instance's spare histograms (only when called from one thread at a time).</param>
+    private void Count(float* x, float* b, long start, long end, bool reuse)
     {
         if (Stage == 0)
         {
-            var local = new uint[HighBuckets];
-            CountHigh(x, b, start, end, local);
+            var local = Histogram(reuse, ref _spareHigh, HighBuckets);
+            CountHigh(x, b, start, end, local, Histogram(reuse, ref _spareHighSecond, HighBuckets));
             lock (_merge)
             {
                 for (var i = 0; i < local.Length; i++)
@@ -95,7 +102,7 @@ internal sealed unsafe class MagnitudeRanks
         }
         for (var r = 0; r < _ranks.Length; r++)
         {
-            var local = new uint[LowBuckets];
+            var local = Histogram(reuse, ref _spareLow, LowBuckets);
             if (CountLow(x, b, start, end, _prefix[r], local))
             {
                 lock (_merge)
@@ -110,13 +117,33 @@ internal sealed unsafe class MagnitudeRanks
         }
     }
 
-    /// <summary>Counts the high bits; alternate lanes go to two copies of the histogram (shorter store-to-load chains when keys repeat).</summary>
-    private static void CountHigh(float* x, float* b, long start, long end, uint[] hist)
+    /// <summary>A zeroed histogram: the spare one (cleared) when reusing, else a new one.</summary>
+    private static uint[] Histogram(bool reuse, ref uint[]? spare, int buckets)
+    {
+        if (!reuse)
+        {
+            return new uint[buckets];
+        }
+        if (spare is null)
+        {
+            spare = new uint[buckets];
+        }
+        else
+        {
+            Array.Clear(spare);
+        }
+        return spare;
+    }
+
+    /// <summary>
+    /// Counts the high bits; alternate lanes go to two copies of the histogram (shorter store-to-load chains when keys
+    /// repeat), <paramref name="second"/> (zeroed) being added into <paramref name="hist"/> at the end.
+    /// </summary>
+    private static void CountHigh(float* x, float* b, long start, long end, uint[] hist, uint[] second)
     {
         var e = start;
         if (Vector256.IsHardwareAccelerated)
         {
-            var second = new uint[HighBuckets];
             fixed (uint* h0 = hist, h1 = second)
             {
                 for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)

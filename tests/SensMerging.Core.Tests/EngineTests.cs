@@ -76,6 +76,39 @@ public sealed class EngineTests : IDisposable
     }
 
     [Fact]
+    public void Bf16_inputs_larger_than_the_staging_piece_are_widened_at_the_right_offsets()
+    {
+        // Row blocks of 70001 elements and flat blocks of 150000 / 50003: each spans more than one staging piece (the
+        // engine widens BF16 in pieces of 65536 elements) and ends in a partial one.
+        (string, long[])[] tensors = [("model.layers.0.w", [3, 70001]), ("model.layers.0.v", [200_003])];
+        var (basePath, baseValues) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.BF16, tensors: tensors);
+        var (e1Path, e1) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16, tensors: tensors);
+        var (e2Path, e2) = TinyModels.Make(_dir.File("e2"), 3, SafeTensorsDType.BF16, tensors: tensors);
+        var weights = new[] { 0.7, -0.2 };
+        var plan = new MergePlan
+        {
+            Base = Input("base", basePath),
+            Models = [Input("e1", e1Path), Input("e2", e2Path)],
+            Strategy = new WeightedSumStrategy(),
+            Weights = weights,
+            OutputDType = SafeTensorsDType.F32,
+        };
+        var result = new MergeEngine().Run(plan, Options("out") with { MaxParallelism = 2, BlockElements = 150_000 });
+        using var merged = ModelFolder.Open(result.OutputPath);
+        foreach (var (name, _) in tensors)
+        {
+            var expected = baseValues[name].Select((b, k) => (float)(b + (weights[0] * (e1[name][k] - b)) + (weights[1] * (e2[name][k] - b)))).ToArray();
+            using var got = merged.ReadTensor(name);
+            var actual = got.data<float>().ToArray();
+            Assert.Equal(expected.Length, actual.Length);
+            for (var k = 0; k < expected.Length; k++)
+            {
+                Assert.True(Math.Abs(expected[k] - actual[k]) <= 1e-5f * (1 + Math.Abs(expected[k])), $"{name}[{k}]: {actual[k]} != {expected[k]}");
+            }
+        }
+    }
+
+    [Fact]
     public void Output_dtype_defaults_to_the_inputs_and_non_float_tensors_are_copied_from_the_base()
     {
         (string, long[])[] tensors = [("model.layers.0.w", [4, 4]), ("model.position_ids", [4]), ("model.scale", []), ("model.empty", [0, 4])];
@@ -131,7 +164,7 @@ public sealed class EngineTests : IDisposable
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
         var whole = new WeightedSumStrategy(elementwise: false);
         var a = new MergeEngine().Run(new MergePlan { Base = Input("base", basePath), Models = [Input("e1", e1Path)], Strategy = whole, Weights = [0.4] },
-            Options("whole") with { BlockElements = 20, MaxParallelism = 2 });
+            Options("whole") with { BlockElements = 20, WholeTensorWorkerElements = 20, MaxParallelism = 2 });
         Assert.Equal(TinyModels.Llama.Select(t => t.Shape).Order(ShapeOrder.Instance), whole.SeenShapes.Order(ShapeOrder.Instance));
         var blocked = new WeightedSumStrategy(elementwise: true);
         var b = new MergeEngine().Run(new MergePlan { Base = Input("base", basePath), Models = [Input("e1", e1Path)], Strategy = blocked, Weights = [0.4] },

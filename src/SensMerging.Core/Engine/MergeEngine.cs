@@ -74,6 +74,12 @@ public sealed class MergeEngine
         return result;
     }
 
+    /// <summary>
+    /// Output buffer sets per worker: with small blocks a few more sets (a few MB each) let a worker run ahead of the
+    /// in-order writer instead of waiting for it; large blocks keep two.
+    /// </summary>
+    private static int OutputSets(long capacity) => (int)Math.Clamp((8L << 20) / Math.Max(1, capacity), 2, 4);
+
     private (long BytesRead, MergeStageTimes Stages) Stream(
         MergePlan plan,
         MergeOptions options,
@@ -85,12 +91,16 @@ public sealed class MergeEngine
         Stopwatch clock,
         CancellationToken cancellationToken)
     {
-        // Each worker owns buffers for items up to the block size; larger items (whole tensors of a strategy that is not
-        // elementwise and does not stream) share one set of large buffers and are processed one at a time, so memory stays
-        // at workers x block + one largest tensor, not workers x largest tensor. Streamed items only need block buffers.
+        // Each worker owns buffers for items up to the block size (whole-tensor strategies: WholeTensorWorkerElements);
+        // larger items (whole tensors of a strategy that is not elementwise and does not stream) share one set of large
+        // buffers and are processed one at a time, so memory stays at workers x block + one largest tensor, not workers x
+        // largest tensor. Streamed items only need block buffers.
         var largest = Math.Max(1, items.Where(i => i.Job.IsMerged)
             .Select(i => i.Blocks is null ? i.ElementCount : i.Blocks.Max(b => b.ElementCount)).DefaultIfEmpty(1).Max());
-        var capacity = Math.Min(largest, Math.Max(1, options.BlockElements));
+        // Whole-tensor strategies (neither elementwise nor streaming) are not cut into blocks: their workers' buffers have
+        // their own size, so mid-size tensors still run in parallel however small the blocks are.
+        var wholeTensors = !plan.Strategy.Traits.Elementwise && plan.Strategy is not IStreamingMergeStrategy;
+        var capacity = Math.Min(largest, Math.Max(1, wholeTensors ? options.WholeTensorWorkerElements : options.BlockElements));
         var slots = jobs.Count == 0 ? 0 : jobs[0].Inputs.Count;
         var modelNames = plan.Models.Select(m => m.Name).ToList();
         var layerCount = LayerCount(plan, jobs);
@@ -161,7 +171,7 @@ public sealed class MergeEngine
                 }
                 using var noGrad = torch.no_grad();
                 // Workers are disposed only after the writer stopped: their output buffers may still be queued.
-                var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames);
+                var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames, OutputSets(capacity));
                 lock (owned)
                 {
                     owned.Add(own);
@@ -289,6 +299,10 @@ public sealed class MergeEngine
         if (options.BlockElements < 1)
         {
             problems.Add($"block size {options.BlockElements} must be at least 1 element");
+        }
+        if (options.WholeTensorWorkerElements < 1)
+        {
+            problems.Add($"whole-tensor worker buffer size {options.WholeTensorWorkerElements} must be at least 1 element");
         }
         if (options.ShardSizeBytes < 1)
         {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using SensMerging.Abstractions;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
@@ -9,7 +10,8 @@ namespace SensMerging.Core.Engine;
 
 /// <summary>
 /// The buffers and steps of one engine worker: inputs read from the files into pooled tensors (straight into the
-/// float32 compute buffer when the input is F32 on CPU, else into a pooled raw buffer and converted with <c>copy_</c>),
+/// float32 compute buffer when the input is F32 on CPU, through a small staging buffer widened in managed SIMD when
+/// BF16 on CPU, else into a pooled raw buffer and converted with <c>copy_</c>),
 /// the strategy called with a pooled output and scratch, and the result converted into a pooled buffer of the output
 /// dtype. Nothing is allocated per tensor except small view handles, which the caller's dispose scope frees.
 /// </summary>
@@ -17,6 +19,12 @@ internal sealed class MergeWorker : IDisposable
 {
     /// <summary>Items of at least this many elements read their inputs in parallel.</summary>
     private const long ParallelReadElements = 1L << 20;
+
+    /// <summary>
+    /// BF16 inputs are read in pieces of this many elements into a small per-slot staging buffer and widened from there
+    /// (the staged bytes stay in the core's cache, instead of a block-sized raw buffer written and read back from memory).
+    /// </summary>
+    internal const int StagingElements = 64 * 1024;
 
     private readonly IMergeStrategy _strategy;
     private readonly Device _device;
@@ -26,7 +34,9 @@ internal sealed class MergeWorker : IDisposable
     private readonly IReadOnlyList<string> _modelNames;
     private readonly PooledBuffer[] _compute;
     private readonly Dictionary<(int Slot, ScalarType Type), PooledBuffer> _raw = [];
+    private readonly byte[][] _staging;
     private readonly OutputSet[] _outputs;
+    private readonly PooledBuffer _statisticsOutput;
     private int _nextOutput;
     private readonly PooledScratch _scratch;
     private long _readTicks;
@@ -50,7 +60,13 @@ internal sealed class MergeWorker : IDisposable
         {
             _compute[i] = new PooledBuffer(ScalarType.Float32, device, capacity);
         }
+        _staging = new byte[_cpu ? slots : 0][];
+        for (var i = 0; i < _staging.Length; i++)
+        {
+            _staging[i] = GC.AllocateUninitializedArray<byte>(StagingElements * sizeof(ushort));
+        }
         _outputs = [.. Enumerable.Range(0, Math.Max(1, outputSets)).Select(_ => new OutputSet(device, capacity))];
+        _statisticsOutput = new PooledBuffer(ScalarType.Float32, device);
         _scratch = new PooledScratch(device);
     }
 
@@ -110,29 +126,24 @@ internal sealed class MergeWorker : IDisposable
         });
         _mergeTicks += Stopwatch.GetTimestamp() - started;
         // Views of the pooled buffers made here belong to the caller's dispose scope (a few handles per block). Statistics
-        // passes use an output set as the request's Output (scratch), released right after; the merge pass hands its
-        // output set to emit, which releases it once written.
-        MergeTensorRequest Read(MergeWorkItem block, OutputSet set) => Request(block, ReadInputs(block), set.Float.View(block.Shape), seed);
+        // passes use the worker's own statistics buffer as the request's Output (scratch), so they never wait for the
+        // writer to free an output set; the merge pass hands its output set to emit, which releases it once written.
+        MergeTensorRequest Read(MergeWorkItem block, Tensor output) => Request(block, ReadInputs(block), output, seed);
         var singleSet = blocks.Count == 1 ? AcquireOutput(cancellationToken) : null;
-        var single = singleSet is null ? null : Read(blocks[0], singleSet);
+        var single = singleSet is null ? null : Read(blocks[0], singleSet.Float.View(blocks[0].Shape));
         for (var pass = 0; Timed(() => session.BeginPass(pass)); pass++)
         {
             foreach (var block in blocks)
             {
-                var set = singleSet ?? AcquireOutput(cancellationToken);
-                var request = single ?? Read(block, set);
+                var request = single ?? Read(block, _statisticsOutput.View(block.Shape));
                 _scratch.Begin(block.Shape);
                 Timed(() => session.Observe(request));
-                if (singleSet is null)
-                {
-                    set.Release();
-                }
             }
         }
         foreach (var block in blocks)
         {
             var set = singleSet ?? AcquireOutput(cancellationToken);
-            var request = single ?? Read(block, set);
+            var request = single ?? Read(block, set.Float.View(block.Shape));
             _scratch.Begin(block.Shape);
             Timed(() => session.Merge(request));
             emit(block, new PendingOutput(ConvertOutput(block, request.Output, set), set));
@@ -153,6 +164,7 @@ internal sealed class MergeWorker : IDisposable
         {
             o.Dispose();
         }
+        _statisticsOutput.Dispose();
         _scratch.Dispose();
     }
 
@@ -183,7 +195,7 @@ internal sealed class MergeWorker : IDisposable
     }
 
     /// <summary>
-    /// Reads an item's inputs into the float32 compute buffers (BF16 widened in managed code, other dtypes by copy_),
+    /// Reads an item's inputs into the float32 compute buffers (BF16 widened piecewise in managed code, other dtypes by copy_),
     /// the inputs in parallel when the item is large enough to pay for it (reads from the page cache are memory copies).
     /// </summary>
     private Tensor[] ReadInputs(MergeWorkItem item)
@@ -192,16 +204,22 @@ internal sealed class MergeWorker : IDisposable
         var job = item.Job;
         var byteOffset = item.ElementStart * job.InputDType.Size;
         var direct = _cpu && job.InputDType == SafeTensorsDType.F32;
+        var staged = _cpu && job.InputDType == SafeTensorsDType.BF16 && item.ElementCount <= int.MaxValue / sizeof(float);
         // Views are made here, on the worker thread, so they belong to its dispose scope.
         var inputs = new Tensor[job.Inputs.Count];
         var raws = new Tensor?[inputs.Length];
         for (var s = 0; s < inputs.Length; s++)
         {
             inputs[s] = _compute[s].View(item.Shape);
-            raws[s] = direct ? null : Raw(s, job.InputDType.RequireScalarType()).View(item.Shape);
+            raws[s] = direct || staged ? null : Raw(s, job.InputDType.RequireScalarType()).View(item.Shape);
         }
         void ReadOne(int s)
         {
+            if (staged)
+            {
+                ReadWidened(job.Inputs[s], byteOffset, _staging[s], inputs[s]);
+                return;
+            }
             if (raws[s] is not { } raw)
             {
                 ModelFolder.ReadInto(job.Inputs[s], byteOffset, inputs[s]);
@@ -226,6 +244,19 @@ internal sealed class MergeWorker : IDisposable
         }
         _readTicks += Stopwatch.GetTimestamp() - started;
         return inputs;
+    }
+
+    /// <summary>Reads bf16 elements piecewise through <paramref name="staging"/> and widens them into the float32 <paramref name="target"/>.</summary>
+    private static void ReadWidened(ModelTensor source, long byteOffset, byte[] staging, Tensor target)
+    {
+        var floats = MemoryMarshal.Cast<byte, uint>(target.bytes);
+        for (var at = 0; at < floats.Length; at += StagingElements)
+        {
+            var count = Math.Min(StagingElements, floats.Length - at);
+            var raw = staging.AsSpan(0, count * sizeof(ushort));
+            ModelFolder.ReadBytes(source, byteOffset + ((long)at * sizeof(ushort)), raw);
+            BFloat16Conversion.ToSingle(MemoryMarshal.Cast<byte, ushort>(raw), floats.Slice(at, count));
+        }
     }
 
     private MergeTensorRequest Request(MergeWorkItem item, Tensor[] inputs, Tensor output, long seed)
