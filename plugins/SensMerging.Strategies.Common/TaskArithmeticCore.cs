@@ -14,7 +14,8 @@ namespace SensMerging.Strategies.Common;
 /// Two implementations with the same math: contiguous CPU float32 tensors (the common case) go through
 /// <see cref="TaskArithmeticSession"/> over one block (radix-select thresholds, then one fused SIMD pass,
 /// <see cref="TaskArithmeticKernel"/>, with a counter-based random stream for DARE, <see cref="CounterRandom"/>, keyed
-/// by <c>Seed + modelIndex</c> and the element index within the request);
+/// by <c>TensorSeed + modelIndex</c> (or <c>Seed</c> from hosts that set no tensor seed) and the element's position in the
+/// whole tensor, so the drops do not depend on how the host splits a tensor into blocks);
 /// anything else (GPU, other dtypes, strided views) runs the in-place libtorch path below, whose DARE masks come from
 /// a <c>torch.Generator</c> seeded <c>Seed + modelIndex</c>. Both are byte-for-byte reproducible for a given seed, but
 /// their DARE masks differ from each other.
@@ -40,7 +41,11 @@ public static class TaskArithmeticCore
 
         if (output.numel() > 0 && TaskArithmeticSession.IsDirect(request))
         {
-            using var session = new TaskArithmeticSession(variant, settings, output.numel(), request.Seed, request.TensorName);
+            // Elementwise blocks key the counter stream by the tensor's seed and the element's position in the whole
+            // tensor, so DARE's drops do not depend on the host's block size (hosts before 1.1 leave TensorSeed 0 and
+            // ElementStart 0: the block's own seed keeps blocks independent there).
+            var randomSeed = request.ElementStart > 0 || request.TensorSeed != 0 ? request.TensorSeed : request.Seed;
+            using var session = new TaskArithmeticSession(variant, settings, output.numel(), randomSeed, request.TensorName);
             session.MergeWhole(request);
             return;
         }

@@ -119,7 +119,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         {
             Observe(request);
         }
-        Run(request, randomOffset: 0);
+        Run(request, randomOffset: request.ElementStart);
     }
 
     public bool BeginPass(int pass)

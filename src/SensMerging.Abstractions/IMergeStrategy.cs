@@ -69,6 +69,14 @@ public sealed record MergeTensorRequest
     /// </summary>
     public long Seed { get; init; }
 
+    /// <summary>
+    /// The tensor's seed: the same in every block of the tensor (it equals <see cref="Seed"/> of block 0). A strategy
+    /// that keys its random stream by <c>TensorSeed</c> and the element's position in the whole tensor
+    /// (<see cref="ElementStart"/> + index) gives results that do not depend on the host's block size. Set by hosts of
+    /// contract 1.1 and later.
+    /// </summary>
+    public long TensorSeed { get; init; }
+
     /// <summary>The transformer block the tensor belongs to (<see cref="LayerGroups.BlockIndex"/>), or -1 for embeddings, norm and head.</summary>
     public int LayerIndex { get; init; } = -1;
 

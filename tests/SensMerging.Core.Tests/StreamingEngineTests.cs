@@ -3,6 +3,7 @@ using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
 using SensMerging.Strategies.BreadcrumbsTies;
+using SensMerging.Strategies.DareTies;
 using SensMerging.Strategies.Ties;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -57,6 +58,50 @@ public sealed class StreamingEngineTests : IDisposable
             Assert.Equal(y.bytes.ToArray(), x.bytes.ToArray());
         }
         Assert.Equal(whole.BytesRead, streamed.BytesRead);
+    }
+
+    [Theory]
+    [InlineData("F32")]
+    [InlineData("BF16")]
+    public void Dare_drops_do_not_depend_on_the_block_size(string dtypeName)
+    {
+        var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
+        var parameters = new ResolvedParameters(
+            new Dictionary<string, object> { ["lambda"] = 1.0, ["normalize"] = true },
+            [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.3 }]);
+        var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, dtype);
+        var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, dtype);
+        var (e2Path, _) = TinyModels.Make(_dir.File("e2"), 3, dtype);
+        MergeResult Run(string name, long block) => new MergeEngine().Run(new MergePlan
+        {
+            Base = Input("base", basePath),
+            Models = [Input("e1", e1Path), Input("e2", e2Path)],
+            Strategy = new DareTiesStrategy(),
+            ParameterResolver = (_, _) => parameters,
+            Weights = [0.8, 0.6],
+            Seed = 42,
+        }, new MergeOptions { OutputPath = _dir.File(name), MaxParallelism = 2, BlockElements = block });
+
+        var small = Run("blocks-7", 7);
+        var large = Run("blocks-64", 64);
+        var whole = Run("whole", 1 << 20);
+        using var a = ModelFolder.Open(small.OutputPath);
+        using var b = ModelFolder.Open(large.OutputPath);
+        using var c = ModelFolder.Open(whole.OutputPath);
+        using var inputBase = ModelFolder.Open(basePath);
+        var dropped = 0;
+        foreach (var (name, _) in TinyModels.Llama)
+        {
+            using var x = a.ReadTensor(name);
+            using var y = b.ReadTensor(name);
+            using var z = c.ReadTensor(name);
+            Assert.Equal(z.bytes.ToArray(), x.bytes.ToArray());
+            Assert.Equal(z.bytes.ToArray(), y.bytes.ToArray());
+            using var baseTensor = inputBase.ReadTensor(name);
+            dropped += (int)z.eq(baseTensor).sum().item<long>();
+        }
+        // The drops happened (entries where every expert's delta was dropped keep the base value).
+        Assert.True(dropped > 0);
     }
 
     [Fact]

@@ -274,6 +274,7 @@ internal sealed class MergeWorker : IDisposable
             Output = output,
             Scratch = _scratch,
             Seed = seed,
+            TensorSeed = StableSeed.Derive(_seed, job.Name, 0),
             LayerIndex = job.LayerIndex,
             LayerCount = _layerCount,
             ElementStart = item.ElementStart,
