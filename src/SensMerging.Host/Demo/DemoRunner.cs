@@ -148,7 +148,9 @@ public sealed partial class DemoRunner
         hubOptions.Offline = false;
         if (Environment.GetEnvironmentVariable("HF_HUB_CACHE") is null && Environment.GetEnvironmentVariable("HF_HOME") is null)
         {
-            hubOptions.CacheDirectory = Path.Combine(options.Root, "hf-cache");
+            // One cache per seed: every seed's zoo serves the same repository names (zoo/base, zoo/math, ...) with other
+            // content, so a shared cache would re-point refs/main at each seed's pull.
+            hubOptions.CacheDirectory = Path.Combine(options.Root, "hf-cache", $"seed-{seed}");
         }
         await using var hubServices = new ServiceCollection()
             .AddSingleton(_services.GetRequiredService<ILoggerFactory>())
