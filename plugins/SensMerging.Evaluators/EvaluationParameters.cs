@@ -27,6 +27,13 @@ public static class EvaluationParameters
     public static ParameterSpec MaxNewTokensSpec { get; } = ParameterSpec.Integer(
         MaxNewTokens, DefaultMaxNewTokens, ParameterScope.Global, "Most tokens generated per answer (greedy decoding stops earlier at EOS or a newline).", min: 1, max: 4096);
 
+    /// <summary>Every evaluation parameter, defaults applied.</summary>
+    public static EvaluationSettings Read(ResolvedParameters parameters) => new(
+        Get(parameters, Samples, DefaultSamples),
+        (int)Get(parameters, MaxNewTokens, DefaultMaxNewTokens),
+        Get(parameters, MaxLength, DefaultMaxLength),
+        (int)Get(parameters, BatchSize, DefaultBatchSize));
+
     public static long Get(ResolvedParameters parameters, string name, long fallback)
     {
         ArgumentNullException.ThrowIfNull(parameters);
@@ -53,3 +60,10 @@ public static class EvaluationParameters
         return (int)Math.Min(limit, int.MaxValue);
     }
 }
+
+/// <summary>The evaluation parameters of one scorer call.</summary>
+/// <param name="Samples">Samples per task (the first ones).</param>
+/// <param name="MaxNewTokens">Most tokens generated per answer.</param>
+/// <param name="MaxLength">Tokens per sample after truncation.</param>
+/// <param name="BatchSize">Samples per forward pass.</param>
+public sealed record EvaluationSettings(long Samples, int MaxNewTokens, long MaxLength, int BatchSize);

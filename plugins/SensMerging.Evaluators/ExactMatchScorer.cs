@@ -28,18 +28,14 @@ public sealed class ExactMatchScorer : IScorer
     public Task<ScoreTable> ScoreAsync(ScoringContext context, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(context);
-        var p = context.Parameters;
-        var limit = EvaluationParameters.Get(p, EvaluationParameters.Samples, EvaluationParameters.DefaultSamples);
-        var maxNew = (int)EvaluationParameters.Get(p, EvaluationParameters.MaxNewTokens, EvaluationParameters.DefaultMaxNewTokens);
-        var maxLength = EvaluationParameters.Get(p, EvaluationParameters.MaxLength, EvaluationParameters.DefaultMaxLength);
-        var batch = (int)EvaluationParameters.Get(p, EvaluationParameters.BatchSize, EvaluationParameters.DefaultBatchSize);
+        var settings = EvaluationParameters.Read(context.Parameters);
         return Task.Run(
             () => EvaluationRunner.Run(context, ScorerName, (model, data) =>
             {
-                var samples = EvaluationParameters.Take(data, limit);
+                var samples = EvaluationParameters.Take(data, settings.Samples);
                 var references = samples.Select(s => s.Response ?? throw new InvalidOperationException(
                     $"task '{data.Task}' ('{data.SourcePath}') has a sample without a response: exact_match needs prompt/response pairs.")).ToList();
-                var decoded = GreedyDecoder.Generate(model, samples.Select(s => s.Prompt).ToList(), maxNew, EvaluationParameters.EffectiveMaxLength(data, maxLength), batch, cancellationToken);
+                var decoded = GreedyDecoder.Generate(model, samples.Select(s => s.Prompt).ToList(), settings.MaxNewTokens, EvaluationParameters.EffectiveMaxLength(data, settings.MaxLength), settings.BatchSize, cancellationToken);
                 return new EvaluationRunner.CellResult(Accuracy(decoded.Texts, references), samples.Count, decoded.GeneratedTokens);
             }, cancellationToken),
             cancellationToken);

@@ -27,15 +27,12 @@ public sealed class PerplexityScorer : IScorer
     public Task<ScoreTable> ScoreAsync(ScoringContext context, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(context);
-        var p = context.Parameters;
-        var limit = EvaluationParameters.Get(p, EvaluationParameters.Samples, EvaluationParameters.DefaultSamples);
-        var maxLength = EvaluationParameters.Get(p, EvaluationParameters.MaxLength, EvaluationParameters.DefaultMaxLength);
-        var batch = (int)EvaluationParameters.Get(p, EvaluationParameters.BatchSize, EvaluationParameters.DefaultBatchSize);
+        var settings = EvaluationParameters.Read(context.Parameters);
         return Task.Run(
             () => EvaluationRunner.Run(context, ScorerName, (model, data) =>
             {
-                var samples = EvaluationParameters.Take(data, limit);
-                var (nll, tokens) = ResponseLikelihood.Sum(model, samples, EvaluationParameters.EffectiveMaxLength(data, maxLength), batch, cancellationToken);
+                var samples = EvaluationParameters.Take(data, settings.Samples);
+                var (nll, tokens) = ResponseLikelihood.Sum(model, samples, EvaluationParameters.EffectiveMaxLength(data, settings.MaxLength), settings.BatchSize, cancellationToken);
                 if (tokens == 0)
                 {
                     throw new InvalidOperationException($"task '{data.Task}' ('{data.SourcePath}') has no response tokens to score after truncation.");

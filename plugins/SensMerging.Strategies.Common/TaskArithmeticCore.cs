@@ -42,9 +42,9 @@ public static class TaskArithmeticCore
         if (output.numel() > 0 && TaskArithmeticSession.IsDirect(request))
         {
             // Elementwise blocks key the counter stream by the tensor's seed and the element's position in the whole
-            // tensor, so DARE's drops do not depend on the host's block size (hosts before 1.1 leave TensorSeed 0 and
-            // ElementStart 0: the block's own seed keeps blocks independent there).
-            var randomSeed = request.ElementStart > 0 || request.TensorSeed != 0 ? request.TensorSeed : request.Seed;
+            // tensor, so DARE's drops do not depend on the host's block size. Callers that set no tensor seed (hosts
+            // before 1.1, direct calls) merge whole tensors or independent blocks with the request's own seed.
+            var randomSeed = request.TensorSeed != 0 ? request.TensorSeed : request.Seed;
             using var session = new TaskArithmeticSession(variant, settings, output.numel(), randomSeed, request.TensorName);
             session.MergeWhole(request);
             return;

@@ -41,7 +41,7 @@ public sealed class MergeEngine
         cancellationToken.ThrowIfCancellationRequested();
 
         var strategy = plan.Strategy;
-        var items = jobs.SelectMany(j => MergeWorkItem.Plan(j, strategy.Traits, strategy is IStreamingMergeStrategy, options.BlockElements)).ToList();
+        var items = jobs.SelectMany(j => MergeWorkItem.Plan(j, strategy.Traits, Streams(strategy), options.BlockElements)).ToList();
         var outputPlan = jobs.Select(j => new TensorPlanEntry(j.Name, j.OutputDType, j.Shape)).ToList();
         Log.Starting(_logger, strategy.Name, jobs.Count, items.Count, options.OutputPath, null);
 
@@ -78,6 +78,9 @@ public sealed class MergeEngine
     /// Output buffer sets per worker: with small blocks a few more sets (a few MB each) let a worker run ahead of the
     /// in-order writer instead of waiting for it; large blocks keep two.
     /// </summary>
+    /// <summary>True when the engine merges the strategy's tensors through the block protocol.</summary>
+    private static bool Streams(IMergeStrategy strategy) => strategy is IStreamingMergeStrategy && !strategy.Traits.Elementwise;
+
     private static int OutputSets(long capacity) => (int)Math.Clamp((8L << 20) / Math.Max(1, capacity), 2, 4);
 
     private (long BytesRead, MergeStageTimes Stages) Stream(
@@ -99,7 +102,7 @@ public sealed class MergeEngine
             .Select(i => i.Blocks is null ? i.ElementCount : i.Blocks.Max(b => b.ElementCount)).DefaultIfEmpty(1).Max());
         // Whole-tensor strategies (neither elementwise nor streaming) are not cut into blocks: their workers' buffers have
         // their own size, so mid-size tensors still run in parallel however small the blocks are.
-        var wholeTensors = !plan.Strategy.Traits.Elementwise && plan.Strategy is not IStreamingMergeStrategy;
+        var wholeTensors = !plan.Strategy.Traits.Elementwise && !Streams(plan.Strategy);
         var capacity = Math.Min(largest, Math.Max(1, wholeTensors ? options.WholeTensorWorkerElements : options.BlockElements));
         var slots = jobs.Count == 0 ? 0 : jobs[0].Inputs.Count;
         var modelNames = plan.Models.Select(m => m.Name).ToList();

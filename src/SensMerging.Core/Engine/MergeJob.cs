@@ -31,10 +31,10 @@ internal sealed record MergeWorkItem(MergeJob Job, int Block, int BlockCount, lo
     /// <summary>The blocks a streamed item is read and merged in (null for other items).</summary>
     public IReadOnlyList<MergeWorkItem>? Blocks { get; init; }
 
-    /// <summary>The work items of a job: one streamed item (streaming strategies), else whole tensors or row blocks.</summary>
+    /// <summary>The work items of a job: one streamed item when <paramref name="streaming"/> (the engine streams the strategy), else whole tensors or row blocks.</summary>
     public static IEnumerable<MergeWorkItem> Plan(MergeJob job, StrategyTraits traits, bool streaming, long blockElements)
     {
-        if (streaming && job.IsMerged && !traits.Elementwise)
+        if (streaming && job.IsMerged)
         {
             return [new MergeWorkItem(job, 0, 1, 0, TensorShape.ElementCount(job.Shape), job.Shape) { Blocks = [.. Split(job, true, blockElements)] }];
         }

@@ -50,7 +50,7 @@ public sealed record MergeOptions
     /// <summary>
     /// Default number of elements per row block for elementwise strategies (1 Mi elements, 4 MiB in F32). Measured: with
     /// 8 Mi-element blocks the engine ran BF16 task_arithmetic at about half the rate (every worker's buffers far larger
-    /// than the caches, and hundreds of MB of fresh pages touched per run). Per-block seeds (DARE) depend on it.
+    /// than the caches, and hundreds of MB of fresh pages touched per run). Results do not depend on it.
     /// </summary>
     public const long DefaultBlockElements = 1L << 20;
 

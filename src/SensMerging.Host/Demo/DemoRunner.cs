@@ -230,9 +230,6 @@ public sealed partial class DemoRunner
             "ties" or "dare_ties" or "dare_linear" or "breadcrumbs" or "breadcrumbs_ties" => $"weight: 1.0, density: {options.Density.ToString(inv)}",
             _ => "weight: 1.0",
         };
-        // dare_ties, like TIES, divides each entry by the weights that agree with the elected sign (TIES's disjoint mean);
-        // mergekit leaves that off by default for dare_ties, which with unit weights sums three rescaled task vectors.
-        var normalize = method == "dare_ties" ? "  normalize: true" : null;
         var sb = new StringBuilder();
         sb.AppendLine(inv, $"name: demo {(variant.Name == "" ? method : $"{variant.Name}({method})")} seed {seed}");
         sb.AppendLine(inv, $"merge_method: {method}");
@@ -248,9 +245,11 @@ public sealed partial class DemoRunner
         // One global scale for every method (the experts' task vectors are summed): not tuned on the evaluation sets.
         sb.AppendLine("parameters:");
         sb.AppendLine(inv, $"  lambda: {(method == "task_arithmetic" || method == "dare_linear" ? 0.5 : 1.0).ToString(inv)}");
-        if (normalize is not null)
+        if (method == "dare_ties")
         {
-            sb.AppendLine(normalize);
+            // Like TIES, divide each entry by the weights that agree with the elected sign (TIES's disjoint mean); mergekit
+            // leaves that off by default for dare_ties, which with unit weights sums three rescaled task vectors.
+            sb.AppendLine("  normalize: true");
         }
         sb.AppendLine(inv, $"seed: {seed}");
         if (variant.Sens)
