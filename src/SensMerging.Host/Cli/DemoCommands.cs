@@ -102,11 +102,19 @@ public static class DemoCommands
                 r.AddError("--density must be in (0, 1]");
             }
         });
+        var lambda = new Option<double>("--lambda") { Description = "lambda of task_arithmetic / dare_linear (ties and dare_ties use 1)", DefaultValueFactory = _ => DemoOptions.DefaultLambda };
+        lambda.Validators.Add(r =>
+        {
+            if (r.GetValue(lambda) is not (> 0 and <= 10))
+            {
+                r.AddError("--lambda must be in (0, 10]");
+            }
+        });
         var split = new Option<string>("--split") { Description = "Held-out set to score on: eval (reported numbers) or dev (for choosing settings)", DefaultValueFactory = _ => "eval" };
         split.AcceptOnlyFromAmong("eval", "dev");
         var command = new Command("demo", "The main job: zoo -> Hub server -> pull -> merge (with and without sens, ablations) -> evaluate -> registry -> table")
         {
-            root, seeds, size, methods, evalSamples, calibration, alignment, temperature, density, split,
+            root, seeds, size, methods, evalSamples, calibration, alignment, temperature, density, lambda, split,
         };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
@@ -121,6 +129,7 @@ public static class DemoCommands
                 Alignment = parse.GetValue(alignment)!,
                 Temperature = parse.GetValue(temperature),
                 Density = parse.GetValue(density),
+                Lambda = parse.GetValue(lambda),
                 Split = parse.GetValue(split) == "dev" ? HeldOutSplit.Dev : HeldOutSplit.Eval,
                 Device = services.GetRequiredService<IOptions<SensMergeOptions>>().Value.Device,
             };

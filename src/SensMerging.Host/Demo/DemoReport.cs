@@ -26,7 +26,7 @@ public static class DemoReport
         ArgumentNullException.ThrowIfNull(options);
         var sb = new StringBuilder();
         sb.AppendLine("# sensmerge demo results").AppendLine();
-        sb.AppendLine(Inv, $"Seeds {string.Join(", ", options.Seeds)}; zoo size {options.Size.ToString().ToLowerInvariant()}; {options.EvalSamples} evaluation and {options.CalibrationSamples} calibration samples per task; sens temperature {options.Temperature}, reading `{options.Alignment}`; density {options.Density} for ties and dare_ties.");
+        sb.AppendLine(Inv, $"Seeds {string.Join(", ", options.Seeds)}; zoo size {options.Size.ToString().ToLowerInvariant()}; {options.EvalSamples} evaluation and {options.CalibrationSamples} calibration samples per task; sens temperature {options.Temperature}, reading `{options.Alignment}`; density {options.Density} for ties and dare_ties; lambda {options.Lambda} for task_arithmetic.");
         sb.AppendLine().AppendLine("Exact-match accuracy (%) by greedy decoding on each task's " + SetName(options.Split) + (options.Seeds.Count > 1 ? ", mean ± standard deviation over seeds:" : ":")).AppendLine();
         var header = Header(tasks);
         sb.AppendLine("| " + string.Join(" | ", header) + " |");

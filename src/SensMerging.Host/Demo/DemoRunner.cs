@@ -43,6 +43,15 @@ public sealed record DemoOptions
     /// <summary>The demo's density for ties and dare_ties, chosen on the development sets for the plain methods (docs/results.md).</summary>
     public const double DefaultDensity = 0.7;
 
+    /// <summary>
+    /// The demo's lambda for task_arithmetic (and dare_linear), chosen for plain task_arithmetic on the development sets of tuning
+    /// seeds 101-103 (docs/results.md); ties and dare_ties use 1 with their disjoint mean.
+    /// </summary>
+    public const double DefaultLambda = 0.4;
+
+    /// <summary>The global lambda of task_arithmetic and dare_linear.</summary>
+    public double Lambda { get; init; } = DefaultLambda;
+
     /// <summary>sens reading of logit alignment: <c>alignment</c> or <c>distance</c>.</summary>
     public string Alignment { get; init; } = DefaultAlignment;
 
@@ -242,9 +251,9 @@ public sealed partial class DemoRunner
             sb.AppendLine(inv, $"    parameters: {{{methodParameters}}}");
             sb.AppendLine(inv, $"    calibration: {{path: {zoo.Layout.CalibrationPath(task)}, samples: {options.CalibrationSamples}, max_length: {zoo.Manifest.Settings.MaxLength}}}");
         }
-        // One global scale for every method (the experts' task vectors are summed): not tuned on the evaluation sets.
+        // The summing methods take the demo's lambda; the disjoint-mean methods (ties family) keep 1.
         sb.AppendLine("parameters:");
-        sb.AppendLine(inv, $"  lambda: {(method == "task_arithmetic" || method == "dare_linear" ? 0.5 : 1.0).ToString(inv)}");
+        sb.AppendLine(inv, $"  lambda: {(method == "task_arithmetic" || method == "dare_linear" ? options.Lambda : 1.0).ToString(inv)}");
         if (method == "dare_ties")
         {
             // Like TIES, divide each entry by the weights that agree with the elected sign (TIES's disjoint mean); mergekit
@@ -269,7 +278,7 @@ public sealed partial class DemoRunner
         await File.WriteAllTextAsync(Path.Combine(folder, "results.md"), markdown, cancellationToken);
         await File.WriteAllTextAsync(Path.Combine(folder, "results.json"), JsonSerializer.Serialize(new
         {
-            options.Seeds, Size = options.Size.ToString(), Split = options.Split.ToString().ToLowerInvariant(), options.Methods, options.EvalSamples, options.CalibrationSamples, options.Temperature, options.Alignment,
+            options.Seeds, Size = options.Size.ToString(), Split = options.Split.ToString().ToLowerInvariant(), options.Methods, options.EvalSamples, options.CalibrationSamples, options.Temperature, options.Alignment, options.Density, options.Lambda,
             Tasks = tasks,
             Rows = rows.Select(r => new { r.Label, r.Method, r.Variant, r.RecordIds, r.PerSeed }),
         }, JsonOutput.Options), cancellationToken);

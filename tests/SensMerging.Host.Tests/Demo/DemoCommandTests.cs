@@ -1,3 +1,4 @@
+using SensMerging.Host.Demo;
 using SensMerging.Registry;
 
 namespace SensMerging.Host.Tests.Demo;
@@ -9,10 +10,19 @@ public sealed class DemoCommandTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    private Task<(int ExitCode, string StdOut, string StdErr)> Demo() => Processes.RunAsync("dotnet",
+    private Task<(int ExitCode, string StdOut, string StdErr)> Demo(params string[] extra) => Processes.RunAsync("dotnet",
         [TestPaths.HostDll, "demo", "--root", _root, "--size", "tiny", "--eval-samples", "12", "--calibration-samples", "8",
-         "--methods", "task_arithmetic", "ties", "--plugins", Path.Combine(TestPaths.RepoRoot, "plugins.json"), "--registry", Path.Combine(_root, "merges.db")],
+         "--methods", "task_arithmetic", "ties", "--plugins", Path.Combine(TestPaths.RepoRoot, "plugins.json"), "--registry", Path.Combine(_root, "merges.db"), .. extra],
         environment: new Dictionary<string, string> { ["HF_HUB_CACHE"] = Path.Combine(_root, "hf-cache") });
+
+    [Fact]
+    public async Task An_out_of_range_lambda_is_refused_by_name_before_any_work()
+    {
+        var (exit, stdout, stderr) = await Demo("--lambda", "0");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--lambda", stderr + stdout, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(_root, "seed-1")), "a zoo was built although the options were invalid");
+    }
 
     [Fact]
     public async Task Tiny_demo_runs_end_to_end_and_a_second_run_reuses_the_zoo_and_the_cache()
@@ -47,12 +57,22 @@ public sealed class DemoCommandTests : IDisposable
                 {
                     Assert.NotNull(record.Coefficients);
                 }
+                // The summing method takes the demo's lambda; the ties family keeps 1 (its disjoint mean sets the scale).
+                var expectedLambda = merge.Method.Contains("task_arithmetic", StringComparison.Ordinal) ? DemoOptions.DefaultLambda : 1.0;
+                Assert.Equal(expectedLambda, record.Parameters["lambda"].AsDouble);
             }
         }
 
-        var second = await Demo();
+        var second = await Demo("--lambda", "0.25");
         Assert.True(second.ExitCode == 0, second.StdErr + second.StdOut);
         Assert.Contains("Reusing the zoo", second.StdErr + second.StdOut, StringComparison.Ordinal);
         Assert.Contains("(0 bytes downloaded", second.StdErr + second.StdOut, StringComparison.Ordinal);
+        using (var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = Path.Combine(_root, "merges.db") }))
+        {
+            var merges = await registry.ListAsync(MergeQuery.All);
+            Assert.Equal(16, merges.Count);
+            var lambdas = await Task.WhenAll(merges.Select(async m => (await registry.GetAsync(m.Id))!.Parameters["lambda"].AsDouble));
+            Assert.Equal(4, lambdas.Count(l => l == 0.25));
+        }
     }
 }
