@@ -10,35 +10,47 @@ public static class RequestChecks
     public static Tensor? Check(MergeTensorRequest request, string strategy, StrategyTraits traits)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var count = request.Models.Count;
-        if (request.Weights.Count != count)
+        CheckCounts(strategy, traits, request.TensorName, request.Models.Count, request.Weights, request.Base is not null, i => NameOf(request, i), nameof(request));
+        return request.Base;
+    }
+
+    /// <summary>The same checks for a tensor about to be streamed (<see cref="IStreamingMergeStrategy.BeginTensor"/>).</summary>
+    public static void Check(MergeTensorInfo tensor, string strategy, StrategyTraits traits)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckCounts(strategy, traits, tensor.TensorName, tensor.ModelNames.Count, tensor.Weights, tensor.HasBase,
+            i => i < tensor.ModelNames.Count ? tensor.ModelNames[i] : $"#{i}", nameof(tensor));
+    }
+
+    private static void CheckCounts(
+        string strategy, StrategyTraits traits, string tensorName, int count, IReadOnlyList<double> weights, bool hasBase, Func<int, string> modelName, string argument)
+    {
+        if (weights.Count != count)
         {
-            throw new ArgumentException(
-                $"{strategy}: tensor '{request.TensorName}' has {count} models but {request.Weights.Count} weights", nameof(request));
+            throw new ArgumentException($"{strategy}: tensor '{tensorName}' has {count} models but {weights.Count} weights", argument);
         }
         if (count < traits.MinModels)
         {
             throw new ArgumentException(
-                $"{strategy}: tensor '{request.TensorName}' needs at least {traits.MinModels} model(s) besides the base, got {count}", nameof(request));
+                $"{strategy}: tensor '{tensorName}' needs at least {traits.MinModels} model(s) besides the base, got {count}", argument);
         }
         if (traits.MaxModels is { } max && count > max)
         {
             throw new ArgumentException(
-                $"{strategy}: tensor '{request.TensorName}' accepts at most {max} model(s) besides the base, got {count}", nameof(request));
+                $"{strategy}: tensor '{tensorName}' accepts at most {max} model(s) besides the base, got {count}", argument);
         }
-        if (traits.RequiresBaseModel && request.Base is null)
+        if (traits.RequiresBaseModel && !hasBase)
         {
-            throw new ArgumentException($"{strategy}: tensor '{request.TensorName}' needs a base model (set base_model)", nameof(request));
+            throw new ArgumentException($"{strategy}: tensor '{tensorName}' needs a base model (set base_model)", argument);
         }
         for (var i = 0; i < count; i++)
         {
-            if (!double.IsFinite(request.Weights[i]))
+            if (!double.IsFinite(weights[i]))
             {
                 throw new ArgumentException(
-                    $"{strategy}: weight of model '{NameOf(request, i)}' for tensor '{request.TensorName}' is not finite ({request.Weights[i]})", nameof(request));
+                    $"{strategy}: weight of model '{modelName(i)}' for tensor '{tensorName}' is not finite ({weights[i]})", argument);
             }
         }
-        return request.Base;
     }
 
     /// <summary>The model's display name for messages.</summary>

@@ -2,7 +2,6 @@ using Microsoft.Extensions.DependencyInjection;
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Common;
 using TorchSharp;
-using static TorchSharp.torch;
 
 namespace SensMerging.Strategies.ModelStock;
 
@@ -17,8 +16,11 @@ public sealed class ModelStockPlugin : IPluginConfigurator
 /// (norm product floored at 1e-6, each cosine clamped to [-1, 1]), k = number of models,
 /// t = k cos / (1 + (k - 1) cos), and <c>out = t * avg_w(x) + (1 - t) * base</c> with the weights normalized to sum 1.
 /// When the denominator vanishes (cos = -1/(k-1)) the result is the base.
+/// Streams (<see cref="IStreamingMergeStrategy"/>): one statistics pass gathers the task vectors' Gram matrix
+/// (<see cref="BlockGram"/>, double precision), then every block is <c>base + sum_i t w_i / sum(w) * d_i</c>; the
+/// whole-tensor merge runs the same code over one block.
 /// </summary>
-public sealed class ModelStockStrategy : IMergeStrategy
+public sealed class ModelStockStrategy : IStreamingMergeStrategy
 {
     /// <summary>Floor of the norm product in the cosine (mergekit's clamp).</summary>
     public const double NormProductFloor = 1e-6;
@@ -34,56 +36,21 @@ public sealed class ModelStockStrategy : IMergeStrategy
 
     public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 2, Elementwise: false);
 
-    public void Merge(MergeTensorRequest request)
+    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request);
+
+    public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
-        var baseTensor = RequestChecks.Check(request, Name, Traits)!;
-        var count = request.Models.Count;
+        RequestChecks.Check(tensor, Name, Traits);
         double weightSum = 0;
-        foreach (var w in request.Weights)
+        foreach (var w in tensor.Weights)
         {
             weightSum += w;
         }
         if (Math.Abs(weightSum) < 1e-12)
         {
-            throw new ArgumentException($"model_stock: the weights of tensor '{request.TensorName}' sum to zero; they cannot be normalized", nameof(request));
+            throw new ArgumentException($"model_stock: the weights of tensor '{tensor.TensorName}' sum to zero; they cannot be normalized", nameof(tensor));
         }
-
-        using var noGrad = torch.no_grad();
-        var deltas = new Tensor[count];
-        for (var i = 0; i < count; i++)
-        {
-            deltas[i] = request.Scratch.Rent(request.Output.dtype);
-        }
-
-        using var scope = torch.NewDisposeScope();
-        var norms = new double[count];
-        var flats = new Tensor[count];
-        for (var i = 0; i < count; i++)
-        {
-            deltas[i].copy_(request.Models[i]).sub_(baseTensor);
-            norms[i] = deltas[i].norm().ToDouble();
-            flats[i] = deltas[i].reshape(-1);
-        }
-        double cosSum = 0;
-        var pairs = 0;
-        for (var i = 0; i < count; i++)
-        {
-            for (var j = i + 1; j < count; j++)
-            {
-                var dot = flats[i].dot(flats[j]).ToDouble();
-                cosSum += Math.Clamp(dot / Math.Max(norms[i] * norms[j], NormProductFloor), -1.0, 1.0);
-                pairs++;
-            }
-        }
-        var t = Ratio(cosSum / pairs, count);
-
-        // t * sum(w_i x_i)/sum(w) + (1 - t) * base = base + t * sum((w_i / sum(w)) * d_i)
-        var output = request.Output;
-        output.copy_(baseTensor);
-        for (var i = 0; i < count; i++)
-        {
-            output.add_(deltas[i], alpha: t * request.Weights[i] / weightSum);
-        }
+        return new Session(this, tensor.Weights, weightSum);
     }
 
     /// <summary>The interpolation ratio t for mean cosine <paramref name="cos"/> and <paramref name="k"/> models.</summary>
@@ -91,5 +58,65 @@ public sealed class ModelStockStrategy : IMergeStrategy
     {
         var denominator = 1 + (k - 1) * cos;
         return Math.Abs(denominator) < 1e-12 ? 0.0 : k * cos / denominator;
+    }
+
+    /// <summary>t from the task vectors' Gram matrix: the mean pairwise cosine, then <see cref="Ratio"/>.</summary>
+    public static double RatioOf(BlockGram gram)
+    {
+        ArgumentNullException.ThrowIfNull(gram);
+        var k = gram.Vectors;
+        double cosSum = 0;
+        var pairs = 0;
+        for (var i = 0; i < k; i++)
+        {
+            for (var j = i + 1; j < k; j++)
+            {
+                cosSum += Math.Clamp(gram.Sum(i, j) / Math.Max(gram.Norm(i) * gram.Norm(j), NormProductFloor), -1.0, 1.0);
+                pairs++;
+            }
+        }
+        return Ratio(cosSum / pairs, k);
+    }
+
+    private sealed class Session(ModelStockStrategy strategy, IReadOnlyList<double> weights, double weightSum) : ITensorMergeSession
+    {
+        private readonly BlockGram _gram = new(weights.Count);
+        private double? _t;
+
+        public bool BeginPass(int pass)
+        {
+            if (pass == 0)
+            {
+                return true;
+            }
+            _t ??= RatioOf(_gram);
+            return false;
+        }
+
+        public void Observe(MergeTensorRequest block)
+        {
+            var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
+            _gram.Add(block.Models, baseBlock, block.ElementStart);
+        }
+
+        public void Merge(MergeTensorRequest block)
+        {
+            var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
+            var t = _t ?? throw new InvalidOperationException(
+                $"model_stock: tensor '{block.TensorName}': Merge was called before the statistics pass ended (call BeginPass until it returns false).");
+            using var noGrad = torch.no_grad();
+            // t * sum(w_i x_i)/sum(w) + (1 - t) * base = base + t * sum((w_i / sum(w)) * d_i)
+            var delta = block.Scratch.Rent(block.Output.dtype);
+            block.Output.copy_(baseBlock);
+            for (var i = 0; i < block.Models.Count; i++)
+            {
+                delta.copy_(block.Models[i]).sub_(baseBlock);
+                block.Output.add_(delta, alpha: t * weights[i] / weightSum);
+            }
+        }
+
+        public void Dispose()
+        {
+        }
     }
 }

@@ -17,8 +17,11 @@ public sealed class SlerpPlugin : IPluginConfigurator
 /// tensors; nearly colinear directions (|cos| &gt; 0.9995) fall back to linear interpolation, as in mergekit.
 /// The model's weight steers the interpolation: the effective factor is <c>clamp(t * weight, 0, 1)</c>, so weight 1
 /// is plain slerp and a decorator coefficient moves the result toward (or away from) the model.
+/// Streams (<see cref="IStreamingMergeStrategy"/>): one statistics pass gathers both norms and the dot product
+/// (<see cref="BlockGram"/>, double precision), then every block is <c>s0 * base + s1 * model</c>; the whole-tensor
+/// merge runs the same code over one block.
 /// </summary>
-public sealed class SlerpStrategy : IMergeStrategy
+public sealed class SlerpStrategy : IStreamingMergeStrategy
 {
     /// <summary>Above this |cos| the directions count as colinear.</summary>
     public const double ColinearThreshold = 0.9995;
@@ -38,41 +41,23 @@ public sealed class SlerpStrategy : IMergeStrategy
 
     public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 1, MaxModels: 1, Elementwise: false);
 
-    public void Merge(MergeTensorRequest request)
+    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request);
+
+    public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
-        var baseTensor = RequestChecks.Check(request, Name, Traits)!;
-        var model = request.Models[0];
-        var t = request.Parameters.Float("t");
+        RequestChecks.Check(tensor, Name, Traits);
+        var t = tensor.Parameters.Float("t");
         if (!(t >= 0 && t <= 1))
         {
-            throw new ArgumentOutOfRangeException(nameof(request), $"slerp: parameter 't' for tensor '{request.TensorName}' is {t}, outside [0, 1]");
+            throw new ArgumentOutOfRangeException(nameof(tensor), $"slerp: parameter 't' for tensor '{tensor.TensorName}' is {t}, outside [0, 1]");
         }
-        var factor = Math.Clamp(t * request.Weights[0], 0.0, 1.0);
-        var output = request.Output;
-
-        using var noGrad = torch.no_grad();
-        using var scope = torch.NewDisposeScope();
-        if (factor == 0)
-        {
-            output.copy_(baseTensor);
-            return;
-        }
-        if (factor == 1)
-        {
-            output.copy_(model);
-            return;
-        }
-        var (s0, s1) = Coefficients(baseTensor, model, factor);
-        output.copy_(baseTensor).mul_(s0).add_(model, alpha: s1);
+        return new Session(this, Math.Clamp(t * tensor.Weights[0], 0.0, 1.0));
     }
 
     /// <summary>The coefficients of base and model in the result for interpolation factor <paramref name="t"/>.</summary>
-    private static (double Base, double Model) Coefficients(torch.Tensor v0, torch.Tensor v1, double t)
+    public static (double Base, double Model) Coefficients(double baseNorm, double modelNorm, double dot, double t)
     {
-        var n0 = v0.norm().ToDouble();
-        var n1 = v1.norm().ToDouble();
-        var dot = v0.reshape(-1).dot(v1.reshape(-1)).ToDouble();
-        var cos = dot / ((n0 > NormEpsilon ? n0 : 1.0) * (n1 > NormEpsilon ? n1 : 1.0));
+        var cos = dot / ((baseNorm > NormEpsilon ? baseNorm : 1.0) * (modelNorm > NormEpsilon ? modelNorm : 1.0));
         if (Math.Abs(cos) > ColinearThreshold || !double.IsFinite(cos))
         {
             return (1 - t, t);
@@ -80,5 +65,52 @@ public sealed class SlerpStrategy : IMergeStrategy
         var theta = Math.Acos(cos);
         var sinTheta = Math.Sin(theta);
         return (Math.Sin(theta * (1 - t)) / sinTheta, Math.Sin(theta * t) / sinTheta);
+    }
+
+    private sealed class Session(SlerpStrategy strategy, double factor) : ITensorMergeSession
+    {
+        // The ends need no statistics: the result is one of the inputs.
+        private readonly BlockGram? _gram = factor is 0 or 1 ? null : new BlockGram(2);
+        private (double Base, double Model)? _coefficients;
+
+        public bool BeginPass(int pass)
+        {
+            if (_gram is null || pass > 0)
+            {
+                _coefficients ??= _gram is null ? (1 - factor, factor) : Coefficients(_gram.Norm(0), _gram.Norm(1), _gram.Sum(0, 1), factor);
+                return false;
+            }
+            return true;
+        }
+
+        public void Observe(MergeTensorRequest block)
+        {
+            var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
+            _gram?.Add([baseBlock, block.Models[0]], null, block.ElementStart);
+        }
+
+        public void Merge(MergeTensorRequest block)
+        {
+            var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
+            var (s0, s1) = _coefficients ?? throw new InvalidOperationException(
+                $"slerp: tensor '{block.TensorName}': Merge was called before the statistics pass ended (call BeginPass until it returns false).");
+            using var noGrad = torch.no_grad();
+            if (factor == 0)
+            {
+                block.Output.copy_(baseBlock);
+            }
+            else if (factor == 1)
+            {
+                block.Output.copy_(block.Models[0]);
+            }
+            else
+            {
+                block.Output.copy_(baseBlock).mul_(s0).add_(block.Models[0], alpha: s1);
+            }
+        }
+
+        public void Dispose()
+        {
+        }
     }
 }

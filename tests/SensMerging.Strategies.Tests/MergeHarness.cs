@@ -68,6 +68,86 @@ internal static class MergeHarness
         }
     }
 
+    /// <summary>
+    /// Drives the block protocol of <see cref="IStreamingMergeStrategy"/> over blocks of <paramref name="block"/> elements
+    /// (the last one shorter), as a host would: every statistics pass over all blocks, then the merge of each block.
+    /// </summary>
+    public static float[] Stream(
+        IStreamingMergeStrategy strategy, float[] b, float[][] xs, double[] weights, Dictionary<string, object>? global,
+        Dictionary<string, object>[]? perModel, long seed, int block)
+    {
+        ArgumentNullException.ThrowIfNull(strategy);
+        var n = b.Length;
+        var info = Info(strategy, n, weights, global, perModel, seed);
+        var result = new float[n];
+        using var session = strategy.BeginTensor(info);
+        for (var pass = 0; session.BeginPass(pass); pass++)
+        {
+            ForEachBlock(n, block, (start, count) => Apply(session.Observe, start, count));
+        }
+        ForEachBlock(n, block, (start, count) => Apply(session.Merge, start, count).CopyTo(result.AsSpan(start, count)));
+        return result;
+
+        float[] Apply(Action<MergeTensorRequest> step, int start, int count)
+        {
+            using var scope = torch.NewDisposeScope();
+            using var scratch = new TestScratch([count]);
+            var output = torch.full(count, float.NaN);
+            step(Block(torch.tensor(b[start..(start + count)]), [.. xs.Select(x => torch.tensor(x[start..(start + count)]))], output, scratch, weights, info, start));
+            return output.data<float>().ToArray();
+        }
+    }
+
+    /// <summary>Calls <paramref name="action"/>(start, count) for consecutive blocks of <paramref name="block"/> elements.</summary>
+    public static void ForEachBlock(int n, int block, Action<int, int> action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        for (var start = 0; start < n; start += block)
+        {
+            action(start, Math.Min(block, n - start));
+        }
+    }
+
+    /// <summary>A flat tensor of <paramref name="n"/> elements in layer 0, as a host describes it before streaming it.</summary>
+    public static MergeTensorInfo Info(
+        IMergeStrategy strategy, long n, double[] weights, Dictionary<string, object>? global, Dictionary<string, object>[]? perModel, long seed) => new()
+    {
+        TensorName = "model.layers.0.mlp.up_proj.weight",
+        LayerGroup = "model.layers.0",
+        Shape = [n],
+        HasBase = true,
+        ModelNames = [.. weights.Select((_, i) => $"expert{i}")],
+        Weights = weights,
+        Parameters = Parameters(strategy, weights.Length, global, perModel),
+        Seed = seed,
+        LayerIndex = 0,
+        LayerCount = 1,
+    };
+
+    /// <summary>The request for one block of the tensor <paramref name="info"/> starting at element <paramref name="start"/>.</summary>
+    public static MergeTensorRequest Block(
+        Tensor baseBlock, Tensor[] models, Tensor output, ITensorScratch scratch, double[] weights, MergeTensorInfo info, long start)
+    {
+        ArgumentNullException.ThrowIfNull(info);
+        return new()
+        {
+            TensorName = info.TensorName,
+            LayerGroup = info.LayerGroup,
+            Base = baseBlock,
+            Models = models,
+            ModelNames = info.ModelNames,
+            Weights = weights,
+            Parameters = info.Parameters,
+            Output = output,
+            Scratch = scratch,
+            Seed = info.Seed,
+            TensorSeed = info.Seed,
+            LayerIndex = info.LayerIndex,
+            LayerCount = info.LayerCount,
+            ElementStart = start,
+        };
+    }
+
     /// <summary>The strategy's defaults overlaid with the given global and per-model values.</summary>
     public static ResolvedParameters Parameters(IMergeStrategy strategy, int models, Dictionary<string, object>? global, Dictionary<string, object>[]? perModel) =>
         new(Defaults(strategy, ParameterScope.Global, global),

@@ -163,6 +163,76 @@ public sealed class MergeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Slerp_and_model_stock_configs_merge_through_the_engine_to_the_published_formulas()
+    {
+        var parent = Path.Combine(_root, "models");
+        var baseDir = Path.Combine(parent, "base");
+        var baseWeights = TinyModels.Write(baseDir, 1);
+        var a = TinyModels.Write(Path.Combine(parent, "expert-a"), 2, baseWeights);
+        var b = TinyModels.Write(Path.Combine(parent, "expert-b"), 3, baseWeights, deltaScale: 0.3f);
+        var slerp = Config("slerp.yaml", $$"""
+            merge_method: slerp
+            base_model: {{baseDir}}
+            models:
+              - model: {{Path.Combine(parent, "expert-a")}}
+            parameters:
+              t: 0.35
+            """);
+        var stock = Config("stock.yaml", $$"""
+            merge_method: model_stock
+            base_model: {{baseDir}}
+            models:
+              - model: {{Path.Combine(parent, "expert-a")}}
+                parameters: {weight: 1.0}
+              - model: {{Path.Combine(parent, "expert-b")}}
+                parameters: {weight: 3.0}
+            """);
+        foreach (var (config, output) in new[] { (slerp, "slerp-out"), (stock, "stock-out") })
+        {
+            var (exit, stdout, stderr) = await SensMerge("merge", config, "--out", Path.Combine(_root, output));
+            Assert.True(exit == 0, stderr + stdout);
+        }
+
+        foreach (var (name, _) in TinyModels.Tensors)
+        {
+            // Independent double-precision formulas over the whole flattened tensor.
+            double[] b0 = [.. baseWeights[name].Select(v => (double)v)];
+            double[] x = [.. a[name].Select(v => (double)v)];
+            var cos = Dot(b0, x) / Math.Sqrt(Dot(b0, b0) * Dot(x, x));
+            var theta = Math.Acos(cos);
+            double[] expectedSlerp = [.. b0.Select((v, i) => (Math.Sin(0.65 * theta) * v + Math.Sin(0.35 * theta) * x[i]) / Math.Sin(theta))];
+            AssertClose(expectedSlerp, ReadF32(Path.Combine(_root, "slerp-out"), name), name);
+
+            double[] da = [.. a[name].Select((v, i) => (double)v - baseWeights[name][i])];
+            double[] db = [.. b[name].Select((v, i) => (double)v - baseWeights[name][i])];
+            var c = Dot(da, db) / Math.Sqrt(Dot(da, da) * Dot(db, db));
+            var t = 2 * c / (1 + c);
+            double[] expectedStock = [.. b0.Select((v, i) => v + t * ((0.25 * da[i]) + (0.75 * db[i])))];
+            AssertClose(expectedStock, ReadF32(Path.Combine(_root, "stock-out"), name), name);
+        }
+
+        static double Dot(double[] u, double[] v) => u.Select((e, i) => e * v[i]).Sum();
+    }
+
+    private static float[] ReadF32(string folder, string tensor)
+    {
+        using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
+        var info = file.GetTensor(tensor);
+        var bytes = new byte[info.ByteLength];
+        file.ReadBytes(info, bytes);
+        return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+    }
+
+    private static void AssertClose(double[] expected, float[] actual, string tensor)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (var i = 0; i < expected.Length; i++)
+        {
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Max(1, Math.Abs(expected[i])), $"{tensor}[{i}]: expected {expected[i]}, got {actual[i]}");
+        }
+    }
+
+    [Fact]
     public async Task Hub_references_are_pulled_pinned_and_recorded_with_the_servers_commits()
     {
         var repos = Path.Combine(_root, "repos");

@@ -1,0 +1,42 @@
+using SensMerging.Abstractions;
+
+namespace SensMerging.Strategies.Common;
+
+/// <summary>
+/// Runs a streaming strategy's block protocol over a whole tensor given as one block, so a strategy's
+/// <see cref="IMergeStrategy.Merge"/> and its streamed merge are one piece of code and give the same bits.
+/// </summary>
+public static class WholeTensor
+{
+    /// <summary>What a session needs to know about the tensor of <paramref name="request"/>.</summary>
+    public static MergeTensorInfo Info(MergeTensorRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return new MergeTensorInfo
+        {
+            TensorName = request.TensorName,
+            LayerGroup = request.LayerGroup,
+            Shape = request.Output.shape,
+            HasBase = request.Base is not null,
+            ModelNames = request.ModelNames,
+            Weights = request.Weights,
+            Parameters = request.Parameters,
+            Seed = request.TensorSeed != 0 ? request.TensorSeed : request.Seed,
+            LayerIndex = request.LayerIndex,
+            LayerCount = request.LayerCount,
+        };
+    }
+
+    /// <summary>Every statistics pass over the one block, then the merge of it.</summary>
+    public static void Merge(IStreamingMergeStrategy strategy, MergeTensorRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(strategy);
+        ArgumentNullException.ThrowIfNull(request);
+        using var session = strategy.BeginTensor(Info(request));
+        for (var pass = 0; session.BeginPass(pass); pass++)
+        {
+            session.Observe(request);
+        }
+        session.Merge(request);
+    }
+}
