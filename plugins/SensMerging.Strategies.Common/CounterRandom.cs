@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace SensMerging.Strategies.Common;
 
@@ -33,6 +35,47 @@ public static class CounterRandom
         var low = Mix(key + (first * golden)) >>> 40;
         var high = Mix(key + ((first + Vector256.Create(4UL)) * golden)) >>> 40;
         return Vector256.Narrow(low, high);
+    }
+
+    /// <summary>
+    /// Writes into <paramref name="keep"/> (any dtype, any device, any layout) 1 where element
+    /// <c>elementStart + k</c> (k the row-major position in the tensor) of the stream has
+    /// <c>Uniform24 &lt; threshold</c>, else 0: the same values as <see cref="Uniform24(ulong, long)"/>, computed with
+    /// int64 tensor ops on the tensor's own device (they wrap modulo 2^64 like ulong arithmetic).
+    /// <paramref name="z"/> and <paramref name="t"/> are int64 scratch of <paramref name="keep"/>'s shape.
+    /// </summary>
+    public static void KeepMask(Tensor keep, long elementStart, ulong streamKey, uint threshold, Tensor z, Tensor t)
+    {
+        ArgumentNullException.ThrowIfNull(keep);
+        ArgumentNullException.ThrowIfNull(z);
+        ArgumentNullException.ThrowIfNull(t);
+        using var scope = torch.NewDisposeScope();
+        var n = keep.numel();
+        using (var positions = torch.arange(elementStart + 1, elementStart + 1 + n, dtype: ScalarType.Int64, device: z.device))
+        {
+            z.copy_(positions.reshape(z.shape));
+        }
+        unchecked
+        {
+            z.mul_((long)Golden).add_((long)streamKey);
+            ShiftXor(z, t, 30);
+            z.mul_((long)Mix1);
+            ShiftXor(z, t, 27);
+            z.mul_((long)Mix2);
+            ShiftXor(z, t, 31);
+        }
+        LogicalShiftRight(z, 40);
+        keep.copy_(z.lt_((long)threshold));
+    }
+
+    // z ^= z >>> s
+    private static void ShiftXor(Tensor z, Tensor t, int s) => z.bitwise_xor_(LogicalShiftRight(t.copy_(z), s));
+
+    // libtorch's int64 right shift is arithmetic: mask away the copies of the sign bit.
+    private static Tensor LogicalShiftRight(Tensor x, int s)
+    {
+        using var shift = torch.tensor((long)s, device: x.device);
+        return x.bitwise_right_shift_(shift).bitwise_and_((long)((1UL << (64 - s)) - 1));
     }
 
     private static ulong Mix(ulong z)

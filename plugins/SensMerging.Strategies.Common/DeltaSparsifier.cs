@@ -1,3 +1,4 @@
+using SensMerging.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,15 +13,24 @@ internal sealed class DeltaSparsifier
     private readonly TaskArithmeticVariant _variant;
     private readonly TaskArithmeticSettings _settings;
     private readonly long _seed;
+    private readonly long _elementStart;
+    private readonly ITensorScratch _scratch;
+    private Tensor? _counter;
+    private Tensor? _counterTemp;
     private readonly double[] _lower;
     private readonly double[] _upper;
     private readonly bool[] _known;
 
-    public DeltaSparsifier(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long seed, int count)
+    /// <param name="seed">The tensor's seed: DARE's stream of model i is keyed by <c>seed + i</c>.</param>
+    /// <param name="elementStart">Position of the first element in the whole tensor (DARE's counter).</param>
+    /// <param name="scratch">Where the int64 counter buffers of DARE are rented.</param>
+    public DeltaSparsifier(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long seed, long elementStart, ITensorScratch scratch, int count)
     {
         _variant = variant;
         _settings = settings;
         _seed = seed;
+        _elementStart = elementStart;
+        _scratch = scratch;
         _lower = new double[count];
         _upper = new double[count];
         _known = new bool[count];
@@ -50,7 +60,11 @@ internal sealed class DeltaSparsifier
         }
     }
 
-    /// <summary>DARE: keep each entry with probability density (mask from a CPU/GPU generator seeded Seed + model).</summary>
+    /// <summary>
+    /// DARE: keep each entry with probability density, by the counter stream <see cref="CounterRandom"/> keyed by
+    /// <c>seed + model</c> and the element's position in the whole tensor: the same drops as the fused CPU kernel, on
+    /// any device and whatever the block size.
+    /// </summary>
     private void DropRandom(int model, Tensor delta, Tensor mask, double density)
     {
         if (density <= 0)
@@ -58,13 +72,13 @@ internal sealed class DeltaSparsifier
             delta.zero_();
             return;
         }
-        using var generator = new Generator(unchecked((ulong)(_seed + model)), delta.device);
-        // keep where u < density, u ~ U[0, 1): a Bernoulli(density) mask (uniform_ + lt_ runs ~8x faster than bernoulli_ here)
-        mask.uniform_(0.0, 1.0, generator).lt_(density);
+        _counter ??= _scratch.Rent(ScalarType.Int64);
+        _counterTemp ??= _scratch.Rent(ScalarType.Int64);
+        CounterRandom.KeepMask(mask, _elementStart, CounterRandom.StreamKey(_seed + model), CounterRandom.Threshold(density), _counter, _counterTemp);
         delta.mul_(mask);
         if (_settings.Rescale)
         {
-            delta.div_(density);
+            delta.mul_((float)(1.0 / density));
         }
     }
 

@@ -17,8 +17,8 @@ namespace SensMerging.Strategies.Common;
 /// by <c>TensorSeed + modelIndex</c> (or <c>Seed</c> from hosts that set no tensor seed) and the element's position in the
 /// whole tensor, so the drops do not depend on how the host splits a tensor into blocks);
 /// anything else (GPU, other dtypes, strided views) runs the in-place libtorch path below, whose DARE masks come from
-/// a <c>torch.Generator</c> seeded <c>Seed + modelIndex</c>. Both are byte-for-byte reproducible for a given seed, but
-/// their DARE masks differ from each other.
+/// the same counter stream computed with int64 tensor ops on the tensor's device (<see cref="CounterRandom.KeepMask"/>):
+/// both paths drop the same entries; their sums may differ in the last bit (different operation order).
 /// Memory: besides <see cref="MergeTensorRequest.Output"/> it rents at most four tensors of the request's shape,
 /// whatever the number of models. With sign election the sparsified deltas are computed twice (once for the
 /// election, once for the kept sum) instead of being stored per model: magnitude thresholds are remembered from the
@@ -39,12 +39,12 @@ public static class TaskArithmeticCore
         var output = request.Output;
         var dtype = output.dtype;
 
+        // Elementwise blocks key the counter stream by the tensor's seed and the element's position in the whole
+        // tensor, so DARE's drops do not depend on the host's block size. Callers that set no tensor seed (hosts
+        // before 1.1, direct calls) merge whole tensors or independent blocks with the request's own seed.
+        var randomSeed = request.TensorSeed != 0 ? request.TensorSeed : request.Seed;
         if (output.numel() > 0 && TaskArithmeticSession.IsDirect(request))
         {
-            // Elementwise blocks key the counter stream by the tensor's seed and the element's position in the whole
-            // tensor, so DARE's drops do not depend on the host's block size. Callers that set no tensor seed (hosts
-            // before 1.1, direct calls) merge whole tensors or independent blocks with the request's own seed.
-            var randomSeed = request.TensorSeed != 0 ? request.TensorSeed : request.Seed;
             using var session = new TaskArithmeticSession(variant, settings, output.numel(), randomSeed, request.TensorName);
             session.MergeWhole(request);
             return;
@@ -55,7 +55,7 @@ public static class TaskArithmeticCore
         var mask = variant.Sparsification != SparsificationMethod.None || variant.Consensus != ConsensusMethod.None
             ? request.Scratch.Rent(dtype)
             : null;
-        var sparsifier = new DeltaSparsifier(variant, settings, request.Seed, count);
+        var sparsifier = new DeltaSparsifier(variant, settings, randomSeed, request.ElementStart, request.Scratch, count);
 
         if (variant.Consensus == ConsensusMethod.None)
         {

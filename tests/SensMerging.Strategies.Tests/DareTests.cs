@@ -1,5 +1,7 @@
+using SensMerging.Strategies.Common;
 using SensMerging.Strategies.DareLinear;
 using SensMerging.Strategies.DareTies;
+using TorchSharp;
 using static SensMerging.Strategies.Tests.MergeHarness;
 
 namespace SensMerging.Strategies.Tests;
@@ -103,5 +105,44 @@ public sealed class DareTests
         var result = Run(new DareTiesStrategy(), b, xs, weights, new() { ["normalize"] = true },
             [.. densities.Select(d => new Dictionary<string, object> { ["density"] = d })], seed: seed, shape: [40, 50], torchPath: torchPath);
         Close(Reference.Combine(b, sparse, weights, consensus: true, normalize: true, 1.0), result, 1e-4);
+    }
+    [Fact]
+    public void The_libtorch_path_drops_exactly_the_entries_the_fused_kernel_drops()
+    {
+        const int rows = 37;
+        const int cols = 29;
+        var rng = new Random(6);
+        var b = Random(rng, rows * cols);
+        var x = Random(rng, rows * cols, 1, 0.2);
+        Dictionary<string, object>[] perModel = [new() { ["density"] = 0.3 }];
+        var direct = Run(new DareLinearStrategy(), b, [x], perModel: perModel, seed: 77, shape: [rows, cols]);
+        var general = Run(new DareLinearStrategy(), b, [x], perModel: perModel, seed: 77, shape: [rows, cols], torchPath: true);
+        var kept = 0;
+        for (var e = 0; e < rows * cols; e++)
+        {
+            Assert.Equal(direct[e] == b[e], general[e] == b[e]);
+            Assert.Equal(direct[e], general[e], 1e-6f);
+            kept += direct[e] == b[e] ? 0 : 1;
+        }
+        Assert.InRange(kept, 0.2 * rows * cols, 0.4 * rows * cols);
+    }
+
+    [Fact]
+    public void The_device_counter_mask_equals_the_scalar_counter_stream_at_any_start()
+    {
+        const long start = 5_000_000_123;
+        var key = CounterRandom.StreamKey(-98765);
+        var threshold = CounterRandom.Threshold(0.42);
+        using var keep = torch.empty(7, 9);
+        using var z = torch.empty(7, 9, torch.ScalarType.Int64);
+        using var t = torch.empty(7, 9, torch.ScalarType.Int64);
+        CounterRandom.KeepMask(keep, start, key, threshold, z, t);
+        var values = keep.reshape(-1).data<float>().ToArray();
+        for (var k = 0; k < values.Length; k++)
+        {
+            Assert.Equal(CounterRandom.Uniform24(key, start + k) < threshold ? 1f : 0f, values[k]);
+        }
+        Assert.Contains(0f, values);
+        Assert.Contains(1f, values);
     }
 }
