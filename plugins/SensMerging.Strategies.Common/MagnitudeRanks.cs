@@ -1,12 +1,22 @@
+using System.Collections.Concurrent;
+using System.Numerics;
 using System.Runtime.Intrinsics;
 
 namespace SensMerging.Strategies.Common;
 
 /// <summary>
-/// Exact k-th smallest magnitudes of <c>x - b</c> (or of <c>x</c>) over a tensor seen in blocks: a two-pass radix
-/// select on the float32 bit patterns with the sign bit cleared (they order like the magnitudes, NaN last). Pass 0
-/// counts the high 15 bits of every key; pass 1 counts the low 16 bits of the keys in each rank's chosen bucket.
-/// Counts add up over blocks, so the result does not depend on how the tensor is cut. Several ranks share pass 0.
+/// Exact k-th smallest magnitudes of <c>x - b</c> (or of <c>x</c>) over a tensor seen in blocks: a radix select on the
+/// float32 bit patterns with the sign bit cleared (they order like the magnitudes, NaN last). Counts add up over blocks,
+/// so the result does not depend on how the tensor is cut or in which order its blocks are counted.
+/// <list type="bullet">
+/// <item>Window pass (first, when the element count is known and large): the first block's keys (a strided sample)
+/// estimate each rank's high 15 bits; the pass counts, per rank, the keys below a window of high buckets around that
+/// estimate (a vector compare, no scatter) and the low 16 bits of the keys inside it. When the rank falls inside the
+/// window, its value follows from these counts and the select is done in one pass.</item>
+/// <item>Otherwise (no window, or the rank fell outside it) the classic two passes for the ranks still open: the high
+/// 15 bits of every key, then the low 16 bits of the keys in each rank's chosen bucket.</item>
+/// </list>
+/// All ways count the same keys exactly, so the values are identical; the window only saves passes.
 /// </summary>
 internal sealed unsafe class MagnitudeRanks
 {
@@ -14,13 +24,37 @@ internal sealed unsafe class MagnitudeRanks
     private const int LowBuckets = 1 << 16;
     private const long Chunk = 1L << 20;
 
+    /// <summary>Tensors of at least this many elements start with a window pass.</summary>
+    private const long WindowMinElements = 1L << 18;
+
+    /// <summary>High buckets each side of the estimated one that the window covers.</summary>
+    private const int WindowRadius = 6;
+
+    private const int WindowBuckets = (2 * WindowRadius) + 1;
+
+    /// <summary>Keys sampled (strided, from the first block) to estimate the buckets.</summary>
+    private const long SampleElements = 1L << 17;
+
+    /// <summary>Window histograms, reused across tensors: fresh ones would cost ~7 us per page touched.</summary>
+    private static readonly ConcurrentBag<uint[]> WindowPool = [];
+
     private readonly long[] _ranks;
     private readonly long[] _remaining;
     private readonly uint[] _prefix;
+    private readonly uint[] _result;
+    private readonly bool[] _done;
     private readonly object _merge = new();
-    private long[]? _high = new long[HighBuckets];
-    private long[][]? _low;
-    private uint[]? _result;
+    private readonly long _elementCount;
+    private Pass _pass = Pass.Undecided;
+    private long[]? _high;
+    private long[]?[]? _low;
+
+    // Window pass, per rank: first high bucket of the window, keys below it, keys inside it, and the counts of the keys
+    // inside indexed (bucket - first) << 16 | low bits (which is key order).
+    private int[]? _windowFirst;
+    private long[]? _below;
+    private long[]? _inside;
+    private uint[]?[]? _window;
 
     // Histograms reused by blocks counted on the calling thread (one chunk): a fresh 128-256 KiB array per block and
     // model (large-object heap) cost more than the counting itself once blocks are around a million elements.
@@ -28,23 +62,41 @@ internal sealed unsafe class MagnitudeRanks
     private uint[]? _spareHighSecond;
     private uint[]? _spareLow;
 
+    /// <param name="elementCount">Elements the tensor has (0: unknown, no window pass).</param>
     /// <param name="ranks">1-based ranks, each within 1..element count.</param>
-    public MagnitudeRanks(params long[] ranks)
+    public MagnitudeRanks(long elementCount, params long[] ranks)
     {
+        _elementCount = elementCount;
         _ranks = ranks;
         _remaining = [.. ranks];
         _prefix = new uint[ranks.Length];
+        _result = new uint[ranks.Length];
+        _done = new bool[ranks.Length];
     }
 
-    /// <summary>The pass the next <see cref="Add"/> counts for (0 or 1), or 2 once the values are known.</summary>
-    public int Stage { get; private set; }
+    private enum Pass
+    {
+        Undecided,
+        Window,
+        High,
+        Low,
+        Done,
+    }
+
+    /// <summary>True once every rank's value is known (no more passes).</summary>
+    public bool IsComplete => _pass == Pass.Done;
 
     /// <summary>Counts <paramref name="n"/> elements of <c>|x - b|</c> (<paramref name="b"/> null: <c>|x|</c>) for the current pass.</summary>
     public void Add(float* x, float* b, long n)
     {
-        if (Stage > 1)
+        if (_pass == Pass.Done)
         {
             throw new InvalidOperationException("the magnitude ranks are already complete");
+        }
+        if (_pass == Pass.Undecided)
+        {
+            _pass = ChooseWindows(x, b, n) ? Pass.Window : Pass.High;
+            _high = _pass == Pass.High ? new long[HighBuckets] : null;
         }
         var chunks = (n + Chunk - 1) / Chunk;
         if (chunks <= 1)
@@ -58,61 +110,250 @@ internal sealed unsafe class MagnitudeRanks
     /// <summary>Ends the current pass (after every element was added once).</summary>
     public void EndPass()
     {
-        if (Stage == 0)
+        switch (_pass)
         {
-            _low = new long[_ranks.Length][];
-            for (var r = 0; r < _ranks.Length; r++)
-            {
-                _prefix[r] = (uint)Find(_high!, ref _remaining[r]);
-                _low[r] = new long[LowBuckets];
-            }
-            _high = null;
+            case Pass.Undecided:
+                // A pass over no elements: nothing was counted, so every rank is past the end.
+                _high = new long[HighBuckets];
+                _pass = Pass.High;
+                EndPass();
+                return;
+            case Pass.Window:
+                EndWindowPass();
+                break;
+            case Pass.High:
+                _low = new long[_ranks.Length][];
+                for (var r = 0; r < _ranks.Length; r++)
+                {
+                    if (!_done[r])
+                    {
+                        _prefix[r] = (uint)Find(_high!, ref _remaining[r]);
+                        _low[r] = new long[LowBuckets];
+                    }
+                }
+                _high = null;
+                _pass = Pass.Low;
+                break;
+            case Pass.Low:
+                for (var r = 0; r < _ranks.Length; r++)
+                {
+                    if (_low![r] is { } low)
+                    {
+                        _result[r] = (_prefix[r] << 16) | (uint)Find(low, ref _remaining[r]);
+                        _done[r] = true;
+                    }
+                }
+                _low = null;
+                _pass = Pass.Done;
+                break;
+            default:
+                throw new InvalidOperationException("the magnitude ranks are already complete");
         }
-        else if (Stage == 1)
-        {
-            _result = new uint[_ranks.Length];
-            for (var r = 0; r < _ranks.Length; r++)
-            {
-                _result[r] = (_prefix[r] << 16) | (uint)Find(_low![r], ref _remaining[r]);
-            }
-            _low = null;
-        }
-        Stage++;
     }
 
-    /// <summary>The magnitude of rank number <paramref name="index"/> (in the constructor's order); valid once <see cref="Stage"/> is 2.</summary>
+    /// <summary>The magnitude of rank number <paramref name="index"/> (in the constructor's order); valid once <see cref="IsComplete"/>.</summary>
     public float Value(int index) =>
-        _result is null ? throw new InvalidOperationException("the magnitude ranks are not complete") : BitConverter.UInt32BitsToSingle(_result[index]);
+        _pass != Pass.Done ? throw new InvalidOperationException("the magnitude ranks are not complete") : BitConverter.UInt32BitsToSingle(_result[index]);
+
+    private void EndWindowPass()
+    {
+        var open = 0;
+        for (var r = 0; r < _ranks.Length; r++)
+        {
+            var inside = _ranks[r] - _below![r];
+            if (inside >= 1 && inside <= _inside![r])
+            {
+                var index = Find(_window![r]!, ref inside);
+                _result[r] = ((uint)(_windowFirst![r] + (index >> 16)) << 16) | (uint)(index & 0xFFFF);
+                _done[r] = true;
+            }
+            else
+            {
+                open++;
+            }
+        }
+        foreach (var w in _window!)
+        {
+            if (w is not null && WindowPool.Count < 8)
+            {
+                Array.Clear(w);
+                WindowPool.Add(w);
+            }
+        }
+        (_window, _below, _inside, _windowFirst) = (null, null, null, null);
+        _pass = open == 0 ? Pass.Done : Pass.High;
+        _high = open == 0 ? null : new long[HighBuckets];
+    }
 
     /// <param name="reuse">Count into this instance's spare histograms (only when called from one thread at a time).</param>
     private void Count(float* x, float* b, long start, long end, bool reuse)
     {
-        if (Stage == 0)
+        switch (_pass)
         {
-            var local = Histogram(reuse, ref _spareHigh, HighBuckets);
-            CountHigh(x, b, start, end, local, Histogram(reuse, ref _spareHighSecond, HighBuckets));
-            lock (_merge)
+            case Pass.Window:
+                CountWindows(x, b, start, end);
+                return;
+            case Pass.High:
             {
-                for (var i = 0; i < local.Length; i++)
-                {
-                    _high![i] += local[i];
-                }
-            }
-            return;
-        }
-        for (var r = 0; r < _ranks.Length; r++)
-        {
-            var local = Histogram(reuse, ref _spareLow, LowBuckets);
-            if (CountLow(x, b, start, end, _prefix[r], local))
-            {
+                var local = Histogram(reuse, ref _spareHigh, HighBuckets);
+                CountHigh(x, b, start, end, local, Histogram(reuse, ref _spareHighSecond, HighBuckets));
                 lock (_merge)
                 {
-                    var low = _low![r];
                     for (var i = 0; i < local.Length; i++)
                     {
-                        low[i] += local[i];
+                        _high![i] += local[i];
                     }
                 }
+                return;
+            }
+            default:
+                for (var r = 0; r < _ranks.Length; r++)
+                {
+                    if (_low![r] is not { } low)
+                    {
+                        continue;
+                    }
+                    var local = Histogram(reuse, ref _spareLow, LowBuckets);
+                    if (CountLow(x, b, start, end, _prefix[r], local))
+                    {
+                        lock (_merge)
+                        {
+                            for (var i = 0; i < local.Length; i++)
+                            {
+                                low[i] += local[i];
+                            }
+                        }
+                    }
+                }
+                return;
+        }
+    }
+
+    /// <summary>
+    /// Picks each rank's window from a strided sample of the first block's keys (the rank's quantile in the sample's
+    /// high-bit histogram, plus or minus <see cref="WindowRadius"/> buckets). False (no window pass) for tensors too
+    /// small to gain from it or too large for 32-bit counts.
+    /// </summary>
+    private bool ChooseWindows(float* x, float* b, long n)
+    {
+        if (_elementCount < WindowMinElements || _elementCount > uint.MaxValue || n < Vector256<float>.Count)
+        {
+            return false;
+        }
+        var vectors = n / Vector256<float>.Count;
+        var stride = Math.Max(1, vectors * Vector256<float>.Count / SampleElements);
+        var sample = new long[HighBuckets];
+        long sampled = 0;
+        for (var v = 0L; v < vectors; v += stride)
+        {
+            var high = Keys(x, b, v * Vector256<float>.Count) >>> 16;
+            for (var lane = 0; lane < Vector256<uint>.Count; lane++)
+            {
+                sample[high.GetElement(lane)]++;
+            }
+            sampled += Vector256<uint>.Count;
+        }
+        _windowFirst = new int[_ranks.Length];
+        _below = new long[_ranks.Length];
+        _inside = new long[_ranks.Length];
+        _window = new uint[_ranks.Length][];
+        for (var r = 0; r < _ranks.Length; r++)
+        {
+            var wanted = Math.Clamp((long)Math.Ceiling((double)_ranks[r] / _elementCount * sampled), 1, sampled);
+            var bucket = Find(sample, ref wanted);
+            _windowFirst[r] = Math.Clamp(bucket - WindowRadius, 0, HighBuckets - WindowBuckets);
+            _window[r] = WindowPool.TryTake(out var pooled) ? pooled : new uint[WindowBuckets * LowBuckets];
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Window pass: per rank, counts the keys below its window (vector compare and popcount) and the low bits of the keys
+    /// inside it (the few hits batched, then added under the lock).
+    /// </summary>
+    private void CountWindows(float* x, float* b, long start, long end)
+    {
+        const int Batch = 4096;
+        var batch = stackalloc uint[Batch];
+        for (var r = 0; r < _ranks.Length; r++)
+        {
+            var first = (uint)_windowFirst![r];
+            var counts = _window![r]!;
+            var taken = 0;
+            long below = 0;
+            long inside = 0;
+            var e = start;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var firstV = Vector256.Create(first);
+                var widthV = Vector256.Create((uint)WindowBuckets);
+                var lowMask = Vector256.Create(0xFFFFu);
+                for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
+                {
+                    var keys = Keys(x, b, e);
+                    var high = keys >>> 16;
+                    below += BitOperations.PopCount(Vector256.LessThan(high, firstV).ExtractMostSignificantBits());
+                    // (high - first) < width as unsigned: inside the window.
+                    var offset = high - firstV;
+                    var hits = Vector256.LessThan(offset, widthV).ExtractMostSignificantBits();
+                    if (hits == 0)
+                    {
+                        continue;
+                    }
+                    if (taken > Batch - Vector256<uint>.Count)
+                    {
+                        inside += taken;
+                        Flush(counts, batch, taken);
+                        taken = 0;
+                    }
+                    var packed = (offset << 16) | (keys & lowMask);
+                    while (hits != 0)
+                    {
+                        batch[taken++] = packed.GetElement(BitOperations.TrailingZeroCount(hits));
+                        hits &= hits - 1;
+                    }
+                }
+            }
+            for (; e < end; e++)
+            {
+                var high = Key(x, b, e) >> 16;
+                if (high < first)
+                {
+                    below++;
+                    continue;
+                }
+                if (high - first < WindowBuckets)
+                {
+                    if (taken == Batch)
+                    {
+                        inside += taken;
+                        Flush(counts, batch, taken);
+                        taken = 0;
+                    }
+                    batch[taken++] = ((high - first) << 16) | (Key(x, b, e) & 0xFFFF);
+                }
+            }
+            inside += taken;
+            Flush(counts, batch, taken);
+            lock (_merge)
+            {
+                _below![r] += below;
+                _inside![r] += inside;
+            }
+        }
+    }
+
+    private void Flush(uint[] counts, uint* batch, int taken)
+    {
+        if (taken == 0)
+        {
+            return;
+        }
+        lock (_merge)
+        {
+            for (var i = 0; i < taken; i++)
+            {
+                counts[batch[i]]++;
             }
         }
     }
@@ -184,7 +425,7 @@ internal sealed unsafe class MagnitudeRanks
                 var hits = Vector256.Equals(keys >>> 16, wanted).ExtractMostSignificantBits();
                 while (hits != 0)
                 {
-                    var lane = System.Numerics.BitOperations.TrailingZeroCount(hits);
+                    var lane = BitOperations.TrailingZeroCount(hits);
                     hist[keys.GetElement(lane) & 0xFFFF]++;
                     hits &= hits - 1;
                     any = true;
@@ -216,7 +457,7 @@ internal sealed unsafe class MagnitudeRanks
     private static uint Key(float* x, float* b, long e) =>
         BitConverter.SingleToUInt32Bits(b is null ? x[e] : x[e] - b[e]) & 0x7FFF_FFFF;
 
-    private static int Find(long[] hist, ref long remaining)
+    private static int Find(ReadOnlySpan<long> hist, ref long remaining)
     {
         for (var i = 0; i < hist.Length; i++)
         {
@@ -227,5 +468,18 @@ internal sealed unsafe class MagnitudeRanks
             remaining -= hist[i];
         }
         throw new InvalidOperationException("radix select ran past the last bucket (an input changed between passes, or a block was missed)");
+    }
+
+    private static int Find(ReadOnlySpan<uint> hist, ref long remaining)
+    {
+        for (var i = 0; i < hist.Length; i++)
+        {
+            if (remaining <= hist[i])
+            {
+                return i;
+            }
+            remaining -= hist[i];
+        }
+        throw new InvalidOperationException("radix select ran past the end of the window (an input changed between passes, or a block was missed)");
     }
 }

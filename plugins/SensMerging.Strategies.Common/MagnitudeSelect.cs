@@ -52,9 +52,9 @@ public static class MagnitudeSelect
 
     private static unsafe uint Select32(Tensor values, long k)
     {
-        var ranks = new MagnitudeRanks(k);
+        var ranks = new MagnitudeRanks(values.numel(), k);
         var x = NativeSpans.Float32(values);
-        while (ranks.Stage < 2)
+        while (!ranks.IsComplete)
         {
             ranks.Add(x, null, values.numel());
             ranks.EndPass();

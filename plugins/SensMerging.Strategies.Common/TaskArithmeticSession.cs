@@ -74,7 +74,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             }
             if (wanted.Count > 0)
             {
-                _ranks[i] = new MagnitudeRanks([.. wanted]);
+                _ranks[i] = new MagnitudeRanks(numel, [.. wanted]);
             }
         }
         _kernel.OutputScale = !_kernel.Consensus && settings.Normalize && Math.Abs(weightSum) >= TaskArithmeticSettings.ZeroDivisor
@@ -132,7 +132,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
                 r?.EndPass();
             }
         }
-        if (_ranks.Any(r => r is not null && r.Stage < 2))
+        if (_ranks.Any(r => r is not null && !r.IsComplete))
         {
             return true;
         }

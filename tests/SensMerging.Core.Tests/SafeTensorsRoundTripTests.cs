@@ -116,6 +116,103 @@ public sealed class SafeTensorsRoundTripTests
         Assert.Throws<InvalidOperationException>(() => writer.Complete());
     }
 
+    [Fact]
+    public void Pieces_written_at_their_offsets_in_any_order_give_the_same_file_and_hash()
+    {
+        using var dir = new SafeTensorsTempDir();
+        var plan = new[]
+        {
+            new TensorPlanEntry("a", SafeTensorsDType.F32, [300]),
+            new TensorPlanEntry("empty", SafeTensorsDType.F32, [0]),
+            new TensorPlanEntry("b", SafeTensorsDType.U8, [777]),
+            new TensorPlanEntry("c", SafeTensorsDType.BF16, [5, 40]),
+        };
+        var data = plan.ToDictionary(p => p.Name, p => Enumerable.Range(0, (int)p.ByteLength).Select(i => (byte)((i * 31) + p.Name[0])).ToArray());
+        WrittenFile sequential;
+        using (var writer = new SafeTensorsWriter(dir.File("seq.safetensors"), plan))
+        {
+            foreach (var p in plan)
+            {
+                writer.WriteTensor(p.Name, data[p.Name]);
+            }
+            sequential = writer.Complete();
+        }
+        // Pieces of 100 bytes (and the tails), shuffled: some land at the hash frontier, most ahead of it.
+        var pieces = plan.SelectMany(p => Enumerable.Range(0, (int)((p.ByteLength + 99) / 100)).Select(i => (p.Name, Offset: i * 100L, Length: (int)Math.Min(100, p.ByteLength - (i * 100L))))).ToList();
+        var shuffled = pieces.OrderBy(_ => Random.Shared.Next()).ToList();
+        shuffled.Reverse(0, 2);
+        WrittenFile positioned;
+        using (var writer = new SafeTensorsWriter(dir.File("pos.safetensors"), plan))
+        {
+            foreach (var (name, offset, length) in shuffled)
+            {
+                Assert.False(writer.IsComplete);
+                writer.WriteAt(name, offset, data[name].AsSpan((int)offset, length));
+            }
+            Assert.True(writer.IsComplete);
+            positioned = writer.Complete();
+        }
+        Assert.Equal(File.ReadAllBytes(sequential.Path), File.ReadAllBytes(positioned.Path));
+        Assert.Equal(sequential.Sha256, positioned.Sha256);
+        Assert.Equal(sequential.Size, positioned.Size);
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(positioned.Path))), positioned.Sha256);
+    }
+
+    [Fact]
+    public void Positioned_writes_reject_overlaps_overruns_mixing_and_gaps()
+    {
+        using var dir = new SafeTensorsTempDir();
+        var plan = new[] { new TensorPlanEntry("a", SafeTensorsDType.F32, [4]), new TensorPlanEntry("b", SafeTensorsDType.F32, [4]) };
+        using var writer = new SafeTensorsWriter(dir.File("w.safetensors"), plan);
+        writer.WriteAt("b", 4, new byte[8]);
+        Assert.Throws<InvalidOperationException>(() => writer.WriteAt("b", 8, new byte[4]));   // overlaps [4, 12)
+        Assert.Throws<InvalidOperationException>(() => writer.WriteAt("b", 0, new byte[8]));   // overlaps at 4
+        Assert.Throws<InvalidOperationException>(() => writer.WriteAt("a", 12, new byte[8]));  // past a's 16 bytes
+        Assert.Throws<InvalidOperationException>(() => writer.WriteAt("c", 0, new byte[4]));   // not planned
+        Assert.Throws<InvalidOperationException>(() => writer.WriteChunk("a", 0, new byte[4])); // no mixing
+        writer.WriteAt("a", 0, new byte[16]);
+        writer.WriteAt("b", 12, new byte[4]);
+        var ex = Assert.Throws<InvalidOperationException>(() => writer.Complete());
+        Assert.Contains("'b'", ex.Message, StringComparison.Ordinal);
+        writer.WriteAt("b", 0, new byte[4]);
+        Assert.True(writer.IsComplete);
+        writer.Complete();
+    }
+
+    [Fact]
+    public void Sharded_positioned_writes_in_reverse_order_match_the_streamed_shards()
+    {
+        using var dir = new SafeTensorsTempDir();
+        var plan = Enumerable.Range(0, 7).Select(i => new TensorPlanEntry($"t{i}", SafeTensorsDType.F32, [10 + i])).ToList();
+        var data = plan.ToDictionary(p => p.Name, p => Enumerable.Range(0, (int)p.ByteLength).Select(i => (byte)(i ^ p.Name[1])).ToArray());
+        var seqDir = dir.File("seq");
+        var posDir = dir.File("pos");
+        Directory.CreateDirectory(seqDir);
+        Directory.CreateDirectory(posDir);
+        IReadOnlyList<WrittenFile> seq, pos;
+        using (var writer = new ShardedSafeTensorsWriter(seqDir, plan, 120))
+        {
+            plan.ForEach(p => writer.WriteTensor(p.Name, data[p.Name]));
+            seq = writer.Complete();
+        }
+        using (var writer = new ShardedSafeTensorsWriter(posDir, plan, 120))
+        {
+            Assert.True(writer.Shards.Count > 2);
+            foreach (var p in Enumerable.Reverse(plan))
+            {
+                writer.WriteAt(p.Name, 8, data[p.Name].AsSpan(8));
+                writer.WriteAt(p.Name, 0, data[p.Name].AsSpan(0, 8));
+            }
+            Assert.Throws<InvalidOperationException>(() => writer.WriteChunk("t0", 0, data["t0"]));
+            pos = writer.Complete();
+        }
+        Assert.Equal(seq.Select(f => (Path.GetFileName(f.Path), f.Size, f.Sha256)), pos.Select(f => (Path.GetFileName(f.Path), f.Size, f.Sha256)));
+        foreach (var f in pos)
+        {
+            Assert.Equal(File.ReadAllBytes(f.Path), File.ReadAllBytes(Path.Combine(seqDir, Path.GetFileName(f.Path))));
+        }
+    }
+
     [Theory]
     [InlineData("5B", 5_000_000_000L)]
     [InlineData("500MB", 500_000_000L)]

@@ -63,6 +63,46 @@ public sealed class StreamingEngineTests : IDisposable
     [Theory]
     [InlineData("F32")]
     [InlineData("BF16")]
+    public void Two_workers_finishing_out_of_order_write_the_same_bytes_and_shard_hashes_as_one(string dtypeName)
+    {
+        // Streamed tensors of many blocks are dispatched first (largest first) and outputs land at their file offsets as
+        // they finish, across several shards; the files and SHA-256s must equal a one-worker run's and the bytes on disk.
+        var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
+        var parameters = new ResolvedParameters(
+            new Dictionary<string, object> { ["lambda"] = 1.0 },
+            [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.4 }]);
+        MergePlan Plan(string tag) => new()
+        {
+            Base = Input("base", TinyModels.Make(_dir.File("base" + tag), 4, dtype).Path),
+            Models = [Input("e1", TinyModels.Make(_dir.File("e1" + tag), 5, dtype).Path), Input("e2", TinyModels.Make(_dir.File("e2" + tag), 6, dtype).Path)],
+            Strategy = new TiesStrategy(),
+            ParameterResolver = (_, _) => parameters,
+            Weights = [0.6, 0.4],
+        };
+        MergeResult Merge(string tag, int workers) => new MergeEngine().Run(Plan(tag), new MergeOptions
+        {
+            OutputPath = _dir.File("out" + tag),
+            MaxParallelism = workers,
+            BlockElements = 16,
+            ShardSizeBytes = 300,
+        });
+        var one = Merge("1", 1);
+        var two = Merge("2", 2);
+        // Weights and index (the model card names the output folder, which differs).
+        static IEnumerable<MergedFile> Weights(MergeResult r) => r.Files.Where(f => f.RelativePath.Contains(".safetensors", StringComparison.Ordinal));
+        Assert.True(Weights(one).Count() > 3);
+        Assert.Equal(Weights(one).Select(f => (f.RelativePath, f.Size, f.Sha256)), Weights(two).Select(f => (f.RelativePath, f.Size, f.Sha256)));
+        foreach (var f in Weights(two))
+        {
+            var bytes = File.ReadAllBytes(Path.Combine(two.OutputPath, f.RelativePath));
+            Assert.Equal(File.ReadAllBytes(Path.Combine(one.OutputPath, f.RelativePath)), bytes);
+            Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), f.Sha256);
+        }
+    }
+
+    [Theory]
+    [InlineData("F32")]
+    [InlineData("BF16")]
     public void Dare_drops_do_not_depend_on_the_block_size(string dtypeName)
     {
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;

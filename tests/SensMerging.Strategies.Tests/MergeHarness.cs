@@ -74,14 +74,21 @@ internal static class MergeHarness
     /// </summary>
     public static float[] Stream(
         IStreamingMergeStrategy strategy, float[] b, float[][] xs, double[] weights, Dictionary<string, object>? global,
-        Dictionary<string, object>[]? perModel, long seed, int block)
+        Dictionary<string, object>[]? perModel, long seed, int block) =>
+        Stream(strategy, b, xs, weights, global, perModel, seed, block, out _);
+
+    /// <summary><see cref="Stream(IStreamingMergeStrategy, float[], float[][], double[], Dictionary{string, object}?, Dictionary{string, object}[]?, long, int)"/>, also telling how many statistics passes the session asked for.</summary>
+    public static float[] Stream(
+        IStreamingMergeStrategy strategy, float[] b, float[][] xs, double[] weights, Dictionary<string, object>? global,
+        Dictionary<string, object>[]? perModel, long seed, int block, out int passes)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         var n = b.Length;
         var info = Info(strategy, n, weights, global, perModel, seed);
         var result = new float[n];
         using var session = strategy.BeginTensor(info);
-        for (var pass = 0; session.BeginPass(pass); pass++)
+        passes = 0;
+        for (; session.BeginPass(passes); passes++)
         {
             ForEachBlock(n, block, (start, count) => Apply(session.Observe, start, count));
         }

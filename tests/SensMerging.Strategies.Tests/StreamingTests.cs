@@ -42,6 +42,67 @@ public sealed class StreamingTests
         }
     }
 
+    [Theory]
+    [InlineData(false, 1)]
+    [InlineData(true, 3)]
+    public void Large_tensors_need_one_statistics_pass_when_the_first_block_predicts_the_bucket(bool firstBlockUnlike, int expectedPasses)
+    {
+        // From 2^18 elements: the first pass counts the keys below, and the low bits inside, a window of buckets around
+        // the one the first block predicts. A first block unlike the rest (100x larger deltas) predicts a wrong window:
+        // the two classic passes follow, with the same result.
+        var strategy = new TiesStrategy();
+        var rng = new Random(21);
+        const int n = 300_000;
+        const int block = 50_000;
+        var b = Random(rng, n);
+        float[][] xs = [Random(rng, n, 0.02), Random(rng, n, 0.03, 0.01), Random(rng, n, 0.01)];
+        if (firstBlockUnlike)
+        {
+            foreach (var x in xs)
+            {
+                for (var e = 0; e < block; e++)
+                {
+                    x[e] = b[e] + ((x[e] - b[e]) * 100f);
+                }
+            }
+        }
+        var weights = new[] { 0.5, 0.3, 0.2 };
+        var global = new Dictionary<string, object> { ["lambda"] = 1.0 };
+        var perModel = new Dictionary<string, object>[] { new() { ["density"] = 0.5 }, new() { ["density"] = 0.3 }, new() { ["density"] = 0.7 } };
+        var streamed = Stream(strategy, b, xs, weights, global, perModel, seed: 7, block, out var passes);
+        Assert.Equal(expectedPasses, passes);
+
+        // The whole-tensor merge (one block) gives the same bits, and both agree with the independent reference.
+        var whole = Run(strategy, b, xs, weights, global, perModel, seed: 7);
+        Assert.Equal(whole.Select(BitConverter.SingleToInt32Bits), streamed.Select(BitConverter.SingleToInt32Bits));
+        var trimmed = xs.Select((x, i) => Reference.TopMagnitude(Reference.Delta(x, b), (double)perModel[i]["density"])).ToArray();
+        Close(Reference.Combine(b, trimmed, weights, consensus: true, normalize: true, 1.0), streamed);
+    }
+
+    [Theory]
+    [InlineData("breadcrumbs")]
+    [InlineData("breadcrumbs_ties")]
+    [InlineData("ties")]
+    public void Large_tensors_with_two_ranks_per_model_stream_to_the_whole_tensor_result(string method)
+    {
+        // Above the window size, with a lower and an upper rank per model (breadcrumbs) and blocks that cut rows anywhere.
+        var strategy = Create(method);
+        var rng = new Random(8);
+        const int n = 280_001;
+        var b = Random(rng, n);
+        float[][] xs = [Random(rng, n, 1, 0.05), Random(rng, n, 2)];
+        var weights = new[] { 0.7, 0.5 };
+        var global = new Dictionary<string, object> { ["lambda"] = 1.0, ["normalize"] = true };
+        var perModel = new Dictionary<string, object>[] { new() { ["density"] = 0.6, ["gamma"] = 0.05 }, new() { ["density"] = 0.2, ["gamma"] = 0.3 } };
+        var whole = Run(strategy, b, xs, weights, global, perModel, seed: 3);
+        var streamed = Stream(strategy, b, xs, weights, global, perModel, seed: 3, 70_001);
+        Assert.Equal(whole.Select(BitConverter.SingleToInt32Bits), streamed.Select(BitConverter.SingleToInt32Bits));
+        var banded = xs.Select((x, i) => method == "ties"
+            ? Reference.TopMagnitude(Reference.Delta(x, b), (double)perModel[i]["density"])
+            : Reference.Band(Reference.Delta(x, b), (double)perModel[i]["density"], (double)perModel[i]["gamma"])).ToArray();
+        Close(Reference.Combine(b, banded, weights, consensus: method != "breadcrumbs", normalize: true, 1.0), streamed);
+    }
+
     [Fact]
     public void Merge_before_the_statistics_end_is_a_clear_error()
     {
@@ -85,74 +146,5 @@ public sealed class StreamingTests
         "breadcrumbs" => new BreadcrumbsStrategy(),
         "breadcrumbs_ties" => new BreadcrumbsTiesStrategy(),
         _ => throw new ArgumentException(method),
-    };
-
-    /// <summary>Drives the session protocol over blocks of <paramref name="block"/> elements, as a host would.</summary>
-    private static float[] Stream(
-        IStreamingMergeStrategy strategy, float[] b, float[][] xs, double[] weights, Dictionary<string, object> global,
-        Dictionary<string, object>[] perModel, long seed, int block)
-    {
-        var n = b.Length;
-        var info = Info(strategy, n, weights, global, perModel, seed);
-        var result = new float[n];
-        using var session = strategy.BeginTensor(info);
-        for (var pass = 0; session.BeginPass(pass); pass++)
-        {
-            ForEachBlock(n, block, (start, count) => Apply(session.Observe, start, count));
-        }
-        ForEachBlock(n, block, (start, count) => Apply(session.Merge, start, count)
-            .CopyTo(result.AsSpan(start, count)));
-        return result;
-
-        float[] Apply(Action<MergeTensorRequest> step, int start, int count)
-        {
-            using var scope = torch.NewDisposeScope();
-            using var scratch = new TestScratch([count]);
-            var output = torch.full(count, float.NaN);
-            step(Block(
-                torch.tensor(b[start..(start + count)]), [.. xs.Select(x => torch.tensor(x[start..(start + count)]))], output, scratch, weights, info, start));
-            return output.data<float>().ToArray();
-        }
-    }
-
-    private static void ForEachBlock(int n, int block, Action<int, int> action)
-    {
-        for (var start = 0; start < n; start += block)
-        {
-            action(start, Math.Min(block, n - start));
-        }
-    }
-
-    private static MergeTensorInfo Info(
-        IMergeStrategy strategy, long n, double[] weights, Dictionary<string, object>? global, Dictionary<string, object>[]? perModel, long seed) => new()
-    {
-        TensorName = "model.layers.0.mlp.up_proj.weight",
-        LayerGroup = "model.layers.0",
-        Shape = [n],
-        HasBase = true,
-        ModelNames = [.. weights.Select((_, i) => $"expert{i}")],
-        Weights = weights,
-        Parameters = Parameters(strategy, weights.Length, global, perModel),
-        Seed = seed,
-        LayerIndex = 0,
-        LayerCount = 1,
-    };
-
-    private static MergeTensorRequest Block(
-        torch.Tensor baseBlock, torch.Tensor[] models, torch.Tensor output, ITensorScratch scratch, double[] weights, MergeTensorInfo info, long start) => new()
-    {
-        TensorName = info.TensorName,
-        LayerGroup = info.LayerGroup,
-        Base = baseBlock,
-        Models = models,
-        ModelNames = info.ModelNames,
-        Weights = weights,
-        Parameters = info.Parameters,
-        Output = output,
-        Scratch = scratch,
-        Seed = info.Seed,
-        LayerIndex = info.LayerIndex,
-        LayerCount = info.LayerCount,
-        ElementStart = start,
     };
 }

@@ -74,14 +74,14 @@ public sealed class MergeEngine
         return result;
     }
 
-    /// <summary>
-    /// Output buffer sets per worker: with small blocks a few more sets (a few MB each) let a worker run ahead of the
-    /// in-order writer instead of waiting for it; large blocks keep two.
-    /// </summary>
     /// <summary>True when the engine merges the strategy's tensors through the block protocol.</summary>
     private static bool Streams(IMergeStrategy strategy) => strategy is IStreamingMergeStrategy && !strategy.Traits.Elementwise;
 
-    private static int OutputSets(long capacity) => (int)Math.Clamp((8L << 20) / Math.Max(1, capacity), 2, 4);
+    /// <summary>
+    /// Output buffer sets per worker: with small blocks more sets (8 Mi elements in all, at most 8 sets) let a worker run
+    /// ahead of the writer thread through its bursts instead of waiting for it; large blocks keep two.
+    /// </summary>
+    private static int OutputSets(long capacity) => (int)Math.Clamp((8L << 20) / Math.Max(1, capacity), 2, 8);
 
     private (long BytesRead, MergeStageTimes Stages) Stream(
         MergePlan plan,
@@ -122,46 +122,64 @@ public sealed class MergeEngine
         var owned = new List<MergeWorker>();
         long readTicks = 0, mergeTicks = 0, convertTicks = 0, waitTicks = 0;
 
-        bool Dispatch(out long ticket, out MergeWorkItem item, out bool isLarge)
+        // Dispatch order: the largest streamed items (within 4x of the largest, e.g. embed_tokens and lm_head: their
+        // statistics passes read them again) first, largest first, so they run side by side on different workers instead
+        // of one of them ending the merge alone; then the rest in plan order, so most outputs still reach the files near
+        // their hash frontier (hashed from memory, not read back). Outputs are written at their place in the files, so
+        // the order of completion does not change the result.
+        var largestStreamed = items.Where(i => i.Blocks is { Count: > 1 }).Select(i => i.ElementCount).DefaultIfEmpty(0).Max();
+        bool Early(MergeWorkItem i) => i.Blocks is { Count: > 1 } && i.ElementCount * 4 >= largestStreamed;
+        var order = Enumerable.Range(0, items.Count)
+            .OrderBy(i => Early(items[i]) ? 0 : 1)
+            .ThenByDescending(i => Early(items[i]) ? items[i].ElementCount : 0)
+            .ThenBy(i => i)
+            .ToArray();
+        var piecesLeft = new int[jobs.Count];
+        foreach (var item in items)
+        {
+            piecesLeft[item.Job.Index] += item.Blocks?.Count ?? 1;
+        }
+
+        bool Dispatch(out MergeWorkItem item, out bool isLarge)
         {
             lock (dispatch)
             {
-                ticket = ++next;
+                var ticket = ++next;
                 if (ticket >= items.Count)
                 {
                     (item, isLarge) = (null!, false);
                     return false;
                 }
-                item = items[(int)ticket];
+                item = items[order[ticket]];
                 isLarge = item.Job.IsMerged && item.Blocks is null && item.ElementCount > capacity;
                 if (isLarge)
                 {
-                    // Taken in ticket order while dispatching, so the holder never waits on a later ticket.
+                    // Taken in dispatch order while dispatching, so holders of the large buffers follow one another.
                     largeGate.Wait(failed.Token);
                 }
                 return true;
             }
         }
 
-        // Runs on the writer thread, pieces in order: an item's output, or one block of a streamed item.
-        void Write(long ticket, MergeWorkItem piece, PendingOutput output, bool last)
+        // Runs on the writer thread, pieces in the order they were posted: an item's output, or one block of a streamed item.
+        void Write(MergeWorkItem piece, PendingOutput output)
         {
             var byteOffset = piece.ElementStart * piece.Job.OutputDType.Size;
-            TensorBytes.ForEachSpan(output.Result, (span, at) => writer.WriteChunk(piece.Job.Name, byteOffset + at, span));
+            TensorBytes.ForEachSpan(output.Result, (span, at) => writer.WriteAt(piece.Job.Name, byteOffset + at, span));
             bytesWritten += TensorBytes.ByteLength(output.Result);
-            if (last && piece.Block == piece.BlockCount - 1)
+            if (--piecesLeft[piece.Job.Index] == 0)
             {
                 tensorsDone++;
             }
             var now = clock.Elapsed;
-            if (progress is not null && (lastReport is null || now - lastReport >= options.ProgressInterval || (last && ticket == items.Count - 1)))
+            if (progress is not null && (lastReport is null || now - lastReport >= options.ProgressInterval || tensorsDone == jobs.Count))
             {
                 lastReport = now;
                 progress.Report(new MergeProgress(tensorsDone, jobs.Count, Interlocked.Read(ref bytesRead), bytesWritten, bytesTotal, now, piece.Job.Name));
             }
         }
 
-        var ordered = new OrderedWriter(items.Count, Write, failed.Token);
+        var pieces = new PieceWriter(Write, p => writer.IsAtFrontier(p.Job.Name, p.ElementStart * p.Job.OutputDType.Size), failed.Cancel, failed.Token);
 
         void Work()
         {
@@ -179,22 +197,20 @@ public sealed class MergeEngine
                 {
                     owned.Add(own);
                 }
-                while (!failed.IsCancellationRequested && Dispatch(out var ticket, out var item, out var isLarge))
+                while (!failed.IsCancellationRequested && Dispatch(out var item, out var isLarge))
                 {
                     try
                     {
                         var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, modelNames, outputSets: 1) : own;
                         using var scope = torch.NewDisposeScope();
-                        if (item.Blocks is { } blocks)
+                        if (item.Blocks is not null)
                         {
-                            var piece = 0;
                             worker.ProcessStreamed(item, (block, output) =>
                             {
                                 // Each input byte counts once, though statistics passes read blocks again.
                                 Interlocked.Add(ref bytesRead, block.ElementCount * block.Job.InputDType.Size * block.Job.Inputs.Count);
                                 output.Result.DetachFromDisposeScope();
-                                ordered.Post(ticket, piece, piece + 1 == blocks.Count, block, output);
-                                piece++;
+                                pieces.Post(block, output);
                             }, failed.Token);
                         }
                         else
@@ -202,7 +218,7 @@ public sealed class MergeEngine
                             var output = worker.Process(item, failed.Token);
                             Interlocked.Add(ref bytesRead, worker.LastBytesRead);
                             output.Result.DetachFromDisposeScope();
-                            ordered.Post(ticket, 0, true, item, output);
+                            pieces.Post(item, output);
                         }
                     }
                     finally
@@ -239,7 +255,7 @@ public sealed class MergeEngine
             Task.WaitAll(others, CancellationToken.None);
             try
             {
-                ordered.Complete();
+                pieces.Complete();
             }
             catch (Exception ex)
             {
@@ -252,7 +268,7 @@ public sealed class MergeEngine
             {
                 failed.Cancel();
             }
-            ordered.Complete(ignoreErrors: true);
+            pieces.Complete(ignoreErrors: true);
             foreach (var w in large is null ? owned : [.. owned, large])
             {
                 var (r, m, c, wait) = w.Ticks;
@@ -266,7 +282,11 @@ public sealed class MergeEngine
         firstError?.Throw();
         cancellationToken.ThrowIfCancellationRequested();
         var stages = new MergeStageTimes(Stopwatch.GetElapsedTime(0, readTicks), Stopwatch.GetElapsedTime(0, mergeTicks),
-            Stopwatch.GetElapsedTime(0, convertTicks), Stopwatch.GetElapsedTime(0, waitTicks), ordered.WriteTime);
+            Stopwatch.GetElapsedTime(0, convertTicks), Stopwatch.GetElapsedTime(0, waitTicks), pieces.WriteTime)
+        {
+            Hash = Stopwatch.GetElapsedTime(0, writer.HashTicks),
+            HashReadBackBytes = writer.ReadBackBytes,
+        };
         return (bytesRead, stages);
     }
 

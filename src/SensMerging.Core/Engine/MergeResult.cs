@@ -43,9 +43,16 @@ public sealed record MergeResult(
 /// Time spent per stage, summed over workers (so with two workers the sum can exceed the wall time): reading inputs
 /// (including the conversion to float32), the strategy's math, converting the output, waiting for a free output buffer
 /// (<c>WaitForTurn</c>: the writer still writing the worker's earlier outputs), and writing (including hashing; on the
-/// writer thread, in output order, concurrently with the workers).
+/// writer thread, in the order outputs finish, at their place in the files, concurrently with the workers).
 /// </summary>
-public sealed record MergeStageTimes(TimeSpan Read, TimeSpan Merge, TimeSpan Convert, TimeSpan WaitForTurn, TimeSpan Write);
+public sealed record MergeStageTimes(TimeSpan Read, TimeSpan Merge, TimeSpan Convert, TimeSpan WaitForTurn, TimeSpan Write)
+{
+    /// <summary>Part of <see cref="Write"/> spent hashing (SHA-256), including reading back pieces written ahead of the hash frontier.</summary>
+    public TimeSpan Hash { get; init; }
+
+    /// <summary>Output bytes read back from the files to be hashed (pieces that finished ahead of earlier ones).</summary>
+    public long HashReadBackBytes { get; init; }
+}
 
 /// <summary>A merge that cannot run as planned (found before any output is written); the message lists the problems.</summary>
 public sealed class MergeValidationException : Exception

@@ -36,8 +36,9 @@ internal sealed class MergeWorker : IDisposable
     private readonly Dictionary<(int Slot, ScalarType Type), PooledBuffer> _raw = [];
     private readonly byte[][] _staging;
     private readonly OutputSet[] _outputs;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<OutputSet> _freeOutputs = new();
+    private readonly SemaphoreSlim _freeOutputCount;
     private readonly PooledBuffer _statisticsOutput;
-    private int _nextOutput;
     private readonly PooledScratch _scratch;
     private long _readTicks;
     private long _mergeTicks;
@@ -65,7 +66,14 @@ internal sealed class MergeWorker : IDisposable
         {
             _staging[i] = GC.AllocateUninitializedArray<byte>(StagingElements * sizeof(ushort));
         }
-        _outputs = [.. Enumerable.Range(0, Math.Max(1, outputSets)).Select(_ => new OutputSet(device, capacity))];
+        var sets = Math.Max(1, outputSets);
+        // A writer may hold this worker's outputs back (to hash them in order) while it keeps two sets free to compute into.
+        _outputs = [.. Enumerable.Range(0, sets).Select(_ => new OutputSet(device, capacity, this, sets - 2))];
+        foreach (var set in _outputs)
+        {
+            _freeOutputs.Enqueue(set);
+        }
+        _freeOutputCount = new SemaphoreSlim(sets, sets);
         _statisticsOutput = new PooledBuffer(ScalarType.Float32, device);
         _scratch = new PooledScratch(device);
     }
@@ -166,17 +174,26 @@ internal sealed class MergeWorker : IDisposable
         }
         _statisticsOutput.Dispose();
         _scratch.Dispose();
+        _freeOutputCount.Dispose();
     }
 
-    /// <summary>The next output set in rotation, once the writer has released it.</summary>
+    /// <summary>
+    /// A free output set (the one freed longest ago), waiting while the writer has them all. Any free set, not a fixed
+    /// rotation: the writer may hold some back to hash them in order, and the worker must go on with the others.
+    /// </summary>
     private OutputSet AcquireOutput(CancellationToken cancellationToken)
     {
-        var set = _outputs[_nextOutput];
-        _nextOutput = (_nextOutput + 1) % _outputs.Length;
         var started = Stopwatch.GetTimestamp();
-        set.Acquire(cancellationToken);
+        _freeOutputCount.Wait(cancellationToken);
         _waitTicks += Stopwatch.GetTimestamp() - started;
-        return set;
+        return _freeOutputs.TryDequeue(out var set) ? set : throw new InvalidOperationException("output set count and queue disagree");
+    }
+
+    /// <summary>Gives a set back once the writer has written (or dropped) its contents.</summary>
+    private void ReturnOutput(OutputSet set)
+    {
+        _freeOutputs.Enqueue(set);
+        _freeOutputCount.Release();
     }
 
     private bool Timed(Func<bool> step)
@@ -322,10 +339,15 @@ internal sealed class MergeWorker : IDisposable
     }
 
     /// <summary>One set of output buffers (float32 result, converted result, copied-through bytes) and whether it is free.</summary>
-    internal sealed class OutputSet(Device device, long capacity) : IDisposable
+    internal sealed class OutputSet(Device device, long capacity, MergeWorker owner, int holdable) : IDisposable
     {
+        /// <summary>The worker whose buffers these are.</summary>
+        public MergeWorker Owner { get; } = owner;
+
+        /// <summary>How many of the owner's sets a writer may hold back at once (0 or less: none).</summary>
+        public int Holdable { get; } = holdable;
+
         private readonly Dictionary<ScalarType, PooledBuffer> _converted = [];
-        private readonly SemaphoreSlim _free = new(1, 1);
 
         public PooledBuffer Float { get; } = new(ScalarType.Float32, device, capacity);
 
@@ -341,9 +363,7 @@ internal sealed class MergeWorker : IDisposable
             return buffer;
         }
 
-        public void Acquire(CancellationToken cancellationToken) => _free.Wait(cancellationToken);
-
-        public void Release() => _free.Release();
+        public void Release() => Owner.ReturnOutput(this);
 
         public void Dispose()
         {
@@ -353,7 +373,6 @@ internal sealed class MergeWorker : IDisposable
             {
                 b.Dispose();
             }
-            _free.Dispose();
         }
     }
 }

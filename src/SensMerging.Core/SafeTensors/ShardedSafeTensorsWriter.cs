@@ -13,7 +13,8 @@ public sealed record ShardPlan(string FileName, IReadOnlyList<TensorPlanEntry> T
 /// <summary>
 /// Writes a model's weights as <c>model.safetensors</c> when they fit in one shard, else as
 /// <c>model-0000k-of-0000n.safetensors</c> files plus <c>model.safetensors.index.json</c>. Tensors are streamed in
-/// plan order; each shard file is opened when its first byte arrives and closed when its last byte is written.
+/// plan order (<see cref="WriteChunk"/>), or their pieces written in any order at their place (<see cref="WriteAt"/>);
+/// each shard file is opened when its first byte arrives and closed when its last byte is written.
 /// </summary>
 public sealed class ShardedSafeTensorsWriter : IDisposable
 {
@@ -28,6 +29,8 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
     private readonly bool _computeSha256;
     private readonly Dictionary<string, int> _shardOf;
     private readonly List<WrittenFile> _written = [];
+    private readonly Dictionary<int, SafeTensorsWriter> _openAt = [];
+    private readonly Dictionary<int, WrittenFile> _closedAt = [];
     private SafeTensorsWriter? _open;
     private int _openIndex = -1;
     private bool _completed;
@@ -57,6 +60,12 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
         }
         TotalTensorBytes = plan.Sum(t => t.ByteLength);
     }
+
+    /// <summary>Stopwatch ticks spent hashing in the files written so far (see <see cref="SafeTensorsWriter.HashTicks"/>).</summary>
+    public long HashTicks { get; private set; }
+
+    /// <summary>Bytes read back to be hashed in the files written so far (see <see cref="SafeTensorsWriter.ReadBackBytes"/>).</summary>
+    public long ReadBackBytes { get; private set; }
 
     /// <summary>The planned files.</summary>
     public IReadOnlyList<ShardPlan> Shards { get; }
@@ -102,11 +111,79 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
     public void WriteChunk(string name, long offsetInTensor, ReadOnlySpan<byte> bytes) =>
         Writer(name).WriteChunk(name, offsetInTensor, bytes);
 
+    /// <summary>
+    /// Writes a piece of tensor <paramref name="name"/> at its place, in any order (see <see cref="SafeTensorsWriter.WriteAt"/>);
+    /// a shard is closed (flushed, hashed) as soon as all its bytes are written. Cannot be mixed with <see cref="WriteChunk"/>.
+    /// </summary>
+    public void WriteAt(string name, long offsetInTensor, ReadOnlySpan<byte> bytes)
+    {
+        if (!_shardOf.TryGetValue(name, out var shard))
+        {
+            throw new InvalidOperationException($"tensor '{name}' is not in the output plan");
+        }
+        if (_openIndex >= 0)
+        {
+            throw new InvalidOperationException($"tensor '{name}': pieces were already streamed in order (WriteChunk); WriteAt cannot follow them");
+        }
+        if (bytes.IsEmpty && _closedAt.ContainsKey(shard))
+        {
+            return;
+        }
+        if (_closedAt.ContainsKey(shard))
+        {
+            throw new InvalidOperationException($"tensor '{name}' belongs to shard {shard + 1}, which is already complete");
+        }
+        var writer = PositionedShard(shard);
+        writer.WriteAt(name, offsetInTensor, bytes);
+        if (writer.IsComplete)
+        {
+            Account(writer);
+            _closedAt[shard] = writer.Complete();
+            writer.Dispose();
+            _openAt.Remove(shard);
+        }
+    }
+
+    /// <summary>
+    /// True when a <see cref="WriteAt"/> piece of <paramref name="name"/> at <paramref name="offsetInTensor"/> would start at
+    /// its shard's hash frontier (hashed straight from the span instead of read back later).
+    /// </summary>
+    public bool IsAtFrontier(string name, long offsetInTensor)
+    {
+        if (!_shardOf.TryGetValue(name, out var shard) || _closedAt.ContainsKey(shard) || _openIndex >= 0)
+        {
+            return false;
+        }
+        return PositionedShard(shard).IsAtFrontier(name, offsetInTensor);
+    }
+
     /// <summary>Closes the last shard, writes the index when sharded, and returns every file written.</summary>
     public IReadOnlyList<WrittenFile> Complete()
     {
         if (_completed)
         {
+            return _written;
+        }
+        if (_openAt.Count > 0 || _closedAt.Count > 0)
+        {
+            // Positioned mode: every shard must be complete (shards of only empty tensors are created now).
+            for (var i = 0; i < Shards.Count; i++)
+            {
+                if (!_closedAt.ContainsKey(i))
+                {
+                    var writer = PositionedShard(i);
+                    Account(writer);
+                    _closedAt[i] = writer.Complete();
+                    writer.Dispose();
+                    _openAt.Remove(i);
+                }
+                _written.Add(_closedAt[i]);
+            }
+            if (Shards.Count > 1)
+            {
+                _written.Add(WriteIndex());
+            }
+            _completed = true;
             return _written;
         }
         while (_openIndex < Shards.Count - 1 || _open is not null)
@@ -126,13 +203,35 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
         return _written;
     }
 
-    public void Dispose() => _open?.Dispose();
+    public void Dispose()
+    {
+        _open?.Dispose();
+        foreach (var writer in _openAt.Values)
+        {
+            writer.Dispose();
+        }
+        _openAt.Clear();
+    }
+
+    private SafeTensorsWriter PositionedShard(int index)
+    {
+        if (!_openAt.TryGetValue(index, out var writer))
+        {
+            writer = new SafeTensorsWriter(Path.Combine(_folder, Shards[index].FileName), Shards[index].Tensors, _metadata, _computeSha256);
+            _openAt[index] = writer;
+        }
+        return writer;
+    }
 
     private SafeTensorsWriter Writer(string name)
     {
         if (!_shardOf.TryGetValue(name, out var shard))
         {
             throw new InvalidOperationException($"tensor '{name}' is not in the output plan");
+        }
+        if (_openAt.Count > 0 || _closedAt.Count > 0)
+        {
+            throw new InvalidOperationException($"tensor '{name}': pieces were already written at their offsets (WriteAt); WriteChunk cannot follow them");
         }
         if (shard == _openIndex && _open is not null)
         {
@@ -163,8 +262,15 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
         _open = new SafeTensorsWriter(Path.Combine(_folder, Shards[index].FileName), Shards[index].Tensors, _metadata, _computeSha256);
     }
 
+    private void Account(SafeTensorsWriter writer)
+    {
+        HashTicks += writer.HashTicks;
+        ReadBackBytes += writer.ReadBackBytes;
+    }
+
     private void CloseOpenShard()
     {
+        Account(_open!);
         _written.Add(_open!.Complete());
         _open.Dispose();
         _open = null;
