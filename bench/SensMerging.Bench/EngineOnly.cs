@@ -4,6 +4,7 @@ using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
 using SensMerging.Strategies.DareTies;
+using SensMerging.Strategies.ModelStock;
 using SensMerging.Strategies.TaskArithmetic;
 using SensMerging.Strategies.Ties;
 
@@ -20,10 +21,18 @@ internal static class EngineOnly
             "task_arithmetic" => new TaskArithmeticStrategy(),
             "ties" => new TiesStrategy(),
             "dare_ties" => new DareTiesStrategy(),
-            _ => throw new ArgumentException("unknown method " + method),
+            "model_stock" => new ModelStockStrategy(),
+            // The same strategy hidden behind a plain IMergeStrategy: the engine hands it whole tensors (what model_stock
+            // did before it streamed), for the memory comparison.
+            "model_stock:whole" => new WholeTensorsOnly(new ModelStockStrategy()),
+            _ => throw new ArgumentException("unknown method " + method + " (task_arithmetic, ties, dare_ties, model_stock, model_stock:whole)"),
         };
-        var global = new Dictionary<string, object> { ["lambda"] = 1.0 };
-        if (method != "task_arithmetic")
+        var global = new Dictionary<string, object>();
+        if (!method.StartsWith("model_stock", StringComparison.Ordinal))
+        {
+            global["lambda"] = 1.0;
+        }
+        if (method is "ties" or "dare_ties")
         {
             global["density"] = density;
         }
@@ -37,6 +46,19 @@ internal static class EngineOnly
             Weights = weights,
             Seed = 42,
         };
+    }
+
+    private sealed class WholeTensorsOnly(IMergeStrategy inner) : IMergeStrategy
+    {
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public IReadOnlyList<ParameterSpec> Parameters => inner.Parameters;
+
+        public StrategyTraits Traits => inner.Traits;
+
+        public void Merge(MergeTensorRequest request) => inner.Merge(request);
     }
 
     /// <summary>Each method merged once per dtype; prints rate and the process's peak RssAnon during the merge.</summary>
@@ -68,7 +90,7 @@ internal static class EngineOnly
                     Directory.Delete(outPath, true);
                     var rate = (result.BytesRead + result.TensorBytesWritten) / result.MergeDuration.TotalSeconds;
                     var st = result.Stages;
-                    Console.Error.WriteLine(string.Create(inv, $"   {dtype} {method}: worker time read {st.Read.TotalSeconds:F2} s, math {st.Merge.TotalSeconds:F2} s, convert {st.Convert.TotalSeconds:F2} s, wait {st.WaitForTurn.TotalSeconds:F2} s, write {st.Write.TotalSeconds:F2} s"));
+                    Console.Error.WriteLine(string.Create(inv, $"   {dtype} {method}: worker time read {st.Read.TotalSeconds:F2} s, math {st.Merge.TotalSeconds:F2} s, convert {st.Convert.TotalSeconds:F2} s, wait {st.WaitForTurn.TotalSeconds:F2} s, write {st.Write.TotalSeconds:F2} s (hash {st.Hash.TotalSeconds:F2} s, {st.HashReadBackBytes / 1_000_000} MB read back)"));
                     Console.WriteLine(string.Create(inv,
                         $"| {dtype} | {method} | {options.Experts} x {models[1].TotalTensorBytes / 1_000_000} MB | {result.MergeDuration.TotalSeconds:F2} | {rate / 1e9:F2} | {before} | {peak / 1_000_000} |"));
                 }
