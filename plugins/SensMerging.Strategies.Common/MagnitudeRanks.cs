@@ -457,29 +457,19 @@ internal sealed unsafe class MagnitudeRanks
     private static uint Key(float* x, float* b, long e) =>
         BitConverter.SingleToUInt32Bits(b is null ? x[e] : x[e] - b[e]) & 0x7FFF_FFFF;
 
-    private static int Find(ReadOnlySpan<long> hist, ref long remaining)
+    /// <summary>The bucket holding the <paramref name="remaining"/>-th key (1-based); leaves the rank within that bucket.</summary>
+    private static int Find<T>(ReadOnlySpan<T> hist, ref long remaining)
+        where T : IBinaryInteger<T>
     {
         for (var i = 0; i < hist.Length; i++)
         {
-            if (remaining <= hist[i])
+            var count = long.CreateTruncating(hist[i]);
+            if (remaining <= count)
             {
                 return i;
             }
-            remaining -= hist[i];
+            remaining -= count;
         }
         throw new InvalidOperationException("radix select ran past the last bucket (an input changed between passes, or a block was missed)");
-    }
-
-    private static int Find(ReadOnlySpan<uint> hist, ref long remaining)
-    {
-        for (var i = 0; i < hist.Length; i++)
-        {
-            if (remaining <= hist[i])
-            {
-                return i;
-            }
-            remaining -= hist[i];
-        }
-        throw new InvalidOperationException("radix select ran past the end of the window (an input changed between passes, or a block was missed)");
     }
 }

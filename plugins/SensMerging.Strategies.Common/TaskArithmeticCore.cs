@@ -46,7 +46,7 @@ public static class TaskArithmeticCore
         if (output.numel() > 0 && TaskArithmeticSession.IsDirect(request))
         {
             using var session = new TaskArithmeticSession(variant, settings, output.numel(), randomSeed, request.TensorName);
-            session.MergeWhole(request);
+            WholeTensor.Run(session, request);
             return;
         }
 

@@ -85,11 +85,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     /// <summary>Starts a session for a streamed tensor (parameters checked here, before any block is read).</summary>
     public static TaskArithmeticSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor)
     {
-        ArgumentNullException.ThrowIfNull(tensor);
-        if (variant.Traits.RequiresBaseModel && !tensor.HasBase)
-        {
-            throw new ArgumentException($"{variant.Name}: tensor '{tensor.TensorName}' needs a base model (set base_model)", nameof(tensor));
-        }
+        RequestChecks.Check(tensor, variant.Name, variant.Traits);
         var settings = TaskArithmeticSettings.Read(variant, tensor.Parameters, tensor.Weights, tensor.ModelNames, tensor.TensorName);
         return new TaskArithmeticSession(variant, settings, tensor.ElementCount, tensor.Seed, tensor.TensorName);
     }
@@ -110,16 +106,6 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             }
         }
         return true;
-    }
-
-    /// <summary>Merges a whole tensor given as one direct request: the statistics passes and the merge over the same block.</summary>
-    public void MergeWhole(MergeTensorRequest request)
-    {
-        for (var pass = 0; BeginPass(pass); pass++)
-        {
-            Observe(request);
-        }
-        Run(request, randomOffset: request.ElementStart);
     }
 
     public bool BeginPass(int pass)
@@ -166,25 +152,19 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     /// <summary>Merges one block; the random stream (DARE) is indexed by the element's position in the whole tensor.</summary>
     public void Merge(MergeTensorRequest block)
     {
-        ArgumentNullException.ThrowIfNull(block);
-        Run(block, block.ElementStart);
-    }
-
-    public void Dispose()
-    {
-        // Nothing native is held: histograms are managed and dropped with the session.
-    }
-
-    private void Run(MergeTensorRequest block, long randomOffset)
-    {
         Check(block);
         if (!_statisticsDone)
         {
             throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
         }
         using var direct = DirectBlock.Of(block);
-        _kernel.Run(direct.Base, direct.Models, direct.Output, direct.Count, randomOffset);
+        _kernel.Run(direct.Base, direct.Models, direct.Output, direct.Count, block.ElementStart);
         direct.CopyOutputBack(block.Output);
+    }
+
+    public void Dispose()
+    {
+        // Nothing native is held: histograms are managed and dropped with the session.
     }
 
     private void Check(MergeTensorRequest block)

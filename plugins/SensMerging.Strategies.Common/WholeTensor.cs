@@ -27,12 +27,20 @@ public static class WholeTensor
         };
     }
 
-    /// <summary>Every statistics pass over the one block, then the merge of it.</summary>
+    /// <summary>Starts a session for the request's tensor and runs it over the request as its one block.</summary>
     public static void Merge(IStreamingMergeStrategy strategy, MergeTensorRequest request)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(request);
         using var session = strategy.BeginTensor(Info(request));
+        Run(session, request);
+    }
+
+    /// <summary>Every statistics pass of <paramref name="session"/> over the one block, then the merge of it.</summary>
+    public static void Run(ITensorMergeSession session, MergeTensorRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        ArgumentNullException.ThrowIfNull(request);
         for (var pass = 0; session.BeginPass(pass); pass++)
         {
             session.Observe(request);

@@ -10,16 +10,8 @@ namespace SensMerging.Core.Tests;
 public sealed class EngineTests : IDisposable
 {
     private readonly SafeTensorsTempDir _dir = new();
-    private readonly List<ModelFolder> _opened = [];
 
-    public void Dispose()
-    {
-        foreach (var m in _opened)
-        {
-            m.Dispose();
-        }
-        _dir.Dispose();
-    }
+    public void Dispose() => _dir.Dispose();
 
     [Theory]
     [InlineData("F32", 1)]
@@ -32,14 +24,7 @@ public sealed class EngineTests : IDisposable
         var (e1Path, e1) = TinyModels.Make(_dir.File("e1"), 2, dtype, shardBytes: 600);
         var (e2Path, e2) = TinyModels.Make(_dir.File("e2"), 3, dtype);
         var weights = new[] { 0.7, -0.2 };
-        var plan = new MergePlan
-        {
-            Base = Input("base", basePath),
-            Models = [Input("e1", e1Path), Input("e2", e2Path)],
-            Strategy = new WeightedSumStrategy(),
-            Weights = weights,
-            OutputDType = SafeTensorsDType.F32,
-        };
+        var plan = WeightedSum(basePath, e1Path, e2Path, weights);
         var progress = new List<MergeProgress>();
         var result = new MergeEngine().Run(plan, Options("out") with { MaxParallelism = parallelism, ProgressInterval = TimeSpan.Zero }, new SyncProgress(progress.Add));
 
@@ -85,14 +70,7 @@ public sealed class EngineTests : IDisposable
         var (e1Path, e1) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16, tensors: tensors);
         var (e2Path, e2) = TinyModels.Make(_dir.File("e2"), 3, SafeTensorsDType.BF16, tensors: tensors);
         var weights = new[] { 0.7, -0.2 };
-        var plan = new MergePlan
-        {
-            Base = Input("base", basePath),
-            Models = [Input("e1", e1Path), Input("e2", e2Path)],
-            Strategy = new WeightedSumStrategy(),
-            Weights = weights,
-            OutputDType = SafeTensorsDType.F32,
-        };
+        var plan = WeightedSum(basePath, e1Path, e2Path, weights);
         var result = new MergeEngine().Run(plan, Options("out") with { MaxParallelism = 2, BlockElements = 150_000 });
         using var merged = ModelFolder.Open(result.OutputPath);
         foreach (var (name, _) in tensors)
@@ -115,7 +93,7 @@ public sealed class EngineTests : IDisposable
         static SafeTensorsDType DtypeOf(string n) => n.EndsWith("position_ids", StringComparison.Ordinal) ? SafeTensorsDType.I32 : SafeTensorsDType.BF16;
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.BF16, tensors: tensors, dtypeOf: DtypeOf);
         var (e1Path, e1) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16, tensors: tensors, dtypeOf: DtypeOf);
-        var plan = new MergePlan { Models = [Input("e1", e1Path)], Base = Input("base", basePath), Strategy = new WeightedSumStrategy(), Weights = [1.0] };
+        var plan = new MergePlan { Models = [_dir.Input("e1", e1Path)], Base = _dir.Input("base", basePath), Strategy = new WeightedSumStrategy(), Weights = [1.0] };
         var result = new MergeEngine().Run(plan, Options("out"));
         using var merged = ModelFolder.Open(result.OutputPath);
         Assert.Equal(SafeTensorsDType.BF16, merged.GetTensor("model.layers.0.w").DType);
@@ -133,7 +111,7 @@ public sealed class EngineTests : IDisposable
         Assert.Equal(SafeTensorsDType.I32, ids.DType);
         var expected = new byte[16];
         var actual = new byte[16];
-        ModelFolder.ReadBytes(_opened[1].GetTensor("model.position_ids"), 0, expected);
+        ModelFolder.ReadBytes(plan.Base!.Folder.GetTensor("model.position_ids"), 0, expected);
         ModelFolder.ReadBytes(ids, 0, actual);
         Assert.Equal(expected, actual);
         Assert.Equal("bfloat16", merged.Config!.TorchDtype);
@@ -145,7 +123,7 @@ public sealed class EngineTests : IDisposable
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.BF16);
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
         var (e2Path, _) = TinyModels.Make(_dir.File("e2"), 3, SafeTensorsDType.BF16);
-        MergePlan Plan(IMergeStrategy s) => new() { Base = Input("base", basePath), Models = [Input("e1", e1Path), Input("e2", e2Path)], Strategy = s, Weights = [0.3, 0.9] };
+        MergePlan Plan(IMergeStrategy s) => new() { Base = _dir.Input("base", basePath), Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)], Strategy = s, Weights = [0.3, 0.9] };
         var whole = new WeightedSumStrategy();
         var blocked = new WeightedSumStrategy();
         var a = new MergeEngine().Run(Plan(whole), Options("whole") with { BlockElements = 1 << 20 });
@@ -163,11 +141,11 @@ public sealed class EngineTests : IDisposable
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.BF16);
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
         var whole = new WeightedSumStrategy(elementwise: false);
-        var a = new MergeEngine().Run(new MergePlan { Base = Input("base", basePath), Models = [Input("e1", e1Path)], Strategy = whole, Weights = [0.4] },
+        var a = new MergeEngine().Run(new MergePlan { Base = _dir.Input("base", basePath), Models = [_dir.Input("e1", e1Path)], Strategy = whole, Weights = [0.4] },
             Options("whole") with { BlockElements = 20, WholeTensorWorkerElements = 20, MaxParallelism = 2 });
         Assert.Equal(TinyModels.Llama.Select(t => t.Shape).Order(ShapeOrder.Instance), whole.SeenShapes.Order(ShapeOrder.Instance));
         var blocked = new WeightedSumStrategy(elementwise: true);
-        var b = new MergeEngine().Run(new MergePlan { Base = Input("base", basePath), Models = [Input("e1", e1Path)], Strategy = blocked, Weights = [0.4] },
+        var b = new MergeEngine().Run(new MergePlan { Base = _dir.Input("base", basePath), Models = [_dir.Input("e1", e1Path)], Strategy = blocked, Weights = [0.4] },
             Options("blocked") with { BlockElements = 20, MaxParallelism = 1 });
         Assert.Equal(File.ReadAllBytes(Path.Combine(a.OutputPath, "model.safetensors")), File.ReadAllBytes(Path.Combine(b.OutputPath, "model.safetensors")));
     }
@@ -183,7 +161,7 @@ public sealed class EngineTests : IDisposable
     public void Seeded_runs_are_reproducible_byte_for_byte_and_depend_on_the_seed()
     {
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32);
-        MergePlan Plan(long seed) => new() { Models = [Input("e1", e1Path)], Strategy = new SeededDropStrategy(), Seed = seed };
+        MergePlan Plan(long seed) => new() { Models = [_dir.Input("e1", e1Path)], Strategy = new SeededDropStrategy(), Seed = seed };
         var a = new MergeEngine().Run(Plan(7), Options("a") with { BlockElements = 40, MaxParallelism = 2 });
         var b = new MergeEngine().Run(Plan(7), Options("b") with { BlockElements = 40, MaxParallelism = 1 });
         var c = new MergeEngine().Run(Plan(8), Options("c") with { BlockElements = 40 });
@@ -199,7 +177,7 @@ public sealed class EngineTests : IDisposable
     public void Sharded_output_has_an_index_and_reads_back()
     {
         var (e1Path, e1) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32);
-        var result = new MergeEngine().Run(new MergePlan { Models = [Input("e1", e1Path)], Strategy = new WeightedSumStrategy() }, Options("out") with { ShardSizeBytes = 1000 });
+        var result = new MergeEngine().Run(new MergePlan { Models = [_dir.Input("e1", e1Path)], Strategy = new WeightedSumStrategy() }, Options("out") with { ShardSizeBytes = 1000 });
         Assert.Contains(result.Files, f => f.RelativePath == "model.safetensors.index.json");
         using var merged = ModelFolder.Open(result.OutputPath);
         Assert.True(merged.IsSharded);
@@ -212,7 +190,7 @@ public sealed class EngineTests : IDisposable
     {
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.F32);
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32, tensors: TinyModels.Llama[..^1]);
-        var ex = Fails(new MergePlan { Base = Input("base", basePath), Models = [Input("e1", e1Path)], Strategy = new WeightedSumStrategy() });
+        var ex = Fails(new MergePlan { Base = _dir.Input("base", basePath), Models = [_dir.Input("e1", e1Path)], Strategy = new WeightedSumStrategy() });
         Assert.Contains("tensor 'lm_head.weight' of 'base' is missing from model 'e1'", ex.Message, StringComparison.Ordinal);
     }
 
@@ -222,7 +200,7 @@ public sealed class EngineTests : IDisposable
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.F32);
         var other = TinyModels.Llama.Select(t => t.Name == "model.norm.weight" ? (t.Name, new long[] { 9 }) : t).ToArray();
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32, tensors: other);
-        var ex = Fails(new MergePlan { Base = Input("base", basePath), Models = [Input("e1", e1Path)], Strategy = new WeightedSumStrategy() });
+        var ex = Fails(new MergePlan { Base = _dir.Input("base", basePath), Models = [_dir.Input("e1", e1Path)], Strategy = new WeightedSumStrategy() });
         Assert.Contains("tensor 'model.norm.weight' has shape [8] in 'base' but [9] in 'e1'", ex.Message, StringComparison.Ordinal);
     }
 
@@ -231,7 +209,7 @@ public sealed class EngineTests : IDisposable
     {
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.F32);
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
-        var ex = Fails(new MergePlan { Base = Input("base", basePath), Models = [Input("e1", e1Path)], Strategy = new WeightedSumStrategy() });
+        var ex = Fails(new MergePlan { Base = _dir.Input("base", basePath), Models = [_dir.Input("e1", e1Path)], Strategy = new WeightedSumStrategy() });
         Assert.Contains("tensor 'model.embed_tokens.weight' has dtype F32 in 'base' but BF16 in 'e1'", ex.Message, StringComparison.Ordinal);
         Assert.Equal(TinyModels.Llama.Length, ex.Problems.Count);
     }
@@ -240,10 +218,10 @@ public sealed class EngineTests : IDisposable
     public void Strategy_traits_and_weights_are_checked()
     {
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32);
-        var ex = Fails(new MergePlan { Models = [Input("e1", e1Path)], Strategy = new WeightedSumStrategy(requiresBase: true), Weights = [1, 2] });
+        var ex = Fails(new MergePlan { Models = [_dir.Input("e1", e1Path)], Strategy = new WeightedSumStrategy(requiresBase: true), Weights = [1, 2] });
         Assert.Contains("needs a base model", ex.Message, StringComparison.Ordinal);
         Assert.Contains("2 weights given for 1 models", ex.Message, StringComparison.Ordinal);
-        var e = Input("e1", e1Path);
+        var e = _dir.Input("e1", e1Path);
         ex = Fails(new MergePlan { Models = [e, e with { Name = "x" }, e with { Name = "y" }, e with { Name = "z" }, e with { Name = "w" }], Strategy = new WeightedSumStrategy() });
         Assert.Contains("takes at most 4 models besides the base, got 5", ex.Message, StringComparison.Ordinal);
         ex = Fails(new MergePlan
@@ -263,7 +241,7 @@ public sealed class EngineTests : IDisposable
         var output = _dir.File("out");
         Directory.CreateDirectory(output);
         File.WriteAllText(Path.Combine(output, "keep.txt"), "mine");
-        var plan = new MergePlan { Models = [Input("e1", e1Path)], Strategy = new WeightedSumStrategy() };
+        var plan = new MergePlan { Models = [_dir.Input("e1", e1Path)], Strategy = new WeightedSumStrategy() };
         var ex = Assert.Throws<MergeValidationException>(() => new MergeEngine().Run(plan, Options("out")));
         Assert.Contains("already exists and is not empty", ex.Message, StringComparison.Ordinal);
         Assert.Equal("mine", File.ReadAllText(Path.Combine(output, "keep.txt")));
@@ -280,7 +258,7 @@ public sealed class EngineTests : IDisposable
     {
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32);
         using var cts = new CancellationTokenSource();
-        var plan = new MergePlan { Models = [Input("e1", e1Path)], Strategy = new WeightedSumStrategy() };
+        var plan = new MergePlan { Models = [_dir.Input("e1", e1Path)], Strategy = new WeightedSumStrategy() };
         var progress = new SyncProgress(p =>
         {
             if (p.TensorsDone >= 3)
@@ -297,7 +275,7 @@ public sealed class EngineTests : IDisposable
     public void Strategy_failure_leaves_no_output()
     {
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.F32);
-        var plan = new MergePlan { Models = [Input("e1", e1Path)], Strategy = new FailingStrategy() };
+        var plan = new MergePlan { Models = [_dir.Input("e1", e1Path)], Strategy = new FailingStrategy() };
         var ex = Assert.Throws<InvalidOperationException>(() => new MergeEngine().Run(plan, Options("out") with { MaxParallelism = 2 }));
         Assert.Equal("boom at model.layers.1.self_attn.q_proj.weight", ex.Message);
         Assert.Empty(Directory.GetDirectories(_dir.Path, "out*"));
@@ -310,14 +288,17 @@ public sealed class EngineTests : IDisposable
         return ex;
     }
 
-    private MergeOptions Options(string name) => new() { OutputPath = _dir.File(name), MaxParallelism = 1 };
-
-    private MergeInput Input(string name, string path)
+    /// <summary>base + two experts merged by <see cref="WeightedSumStrategy"/> into float32.</summary>
+    private MergePlan WeightedSum(string basePath, string e1Path, string e2Path, double[] weights) => new()
     {
-        var folder = ModelFolder.Open(path);
-        _opened.Add(folder);
-        return new MergeInput(name, folder);
-    }
+        Base = _dir.Input("base", basePath),
+        Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
+        Strategy = new WeightedSumStrategy(),
+        Weights = weights,
+        OutputDType = SafeTensorsDType.F32,
+    };
+
+    private MergeOptions Options(string name) => new() { OutputPath = _dir.File(name), MaxParallelism = 1 };
 
     private sealed class SyncProgress(Action<MergeProgress> report) : IProgress<MergeProgress>
     {

@@ -1,11 +1,15 @@
 using System.Text;
+using SensMerging.Core.Engine;
+using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
 
 namespace SensMerging.Core.Tests;
 
-/// <summary>Temp folders and hand-made safetensors bytes for the tests.</summary>
+/// <summary>Temp folders and hand-made safetensors bytes for the tests; models opened through it are closed with it.</summary>
 internal sealed class SafeTensorsTempDir : IDisposable
 {
+    private readonly List<ModelFolder> _opened = [];
+
     public SafeTensorsTempDir()
     {
         Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "smcore-" + Guid.NewGuid().ToString("N"));
@@ -28,8 +32,20 @@ internal sealed class SafeTensorsTempDir : IDisposable
         return path;
     }
 
+    /// <summary>Opens the model folder at <paramref name="path"/> as a merge input (closed when this folder is disposed).</summary>
+    public MergeInput Input(string name, string path)
+    {
+        var folder = ModelFolder.Open(path);
+        _opened.Add(folder);
+        return new MergeInput(name, folder);
+    }
+
     public void Dispose()
     {
+        foreach (var m in _opened)
+        {
+            m.Dispose();
+        }
         try
         {
             Directory.Delete(Path, recursive: true);

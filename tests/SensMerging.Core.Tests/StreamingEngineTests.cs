@@ -14,16 +14,8 @@ namespace SensMerging.Core.Tests;
 public sealed class StreamingEngineTests : IDisposable
 {
     private readonly SafeTensorsTempDir _dir = new();
-    private readonly List<ModelFolder> _opened = [];
 
-    public void Dispose()
-    {
-        foreach (var m in _opened)
-        {
-            m.Dispose();
-        }
-        _dir.Dispose();
-    }
+    public void Dispose() => _dir.Dispose();
 
     [Theory]
     [InlineData("ties", "F32")]
@@ -38,8 +30,8 @@ public sealed class StreamingEngineTests : IDisposable
             [new Dictionary<string, object> { ["density"] = 0.5, ["gamma"] = 0.05 }, new Dictionary<string, object> { ["density"] = 0.3, ["gamma"] = 0.1 }]);
         MergePlan Plan(IMergeStrategy s, string tag) => new()
         {
-            Base = Input("base", TinyModels.Make(_dir.File("base" + tag), 1, dtype).Path),
-            Models = [Input("e1", TinyModels.Make(_dir.File("e1" + tag), 2, dtype).Path), Input("e2", TinyModels.Make(_dir.File("e2" + tag), 3, dtype).Path)],
+            Base = _dir.Input("base", TinyModels.Make(_dir.File("base" + tag), 1, dtype).Path),
+            Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1" + tag), 2, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 3, dtype).Path)],
             Strategy = s,
             ParameterResolver = (_, _) => parameters,
             Weights = [0.8, -0.3],
@@ -73,8 +65,8 @@ public sealed class StreamingEngineTests : IDisposable
             [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.4 }]);
         MergePlan Plan(string tag) => new()
         {
-            Base = Input("base", TinyModels.Make(_dir.File("base" + tag), 4, dtype).Path),
-            Models = [Input("e1", TinyModels.Make(_dir.File("e1" + tag), 5, dtype).Path), Input("e2", TinyModels.Make(_dir.File("e2" + tag), 6, dtype).Path)],
+            Base = _dir.Input("base", TinyModels.Make(_dir.File("base" + tag), 4, dtype).Path),
+            Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1" + tag), 5, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 6, dtype).Path)],
             Strategy = new TiesStrategy(),
             ParameterResolver = (_, _) => parameters,
             Weights = [0.6, 0.4],
@@ -114,8 +106,8 @@ public sealed class StreamingEngineTests : IDisposable
         var (e2Path, _) = TinyModels.Make(_dir.File("e2"), 3, dtype);
         MergeResult Run(string name, long block) => new MergeEngine().Run(new MergePlan
         {
-            Base = Input("base", basePath),
-            Models = [Input("e1", e1Path), Input("e2", e2Path)],
+            Base = _dir.Input("base", basePath),
+            Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
             Strategy = new DareTiesStrategy(),
             ParameterResolver = (_, _) => parameters,
             Weights = [0.8, 0.6],
@@ -152,8 +144,8 @@ public sealed class StreamingEngineTests : IDisposable
         var strategy = new PositionStrategy(passes: 2);
         var result = new MergeEngine().Run(new MergePlan
         {
-            Base = Input("base", basePath),
-            Models = [Input("e1", e1Path)],
+            Base = _dir.Input("base", basePath),
+            Models = [_dir.Input("e1", e1Path)],
             Strategy = strategy,
             Seed = 7,
         }, new MergeOptions { OutputPath = _dir.File("out"), MaxParallelism = 2, BlockElements = 24 });
@@ -185,8 +177,8 @@ public sealed class StreamingEngineTests : IDisposable
         var (e1Path, e1) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
         var result = new MergeEngine().Run(new MergePlan
         {
-            Base = Input("base", basePath),
-            Models = [Input("e1", e1Path)],
+            Base = _dir.Input("base", basePath),
+            Models = [_dir.Input("e1", e1Path)],
             Strategy = new ScaleStrategy(),
         }, new MergeOptions { OutputPath = _dir.File("out"), MaxParallelism = 1 });
 
@@ -200,13 +192,6 @@ public sealed class StreamingEngineTests : IDisposable
             Assert.Equal(ScalarType.BFloat16, got.dtype);
             Assert.Equal(rounded.bytes.ToArray(), got.bytes.ToArray());
         }
-    }
-
-    private MergeInput Input(string name, string path)
-    {
-        var folder = ModelFolder.Open(path);
-        _opened.Add(folder);
-        return new MergeInput(name, folder);
     }
 
     /// <summary>Hides the streaming interface, so the engine hands the strategy whole tensors.</summary>
