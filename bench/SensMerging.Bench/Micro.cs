@@ -49,32 +49,90 @@ internal static class Micro
         Time($"copy_ {t.DType} -> f32 n={n}", n * (4 + t.DType.Size), () => f32.copy_(target));
     }
 
-    /// <summary>The strategies' whole-tensor CPU kernels on in-memory float32 tensors (bytes: inputs + output).</summary>
+    /// <summary>
+    /// The strategies' CPU kernels on in-memory tensors of each storage dtype (bytes: inputs + output): whole tensors, and
+    /// ties streamed in the engine's 256K-element blocks with its statistics pass and merge pass timed apart.
+    /// </summary>
     private static void Strategies(long n, int experts)
     {
-        using var baseTensor = torch.randn(n);
-        var models = Enumerable.Range(0, experts).Select(_ => torch.randn(n)).ToList();
-        using var output = torch.empty(n);
-        using var scratch = new NoScratch();
-        foreach (var strategy in new IMergeStrategy[] { new TaskArithmeticStrategy(), new TiesStrategy(), new DareTiesStrategy() })
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
         {
-            var global = new Dictionary<string, object> { ["lambda"] = 1.0, ["density"] = 0.5, ["normalize"] = true, ["rescale"] = true };
-            var request = new MergeTensorRequest
+            var size = dtype == ScalarType.Float32 ? 4 : 2;
+            using var baseTensor = torch.randn(n).to(dtype);
+            var models = Enumerable.Range(0, experts).Select(_ => torch.randn(n).to(dtype)).ToList();
+            using var output = torch.empty(n, dtype);
+            using var scratch = new NoScratch();
+            foreach (var strategy in new IMergeStrategy[] { new TaskArithmeticStrategy(), new TiesStrategy(), new DareTiesStrategy() })
             {
-                TensorName = "model.layers.0.mlp.up_proj.weight",
-                LayerGroup = "model.layers.0",
-                Base = baseTensor,
-                Models = models,
-                ModelNames = [.. models.Select((_, i) => "e" + i)],
-                Weights = [.. models.Select(_ => 0.4)],
-                Parameters = new ResolvedParameters(strategy.Name == "task_arithmetic" ? new Dictionary<string, object> { ["lambda"] = 1.0 } : global, []),
-                Output = output,
-                Scratch = scratch,
-                Seed = 1,
-            };
-            Time($"{strategy.Name} kernel n={n} experts={experts}", n * 4 * (experts + 2), () => strategy.Merge(request));
+                var request = Request(strategy, baseTensor, models, output, scratch, 0);
+                Time($"{strategy.Name} kernel {dtype} n={n} experts={experts}", n * size * (experts + 2), () => strategy.Merge(request));
+            }
+            StreamedTies(baseTensor, models, output, scratch, size);
+            models.ForEach(m => m.Dispose());
         }
-        models.ForEach(m => m.Dispose());
+    }
+
+    private static void StreamedTies(Tensor baseTensor, List<Tensor> models, Tensor output, NoScratch scratch, int size)
+    {
+        const long Block = 1L << 18;
+        var ties = new TiesStrategy();
+        var n = baseTensor.numel();
+        var first = Request(ties, baseTensor, models, output, scratch, 0);
+        var blocks = new List<MergeTensorRequest>();
+        for (var start = 0L; start < n; start += Block)
+        {
+            var count = Math.Min(Block, n - start);
+            blocks.Add(first with
+            {
+                Base = baseTensor.narrow(0, start, count),
+                Models = [.. models.Select(m => m.narrow(0, start, count))],
+                Output = output.narrow(0, start, count),
+                ElementStart = start,
+            });
+        }
+        ITensorMergeSession? session = null;
+        void Statistics()
+        {
+            session?.Dispose();
+            session = ties.BeginTensor(SensMerging.Strategies.Common.WholeTensor.Info(first));
+            for (var pass = 0; session.BeginPass(pass); pass++)
+            {
+                blocks.ForEach(session.Observe);
+            }
+        }
+        var dtype = baseTensor.dtype;
+        Time($"ties streamed {dtype}: statistics pass, blocks of {Block}", n * size * (models.Count + 1), Statistics);
+        Time($"ties streamed {dtype}: merge pass, blocks of {Block}", n * size * (models.Count + 2), () => blocks.ForEach(session!.Merge));
+        session?.Dispose();
+        foreach (var b in blocks)
+        {
+            b.Base!.Dispose();
+            b.Output.Dispose();
+            foreach (var m in b.Models)
+            {
+                m.Dispose();
+            }
+        }
+    }
+
+    private static MergeTensorRequest Request(IMergeStrategy strategy, Tensor baseTensor, List<Tensor> models, Tensor output, ITensorScratch scratch, long start)
+    {
+        var global = new Dictionary<string, object> { ["lambda"] = 1.0, ["density"] = 0.5, ["normalize"] = true, ["rescale"] = true };
+        return new MergeTensorRequest
+        {
+            TensorName = "model.layers.0.mlp.up_proj.weight",
+            LayerGroup = "model.layers.0",
+            Base = baseTensor,
+            Models = models,
+            ModelNames = [.. models.Select((_, i) => "e" + i)],
+            Weights = [.. models.Select(_ => 0.4)],
+            Parameters = new ResolvedParameters(strategy.Name == "task_arithmetic" ? new Dictionary<string, object> { ["lambda"] = 1.0 } : global, []),
+            Output = output,
+            Scratch = scratch,
+            Seed = 1,
+            TensorSeed = 1,
+            ElementStart = start,
+        };
     }
 
     private sealed class NoScratch : ITensorScratch, IDisposable

@@ -145,7 +145,7 @@ foreach (var dtype in options.DTypes)
             }
             var rounds = string.Join(" ", ratios.Select(r => (r * 100).ToString("F0", inv) + "%"));
             Console.WriteLine(string.Create(inv, $"   {dtype} {method}: median engine/floor {ratio * 100:F0}% (rounds {rounds}), median engine {result.MergeDuration.TotalSeconds:F2} s, load average {LoadAverage()}"));
-            var line = string.Create(inv, $"| {dtype} | {method} | {Gb(rate)} | {result.MergeDuration.TotalSeconds:F2} | {Gb(floor)} | {ratio * 100:F0}% ({rounds}) | {Gb(naiveRate)} | {rate / naiveRate:F1}x | {Mb(peak)} | {(options.Naive ? Mb(naivePeak) : "-")} |");
+            var line = string.Create(inv, $"| {dtype} | {method} | {Gb(rate)} | {result.MergeDuration.TotalSeconds:F2} | {Gb(floor)} | {ratio * 100:F0}% ({rounds}) | {Gb(naiveRate)} | {(double.IsNaN(naiveRate) ? "-" : $"{rate / naiveRate:F1}x")} | {Mb(peak)} | {(options.Naive ? Mb(naivePeak) : "-")} |");
             rows.Add(line);
             Console.WriteLine(line);
         }

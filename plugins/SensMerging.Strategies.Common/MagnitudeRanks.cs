@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace SensMerging.Strategies.Common;
@@ -86,8 +87,15 @@ internal sealed unsafe class MagnitudeRanks
     /// <summary>True once every rank's value is known (no more passes).</summary>
     public bool IsComplete => _pass == Pass.Done;
 
-    /// <summary>Counts <paramref name="n"/> elements of <c>|x - b|</c> (<paramref name="b"/> null: <c>|x|</c>) for the current pass.</summary>
-    public void Add(float* x, float* b, long n)
+    /// <summary>Counts <paramref name="n"/> float32 elements of <c>|x - b|</c> (<paramref name="b"/> null: <c>|x|</c>) for the current pass.</summary>
+    public void Add(float* x, float* b, long n) => Add<Float32Elements>(x, b, n);
+
+    /// <summary>
+    /// Counts <paramref name="n"/> elements stored as <typeparamref name="T"/> (the magnitude of the float32 difference,
+    /// so bfloat16 inputs rank exactly as their widened float32 copies would).
+    /// </summary>
+    public void Add<T>(void* x, void* b, long n)
+        where T : struct, IElementFormat
     {
         if (_pass == Pass.Done)
         {
@@ -95,16 +103,16 @@ internal sealed unsafe class MagnitudeRanks
         }
         if (_pass == Pass.Undecided)
         {
-            _pass = ChooseWindows(x, b, n) ? Pass.Window : Pass.High;
+            _pass = ChooseWindows<T>(x, b, n) ? Pass.Window : Pass.High;
             _high = _pass == Pass.High ? new long[HighBuckets] : null;
         }
         var chunks = (n + Chunk - 1) / Chunk;
         if (chunks <= 1)
         {
-            Count(x, b, 0, n, reuse: true);
+            Count<T>(x, b, 0, n, reuse: true);
             return;
         }
-        Parallel.For(0L, chunks, c => Count(x, b, c * Chunk, Math.Min(n, (c + 1) * Chunk), reuse: false));
+        Parallel.For(0L, chunks, c => Count<T>(x, b, c * Chunk, Math.Min(n, (c + 1) * Chunk), reuse: false));
     }
 
     /// <summary>Ends the current pass (after every element was added once).</summary>
@@ -186,17 +194,18 @@ internal sealed unsafe class MagnitudeRanks
     }
 
     /// <param name="reuse">Count into this instance's spare histograms (only when called from one thread at a time).</param>
-    private void Count(float* x, float* b, long start, long end, bool reuse)
+    private void Count<T>(void* x, void* b, long start, long end, bool reuse)
+        where T : struct, IElementFormat
     {
         switch (_pass)
         {
             case Pass.Window:
-                CountWindows(x, b, start, end);
+                CountWindows<T>(x, b, start, end);
                 return;
             case Pass.High:
             {
                 var local = Histogram(reuse, ref _spareHigh, HighBuckets);
-                CountHigh(x, b, start, end, local, Histogram(reuse, ref _spareHighSecond, HighBuckets));
+                CountHigh<T>(x, b, start, end, local, Histogram(reuse, ref _spareHighSecond, HighBuckets));
                 lock (_merge)
                 {
                     for (var i = 0; i < local.Length; i++)
@@ -214,7 +223,7 @@ internal sealed unsafe class MagnitudeRanks
                         continue;
                     }
                     var local = Histogram(reuse, ref _spareLow, LowBuckets);
-                    if (CountLow(x, b, start, end, _prefix[r], local))
+                    if (CountLow<T>(x, b, start, end, _prefix[r], local))
                     {
                         lock (_merge)
                         {
@@ -234,7 +243,8 @@ internal sealed unsafe class MagnitudeRanks
     /// high-bit histogram, plus or minus <see cref="WindowRadius"/> buckets). False (no window pass) for tensors too
     /// small to gain from it or too large for 32-bit counts.
     /// </summary>
-    private bool ChooseWindows(float* x, float* b, long n)
+    private bool ChooseWindows<T>(void* x, void* b, long n)
+        where T : struct, IElementFormat
     {
         if (_elementCount < WindowMinElements || _elementCount > uint.MaxValue || n < Vector256<float>.Count)
         {
@@ -246,7 +256,7 @@ internal sealed unsafe class MagnitudeRanks
         long sampled = 0;
         for (var v = 0L; v < vectors; v += stride)
         {
-            var high = Keys(x, b, v * Vector256<float>.Count) >>> 16;
+            var high = Keys<T>(x, b, v * Vector256<float>.Count) >>> 16;
             for (var lane = 0; lane < Vector256<uint>.Count; lane++)
             {
                 sample[high.GetElement(lane)]++;
@@ -271,7 +281,8 @@ internal sealed unsafe class MagnitudeRanks
     /// Window pass: per rank, counts the keys below its window (vector compare and popcount) and the low bits of the keys
     /// inside it (the few hits batched, then added under the lock).
     /// </summary>
-    private void CountWindows(float* x, float* b, long start, long end)
+    private void CountWindows<T>(void* x, void* b, long start, long end)
+        where T : struct, IElementFormat
     {
         const int Batch = 4096;
         var batch = stackalloc uint[Batch];
@@ -290,7 +301,7 @@ internal sealed unsafe class MagnitudeRanks
                 var lowMask = Vector256.Create(0xFFFFu);
                 for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
                 {
-                    var keys = Keys(x, b, e);
+                    var keys = Keys<T>(x, b, e);
                     var high = keys >>> 16;
                     below += BitOperations.PopCount(Vector256.LessThan(high, firstV).ExtractMostSignificantBits());
                     // (high - first) < width as unsigned: inside the window.
@@ -316,7 +327,8 @@ internal sealed unsafe class MagnitudeRanks
             }
             for (; e < end; e++)
             {
-                var high = Key(x, b, e) >> 16;
+                var key = Key<T>(x, b, e);
+                var high = key >> 16;
                 if (high < first)
                 {
                     below++;
@@ -330,7 +342,7 @@ internal sealed unsafe class MagnitudeRanks
                         Flush(counts, batch, taken);
                         taken = 0;
                     }
-                    batch[taken++] = ((high - first) << 16) | (Key(x, b, e) & 0xFFFF);
+                    batch[taken++] = ((high - first) << 16) | (key & 0xFFFF);
                 }
             }
             inside += taken;
@@ -380,7 +392,8 @@ internal sealed unsafe class MagnitudeRanks
     /// Counts the high bits; alternate lanes go to two copies of the histogram (shorter store-to-load chains when keys
     /// repeat), <paramref name="second"/> (zeroed) being added into <paramref name="hist"/> at the end.
     /// </summary>
-    private static void CountHigh(float* x, float* b, long start, long end, uint[] hist, uint[] second)
+    private static void CountHigh<T>(void* x, void* b, long start, long end, uint[] hist, uint[] second)
+        where T : struct, IElementFormat
     {
         var e = start;
         if (Vector256.IsHardwareAccelerated)
@@ -389,7 +402,7 @@ internal sealed unsafe class MagnitudeRanks
             {
                 for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
                 {
-                    var high = Keys(x, b, e) >>> 16;
+                    var high = Keys<T>(x, b, e) >>> 16;
                     h0[high.GetElement(0)]++;
                     h1[high.GetElement(1)]++;
                     h0[high.GetElement(2)]++;
@@ -407,12 +420,13 @@ internal sealed unsafe class MagnitudeRanks
         }
         for (; e < end; e++)
         {
-            hist[Key(x, b, e) >> 16]++;
+            hist[Key<T>(x, b, e) >> 16]++;
         }
     }
 
     /// <summary>Counts the low bits of keys whose high bits equal <paramref name="prefix"/>; false when none did.</summary>
-    private static bool CountLow(float* x, float* b, long start, long end, uint prefix, uint[] hist)
+    private static bool CountLow<T>(void* x, void* b, long start, long end, uint prefix, uint[] hist)
+        where T : struct, IElementFormat
     {
         var any = false;
         var e = start;
@@ -421,7 +435,7 @@ internal sealed unsafe class MagnitudeRanks
             var wanted = Vector256.Create(prefix);
             for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
             {
-                var keys = Keys(x, b, e);
+                var keys = Keys<T>(x, b, e);
                 var hits = Vector256.Equals(keys >>> 16, wanted).ExtractMostSignificantBits();
                 while (hits != 0)
                 {
@@ -434,7 +448,7 @@ internal sealed unsafe class MagnitudeRanks
         }
         for (; e < end; e++)
         {
-            var key = Key(x, b, e);
+            var key = Key<T>(x, b, e);
             if (key >> 16 == prefix)
             {
                 hist[key & 0xFFFF]++;
@@ -444,18 +458,22 @@ internal sealed unsafe class MagnitudeRanks
         return any;
     }
 
-    private static Vector256<uint> Keys(float* x, float* b, long e)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> Keys<T>(void* x, void* b, long e)
+        where T : struct, IElementFormat
     {
-        var v = Vector256.Load(x + e);
+        var v = T.Load(x, e);
         if (b is not null)
         {
-            v -= Vector256.Load(b + e);
+            v -= T.Load(b, e);
         }
         return v.AsUInt32() & Vector256.Create(0x7FFF_FFFFu);
     }
 
-    private static uint Key(float* x, float* b, long e) =>
-        BitConverter.SingleToUInt32Bits(b is null ? x[e] : x[e] - b[e]) & 0x7FFF_FFFF;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Key<T>(void* x, void* b, long e)
+        where T : struct, IElementFormat =>
+        BitConverter.SingleToUInt32Bits(b is null ? T.LoadOne(x, e) : T.LoadOne(x, e) - T.LoadOne(b, e)) & 0x7FFF_FFFF;
 
     /// <summary>The bucket holding the <paramref name="remaining"/>-th key (1-based); leaves the rank within that bucket.</summary>
     private static int Find<T>(ReadOnlySpan<T> hist, ref long remaining)

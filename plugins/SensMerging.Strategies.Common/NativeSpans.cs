@@ -12,10 +12,13 @@ internal static unsafe class NativeSpans
         tensor is not null && tensor.device_type == DeviceType.CPU && tensor.dtype == ScalarType.Float32 && tensor.is_contiguous();
 
     /// <summary>The address of the first element of a contiguous CPU tensor with at least one element.</summary>
-    public static float* Float32(Tensor tensor)
+    public static void* Address(Tensor tensor)
     {
         using var flat = tensor.reshape(-1);
         using var first = flat.narrow(0, 0, 1);
-        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(first.bytes));
+        return Unsafe.AsPointer(ref MemoryMarshal.GetReference(first.bytes));
     }
+
+    /// <summary><see cref="Address"/> of a float32 tensor.</summary>
+    public static float* Float32(Tensor tensor) => (float*)Address(tensor);
 }

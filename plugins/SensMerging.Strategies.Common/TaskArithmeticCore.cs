@@ -11,7 +11,8 @@ namespace SensMerging.Strategies.Common;
 /// deltas; optionally divide each entry by the summed weights of the kept contributions).
 /// </summary>
 /// <remarks>
-/// Two implementations with the same math: contiguous CPU float32 tensors (the common case) go through
+/// Two implementations with the same math: contiguous CPU float32 tensors (the common case), or contiguous CPU bfloat16
+/// ones (widened in registers, the result rounded once, as <see cref="StrategyTraits.AcceptsBFloat16"/> promises), go through
 /// <see cref="TaskArithmeticSession"/> over one block (radix-select thresholds, then one fused SIMD pass,
 /// <see cref="TaskArithmeticKernel"/>, with a counter-based random stream for DARE, <see cref="CounterRandom"/>, keyed
 /// by <c>TensorSeed + modelIndex</c> (or <c>Seed</c> from hosts that set no tensor seed) and the element's position in the

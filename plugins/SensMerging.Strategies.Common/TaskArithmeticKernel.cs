@@ -4,7 +4,8 @@ using System.Runtime.Intrinsics;
 namespace SensMerging.Strategies.Common;
 
 /// <summary>
-/// The per-element math of generalized task arithmetic on contiguous float32 memory, in one pass: every model's
+/// The per-element math of generalized task arithmetic on contiguous memory (float32 or bfloat16, computed in float32
+/// registers either way), in one pass: every model's
 /// sparsified delta (magnitude band, counter-based random drop, rescale) in vector registers, the weighted sum or the
 /// TIES sign election, and the output. 256-bit vectors with a scalar tail that computes the same operations in the
 /// same order, so results do not depend on alignment, vector width or chunking. The configuration (per-model
@@ -66,21 +67,25 @@ internal sealed unsafe class TaskArithmeticKernel
     public float OutputScale { get; set; }
 
     /// <summary>
-    /// Merges <paramref name="n"/> elements. <paramref name="models"/> holds one float32 pointer per model;
-    /// <paramref name="randomOffset"/> is added to the element index for the random stream.
+    /// Merges <paramref name="n"/> elements stored as <typeparamref name="T"/> (base, models and output alike).
+    /// <paramref name="models"/> holds one pointer per model; <paramref name="randomOffset"/> is added to the element
+    /// index for the random stream. The math is float32 for every format, so a bfloat16 merge gives the bits of the
+    /// float32 merge of the widened inputs, rounded once.
     /// </summary>
-    public void Run(float* baseValues, nint[] models, float* output, long n, long randomOffset)
+    public void Run<T>(void* baseValues, nint[] models, void* output, long n, long randomOffset)
+        where T : struct, IElementFormat
     {
         var chunks = (n + Chunk - 1) / Chunk;
         if (chunks <= 1)
         {
-            Run(baseValues, models, output, 0, n, randomOffset);
+            Run<T>(baseValues, models, output, 0, n, randomOffset);
             return;
         }
-        Parallel.For(0L, chunks, c => Run(baseValues, models, output, c * Chunk, Math.Min(n, (c + 1) * Chunk), randomOffset));
+        Parallel.For(0L, chunks, c => Run<T>(baseValues, models, output, c * Chunk, Math.Min(n, (c + 1) * Chunk), randomOffset));
     }
 
-    private void Run(float* baseValues, nint[] models, float* output, long start, long end, long randomOffset)
+    private void Run<T>(void* baseValues, nint[] models, void* output, long start, long end, long randomOffset)
+        where T : struct, IElementFormat
     {
         var count = Count;
         var e = start;
@@ -89,17 +94,17 @@ internal sealed unsafe class TaskArithmeticKernel
             Span<Vector256<float>> deltas = count <= 32 ? stackalloc Vector256<float>[count] : new Vector256<float>[count];
             for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
             {
-                var b = Vector256.Load(baseValues + e);
+                var b = T.Load(baseValues, e);
                 var sum = Vector256<float>.Zero;
                 for (var i = 0; i < count; i++)
                 {
-                    var d = DeltaVector(i, (float*)models[i], e, b, randomOffset);
+                    var d = DeltaVector<T>(i, (void*)models[i], e, b, randomOffset);
                     deltas[i] = d;
                     sum += Vector256.Create(Weights[i]) * d;
                 }
                 if (!Consensus)
                 {
-                    (b + (sum * Vector256.Create(OutputScale))).Store(output + e);
+                    T.Store(b + (sum * Vector256.Create(OutputScale)), output, e);
                     continue;
                 }
                 var elected = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(sum, Vector256<float>.Zero), Vector256<float>.One, -Vector256<float>.One);
@@ -117,23 +122,23 @@ internal sealed unsafe class TaskArithmeticKernel
                 {
                     kept = Vector256.ConditionalSelect(Vector256.Equals(divisor, Vector256<float>.Zero), kept, kept / divisor);
                 }
-                (b + (Vector256.Create(Lambda) * kept)).Store(output + e);
+                T.Store(b + (Vector256.Create(Lambda) * kept), output, e);
             }
         }
         Span<float> scalarDeltas = count <= 64 ? stackalloc float[count] : new float[count];
         for (; e < end; e++)
         {
-            var b = baseValues[e];
+            var b = T.LoadOne(baseValues, e);
             var sum = 0f;
             for (var i = 0; i < count; i++)
             {
-                var d = Delta(i, ((float*)models[i])[e], b, e + randomOffset);
+                var d = Delta(i, T.LoadOne((void*)models[i], e), b, e + randomOffset);
                 scalarDeltas[i] = d;
                 sum += Weights[i] * d;
             }
             if (!Consensus)
             {
-                output[e] = b + (sum * OutputScale);
+                T.StoreOne(b + (sum * OutputScale), output, e);
                 continue;
             }
             var elected = sum >= 0 ? 1f : -1f;
@@ -152,19 +157,20 @@ internal sealed unsafe class TaskArithmeticKernel
             {
                 kept /= divisor;
             }
-            output[e] = b + (Lambda * kept);
+            T.StoreOne(b + (Lambda * kept), output, e);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Vector256<float> DeltaVector(int i, float* x, long e, Vector256<float> b, long randomOffset)
+    private Vector256<float> DeltaVector<T>(int i, void* x, long e, Vector256<float> b, long randomOffset)
+        where T : struct, IElementFormat
     {
         var scale = Scale[i];
         if (scale == 0f)
         {
             return Vector256<float>.Zero;
         }
-        var d = Vector256.Load(x + e) - b;
+        var d = T.Load(x, e) - b;
         if (Lower[i] != float.NegativeInfinity || Upper[i] != float.PositiveInfinity)
         {
             var magnitude = Vector256.Abs(d);

@@ -9,7 +9,9 @@ namespace SensMerging.Strategies.Common;
 /// gather each model's magnitude thresholds with <see cref="MagnitudeRanks"/> (two passes when a variant trims by
 /// magnitude, none otherwise), then <see cref="TaskArithmeticKernel"/> merges block by block. The whole-tensor CPU path
 /// of <see cref="TaskArithmeticCore"/> runs the same session over a single block, so both give identical results.
-/// Blocks that are not contiguous CPU float32 are copied into CPU float32 temporaries first (correct, not fast).
+/// Blocks whose tensors are all contiguous CPU float32, or all contiguous CPU bfloat16, are read and written in place
+/// (bfloat16 widened in registers and the result rounded once, <see cref="BFloat16Elements"/>); any other block is
+/// copied into CPU float32 temporaries first (correct, not fast).
 /// </summary>
 internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
 {
@@ -90,23 +92,14 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         return new TaskArithmeticSession(variant, settings, tensor.ElementCount, tensor.Seed, tensor.TensorName);
     }
 
-    /// <summary>True when every tensor of the request is contiguous CPU float32 with the output's element count.</summary>
-    public static bool IsDirect(MergeTensorRequest request)
-    {
-        var numel = request.Output.numel();
-        if (!NativeSpans.IsDirectFloat32(request.Output) || !NativeSpans.IsDirectFloat32(request.Base) || request.Base!.numel() != numel)
-        {
-            return false;
-        }
-        foreach (var m in request.Models)
-        {
-            if (!NativeSpans.IsDirectFloat32(m) || m.numel() != numel)
-            {
-                return false;
-            }
-        }
-        return true;
-    }
+    /// <summary>
+    /// True when the request's tensors (base, models, output) are all contiguous CPU float32 or all contiguous CPU
+    /// bfloat16, with the output's element count: the kernels read and write them in place.
+    /// </summary>
+    public static bool IsDirect(MergeTensorRequest request) => Format(request) != StorageFormat.None;
+
+    private static StorageFormat Format(MergeTensorRequest request) =>
+        StorageFormats.Common(request.Output.numel(), request.Output, request.Base is null ? request.Models : request.Models.Prepend(request.Base));
 
     public bool BeginPass(int pass)
     {
@@ -145,7 +138,18 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         using var direct = DirectBlock.Of(block);
         for (var i = 0; i < _ranks.Length; i++)
         {
-            _ranks[i]?.Add((float*)direct.Models[i], direct.Base, direct.Count);
+            if (_ranks[i] is not { } ranks)
+            {
+                continue;
+            }
+            if (direct.Format == StorageFormat.BFloat16)
+            {
+                ranks.Add<BFloat16Elements>((void*)direct.Models[i], direct.Base, direct.Count);
+            }
+            else
+            {
+                ranks.Add<Float32Elements>((void*)direct.Models[i], direct.Base, direct.Count);
+            }
         }
     }
 
@@ -158,7 +162,14 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
         }
         using var direct = DirectBlock.Of(block);
-        _kernel.Run(direct.Base, direct.Models, direct.Output, direct.Count, block.ElementStart);
+        if (direct.Format == StorageFormat.BFloat16)
+        {
+            _kernel.Run<BFloat16Elements>(direct.Base, direct.Models, direct.Output, direct.Count, block.ElementStart);
+        }
+        else
+        {
+            _kernel.Run<Float32Elements>(direct.Base, direct.Models, direct.Output, direct.Count, block.ElementStart);
+        }
         direct.CopyOutputBack(block.Output);
     }
 
@@ -176,17 +187,23 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         }
     }
 
-    /// <summary>Pointers to a block's memory: the tensors themselves when direct, else CPU float32 copies (output copied back).</summary>
+    /// <summary>
+    /// Pointers to a block's memory: the tensors themselves when they share a <see cref="StorageFormat"/>, else CPU
+    /// float32 copies (output copied back).
+    /// </summary>
     private sealed class DirectBlock : IDisposable
     {
         private readonly List<Tensor> _owned = [];
         private Tensor? _outputCopy;
 
-        public float* Base { get; private set; }
+        /// <summary>How the pointers' elements are stored (float32 for copies).</summary>
+        public StorageFormat Format { get; private set; } = StorageFormat.Float32;
+
+        public void* Base { get; private set; }
 
         public nint[] Models { get; private set; } = [];
 
-        public float* Output { get; private set; }
+        public void* Output { get; private set; }
 
         public long Count { get; private set; }
 
@@ -197,17 +214,19 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             {
                 return block;
             }
-            var direct = IsDirect(request);
+            var format = TaskArithmeticSession.Format(request);
+            var direct = format != StorageFormat.None;
+            block.Format = direct ? format : StorageFormat.Float32;
             block.Base = block.Pointer(request.Base!, direct);
             block.Models = [.. request.Models.Select(m => (nint)block.Pointer(m, direct))];
             if (direct)
             {
-                block.Output = NativeSpans.Float32(request.Output);
+                block.Output = NativeSpans.Address(request.Output);
             }
             else
             {
                 block._outputCopy = torch.empty(block.Count, ScalarType.Float32);
-                block.Output = NativeSpans.Float32(block._outputCopy);
+                block.Output = NativeSpans.Address(block._outputCopy);
             }
             return block;
         }
@@ -230,15 +249,15 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             _outputCopy?.Dispose();
         }
 
-        private float* Pointer(Tensor tensor, bool direct)
+        private void* Pointer(Tensor tensor, bool direct)
         {
             if (direct)
             {
-                return NativeSpans.Float32(tensor);
+                return NativeSpans.Address(tensor);
             }
             var copy = tensor.to(ScalarType.Float32, torch.CPU).contiguous();
             _owned.Add(copy);
-            return NativeSpans.Float32(copy);
+            return NativeSpans.Address(copy);
         }
     }
 }

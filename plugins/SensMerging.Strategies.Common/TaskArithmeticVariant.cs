@@ -57,12 +57,19 @@ public sealed record TaskArithmeticVariant(
     /// </summary>
     public bool Elementwise => Sparsification is SparsificationMethod.None or SparsificationMethod.Random;
 
+    /// <summary>
+    /// Every variant takes bfloat16 as stored (<see cref="StrategyTraits.AcceptsBFloat16"/>): its CPU kernels widen in
+    /// registers and round once (<see cref="TaskArithmeticSession"/>).
+    /// </summary>
     public StrategyTraits Traits => new(
         RequiresBaseModel: true,
         MinModels: 1,
         MaxModels: null,
         UsesRandomness: Sparsification == SparsificationMethod.Random,
-        Elementwise: Elementwise);
+        Elementwise: Elementwise)
+    {
+        AcceptsBFloat16 = true,
+    };
 
     /// <summary>The parameters the variant reads, with mergekit's names and defaults.</summary>
     public IReadOnlyList<ParameterSpec> BuildParameters()

@@ -14,7 +14,8 @@ public interface IMergeStrategy : IPluginComponent
     StrategyTraits Traits { get; }
 
     /// <summary>
-    /// Merges one tensor. Inputs are float32 (or the compute dtype the host chose) on the compute device;
+    /// Merges one tensor. Inputs are float32 (or the compute dtype the host chose; bfloat16 as stored when the strategy
+    /// declares <see cref="StrategyTraits.AcceptsBFloat16"/>) on the compute device;
     /// the strategy must not keep references to them after returning, and must not modify them.
     /// </summary>
     void Merge(MergeTensorRequest request);
@@ -31,7 +32,18 @@ public interface IMergeStrategy : IPluginComponent
 /// tensor (magnitude top-k, cosine similarity): they get whole tensors, unless they implement
 /// <see cref="IStreamingMergeStrategy"/> (contract 1.1), which lets the host stream them in blocks as well.
 /// </param>
-public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, int? MaxModels = null, bool UsesRandomness = false, bool Elementwise = false);
+public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, int? MaxModels = null, bool UsesRandomness = false, bool Elementwise = false)
+{
+    /// <summary>
+    /// True when the strategy takes bfloat16 tensors as they are stored (contract 1.2): inputs and
+    /// <see cref="MergeTensorRequest.Output"/> contiguous bfloat16 on the CPU, merged as if every input were widened to
+    /// float32, merged in float32, and the result rounded once into Output by <see cref="BFloat16Bits.Narrow"/>. That is
+    /// bit for bit what the host's own widen, merge and round gives, so the host may pass bfloat16 through and skip both
+    /// conversions (half the memory traffic per element). A host hands bfloat16 tensors only when the inputs and the
+    /// output are stored as bfloat16 and the compute device is the CPU; other strategies keep getting float32.
+    /// </summary>
+    public bool AcceptsBFloat16 { get; init; }
+}
 
 /// <summary>One tensor's merge: inputs, weights, parameters, and the buffer to write the result into.</summary>
 public sealed record MergeTensorRequest

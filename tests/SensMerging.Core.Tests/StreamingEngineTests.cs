@@ -194,6 +194,62 @@ public sealed class StreamingEngineTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("ties")]
+    [InlineData("dare_ties")]
+    [InlineData("breadcrumbs_ties")]
+    public void Bf16_models_merged_as_stored_give_the_bytes_of_the_float32_path(string method)
+    {
+        // Strategies that accept bfloat16 get the BF16 inputs as stored (no widening, no output conversion); the files
+        // must be byte for byte those of the same merge through float32 buffers, streamed in blocks across two workers.
+        IStreamingMergeStrategy strategy = method switch
+        {
+            "ties" => new TiesStrategy(),
+            "dare_ties" => new DareTiesStrategy(),
+            _ => new BreadcrumbsTiesStrategy(),
+        };
+        Assert.True(strategy.Traits.AcceptsBFloat16);
+        var parameters = new ResolvedParameters(
+            new Dictionary<string, object> { ["lambda"] = 0.9, ["normalize"] = true },
+            [new Dictionary<string, object> { ["density"] = 0.6, ["gamma"] = 0.05 }, new Dictionary<string, object> { ["density"] = 0.4, ["gamma"] = 0.1 }]);
+        var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.BF16);
+        var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
+        var (e2Path, _) = TinyModels.Make(_dir.File("e2"), 3, SafeTensorsDType.BF16);
+        MergeResult Run(IMergeStrategy s, string name, SafeTensorsDType? outputDType = null) => new MergeEngine().Run(new MergePlan
+        {
+            Base = _dir.Input("base", basePath),
+            Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
+            Strategy = s,
+            ParameterResolver = (_, _) => parameters,
+            Weights = [0.7, -0.4],
+            Seed = 5,
+            OutputDType = outputDType,
+        }, new MergeOptions { OutputPath = _dir.File(name), MaxParallelism = 2, BlockElements = 5 });
+
+        var asStored = new DtypeRecorder(strategy, acceptsBFloat16: true);
+        var throughFloat = new DtypeRecorder(strategy, acceptsBFloat16: false);
+        var stored = Run(asStored, "stored");
+        var widened = Run(throughFloat, "widened");
+        Assert.Equal([ScalarType.BFloat16], asStored.Seen);
+        Assert.Equal([ScalarType.Float32], throughFloat.Seen);
+        using (var a = ModelFolder.Open(stored.OutputPath))
+        using (var b = ModelFolder.Open(widened.OutputPath))
+        {
+            foreach (var (name, _) in TinyModels.Llama)
+            {
+                using var x = a.ReadTensor(name);
+                using var y = b.ReadTensor(name);
+                Assert.Equal(ScalarType.BFloat16, x.dtype);
+                Assert.Equal(y.bytes.ToArray(), x.bytes.ToArray());
+            }
+        }
+
+        // A float32 output is not bfloat16 as stored: the strategy gets float32 again.
+        var toFloat = new DtypeRecorder(strategy, acceptsBFloat16: true);
+        Run(toFloat, "f32-out", SafeTensorsDType.F32);
+        Assert.Equal([ScalarType.Float32], toFloat.Seen);
+    }
+
     /// <summary>Hides the streaming interface, so the engine hands the strategy whole tensors.</summary>
     private sealed class WholeTensorOnly(IMergeStrategy inner) : IMergeStrategy
     {
@@ -269,6 +325,63 @@ public sealed class StreamingEngineTests : IDisposable
                     owner.Seeds[tensor.TensorName].Add(block.Seed);
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// Streams through <paramref name="inner"/>, declaring bfloat16 acceptance as told, and records the dtypes of every
+    /// tensor of every block it is handed.
+    /// </summary>
+    private sealed class DtypeRecorder(IStreamingMergeStrategy inner, bool acceptsBFloat16) : IStreamingMergeStrategy
+    {
+        private readonly HashSet<ScalarType> _seen = [];
+
+        public IReadOnlyCollection<ScalarType> Seen => _seen;
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public IReadOnlyList<ParameterSpec> Parameters => inner.Parameters;
+
+        public StrategyTraits Traits => inner.Traits with { AcceptsBFloat16 = acceptsBFloat16 };
+
+        public void Merge(MergeTensorRequest request)
+        {
+            Record(request);
+            inner.Merge(request);
+        }
+
+        public ITensorMergeSession BeginTensor(MergeTensorInfo tensor) => new Session(this, inner.BeginTensor(tensor));
+
+        private void Record(MergeTensorRequest request)
+        {
+            lock (_seen)
+            {
+                foreach (var t in request.Models.Append(request.Output).Append(request.Base!))
+                {
+                    _seen.Add(t.dtype);
+                }
+            }
+        }
+
+        private sealed class Session(DtypeRecorder owner, ITensorMergeSession inner) : ITensorMergeSession
+        {
+            public bool BeginPass(int pass) => inner.BeginPass(pass);
+
+            public void Observe(MergeTensorRequest block)
+            {
+                owner.Record(block);
+                inner.Observe(block);
+            }
+
+            public void Merge(MergeTensorRequest block)
+            {
+                owner.Record(block);
+                inner.Merge(block);
+            }
+
+            public void Dispose() => inner.Dispose();
         }
     }
 

@@ -137,7 +137,7 @@ public sealed class StreamingTests
         }
     }
 
-    private static IStreamingMergeStrategy Create(string method) => method switch
+    internal static IStreamingMergeStrategy Create(string method) => method switch
     {
         "task_arithmetic" => new TaskArithmeticStrategy(),
         "ties" => new TiesStrategy(),

@@ -1,14 +1,15 @@
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
+using SensMerging.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SensMerging.Core.Engine;
 
 /// <summary>
-/// bfloat16 &lt;-&gt; float32 for contiguous CPU tensors in managed SIMD code (one pass, no libtorch dispatch): widening
-/// is exact (bf16 is the high half of a float32); narrowing rounds to nearest even and turns every NaN into 0xFFFF,
-/// as libtorch's vectorized CPU conversion does (its scalar tail writes 0x7FC0; both are NaN).
+/// bfloat16 &lt;-&gt; float32 for contiguous CPU tensors in managed SIMD code (one pass, no libtorch dispatch), by the
+/// contract's rule (<see cref="BFloat16Bits"/>: exact widening; rounding to nearest even, every NaN as 0xFFFF, as libtorch's
+/// vectorized CPU conversion does; its scalar tail writes 0x7FC0, both are NaN), the rule strategies that take bfloat16
+/// tensors round by too.
 /// </summary>
 internal static class BFloat16Conversion
 {
@@ -19,7 +20,7 @@ internal static class BFloat16Conversion
         {
             return false;
         }
-        ToSingle(MemoryMarshal.Cast<byte, ushort>(source.bytes), MemoryMarshal.Cast<byte, uint>(target.bytes));
+        BFloat16Bits.ToSingle(MemoryMarshal.Cast<byte, ushort>(source.bytes), MemoryMarshal.Cast<byte, float>(target.bytes));
         return true;
     }
 
@@ -30,55 +31,9 @@ internal static class BFloat16Conversion
         {
             return false;
         }
-        FromSingle(MemoryMarshal.Cast<byte, uint>(source.bytes), MemoryMarshal.Cast<byte, ushort>(target.bytes));
+        BFloat16Bits.FromSingle(MemoryMarshal.Cast<byte, float>(source.bytes), MemoryMarshal.Cast<byte, ushort>(target.bytes));
         return true;
     }
-
-    public static void ToSingle(ReadOnlySpan<ushort> source, Span<uint> target)
-    {
-        var i = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; i + Vector256<ushort>.Count <= source.Length; i += Vector256<ushort>.Count)
-            {
-                var (low, high) = Vector256.Widen(Vector256.Create(source[i..]));
-                (low << 16).CopyTo(target[i..]);
-                (high << 16).CopyTo(target[(i + Vector256<uint>.Count)..]);
-            }
-        }
-        for (; i < source.Length; i++)
-        {
-            target[i] = (uint)source[i] << 16;
-        }
-    }
-
-    public static void FromSingle(ReadOnlySpan<uint> source, Span<ushort> target)
-    {
-        var i = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; i + Vector256<ushort>.Count <= source.Length; i += Vector256<ushort>.Count)
-            {
-                var low = Round(Vector256.Create(source[i..]));
-                var high = Round(Vector256.Create(source[(i + Vector256<uint>.Count)..]));
-                Vector256.Narrow(low, high).CopyTo(target[i..]);
-            }
-        }
-        for (; i < source.Length; i++)
-        {
-            target[i] = Round(source[i]);
-        }
-    }
-
-    private static Vector256<uint> Round(Vector256<uint> bits)
-    {
-        var rounded = (bits + ((bits >>> 16) & Vector256<uint>.One) + Vector256.Create(0x7FFFu)) >>> 16;
-        var nan = ~Vector256.Equals(bits.AsSingle(), bits.AsSingle()).AsUInt32();
-        return Vector256.ConditionalSelect(nan, Vector256.Create(0xFFFFu), rounded);
-    }
-
-    private static ushort Round(uint bits) =>
-        float.IsNaN(BitConverter.UInt32BitsToSingle(bits)) ? (ushort)0xFFFF : (ushort)((bits + ((bits >> 16) & 1) + 0x7FFF) >> 16);
 
     private static bool Fits(Tensor source, ScalarType sourceType, Tensor target, ScalarType targetType) =>
         source.dtype == sourceType && target.dtype == targetType && source.device_type == DeviceType.CPU && target.device_type == DeviceType.CPU

@@ -10,8 +10,9 @@ namespace SensMerging.Core.Engine;
 
 /// <summary>
 /// The buffers and steps of one engine worker: inputs read from the files into pooled tensors (straight into the
-/// float32 compute buffer when the input is F32 on CPU, through a small staging buffer widened in managed SIMD when
-/// BF16 on CPU, else into a pooled raw buffer and converted with <c>copy_</c>),
+/// float32 compute buffer when the input is F32 on CPU; BF16 on CPU straight into BF16 buffers when the strategy takes
+/// bfloat16 as stored and the output is BF16 too, else through a small staging buffer widened in managed SIMD; else
+/// into a pooled raw buffer and converted with <c>copy_</c>),
 /// the strategy called with a pooled output and scratch, and the result converted into a pooled buffer of the output
 /// dtype. Nothing is allocated per tensor except small view handles, which the caller's dispose scope frees.
 /// </summary>
@@ -39,6 +40,8 @@ internal sealed class MergeWorker : IDisposable
     private readonly System.Collections.Concurrent.ConcurrentQueue<OutputSet> _freeOutputs = new();
     private readonly SemaphoreSlim _freeOutputCount;
     private readonly PooledBuffer _statisticsOutput;
+    private readonly PooledBuffer _statisticsOutputBFloat16;
+    private readonly bool _acceptsBFloat16;
     private readonly PooledScratch _scratch;
     private long _readTicks;
     private long _mergeTicks;
@@ -75,6 +78,8 @@ internal sealed class MergeWorker : IDisposable
         }
         _freeOutputCount = new SemaphoreSlim(sets, sets);
         _statisticsOutput = new PooledBuffer(ScalarType.Float32, device);
+        _statisticsOutputBFloat16 = new PooledBuffer(ScalarType.BFloat16, device);
+        _acceptsBFloat16 = _cpu && strategy.Traits.AcceptsBFloat16;
         _scratch = new PooledScratch(device);
     }
 
@@ -98,7 +103,7 @@ internal sealed class MergeWorker : IDisposable
         }
         var inputs = ReadInputs(item);
         LastBytesRead = item.ElementCount * job.InputDType.Size * inputs.Length;
-        var output = set.Float.View(item.Shape);
+        var output = OutputView(set, job, item.Shape);
         var request = Request(item, inputs, output, StableSeed.Derive(_seed, job.Name, item.Block));
         var started = Stopwatch.GetTimestamp();
         _scratch.Begin(item.Shape);
@@ -138,12 +143,13 @@ internal sealed class MergeWorker : IDisposable
         // writer to free an output set; the merge pass hands its output set to emit, which releases it once written.
         MergeTensorRequest Read(MergeWorkItem block, Tensor output) => Request(block, ReadInputs(block), output, seed);
         var singleSet = blocks.Count == 1 ? AcquireOutput(cancellationToken) : null;
-        var single = singleSet is null ? null : Read(blocks[0], singleSet.Float.View(blocks[0].Shape));
+        var single = singleSet is null ? null : Read(blocks[0], OutputView(singleSet, job, blocks[0].Shape));
+        var statistics = AsStored(job) ? _statisticsOutputBFloat16 : _statisticsOutput;
         for (var pass = 0; Timed(() => session.BeginPass(pass)); pass++)
         {
             foreach (var block in blocks)
             {
-                var request = single ?? Read(block, _statisticsOutput.View(block.Shape));
+                var request = single ?? Read(block, statistics.View(block.Shape));
                 _scratch.Begin(block.Shape);
                 Timed(() => session.Observe(request));
             }
@@ -151,7 +157,7 @@ internal sealed class MergeWorker : IDisposable
         foreach (var block in blocks)
         {
             var set = singleSet ?? AcquireOutput(cancellationToken);
-            var request = single ?? Read(block, set.Float.View(block.Shape));
+            var request = single ?? Read(block, OutputView(set, job, block.Shape));
             _scratch.Begin(block.Shape);
             Timed(() => session.Merge(request));
             emit(block, new PendingOutput(ConvertOutput(block, request.Output, set), set));
@@ -173,6 +179,7 @@ internal sealed class MergeWorker : IDisposable
             o.Dispose();
         }
         _statisticsOutput.Dispose();
+        _statisticsOutputBFloat16.Dispose();
         _scratch.Dispose();
         _freeOutputCount.Dispose();
     }
@@ -212,23 +219,36 @@ internal sealed class MergeWorker : IDisposable
     }
 
     /// <summary>
+    /// True when the job's tensors go to the strategy as stored, in bfloat16: the strategy accepts them
+    /// (<see cref="StrategyTraits.AcceptsBFloat16"/>), the device is the CPU, and inputs and output are both BF16.
+    /// </summary>
+    private bool AsStored(MergeJob job) =>
+        _acceptsBFloat16 && job.InputDType == SafeTensorsDType.BF16 && job.OutputDType == SafeTensorsDType.BF16;
+
+    /// <summary>Where the strategy writes an item's result: the set's float32 buffer, or its BF16 buffer when <see cref="AsStored"/>.</summary>
+    private Tensor OutputView(OutputSet set, MergeJob job, long[] shape) =>
+        AsStored(job) ? set.Converted(ScalarType.BFloat16).View(shape) : set.Float.View(shape);
+
+    /// <summary>
     /// Reads an item's inputs into the float32 compute buffers (BF16 widened piecewise in managed code, other dtypes by copy_),
-    /// the inputs in parallel when the item is large enough to pay for it (reads from the page cache are memory copies).
+    /// or, when <see cref="AsStored"/>, as stored into BF16 buffers; the inputs in parallel when the item is large enough
+    /// to pay for it (reads from the page cache are memory copies).
     /// </summary>
     private Tensor[] ReadInputs(MergeWorkItem item)
     {
         var started = Stopwatch.GetTimestamp();
         var job = item.Job;
         var byteOffset = item.ElementStart * job.InputDType.Size;
+        var stored = AsStored(job);
         var direct = _cpu && job.InputDType == SafeTensorsDType.F32;
-        var staged = _cpu && job.InputDType == SafeTensorsDType.BF16 && item.ElementCount <= int.MaxValue / sizeof(float);
+        var staged = !stored && _cpu && job.InputDType == SafeTensorsDType.BF16 && item.ElementCount <= int.MaxValue / sizeof(float);
         // Views are made here, on the worker thread, so they belong to its dispose scope.
         var inputs = new Tensor[job.Inputs.Count];
         var raws = new Tensor?[inputs.Length];
         for (var s = 0; s < inputs.Length; s++)
         {
-            inputs[s] = _compute[s].View(item.Shape);
-            raws[s] = direct || staged ? null : Raw(s, job.InputDType.RequireScalarType()).View(item.Shape);
+            inputs[s] = stored ? Raw(s, ScalarType.BFloat16).View(item.Shape) : _compute[s].View(item.Shape);
+            raws[s] = direct || staged || stored ? null : Raw(s, job.InputDType.RequireScalarType()).View(item.Shape);
         }
         void ReadOne(int s)
         {
@@ -266,13 +286,13 @@ internal sealed class MergeWorker : IDisposable
     /// <summary>Reads bf16 elements piecewise through <paramref name="staging"/> and widens them into the float32 <paramref name="target"/>.</summary>
     private static void ReadWidened(ModelTensor source, long byteOffset, byte[] staging, Tensor target)
     {
-        var floats = MemoryMarshal.Cast<byte, uint>(target.bytes);
+        var floats = MemoryMarshal.Cast<byte, float>(target.bytes);
         for (var at = 0; at < floats.Length; at += StagingElements)
         {
             var count = Math.Min(StagingElements, floats.Length - at);
             var raw = staging.AsSpan(0, count * sizeof(ushort));
             ModelFolder.ReadBytes(source, byteOffset + ((long)at * sizeof(ushort)), raw);
-            BFloat16Conversion.ToSingle(MemoryMarshal.Cast<byte, ushort>(raw), floats.Slice(at, count));
+            BFloat16Bits.ToSingle(MemoryMarshal.Cast<byte, ushort>(raw), floats.Slice(at, count));
         }
     }
 
@@ -298,11 +318,11 @@ internal sealed class MergeWorker : IDisposable
         };
     }
 
-    /// <summary>The output in the job's output dtype (the float32 buffer itself for F32 on CPU).</summary>
+    /// <summary>The output in the job's output dtype (the strategy's output itself for F32 on CPU and when <see cref="AsStored"/>).</summary>
     private Tensor ConvertOutput(MergeWorkItem item, Tensor output, OutputSet set)
     {
         var job = item.Job;
-        if (_cpu && job.OutputDType == SafeTensorsDType.F32)
+        if ((_cpu && job.OutputDType == SafeTensorsDType.F32) || AsStored(job))
         {
             return output;
         }
