@@ -11,8 +11,10 @@ namespace SensMerging.Strategies.Common;
 /// so the result does not depend on how the tensor is cut or in which order its blocks are counted.
 /// <list type="bullet">
 /// <item>Window pass (first, when the element count is known and large): the first block's keys (a strided sample)
-/// estimate each rank's high 15 bits; the pass counts, per rank, the keys below a window of high buckets around that
-/// estimate (a vector compare, no scatter) and the low 16 bits of the keys inside it. When the rank falls inside the
+/// estimate each rank's high 15 bits, and the sample's spread around that estimate sets how many high buckets the
+/// rank's window spans (1 to 13); the pass counts, per rank, the keys below the window (a vector compare, no scatter)
+/// and the low 16 bits of the keys inside it (a scatter into a histogram larger than the core's cache: the narrower
+/// the window, the fewer keys pay it). When the rank falls inside the
 /// window, its value follows from these counts and the select is done in one pass.</item>
 /// <item>Otherwise (no window, or the rank fell outside it) the classic two passes for the ranks still open: the high
 /// 15 bits of every key, then the low 16 bits of the keys in each rank's chosen bucket.</item>
@@ -28,10 +30,20 @@ internal sealed unsafe class MagnitudeRanks
     /// <summary>Tensors of at least this many elements start with a window pass.</summary>
     private const long WindowMinElements = 1L << 18;
 
-    /// <summary>High buckets each side of the estimated one that the window covers.</summary>
+    /// <summary>High buckets each side of the estimated one that the widest window covers.</summary>
     private const int WindowRadius = 6;
 
+    /// <summary>The widest window, in high buckets (the window histograms' size).</summary>
     private const int WindowBuckets = (2 * WindowRadius) + 1;
+
+    /// <summary>
+    /// A window spans the buckets of the sample's keys within this many standard deviations of the sample quantile
+    /// (binomial, <c>sqrt(p (1 - p) n)</c> keys) each side of the rank's estimate, plus <see cref="WindowMargin"/>.
+    /// </summary>
+    private const double WindowSigmas = 4.0;
+
+    /// <summary>Extra high buckets each side of the sampled span (the sample is of the first block only).</summary>
+    private const int WindowMargin = 1;
 
     /// <summary>Keys sampled (strided, from the first block) to estimate the buckets.</summary>
     private const long SampleElements = 1L << 17;
@@ -53,6 +65,7 @@ internal sealed unsafe class MagnitudeRanks
     // Window pass, per rank: first high bucket of the window, keys below it, keys inside it, and the counts of the keys
     // inside indexed (bucket - first) << 16 | low bits (which is key order).
     private int[]? _windowFirst;
+    private int[]? _windowWidth;
     private long[]? _below;
     private long[]? _inside;
     private uint[]?[]? _window;
@@ -171,7 +184,7 @@ internal sealed unsafe class MagnitudeRanks
             var inside = _ranks[r] - _below![r];
             if (inside >= 1 && inside <= _inside![r])
             {
-                var index = Find(_window![r]!, ref inside);
+                var index = Find(_window![r].AsSpan(0, _windowWidth![r] * LowBuckets), ref inside);
                 _result[r] = ((uint)(_windowFirst![r] + (index >> 16)) << 16) | (uint)(index & 0xFFFF);
                 _done[r] = true;
             }
@@ -180,15 +193,16 @@ internal sealed unsafe class MagnitudeRanks
                 open++;
             }
         }
-        foreach (var w in _window!)
+        for (var r = 0; r < _window!.Length; r++)
         {
-            if (w is not null && WindowPool.Count < 8)
+            if (_window[r] is { } w && WindowPool.Count < 8)
             {
-                Array.Clear(w);
+                // Only the rank's window was counted into.
+                Array.Clear(w, 0, _windowWidth![r] * LowBuckets);
                 WindowPool.Add(w);
             }
         }
-        (_window, _below, _inside, _windowFirst) = (null, null, null, null);
+        (_window, _below, _inside, _windowFirst, _windowWidth) = (null, null, null, null, null);
         _pass = open == 0 ? Pass.Done : Pass.High;
         _high = open == 0 ? null : new long[HighBuckets];
     }
@@ -239,9 +253,11 @@ internal sealed unsafe class MagnitudeRanks
     }
 
     /// <summary>
-    /// Picks each rank's window from a strided sample of the first block's keys (the rank's quantile in the sample's
-    /// high-bit histogram, plus or minus <see cref="WindowRadius"/> buckets). False (no window pass) for tensors too
-    /// small to gain from it or too large for 32-bit counts.
+    /// Picks each rank's window from a strided sample of the first block's keys: the high buckets holding the sample
+    /// keys within <see cref="WindowSigmas"/> standard deviations of the rank's quantile, plus <see cref="WindowMargin"/>
+    /// each side, at most <see cref="WindowBuckets"/> (then centred on the quantile's bucket). A narrow window counts
+    /// fewer keys into its histogram (the costly part of the pass); one the rank misses costs the two classic passes.
+    /// False (no window pass) for tensors too small to gain from it or too large for 32-bit counts.
     /// </summary>
     private bool ChooseWindows<T>(void* x, void* b, long n)
         where T : struct, IElementFormat
@@ -264,14 +280,26 @@ internal sealed unsafe class MagnitudeRanks
             sampled += Vector256<uint>.Count;
         }
         _windowFirst = new int[_ranks.Length];
+        _windowWidth = new int[_ranks.Length];
         _below = new long[_ranks.Length];
         _inside = new long[_ranks.Length];
         _window = new uint[_ranks.Length][];
         for (var r = 0; r < _ranks.Length; r++)
         {
-            var wanted = Math.Clamp((long)Math.Ceiling((double)_ranks[r] / _elementCount * sampled), 1, sampled);
+            var p = (double)_ranks[r] / _elementCount;
+            var spread = (WindowSigmas * Math.Sqrt(p * (1 - p) * sampled)) + 1;
+            var wanted = Math.Clamp((long)Math.Ceiling(p * sampled), 1, sampled);
+            var lowest = Math.Clamp((long)Math.Floor((p * sampled) - spread), 1, sampled);
+            var highest = Math.Clamp((long)Math.Ceiling((p * sampled) + spread), 1, sampled);
             var bucket = Find(sample, ref wanted);
-            _windowFirst[r] = Math.Clamp(bucket - WindowRadius, 0, HighBuckets - WindowBuckets);
+            var first = Find(sample, ref lowest) - WindowMargin;
+            var last = Find(sample, ref highest) + WindowMargin;
+            if (last - first + 1 > WindowBuckets)
+            {
+                (first, last) = (bucket - WindowRadius, bucket + WindowRadius);
+            }
+            _windowWidth[r] = last - first + 1;
+            _windowFirst[r] = Math.Clamp(first, 0, HighBuckets - _windowWidth[r]);
             _window[r] = WindowPool.TryTake(out var pooled) ? pooled : new uint[WindowBuckets * LowBuckets];
         }
         return true;
@@ -289,6 +317,7 @@ internal sealed unsafe class MagnitudeRanks
         for (var r = 0; r < _ranks.Length; r++)
         {
             var first = (uint)_windowFirst![r];
+            var width = (uint)_windowWidth![r];
             var counts = _window![r]!;
             var taken = 0;
             long below = 0;
@@ -297,7 +326,7 @@ internal sealed unsafe class MagnitudeRanks
             if (Vector256.IsHardwareAccelerated)
             {
                 var firstV = Vector256.Create(first);
-                var widthV = Vector256.Create((uint)WindowBuckets);
+                var widthV = Vector256.Create(width);
                 var lowMask = Vector256.Create(0xFFFFu);
                 for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
                 {
@@ -334,7 +363,7 @@ internal sealed unsafe class MagnitudeRanks
                     below++;
                     continue;
                 }
-                if (high - first < WindowBuckets)
+                if (high - first < width)
                 {
                     if (taken == Batch)
                     {
