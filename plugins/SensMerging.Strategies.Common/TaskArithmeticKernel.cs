@@ -91,20 +91,31 @@ internal sealed unsafe class TaskArithmeticKernel
         var e = start;
         if (Vector256.IsHardwareAccelerated)
         {
-            Span<Vector256<float>> deltas = count <= 32 ? stackalloc Vector256<float>[count] : new Vector256<float>[count];
+            // Per-model settings broadcast once per call (the arrays are re-read on every element otherwise), and each
+            // model's weighted contribution w_i * d_i kept for the sign election's second loop (the same product the
+            // scalar path computes twice, so the bits agree).
+            Span<ModelVectors> settings = count <= 16 ? stackalloc ModelVectors[count] : new ModelVectors[count];
+            Span<Vector256<float>> contributions = count <= 32 ? stackalloc Vector256<float>[count] : new Vector256<float>[count];
+            for (var i = 0; i < count; i++)
+            {
+                settings[i] = new ModelVectors(Weights[i], Lower[i], Upper[i], Scale[i], RandomKey[i], RandomThreshold[i]);
+            }
+            var outputScale = Vector256.Create(OutputScale);
+            var lambda = Vector256.Create(Lambda);
             for (; e + Vector256<float>.Count <= end; e += Vector256<float>.Count)
             {
                 var b = T.Load(baseValues, e);
                 var sum = Vector256<float>.Zero;
                 for (var i = 0; i < count; i++)
                 {
-                    var d = DeltaVector<T>(i, (void*)models[i], e, b, randomOffset);
-                    deltas[i] = d;
-                    sum += Vector256.Create(Weights[i]) * d;
+                    ref readonly var m = ref settings[i];
+                    var c = m.Weight * DeltaVector<T>(in m, (void*)models[i], e, b, randomOffset);
+                    contributions[i] = c;
+                    sum += c;
                 }
                 if (!Consensus)
                 {
-                    T.Store(b + (sum * Vector256.Create(OutputScale)), output, e);
+                    T.Store(b + (sum * outputScale), output, e);
                     continue;
                 }
                 var elected = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(sum, Vector256<float>.Zero), Vector256<float>.One, -Vector256<float>.One);
@@ -112,17 +123,16 @@ internal sealed unsafe class TaskArithmeticKernel
                 var divisor = Vector256<float>.Zero;
                 for (var i = 0; i < count; i++)
                 {
-                    var w = Vector256.Create(Weights[i]);
-                    var contribution = w * deltas[i];
+                    var contribution = contributions[i];
                     var agree = Vector256.GreaterThan(contribution * elected, Vector256<float>.Zero);
                     kept += contribution & agree;
-                    divisor += w & agree;
+                    divisor += settings[i].Weight & agree;
                 }
                 if (Normalize)
                 {
                     kept = Vector256.ConditionalSelect(Vector256.Equals(divisor, Vector256<float>.Zero), kept, kept / divisor);
                 }
-                T.Store(b + (Vector256.Create(Lambda) * kept), output, e);
+                T.Store(b + (lambda * kept), output, e);
             }
         }
         Span<float> scalarDeltas = count <= 64 ? stackalloc float[count] : new float[count];
@@ -162,26 +172,29 @@ internal sealed unsafe class TaskArithmeticKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Vector256<float> DeltaVector<T>(int i, void* x, long e, Vector256<float> b, long randomOffset)
+    private Vector256<float> DeltaVector<T>(in ModelVectors m, void* x, long e, Vector256<float> b, long randomOffset)
         where T : struct, IElementFormat
     {
-        var scale = Scale[i];
-        if (scale == 0f)
+        if (m.Dropped)
         {
             return Vector256<float>.Zero;
         }
         var d = T.Load(x, e) - b;
-        if (Lower[i] != float.NegativeInfinity || Upper[i] != float.PositiveInfinity)
+        if (m.HasLower || m.HasUpper)
         {
             var magnitude = Vector256.Abs(d);
-            var outside = Vector256.LessThan(magnitude, Vector256.Create(Lower[i])) | Vector256.GreaterThan(magnitude, Vector256.Create(Upper[i]));
+            var outside = m.HasLower ? Vector256.LessThan(magnitude, m.Lower) : Vector256<float>.Zero;
+            if (m.HasUpper)
+            {
+                outside |= Vector256.GreaterThan(magnitude, m.Upper);
+            }
             d = Vector256.AndNot(d, outside);
         }
         if (Random)
         {
-            d &= RandomKeep(RandomKey[i], RandomThreshold[i], e + randomOffset);
+            d &= RandomKeep(m.RandomKey, m.RandomThreshold, e + randomOffset);
         }
-        return scale == 1f ? d : d * Vector256.Create(scale);
+        return m.Scaled ? d * m.Scale : d;
     }
 
     /// <summary>All-ones lanes where the random value of elements index..index+7 is below the threshold.</summary>
@@ -207,5 +220,33 @@ internal sealed unsafe class TaskArithmeticKernel
             return 0f;
         }
         return d * scale;
+    }
+
+    /// <summary>One model's settings as vectors and flags, for the vector loop.</summary>
+    private readonly struct ModelVectors(float weight, float lower, float upper, float scale, ulong randomKey, uint randomThreshold)
+    {
+        public Vector256<float> Weight { get; } = Vector256.Create(weight);
+
+        public Vector256<float> Lower { get; } = Vector256.Create(lower);
+
+        public Vector256<float> Upper { get; } = Vector256.Create(upper);
+
+        public Vector256<float> Scale { get; } = Vector256.Create(scale);
+
+        public ulong RandomKey { get; } = randomKey;
+
+        public uint RandomThreshold { get; } = randomThreshold;
+
+        /// <summary>Scale 0: the model contributes nothing.</summary>
+        public bool Dropped { get; } = scale == 0f;
+
+        /// <summary>A magnitude band with a lower end (|d| below it dropped).</summary>
+        public bool HasLower { get; } = lower != float.NegativeInfinity;
+
+        /// <summary>A magnitude band with an upper end (|d| above it dropped).</summary>
+        public bool HasUpper { get; } = upper != float.PositiveInfinity;
+
+        /// <summary>Kept deltas are multiplied by <see cref="Scale"/>.</summary>
+        public bool Scaled { get; } = scale != 1f;
     }
 }
