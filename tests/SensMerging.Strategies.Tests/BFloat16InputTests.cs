@@ -25,14 +25,7 @@ public sealed class BFloat16InputTests
         var rng = new Random(31);
         using var b = Bf16(Random(rng, N));
         Tensor[] xs = [Bf16(Random(rng, N, 1, 0.05)), Bf16(Random(rng, N, 2)), Bf16(Random(rng, N, 0.5, -0.1))];
-        var weights = new[] { 0.6, -0.4, 1.1 };
-        var global = new Dictionary<string, object> { ["lambda"] = 0.8 };
-        var perModel = new Dictionary<string, object>[]
-        {
-            new() { ["density"] = 0.5, ["gamma"] = 0.02 },
-            new() { ["density"] = 0.25, ["gamma"] = 0.1 },
-            new() { ["density"] = 0.9, ["gamma"] = 0.0 },
-        };
+        var (weights, global, perModel) = ThreeExperts();
         try
         {
             // Reference: the float32 path on the widened values (checked against independent math elsewhere), rounded

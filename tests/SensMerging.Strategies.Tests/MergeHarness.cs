@@ -105,6 +105,19 @@ internal static class MergeHarness
         }
     }
 
+    /// <summary>
+    /// Weights (one negative, not summing to one) and parameters for three experts that every task-arithmetic variant
+    /// reads: lambda, and per model a density and a breadcrumbs gamma.
+    /// </summary>
+    public static (double[] Weights, Dictionary<string, object> Global, Dictionary<string, object>[] PerModel) ThreeExperts() =>
+        ([0.6, -0.4, 1.1],
+         new Dictionary<string, object> { ["lambda"] = 0.8 },
+         [
+             new() { ["density"] = 0.5, ["gamma"] = 0.02 },
+             new() { ["density"] = 0.25, ["gamma"] = 0.1 },
+             new() { ["density"] = 0.9, ["gamma"] = 0.0 },
+         ]);
+
     /// <summary>Calls <paramref name="action"/>(start, count) for consecutive blocks of <paramref name="block"/> elements.</summary>
     public static void ForEachBlock(int n, int block, Action<int, int> action)
     {

@@ -25,14 +25,7 @@ public sealed class StreamingTests
         const int n = 1001;
         var b = Random(rng, n);
         float[][] xs = [Random(rng, n, 1, 0.05), Random(rng, n, 2), Random(rng, n, 0.5, -0.1)];
-        var weights = new[] { 0.6, -0.4, 1.1 };
-        var global = new Dictionary<string, object> { ["lambda"] = 0.8 };
-        var perModel = new Dictionary<string, object>[]
-        {
-            new() { ["density"] = 0.5, ["gamma"] = 0.02 },
-            new() { ["density"] = 0.25, ["gamma"] = 0.1 },
-            new() { ["density"] = 0.9, ["gamma"] = 0.0 },
-        };
+        var (weights, global, perModel) = ThreeExperts();
         var whole = Run(strategy, b, xs, weights, global, perModel, seed: 99);
 
         foreach (var block in new[] { 3, 64, 333, n })
