@@ -64,7 +64,7 @@ internal static class Micro
             using var scratch = new NoScratch();
             foreach (var strategy in new IMergeStrategy[] { new TaskArithmeticStrategy(), new TiesStrategy(), new DareTiesStrategy() })
             {
-                var request = Request(strategy, baseTensor, models, output, scratch, 0);
+                var request = Request(strategy, baseTensor, models, output, scratch);
                 Time($"{strategy.Name} kernel {dtype} n={n} experts={experts}", n * size * (experts + 2), () => strategy.Merge(request));
             }
             StreamedTies(baseTensor, models, output, scratch, size);
@@ -77,7 +77,7 @@ internal static class Micro
         const long Block = 1L << 18;
         var ties = new TiesStrategy();
         var n = baseTensor.numel();
-        var first = Request(ties, baseTensor, models, output, scratch, 0);
+        var first = Request(ties, baseTensor, models, output, scratch);
         var blocks = new List<MergeTensorRequest>();
         for (var start = 0L; start < n; start += Block)
         {
@@ -115,7 +115,7 @@ internal static class Micro
         }
     }
 
-    private static MergeTensorRequest Request(IMergeStrategy strategy, Tensor baseTensor, List<Tensor> models, Tensor output, ITensorScratch scratch, long start)
+    private static MergeTensorRequest Request(IMergeStrategy strategy, Tensor baseTensor, List<Tensor> models, Tensor output, ITensorScratch scratch)
     {
         var global = new Dictionary<string, object> { ["lambda"] = 1.0, ["density"] = 0.5, ["normalize"] = true, ["rescale"] = true };
         return new MergeTensorRequest
@@ -131,7 +131,6 @@ internal static class Micro
             Scratch = scratch,
             Seed = 1,
             TensorSeed = 1,
-            ElementStart = start,
         };
     }
 

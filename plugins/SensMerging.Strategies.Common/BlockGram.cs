@@ -84,7 +84,7 @@ public sealed unsafe class BlockGram
     private int Pair(int i, int j) => (i * ((2 * _vectors) - i + 1) / 2) + (j - i);
 
     private static Tensor Direct(Tensor t) =>
-        NativeSpans.IsDirectFloat32(t) ? t : t.to(DeviceType.CPU).to(ScalarType.Float32).contiguous();
+        StorageFormats.Of(t) == StorageFormat.Float32 ? t : t.to(DeviceType.CPU).to(ScalarType.Float32).contiguous();
 
     private void Accumulate(float*[] x, float* origin, long n, long start)
     {

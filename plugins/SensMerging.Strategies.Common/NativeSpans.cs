@@ -8,8 +8,6 @@ namespace SensMerging.Strategies.Common;
 /// <summary>Raw access to the memory of contiguous CPU tensors (valid while the tensor lives; libtorch never moves it).</summary>
 internal static unsafe class NativeSpans
 {
-    public static bool IsDirectFloat32(Tensor? tensor) =>
-        tensor is not null && tensor.device_type == DeviceType.CPU && tensor.dtype == ScalarType.Float32 && tensor.is_contiguous();
 
     /// <summary>The address of the first element of a contiguous CPU tensor with at least one element.</summary>
     public static void* Address(Tensor tensor)

@@ -137,10 +137,7 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
         writer.WriteAt(name, offsetInTensor, bytes);
         if (writer.IsComplete)
         {
-            Account(writer);
-            _closedAt[shard] = writer.Complete();
-            writer.Dispose();
-            _openAt.Remove(shard);
+            ClosePositionedShard(shard);
         }
     }
 
@@ -171,11 +168,7 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
             {
                 if (!_closedAt.ContainsKey(i))
                 {
-                    var writer = PositionedShard(i);
-                    Account(writer);
-                    _closedAt[i] = writer.Complete();
-                    writer.Dispose();
-                    _openAt.Remove(i);
+                    ClosePositionedShard(i);
                 }
                 _written.Add(_closedAt[i]);
             }
@@ -221,6 +214,16 @@ public sealed class ShardedSafeTensorsWriter : IDisposable
             _openAt[index] = writer;
         }
         return writer;
+    }
+
+    /// <summary>Completes a positioned shard (opening it first if none of its bytes were written: only empty tensors).</summary>
+    private void ClosePositionedShard(int index)
+    {
+        var writer = PositionedShard(index);
+        Account(writer);
+        _closedAt[index] = writer.Complete();
+        writer.Dispose();
+        _openAt.Remove(index);
     }
 
     private SafeTensorsWriter Writer(string name)
