@@ -10,6 +10,9 @@ namespace SensMerging.Hub.Server;
 /// it changes exactly when the content does. File hashes are cached by (path, size, mtime). A file
 /// ".hub-token" (tokens, one per line) makes a repository private; ".hub-gated" (granted tokens, one per line, may be
 /// empty) makes it gated. Marker files and ".git" folders are not served. "main" and "HEAD" resolve to the commit.
+/// What a repository folder serves is decided by <see cref="RepositoryFileResolver"/>: regular files whose real path
+/// lies inside the repository (or inside the cache's blobs/ for a Hub-cache snapshot), with their real sizes and
+/// hashes; a repository folder that is a link out of the root is not served unless it is a Hub-cache snapshot.
 /// </summary>
 public sealed class FolderRepositorySource : IHubRepositorySource
 {
@@ -26,16 +29,14 @@ public sealed class FolderRepositorySource : IHubRepositorySource
     public FolderRepositorySource(string root, long lfsThresholdBytes = 10 * 1024 * 1024)
     {
         ArgumentException.ThrowIfNullOrEmpty(root);
-        Root = Path.GetFullPath(root);
-        if (!Directory.Exists(Root))
-        {
-            throw new DirectoryNotFoundException($"Repository folder '{Root}' does not exist.");
-        }
+        Root = RepositoryFileResolver.RealPath(root) is { } real && Directory.Exists(real)
+            ? real
+            : throw new DirectoryNotFoundException($"Repository folder '{Path.GetFullPath(root)}' does not exist.");
 
         _lfsThreshold = lfsThresholdBytes;
     }
 
-    /// <summary>The folder holding org/name repositories.</summary>
+    /// <summary>The folder holding org/name repositories (its real path).</summary>
     public string Root { get; }
 
     /// <summary>Extensions always stored through LFS.</summary>
@@ -53,7 +54,7 @@ public sealed class FolderRepositorySource : IHubRepositorySource
             foreach (var repo in Directory.EnumerateDirectories(org))
             {
                 var id = $"{Path.GetFileName(org)}/{Path.GetFileName(repo)}";
-                if (HubRepoId.TryParse(id, out _))
+                if (HubRepoId.TryParse(id, out _) && RepositoryFileResolver.TryCreate(repo, Root) is not null)
                 {
                     repos.Add(id);
                 }
@@ -72,13 +73,12 @@ public sealed class FolderRepositorySource : IHubRepositorySource
             return HubRevisionLookup.RepositoryNotFound;
         }
 
-        var dir = Path.Combine(Root, id.Org, id.Name);
-        if (!Directory.Exists(dir))
+        if (RepositoryFileResolver.TryCreate(Path.Combine(Root, id.Org, id.Name), Root) is not { } resolver)
         {
             return HubRevisionLookup.RepositoryNotFound;
         }
 
-        var snapshot = await BuildSnapshotAsync(id.Id, dir, cancellationToken);
+        var snapshot = await BuildSnapshotAsync(id.Id, resolver, cancellationToken);
         return revision is "main" or "HEAD" || string.Equals(revision, snapshot.Commit, StringComparison.OrdinalIgnoreCase)
             ? HubRevisionLookup.Found(snapshot)
             : HubRevisionLookup.RevisionNotFound;
@@ -92,20 +92,15 @@ public sealed class FolderRepositorySource : IHubRepositorySource
     {
         ArgumentException.ThrowIfNullOrEmpty(repoId);
         ArgumentException.ThrowIfNullOrEmpty(folder);
-        var full = Path.GetFullPath(folder);
-        if (!Directory.Exists(full))
-        {
-            throw new DirectoryNotFoundException($"Folder '{full}' of repository '{repoId}' does not exist.");
-        }
-
-        return BuildSnapshotAsync(repoId, full, cancellationToken);
+        var resolver = RepositoryFileResolver.TryCreate(folder)
+            ?? throw new DirectoryNotFoundException($"Folder '{Path.GetFullPath(folder)}' of repository '{repoId}' does not exist.");
+        return BuildSnapshotAsync(repoId, resolver, cancellationToken);
     }
 
-    private async Task<HubRepositorySnapshot> BuildSnapshotAsync(string repoId, string dir, CancellationToken cancellationToken)
+    private async Task<HubRepositorySnapshot> BuildSnapshotAsync(string repoId, RepositoryFileResolver resolver, CancellationToken cancellationToken)
     {
-        var entries = new List<(string Rel, FileInfo Info)>();
-        Collect(dir, dir, entries);
-        entries.Sort((a, b) => string.CompareOrdinal(a.Rel, b.Rel));
+        var dir = resolver.Root;
+        var entries = resolver.Enumerate(static name => name is PrivateMarker or GatedMarker).Select(f => (Rel: f.Path, Info: f.File)).ToList();
         // Hash files not seen before on all cores; later requests find them in the cache.
         var hashes = new (string Sha256, string? GitSha1)[entries.Count];
         await Parallel.ForAsync(0, entries.Count,
@@ -116,7 +111,8 @@ public sealed class FolderRepositorySource : IHubRepositorySource
         for (int i = 0; i < entries.Count; i++)
         {
             var (rel, info) = entries[i];
-            bool lfs = info.Length >= _lfsThreshold || LfsExtensions.Contains(info.Extension);
+            // The repository path names the type: a cache blob behind a snapshot link has no extension of its own.
+            bool lfs = info.Length >= _lfsThreshold || LfsExtensions.Contains(Path.GetExtension(rel));
             var (sha256, gitSha1) = hashes[i];
             var oid = lfs ? HubHashing.GitBlobSha1(Encoding.ASCII.GetBytes(HubHashing.LfsPointerText(sha256, info.Length))) : gitSha1!;
             files.Add(new HubRepositoryFile(rel, info.Length, oid, sha256, lfs, info.FullName));
@@ -154,27 +150,6 @@ public sealed class FolderRepositorySource : IHubRepositorySource
             return (sha256, gitSha1);
         }));
         return lazy.Value.WaitAsync(cancellationToken);
-    }
-
-    private static void Collect(string root, string dir, List<(string, FileInfo)> entries)
-    {
-        foreach (var file in new DirectoryInfo(dir).EnumerateFiles())
-        {
-            if (dir == root && file.Name is PrivateMarker or GatedMarker)
-            {
-                continue;
-            }
-
-            entries.Add((Path.GetRelativePath(root, file.FullName).Replace(Path.DirectorySeparatorChar, '/'), file));
-        }
-
-        foreach (var sub in Directory.EnumerateDirectories(dir))
-        {
-            if (Path.GetFileName(sub) != ".git")
-            {
-                Collect(root, sub, entries);
-            }
-        }
     }
 
     private static HubRepositoryAccess ReadAccess(string dir)

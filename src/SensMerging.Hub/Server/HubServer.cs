@@ -270,8 +270,9 @@ public sealed class HubServer : IAsyncDisposable
                     $"Entry '{path}' not found in repository '{snapshot.RepoId}' at revision '{snapshot.Commit}'.");
             }
 
-            if (!File.Exists(file.PhysicalPath))
+            if (!RepositoryFileResolver.IsUnchangedRealFile(file.PhysicalPath))
             {
+                // Gone, or replaced by a link since the listing: never follow it.
                 return Error(context, StatusCodes.Status404NotFound, "EntryNotFound", $"Entry '{path}' is no longer on disk.");
             }
 

@@ -6,7 +6,7 @@ namespace SensMerging.Hub.Server;
 /// <param name="GitOid">Git blob sha1: of the content for small files, of the LFS pointer file for LFS files.</param>
 /// <param name="Sha256">sha256 of the content (required for LFS files).</param>
 /// <param name="IsLfs">True for files stored through LFS (large or binary weights).</param>
-/// <param name="PhysicalPath">Where the bytes are on disk.</param>
+/// <param name="PhysicalPath">Where the bytes are on disk: the real path (no symlink in it), which the server checks again before it serves.</param>
 public sealed record HubRepositoryFile(string Path, long Size, string GitOid, string? Sha256, bool IsLfs, string PhysicalPath)
 {
     /// <summary>The etag the Hub gives this file: sha256 for LFS files, the git blob sha1 otherwise.</summary>
