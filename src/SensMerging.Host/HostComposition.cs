@@ -52,7 +52,9 @@ public static class HostComposition
             var logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger<PluginCatalog>();
             return PluginCatalog.Load(SensMergeOptions.Locate(options.PluginsFile), sp.GetRequiredService<PluginLoader>(), logger);
         });
-        builder.Services.AddHubClient();
+        // HF_* environment variables first, then the "Hub" section (--set Hub:DownloadTimeout=30, SENSMERGE_Hub__EtagTimeout=30).
+        var hubSection = builder.Configuration.GetSection("Hub");
+        builder.Services.AddHubClient(o => o.ApplySettings(key => hubSection[key]));
         builder.Services.AddSingleton<HostModelResolver>();
         builder.Services.AddMergeRegistry(o =>
         {

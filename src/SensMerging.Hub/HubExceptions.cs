@@ -142,3 +142,52 @@ public sealed class HubUnsafePathException(string repoId, string? revision, stri
     : HubException(
         $"Refusing unsafe path '{path}' from repository '{repoId}'{(revision is null ? string.Empty : $" at revision '{revision}'")}: {reason}.",
         repoId, revision, path);
+
+/// <summary>
+/// The Hub stopped answering: no headers, or no body bytes, within the timeout, on every attempt. The message names the
+/// repository, the file (when there is one), the timeout and the setting that controls it.
+/// </summary>
+public sealed class HubTimeoutException(string repoId, string? revision, string? filePath, TimeSpan timeout, string setting, int attempts, string description, Exception? innerException = null)
+    : HubException(
+        string.Create(CultureInfo.InvariantCulture,
+            $"Timed out on {(filePath is null ? string.Empty : $"'{filePath}' of ")}repository '{repoId}'{(revision is null ? string.Empty : $" at revision '{revision}'")}: {description} ({setting} = {Format(timeout)}; {attempts} attempt(s)). Raise {setting} (seconds) for a slow link."),
+        repoId, revision, filePath, innerException)
+{
+    /// <summary>The timeout that ran out.</summary>
+    public TimeSpan Timeout { get; } = timeout;
+
+    /// <summary>The environment variable that sets it (HF_HUB_DOWNLOAD_TIMEOUT or HF_HUB_ETAG_TIMEOUT).</summary>
+    public string Setting { get; } = setting;
+
+    /// <summary>Attempts made.</summary>
+    public int Attempts { get; } = attempts;
+
+    internal static string Format(TimeSpan timeout) => timeout.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s";
+
+    internal static string SettingOf(Client.HubRequestKind kind) =>
+        kind == Client.HubRequestKind.Download ? Client.HubOptions.DownloadTimeoutVariable : Client.HubOptions.EtagTimeoutVariable;
+}
+
+/// <summary>The bytes received do not have the size the Hub announced (the content was not compared further).</summary>
+public sealed class HubSizeMismatchException(string repoId, string revision, string filePath, long expectedSize, long actualSize)
+    : HubException(
+        string.Create(CultureInfo.InvariantCulture,
+            $"Size mismatch for '{filePath}' of repository '{repoId}' at revision '{revision}': the Hub announced {expectedSize} bytes, {actualSize} were received. The download was discarded."),
+        repoId, revision, filePath)
+{
+    /// <summary>The size the server announced.</summary>
+    public long ExpectedSize { get; } = expectedSize;
+
+    /// <summary>The number of bytes received.</summary>
+    public long ActualSize { get; } = actualSize;
+}
+
+/// <summary>A redirect pointed somewhere the client does not go (a scheme other than http or https, e.g. file://).</summary>
+public sealed class HubUnsafeRedirectException(string repoId, string? revision, string? filePath, string target, string reason)
+    : HubException(
+        $"Refusing the redirect {(filePath is null ? string.Empty : $"for '{filePath}' ")}of repository '{repoId}'{(revision is null ? string.Empty : $" at revision '{revision}'")} to '{target}': {reason}.",
+        repoId, revision, filePath)
+{
+    /// <summary>Where the redirect pointed.</summary>
+    public string Target { get; } = target;
+}

@@ -77,6 +77,31 @@ public sealed class HubClientUnitTests
         Assert.Throws<ArgumentException>(() => new HubOptions { Endpoint = "ftp://x" });
     }
 
+    [Fact]
+    public void Timeouts_come_from_the_environment_then_from_settings()
+    {
+        var defaults = HubOptions.FromEnvironment(_ => null);
+        Assert.Equal(TimeSpan.FromSeconds(10), defaults.DownloadTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(10), defaults.EtagTimeout);
+
+        var env = new Dictionary<string, string> { ["HF_HUB_DOWNLOAD_TIMEOUT"] = "2.5", ["HF_HUB_ETAG_TIMEOUT"] = "0" };
+        var o = HubOptions.FromEnvironment(n => env.GetValueOrDefault(n));
+        Assert.Equal(TimeSpan.FromSeconds(2.5), o.DownloadTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(10), o.EtagTimeout); // 0 means the default, as in huggingface_hub
+
+        var settings = new Dictionary<string, string> { ["DownloadTimeout"] = "30", ["EtagTimeout"] = "00:01:00" };
+        o.ApplySettings(k => settings.GetValueOrDefault(k));
+        Assert.Equal(TimeSpan.FromSeconds(30), o.DownloadTimeout);
+        Assert.Equal(TimeSpan.FromMinutes(1), o.EtagTimeout);
+        o.ApplySettings(_ => null);
+        Assert.Equal(TimeSpan.FromSeconds(30), o.DownloadTimeout);
+
+        env["HF_HUB_DOWNLOAD_TIMEOUT"] = "soon";
+        var bad = Assert.Throws<ArgumentException>(() => HubOptions.FromEnvironment(n => env.GetValueOrDefault(n)));
+        Assert.Contains("HF_HUB_DOWNLOAD_TIMEOUT='soon'", bad.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => o.ApplySettings(k => k == "EtagTimeout" ? "-1" : null));
+    }
+
     [Theory]
     [InlineData("acme/tiny", "models--acme--tiny")]
     [InlineData("gpt2", "models--gpt2")]

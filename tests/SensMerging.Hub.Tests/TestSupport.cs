@@ -224,3 +224,116 @@ internal sealed class RewritingSource(
         return HubRevisionLookup.Found(rewrite(lookup.Snapshot));
     }
 }
+
+/// <summary>One request as <see cref="RawHttpServer"/> read it (headers by lower-case name).</summary>
+internal sealed record RawRequest(string Method, string Target, IReadOnlyDictionary<string, string> Headers)
+{
+    /// <summary>N of "Range: bytes=N-", or 0 without a range.</summary>
+    public long RangeStart => Headers.TryGetValue("range", out var r) && r.StartsWith("bytes=", StringComparison.Ordinal)
+        ? long.Parse(r["bytes=".Length..r.IndexOf('-', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture)
+        : 0;
+}
+
+/// <summary>
+/// A hostile HTTP/1.1 server on 127.0.0.1 over raw sockets, for what Kestrel will not do on purpose: stall after the
+/// headers, or end a body early with a clean FIN (every byte sent arrives). One request per connection
+/// ("Connection: close"); the handler writes the whole response itself and may wait on the token, which fires on
+/// dispose.
+/// </summary>
+internal sealed class RawHttpServer : IAsyncDisposable
+{
+    private readonly System.Net.Sockets.TcpListener _listener;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Func<RawRequest, Stream, CancellationToken, Task> _handler;
+    private readonly ConcurrentBag<Task> _connections = [];
+    private readonly Task _accept;
+
+    private RawHttpServer(Func<RawRequest, Stream, CancellationToken, Task> handler)
+    {
+        _handler = handler;
+        _listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        _listener.Start();
+        _accept = AcceptAsync();
+    }
+
+    public string Endpoint => "http://127.0.0.1:" + ((System.Net.IPEndPoint)_listener.LocalEndpoint).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    public static RawHttpServer Start(Func<RawRequest, Stream, CancellationToken, Task> handler) => new(handler);
+
+    /// <summary>Writes a status line and headers (plus Connection: close).</summary>
+    public static Task WriteHeadAsync(Stream stream, int status, IEnumerable<(string Name, string Value)> headers, CancellationToken cancellationToken)
+    {
+        var text = new StringBuilder();
+        text.Append(System.Globalization.CultureInfo.InvariantCulture, $"HTTP/1.1 {status} {(status is 200 or 206 ? "OK" : "X")}\r\n");
+        foreach (var (name, value) in headers)
+        {
+            text.Append(System.Globalization.CultureInfo.InvariantCulture, $"{name}: {value}\r\n");
+        }
+
+        text.Append("Connection: close\r\n\r\n");
+        return stream.WriteAsync(Encoding.ASCII.GetBytes(text.ToString()), cancellationToken).AsTask();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _listener.Stop();
+        try
+        {
+            await _accept;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+        }
+
+        await Task.WhenAll(_connections);
+        _stop.Dispose();
+    }
+
+    private async Task AcceptAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+            _connections.Add(ServeAsync(client));
+        }
+    }
+
+    private async Task ServeAsync(System.Net.Sockets.TcpClient client)
+    {
+        using (client)
+        {
+            try
+            {
+                var stream = client.GetStream();
+                var head = new List<byte>();
+                var one = new byte[1];
+                while (head.Count < 4 || head[^4] != '\r' || head[^3] != '\n' || head[^2] != '\r' || head[^1] != '\n')
+                {
+                    if (await stream.ReadAsync(one, _stop.Token) == 0)
+                    {
+                        return;
+                    }
+
+                    head.Add(one[0]);
+                }
+
+                var lines = Encoding.ASCII.GetString([.. head]).Split("\r\n", StringSplitOptions.RemoveEmptyEntries);
+                var first = lines[0].Split(' ');
+                var headers = lines.Skip(1).Select(l => l.Split(':', 2))
+                    .GroupBy(p => p[0].Trim().ToLowerInvariant())
+                    .ToDictionary(g => g.Key, g => g.First()[1].Trim(), StringComparer.Ordinal);
+                await _handler(new RawRequest(first[0], first[1], headers), stream, _stop.Token);
+                await stream.FlushAsync(_stop.Token);
+
+                // A clean end: FIN after everything written, so the client reads every byte before it sees the end.
+                client.Client.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+                await Task.Delay(50, CancellationToken.None);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
+            {
+                // The test ended, or the client went away.
+            }
+        }
+    }
+}

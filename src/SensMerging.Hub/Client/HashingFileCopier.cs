@@ -10,7 +10,9 @@ namespace SensMerging.Hub.Client;
 /// Copies a download body into a file through a small ring of pooled buffers, in two stages that overlap: a reader
 /// task fills the next buffer from the network while the caller hashes (sha256, optional git sha1) and writes the
 /// previous one. Each chunk is hashed and written as a unit, in order, so the bytes on disk are always exactly the
-/// bytes hashed, whatever stops the copy (a network error, cancellation, a write error).
+/// bytes hashed, whatever stops the copy (a network error, cancellation, a write error). When the body breaks off or
+/// stalls, the part of a chunk already received is still handed on, hashed and written, so a resume starts exactly
+/// after the last byte that arrived.
 /// </summary>
 internal static class HashingFileCopier
 {
@@ -20,10 +22,11 @@ internal static class HashingFileCopier
     /// <summary>
     /// Reads <paramref name="source"/> to its end (or until more than <paramref name="limit"/> bytes arrived) and
     /// appends it to <paramref name="target"/> from <paramref name="offset"/>. Returns the bytes written and, when the
-    /// body failed mid-stream with an <see cref="IOException"/>, that error (the written prefix is consistent).
+    /// body failed mid-stream (an <see cref="IOException"/>) or no byte arrived for <paramref name="readTimeout"/> (a
+    /// <see cref="TimeoutException"/>), that interruption; every byte received before it is written and hashed.
     /// </summary>
-    public static async Task<(long Written, IOException? ReadError)> CopyAsync(
-        Stream source, SafeFileHandle target, long offset, long limit, int chunkSize,
+    public static async Task<(long Written, Exception? Interruption)> CopyAsync(
+        Stream source, SafeFileHandle target, long offset, long limit, int chunkSize, TimeSpan readTimeout,
         IncrementalHash sha256, IncrementalHash? gitSha1, Action<int> onChunk, CancellationToken cancellationToken)
     {
         var buffers = new byte[Depth][];
@@ -36,7 +39,7 @@ internal static class HashingFileCopier
         }
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var reader = ReadChunksAsync(source, buffers, chunkSize, limit, free.Reader, filled.Writer, stop.Token);
+        var reader = ReadChunksAsync(source, buffers, chunkSize, limit, readTimeout, free.Reader, filled.Writer, stop.Token);
         long written = 0;
         Exception? readError;
         try
@@ -67,41 +70,75 @@ internal static class HashingFileCopier
 
         // A cancelled copy must not read as a body that ended early (that would fail verification and drop the file).
         cancellationToken.ThrowIfCancellationRequested();
-        if (readError is null or IOException)
+        if (readError is null or IOException or TimeoutException)
         {
-            return (written, readError as IOException);
+            return (written, readError);
         }
 
         ExceptionDispatchInfo.Throw(readError);
         return default;
     }
 
-    /// <summary>The reader stage; never throws: it ends the channel and returns what stopped it (null at the end of the body).</summary>
+    /// <summary>
+    /// The reader stage; never throws: it ends the channel and returns what stopped it (null at the end of the body). A
+    /// chunk is handed on when it is full, at the end of the body, and also when the body fails or stalls part-way
+    /// through it, so no received byte is dropped.
+    /// </summary>
     private static async Task<Exception?> ReadChunksAsync(
-        Stream source, byte[][] buffers, int chunkSize, long limit, ChannelReader<int> free, ChannelWriter<(int, int)> filled,
-        CancellationToken cancellationToken)
+        Stream source, byte[][] buffers, int chunkSize, long limit, TimeSpan readTimeout, ChannelReader<int> free,
+        ChannelWriter<(int, int)> filled, CancellationToken cancellationToken)
     {
         await Task.Yield();
         Exception? error = null;
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         try
         {
             long total = 0;
-            while (total <= limit)
+            bool ended = false;
+            while (!ended && total <= limit)
             {
                 int index = await free.ReadAsync(cancellationToken);
-                int count = await source.ReadAtLeastAsync(buffers[index].AsMemory(0, chunkSize), chunkSize, throwOnEndOfStream: false, cancellationToken);
-                if (count == 0)
+                int count = 0;
+                try
+                {
+                    while (count < chunkSize)
+                    {
+                        idle.CancelAfter(readTimeout);
+                        int n = await source.ReadAsync(buffers[index].AsMemory(count, chunkSize - count), idle.Token);
+                        if (n == 0)
+                        {
+                            ended = true;
+                            break;
+                        }
+
+                        count += n;
+                    }
+                }
+                catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+                {
+                    error = new TimeoutException(
+                        $"No data received for {readTimeout.TotalSeconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)} s.", ex);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    error = ex;
+                }
+
+                if (count > 0)
+                {
+                    await filled.WriteAsync((index, count), cancellationToken);
+                    total += count;
+                }
+
+                if (error is not null)
                 {
                     break;
                 }
-
-                await filled.WriteAsync((index, count), cancellationToken);
-                total += count;
             }
         }
         catch (Exception ex)
         {
-            error = ex;
+            error ??= ex;
         }
 
         filled.TryComplete();

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -93,7 +94,7 @@ public sealed partial class HubCache
         {
             info = await _client.GetModelInfoAsync(repo.Id, revision, cancellationToken);
         }
-        catch (HubServerUnreachableException ex) when (pinned && Directory.Exists(SnapshotDirectory(repo, revision)))
+        catch (HubException ex) when (ex is HubServerUnreachableException or HubTimeoutException && pinned && Directory.Exists(SnapshotDirectory(repo, revision)))
         {
             LogFallbackToCache(_logger, repo.Id, revision, ex.Message);
             return await ResolveFromCacheAsync(repo, revision, includeGlobs, excludeGlobs, cancellationToken);
@@ -630,6 +631,13 @@ public sealed partial class HubCache
                     LogInterrupted(_logger, repo.Id, path, written, size, interruptions, ex.InnerException!.Message);
                     await Task.Delay(_options.RetryBaseDelay * (1 << Math.Min(interruptions - 1, 6)), cancellationToken);
                 }
+                catch (DownloadInterruptedException ex) when (ex.InnerException is TimeoutException)
+                {
+                    throw new HubTimeoutException(repo.Id, commit, path, _options.DownloadTimeout, HubOptions.DownloadTimeoutVariable, interruptions + 1,
+                        string.Create(CultureInfo.InvariantCulture,
+                            $"no data for {HubTimeoutException.Format(_options.DownloadTimeout)} after {ex.Written} of {size} bytes; the partial file is kept and the next pull resumes it"),
+                        ex.InnerException);
+                }
                 catch (DownloadInterruptedException ex)
                 {
                     throw new HubException(
@@ -641,8 +649,14 @@ public sealed partial class HubCache
 
         var actualSha256 = HubHashing.ToHex(sha256.GetHashAndReset());
         var actualEtagHash = sha1Etag ? HubHashing.ToHex(gitSha1!.GetHashAndReset()) : actualSha256;
-        bool hashOk = (!sha256Etag && !sha1Etag) || string.Equals(actualEtagHash, etag, StringComparison.OrdinalIgnoreCase);
-        if (written != size || !hashOk)
+        if (written != size)
+        {
+            File.Delete(incomplete);
+            throw new HubSizeMismatchException(repo.Id, commit, path, size, written);
+        }
+
+        bool verifiable = sha256Etag || sha1Etag;
+        if (verifiable && !string.Equals(actualEtagHash, etag, StringComparison.OrdinalIgnoreCase))
         {
             File.Delete(incomplete);
             throw new HubChecksumMismatchException(repo.Id, commit, path, etag, actualEtagHash, size, written);
@@ -651,9 +665,14 @@ public sealed partial class HubCache
         File.Move(incomplete, blob, overwrite: true);
 
         // Verified just now: stamp it so later pulls need not hash it again. The blob's mtime is moved back by more
-        // than the racy window first, so that any later write (which sets mtime to "now") is seen as a change.
-        File.SetLastWriteTimeUtc(blob, File.GetLastWriteTimeUtc(blob) - BlobVerificationStamp.RacyWindow - TimeSpan.FromSeconds(1));
-        BlobVerificationStamp.Write(blob, BlobVerificationStamp.PathFor(LocksDirectory(repo), etag), actualSha256);
+        // than the racy window first, so that any later write (which sets mtime to "now") is seen as a change. A blob
+        // whose etag is not a hash was checked for size only: it is never stamped verified.
+        if (verifiable)
+        {
+            File.SetLastWriteTimeUtc(blob, File.GetLastWriteTimeUtc(blob) - BlobVerificationStamp.RacyWindow - TimeSpan.FromSeconds(1));
+            BlobVerificationStamp.Write(blob, BlobVerificationStamp.PathFor(LocksDirectory(repo), etag), actualSha256);
+        }
+
         state.Completed(path, size, received);
         return new BlobResult(actualSha256);
     }
@@ -683,7 +702,7 @@ public sealed partial class HubCache
 
         long fileBytes = written;
         var (copied, readError) = await HashingFileCopier.CopyAsync(
-            response.Content, handle, written, size - written, bufferSize, sha256, gitSha1,
+            response.Content, handle, written, size - written, bufferSize, _options.DownloadTimeout, sha256, gitSha1,
             n =>
             {
                 fileBytes += n;
@@ -707,18 +726,19 @@ public sealed partial class HubCache
         HubRepoId repo, string blob, string etag, long expectedSize, CancellationToken cancellationToken)
     {
         var stamp = BlobVerificationStamp.PathFor(LocksDirectory(repo), etag);
-        if (BlobVerificationStamp.TryTrust(blob, stamp, expectedSize) is { } trusted)
+        bool sha1Etag = HubHashing.IsSha1Hex(etag);
+        bool verifiable = sha1Etag || HubHashing.IsSha256Hex(etag);
+        if (verifiable && BlobVerificationStamp.TryTrust(blob, stamp, expectedSize) is { } trusted)
         {
             return (true, trusted);
         }
 
-        bool sha1Etag = HubHashing.IsSha1Hex(etag);
         var (sha256, gitSha1, length) = await HubHashing.HashFileAsync(blob, sha1Etag, Math.Max(64 * 1024, _options.DownloadBufferSize), cancellationToken);
         bool ok = length == expectedSize && (sha1Etag
             ? string.Equals(gitSha1, etag, StringComparison.OrdinalIgnoreCase)
             : !HubHashing.IsSha256Hex(etag) || string.Equals(sha256, etag, StringComparison.OrdinalIgnoreCase));
         LogBlobHashed(_logger, repo.Id, etag, ok);
-        if (ok)
+        if (ok && verifiable)
         {
             BlobVerificationStamp.Write(blob, stamp, sha256);
         }
@@ -801,7 +821,7 @@ public sealed partial class HubCache
 
     private sealed record BlobResult(string? Sha256);
 
-    /// <summary>The response body failed mid-stream; <see cref="Written"/> bytes are on disk and hashed.</summary>
+    /// <summary>The response body failed or stalled mid-stream; <see cref="Written"/> bytes are on disk and hashed.</summary>
     private sealed class DownloadInterruptedException(long written, Exception inner) : Exception("Download interrupted.", inner)
     {
         public long Written { get; } = written;

@@ -62,9 +62,20 @@ public sealed partial class HubClient
         var context = new RequestContext(repo.Id, revision, path);
         var entries = new List<HubTreeEntry>();
         Uri? next = new(_endpoint, relative);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        Uri? previous = null;
         int pages = 0;
         while (next is not null)
         {
+            if (!seen.Add(next.AbsoluteUri))
+            {
+                LogTreeCycle(_logger, repo.Id, revision, previous!.AbsoluteUri, next.AbsoluteUri);
+                throw new HubException(
+                    string.Create(CultureInfo.InvariantCulture,
+                        $"Tree listing of '{repo.Id}' at '{revision}' loops: page {pages} ('{previous!.AbsoluteUri}') links with Link rel=\"next\" back to '{next.AbsoluteUri}', which was already listed (a Link: next cycle)."),
+                    repo.Id, revision);
+            }
+
             if (++pages > 100_000)
             {
                 throw new HubException($"Tree listing of '{repo.Id}' at '{revision}' did not end after {pages} pages.", repo.Id, revision);
@@ -84,6 +95,7 @@ public sealed partial class HubClient
                 }
             }
 
+            previous = next;
             next = ParseNextLink(response, next);
         }
 
@@ -126,7 +138,7 @@ public sealed partial class HubClient
             linkedSize ??= long.TryParse(Header(response, "X-Linked-Size"), NumberStyles.None, CultureInfo.InvariantCulture, out var ls) ? ls : null;
             if (IsRedirect(response.StatusCode) && response.Headers.Location is { } location && !location.IsAbsoluteUri && hop < MaxRedirects)
             {
-                uri = new Uri(uri, location);
+                uri = FollowRedirect(uri, location, context);
                 continue;
             }
 
@@ -153,6 +165,7 @@ public sealed partial class HubClient
         var context = new RequestContext(repo.Id, revision, path);
         var response = await SendAsync(HttpMethod.Get, ResolveUri(repo, revision, path), context, r =>
         {
+            r.Options.Set(HubAttemptTimeoutHandler.KindKey, HubRequestKind.Download);
             r.Headers.AcceptEncoding.Add(new StringWithQualityHeaderValue("identity"));
             if (offset > 0)
             {
@@ -205,6 +218,21 @@ public sealed partial class HubClient
 
     private static bool IsRedirect(HttpStatusCode status) => (int)status is 301 or 302 or 303 or 307 or 308;
 
+    /// <summary>The redirect target, when it is http(s); anything else (file://, ftp://, data:) is refused.</summary>
+    private Uri FollowRedirect(Uri current, Uri location, RequestContext context)
+    {
+        var target = new Uri(current, location);
+        if (target.Scheme == Uri.UriSchemeHttp || target.Scheme == Uri.UriSchemeHttps)
+        {
+            return target;
+        }
+
+        var shown = target.IsFile ? target.AbsoluteUri : target.GetLeftPart(UriPartial.Path);
+        LogRedirectRefused(_logger, context.RepoId, context.Path ?? "(metadata)", target.Scheme);
+        throw new HubUnsafeRedirectException(context.RepoId, context.Revision, context.Path, shown,
+            $"the '{target.Scheme}' scheme is not followed, only http and https");
+    }
+
     private static string? Header(HttpResponseMessage response, string name) =>
         response.Headers.TryGetValues(name, out var values) ? values.FirstOrDefault()
         : response.Content.Headers.TryGetValues(name, out var cv) ? cv.FirstOrDefault() : null;
@@ -239,8 +267,8 @@ public sealed partial class HubClient
             var response = await SendOnceAsync(method, uri, context, configure, cancellationToken);
             if (IsRedirect(response.StatusCode) && response.Headers.Location is { } location && hop < MaxRedirects)
             {
-                uri = new Uri(uri, location);
                 response.Dispose();
+                uri = FollowRedirect(uri, location, context);
                 continue;
             }
 
@@ -281,6 +309,16 @@ public sealed partial class HubClient
         {
             response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         }
+        catch (HubAttemptTimeoutException ex)
+        {
+            int attempts = Math.Max(0, _options.MaxRetryAttempts) + 1;
+            LogTimedOut(_logger, method.Method, uri.GetLeftPart(UriPartial.Path), ex.Timeout.TotalSeconds, attempts);
+            throw new HubTimeoutException(context.RepoId, context.Revision, context.Path, ex.Timeout, HubTimeoutException.SettingOf(ex.Kind), attempts,
+                ex.Kind == HubRequestKind.Download
+                    ? $"no response to the download within {HubTimeoutException.Format(ex.Timeout)}"
+                    : $"no complete answer to {method.Method} {uri.AbsolutePath} within {HubTimeoutException.Format(ex.Timeout)}",
+                ex);
+        }
         catch (HttpRequestException ex)
         {
             LogUnreachable(_logger, method.Method, uri.GetLeftPart(UriPartial.Path), ex.HttpRequestError);
@@ -289,10 +327,6 @@ public sealed partial class HubClient
         catch (SocketException ex)
         {
             throw new HubServerUnreachableException(_options.Endpoint, context.RepoId, ex);
-        }
-        catch (Polly.Timeout.TimeoutRejectedException ex)
-        {
-            throw new HubServerUnreachableException(_options.Endpoint, context.RepoId, new TimeoutException($"No response within {_options.RequestTimeout}.", ex));
         }
         catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
         {
@@ -322,13 +356,20 @@ public sealed partial class HubClient
         var message = Header(response, "X-Error-Message");
         if (message is null && response.Content.Headers.ContentType?.MediaType == "application/json")
         {
+            // A download's error body is not buffered by the attempt: bound its read as well.
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(_options.DownloadTimeout);
             try
             {
-                var body = await response.Content.ReadAsStringAsync(cancellationToken);
+                var body = await response.Content.ReadAsStringAsync(bounded.Token);
                 using var doc = JsonDocument.Parse(body);
                 message = doc.RootElement.ValueKind == JsonValueKind.Object ? HubModelInfo.GetString(doc.RootElement, "error") : null;
             }
             catch (JsonException)
+            {
+                message = null;
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
             {
                 message = null;
             }
@@ -368,6 +409,15 @@ public sealed partial class HubClient
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Url} failed: server unreachable ({Error})")]
     private static partial void LogUnreachable(ILogger logger, string method, string url, HttpRequestError error);
+
+    [LoggerMessage(EventId = 5101, Level = LogLevel.Warning, Message = "{Method} {Url}: no answer within {Seconds} s on any of {Attempts} attempt(s)")]
+    private static partial void LogTimedOut(ILogger logger, string method, string url, double seconds, int attempts);
+
+    [LoggerMessage(EventId = 5102, Level = LogLevel.Warning, Message = "{RepoId}: refused a redirect for '{Path}' to a '{Scheme}' URL")]
+    private static partial void LogRedirectRefused(ILogger logger, string repoId, string path, string scheme);
+
+    [LoggerMessage(EventId = 5103, Level = LogLevel.Warning, Message = "{RepoId}@{Revision}: tree page {Page} links back to {Next} (Link: next cycle)")]
+    private static partial void LogTreeCycle(ILogger logger, string repoId, string revision, string page, string next);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Listed {Count} tree entries of {RepoId} at {Revision} in {Pages} page(s)")]
     private static partial void LogTreeListed(ILogger logger, string repoId, string revision, int count, int pages);

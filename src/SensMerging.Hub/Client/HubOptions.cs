@@ -1,3 +1,5 @@
+using System.Globalization;
+
 namespace SensMerging.Hub.Client;
 
 /// <summary>
@@ -55,8 +57,27 @@ public sealed class HubOptions
     /// <summary>Delay before the first retry; doubles each time, with jitter.</summary>
     public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>Time allowed to receive response headers for one attempt (body streaming is not limited).</summary>
-    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>Default of <see cref="DownloadTimeout"/> and <see cref="EtagTimeout"/>: 10 s, as in the official clients.</summary>
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>Environment variable of <see cref="DownloadTimeout"/> (seconds).</summary>
+    public const string DownloadTimeoutVariable = "HF_HUB_DOWNLOAD_TIMEOUT";
+
+    /// <summary>Environment variable of <see cref="EtagTimeout"/> (seconds).</summary>
+    public const string EtagTimeoutVariable = "HF_HUB_ETAG_TIMEOUT";
+
+    /// <summary>
+    /// File downloads (HF_HUB_DOWNLOAD_TIMEOUT, default 10 s): the longest wait for the response headers and then between
+    /// two received pieces of the body. A stalled attempt counts as an interruption: retried with back-off from the bytes
+    /// already received, up to <see cref="MaxRetryAttempts"/> times.
+    /// </summary>
+    public TimeSpan DownloadTimeout { get; set; } = DefaultTimeout;
+
+    /// <summary>
+    /// Metadata calls (HF_HUB_ETAG_TIMEOUT, default 10 s): model info, tree pages, paths-info and HEAD, each attempt with
+    /// its whole body. A stalled attempt is retried with back-off, up to <see cref="MaxRetryAttempts"/> times.
+    /// </summary>
+    public TimeSpan EtagTimeout { get; set; } = DefaultTimeout;
 
     /// <summary>
     /// Check blobs already in the cache against their etag before using them; a blob that fails is fetched again. A blob
@@ -89,8 +110,55 @@ public sealed class HubOptions
             options.Endpoint = endpoint;
         }
 
+        options.DownloadTimeout = ParseTimeout(DownloadTimeoutVariable, Get(DownloadTimeoutVariable)) ?? DefaultTimeout;
+        options.EtagTimeout = ParseTimeout(EtagTimeoutVariable, Get(EtagTimeoutVariable)) ?? DefaultTimeout;
         options.Token = Get("HF_TOKEN") ?? Get("HUGGING_FACE_HUB_TOKEN") ?? ReadTokenFile(Get("HF_TOKEN_PATH") ?? Path.Combine(hfHome, "token"));
         return options;
+    }
+
+    /// <summary>
+    /// Applies settings given by name, after the environment: <c>DownloadTimeout</c> and <c>EtagTimeout</c>, in seconds
+    /// like the environment variables (or as hh:mm:ss). The host passes its configuration section "Hub" (so
+    /// <c>--set Hub:DownloadTimeout=30</c> and <c>SENSMERGE_Hub__EtagTimeout=30</c> work). Unset keys change nothing.
+    /// </summary>
+    public void ApplySettings(Func<string, string?> getSetting)
+    {
+        ArgumentNullException.ThrowIfNull(getSetting);
+        if (ParseTimeout("Hub:" + nameof(DownloadTimeout), getSetting(nameof(DownloadTimeout))) is { } download)
+        {
+            DownloadTimeout = download;
+        }
+
+        if (ParseTimeout("Hub:" + nameof(EtagTimeout), getSetting(nameof(EtagTimeout))) is { } etag)
+        {
+            EtagTimeout = etag;
+        }
+    }
+
+    /// <summary>
+    /// Seconds (e.g. "10", "2.5") or a time span ("00:00:10"); null when unset, or "0" (the default, as the official
+    /// clients read it). Anything else is an error that names the setting.
+    /// </summary>
+    internal static TimeSpan? ParseTimeout(string name, string? value)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            return null;
+        }
+
+        var text = value.Trim();
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && double.IsFinite(seconds) && seconds >= 0
+            && seconds <= TimeSpan.MaxValue.TotalSeconds / 2)
+        {
+            return seconds == 0 ? null : TimeSpan.FromSeconds(seconds);
+        }
+
+        if (text.Contains(':', StringComparison.Ordinal) && TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out var span) && span >= TimeSpan.Zero)
+        {
+            return span == TimeSpan.Zero ? null : span;
+        }
+
+        throw new ArgumentException($"{name}='{value}' is not a timeout: give seconds (e.g. 10 or 2.5) or hh:mm:ss.", nameof(value));
     }
 
     /// <summary>A copy with the same settings.</summary>
@@ -98,7 +166,7 @@ public sealed class HubOptions
 
     /// <inheritdoc />
     public override string ToString() =>
-        $"Endpoint={Endpoint}, CacheDirectory={CacheDirectory}, Offline={Offline}, Token={(Token is null ? "none" : "set")}";
+        $"Endpoint={Endpoint}, CacheDirectory={CacheDirectory}, Offline={Offline}, DownloadTimeout={DownloadTimeout}, EtagTimeout={EtagTimeout}, Token={(Token is null ? "none" : "set")}";
 
     private static bool IsTrue(string? value) =>
         value is not null && (value == "1" || value.Equals("true", StringComparison.OrdinalIgnoreCase)

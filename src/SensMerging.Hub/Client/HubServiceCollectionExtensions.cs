@@ -11,8 +11,8 @@ public static class HubServiceCollectionExtensions
 {
     /// <summary>
     /// Adds <see cref="HubOptions"/> (from the environment, then <paramref name="configure"/>), the typed
-    /// <see cref="HubClient"/> (no automatic redirects, retries with exponential backoff on connection errors, 5xx,
-    /// 408 and 429 only, logged header values redacted) and <see cref="HubCache"/>.
+    /// <see cref="HubClient"/> (no automatic redirects, retries with exponential backoff on connection errors, attempt
+    /// timeouts, 5xx, 408 and 429 only, logged header values redacted) and <see cref="HubCache"/>.
     /// </summary>
     public static IServiceCollection AddHubClient(this IServiceCollection services, Action<HubOptions>? configure = null)
     {
@@ -37,7 +37,7 @@ public static class HubServiceCollectionExtensions
 
     private static IServiceCollection AddCore(IServiceCollection services)
     {
-        services.AddHttpClient<HubClient>(http => http.Timeout = Timeout.InfiniteTimeSpan)
+        var http = services.AddHttpClient<HubClient>(http => http.Timeout = Timeout.InfiniteTimeSpan)
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
             {
                 AllowAutoRedirect = false,
@@ -45,24 +45,26 @@ public static class HubServiceCollectionExtensions
                 PooledConnectionLifetime = TimeSpan.FromMinutes(5),
                 ConnectTimeout = TimeSpan.FromSeconds(30),
             })
-            .RedactLoggedHeaders(static _ => true)
-            .AddResilienceHandler("hub", static (builder, context) =>
+            .RedactLoggedHeaders(static _ => true);
+        http.AddResilienceHandler("hub", static (builder, context) =>
+        {
+            var options = context.ServiceProvider.GetRequiredService<HubOptions>();
+            if (options.MaxRetryAttempts > 0)
             {
-                var options = context.ServiceProvider.GetRequiredService<HubOptions>();
-                if (options.MaxRetryAttempts > 0)
+                builder.AddRetry(new HttpRetryStrategyOptions
                 {
-                    builder.AddRetry(new HttpRetryStrategyOptions
-                    {
-                        MaxRetryAttempts = options.MaxRetryAttempts,
-                        Delay = options.RetryBaseDelay,
-                        BackoffType = DelayBackoffType.Exponential,
-                        UseJitter = true,
-                        ShouldHandle = static args => ValueTask.FromResult(IsTransient(args.Outcome)),
-                    });
-                }
+                    MaxRetryAttempts = options.MaxRetryAttempts,
+                    Delay = options.RetryBaseDelay,
+                    BackoffType = DelayBackoffType.Exponential,
+                    UseJitter = true,
+                    ShouldHandle = static args => ValueTask.FromResult(IsTransient(args.Outcome)),
+                });
+            }
+        });
 
-                builder.AddTimeout(options.RequestTimeout);
-            });
+        // Added after the resilience handler, so it runs inside the retry strategy: every attempt gets its own timeout
+        // (HF_HUB_ETAG_TIMEOUT / HF_HUB_DOWNLOAD_TIMEOUT).
+        http.AddHttpMessageHandler(static sp => new HubAttemptTimeoutHandler(sp.GetRequiredService<HubOptions>()));
         services.TryAddTransient<HubCache>();
         return services;
     }
@@ -71,7 +73,7 @@ public static class HubServiceCollectionExtensions
     {
         if (outcome.Exception is not null)
         {
-            return outcome.Exception is HttpRequestException or Polly.Timeout.TimeoutRejectedException;
+            return outcome.Exception is HttpRequestException or HubAttemptTimeoutException;
         }
 
         var status = (int)(outcome.Result?.StatusCode ?? 0);
