@@ -167,6 +167,23 @@ public sealed class HubServeSymlinkTests
         Assert.Equal(6, (await cache.PullAsync("acme/tiny")).Files.Count);
     }
 
+    [Fact]
+    public async Task A_named_pipe_in_a_repository_is_never_opened()
+    {
+        await using var hub = await HubHarness.StartAsync(root =>
+        {
+            Repos.CreateTiny(root);
+            using var mkfifo = System.Diagnostics.Process.Start("mkfifo", Path.Combine(root, "acme", "tiny", "pipe"));
+            mkfifo.WaitForExit();
+            Assert.Equal(0, mkfifo.ExitCode);
+        });
+        using var http = new HttpClient { BaseAddress = hub.Server.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
+
+        var pipe = (await TreeAsync(http, "acme/tiny")).Single(e => e.GetProperty("path").GetString() == "pipe");
+        Assert.Equal(0, pipe.GetProperty("size").GetInt64());
+        Assert.Empty(await http.GetByteArrayAsync("/acme/tiny/resolve/main/pipe"));
+    }
+
     private static async Task<List<JsonElement>> TreeAsync(HttpClient http, string repo)
     {
         using var response = await http.GetAsync($"/api/models/{repo}/tree/main?recursive=true");

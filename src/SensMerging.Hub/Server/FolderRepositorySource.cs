@@ -142,6 +142,12 @@ public sealed class FolderRepositorySource : IHubRepositorySource
 
     private Task<(string Sha256, string? GitSha1)> HashAsync(FileInfo info, CancellationToken cancellationToken)
     {
+        if (info.Length == 0)
+        {
+            // Never opened: FIFOs, sockets and device nodes report size 0 too, and opening a FIFO waits for a writer.
+            return Task.FromResult<(string, string?)>((HubHashing.ToHex(SHA256.HashData([])), HubHashing.GitBlobSha1([])));
+        }
+
         var key = (info.FullName, info.Length, info.LastWriteTimeUtc.Ticks);
         var lazy = _hashes.GetOrAdd(key, k => new Lazy<Task<(string, string?)>>(async () =>
         {

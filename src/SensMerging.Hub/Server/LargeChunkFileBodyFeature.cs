@@ -26,6 +26,13 @@ internal sealed class LargeChunkFileBodyFeature(IHttpResponseBodyFeature inner) 
 
     public async Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default)
     {
+        if (count == 0 || (count is null && new FileInfo(path).Length == 0))
+        {
+            // Nothing to send, and the file is not opened: a FIFO (which also reports size 0) would wait for a writer.
+            await inner.StartAsync(cancellationToken);
+            return;
+        }
+
         using SafeFileHandle handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
         long length = RandomAccess.GetLength(handle);
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
