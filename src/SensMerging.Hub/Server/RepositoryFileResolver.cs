@@ -81,11 +81,24 @@ public sealed class RepositoryFileResolver
 
     /// <summary>
     /// The canonical absolute path of <paramref name="path"/> with every symlink resolved (like realpath(3)), or null
-    /// when a component does not exist, a link dangles, or more than <see cref="MaxLinkHops"/> links are met (a loop).
+    /// when a component does not exist or cannot be read, a link dangles, or more than <see cref="MaxLinkHops"/> links
+    /// are met (a loop).
     /// </summary>
     public static string? RealPath(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        try
+        {
+            return Resolve(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static string? Resolve(string path)
+    {
         var full = Path.GetFullPath(path);
         var root = Path.GetPathRoot(full) ?? string.Empty;
         var pending = new Stack<string>(Split(full[root.Length..]).Reverse());
