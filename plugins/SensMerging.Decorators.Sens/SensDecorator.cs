@@ -14,6 +14,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
     public const string DecoratorName = "sens";
 
     public const string Temperature = "temperature";
+    public const string TemperatureScaleName = "temperature_scale";
     public const string Alignment = "alignment";
     public const string TaskScorer = "task_scorer";
     public const string CrossScorer = "cross_scorer";
@@ -40,6 +41,10 @@ public sealed partial class SensDecorator : IStrategyDecorator
     [
         ParameterSpec.Float(Temperature, DefaultTemperature, ParameterScope.Global,
             "T: softmax temperature over experts (lower T, stronger steering).", min: 1e-6),
+        ParameterSpec.Choice(TemperatureScaleName, "absolute", ParameterScope.Global,
+            "absolute: softmax of alpha*tau/T as published; spread (the project's extension): alpha*tau is first divided by its "
+            + "standard deviation over the experts within each layer group, so T counts spreads whatever the number of groups and experts.",
+            "absolute", "spread"),
         ParameterSpec.Choice(Alignment, DefaultAlignment, ParameterScope.Global,
             "How g becomes transferability: alignment (t_i = sum exp(-g_ij/g_mean), closer is better) or distance (t_i = sum g_ij).",
             "alignment", "distance"),
@@ -98,7 +103,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
         }
 
         var groups = taskTable is not null ? taskTable.Columns.ToArray() : context.LayerGroups.ToArray();
-        var result = SensMath.Compute(taskTable?.Values, crossTable?.Values, experts.Count, groups.Length, settings.Reading, settings.Temperature);
+        var result = SensMath.Compute(taskTable?.Values, crossTable?.Values, experts.Count, groups.Length, settings.Reading, settings.Temperature, settings.Scale);
         var names = experts.Select(e => e.Name).ToArray();
         tables.Add(new ScoreTable("alpha", ScorerKind.TaskSpecific, names, groups, result.Alpha));
         tables.Add(new ScoreTable("t", ScorerKind.CrossTask, ["t"], names, [result.Transferability]));
@@ -182,7 +187,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
 
 /// <summary>The decorator's settings, read from its resolved parameters.</summary>
 internal sealed record SensSettings(
-    double Temperature, TransferReading Reading, string TaskScorer, string CrossScorer, bool TaskScaling, bool CrossScaling, long Samples, long MaxLength)
+    double Temperature, TemperatureScale Scale, TransferReading Reading, string TaskScorer, string CrossScorer, bool TaskScaling, bool CrossScaling, long Samples, long MaxLength)
 {
     public static SensSettings Read(ResolvedParameters parameters)
     {
@@ -193,6 +198,13 @@ internal sealed record SensSettings(
         {
             throw new ArgumentException($"sens: temperature must be a finite number above 0, got {temperature.ToString(CultureInfo.InvariantCulture)}.");
         }
+        var scaleName = Value(SensDecorator.TemperatureScaleName, n => parameters.String(n), "absolute");
+        var scale = scaleName.ToUpperInvariant() switch
+        {
+            "ABSOLUTE" => TemperatureScale.Absolute,
+            "SPREAD" => TemperatureScale.Spread,
+            _ => throw new ArgumentException($"sens: temperature_scale must be 'absolute' or 'spread', got '{scaleName}'."),
+        };
         var alignment = Value(SensDecorator.Alignment, n => parameters.String(n), SensDecorator.DefaultAlignment);
         var reading = alignment.ToUpperInvariant() switch
         {
@@ -208,6 +220,7 @@ internal sealed record SensSettings(
         }
         return new SensSettings(
             temperature,
+            scale,
             reading,
             Value(SensDecorator.TaskScorer, n => parameters.String(n), "sensitivity"),
             Value(SensDecorator.CrossScorer, n => parameters.String(n), "logit_alignment"),
@@ -222,6 +235,7 @@ internal sealed record SensSettings(
         ["inner"] = inner,
         ["experts"] = experts.ToArray(),
         [SensDecorator.Temperature] = Temperature,
+        [SensDecorator.TemperatureScaleName] = Scale == TemperatureScale.Spread ? "spread" : "absolute",
         [SensDecorator.Alignment] = Reading == TransferReading.Alignment ? "alignment" : "distance",
         [SensDecorator.TaskScorer] = TaskScorer,
         [SensDecorator.CrossScorer] = CrossScorer,

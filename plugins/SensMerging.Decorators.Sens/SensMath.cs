@@ -10,6 +10,20 @@ public enum TransferReading
     Distance,
 }
 
+/// <summary>What the temperature divides before the softmax over experts.</summary>
+public enum TemperatureScale
+{
+    /// <summary>As published: sigma_i^l = softmax_i(alpha_i^l tau_i / T).</summary>
+    Absolute,
+
+    /// <summary>
+    /// The project's extension: sigma_i^l = softmax_i(alpha_i^l tau_i / (T s^l)), s^l the standard deviation of
+    /// alpha_k^l tau_k over the experts k in layer group l. T then counts spreads: the same T steers alike whatever the
+    /// number of groups and experts (alpha ~ 1/sqrt(groups), tau ~ 1/K). A group whose experts tie gets c = 1.
+    /// </summary>
+    Spread,
+}
+
 /// <summary>Every number of one Sens-Merging computation. Rows of the matrices are experts; columns layer groups.</summary>
 /// <param name="Alpha">alpha_i^l.</param>
 /// <param name="Transferability">t_i.</param>
@@ -144,10 +158,12 @@ public static class SensMath
     public static double[] UniformTau(int experts) => Enumerable.Repeat(1.0 / experts, experts).ToArray();
 
     /// <summary>
-    /// sigma_i^l = softmax over experts of alpha_i^l tau_i / T, and c_i^l = K sigma_i^l. Computed as
-    /// c = K e_i / sum_k e_k with e_i = exp(x_i - max_k x_k), so equal x give c = 1 exactly.
+    /// sigma_i^l = softmax over experts of alpha_i^l tau_i / T (divided further by the group's spread with
+    /// <see cref="TemperatureScale.Spread"/>), and c_i^l = K sigma_i^l. Computed as c = K e_i / sum_k e_k with
+    /// e_i = exp(x_i - max_k x_k), so equal x give c = 1 exactly.
     /// </summary>
-    public static (double[][] Sigma, double[][] Coefficients) Combine(IReadOnlyList<double[]> alpha, IReadOnlyList<double> tau, double temperature)
+    public static (double[][] Sigma, double[][] Coefficients) Combine(
+        IReadOnlyList<double[]> alpha, IReadOnlyList<double> tau, double temperature, TemperatureScale scale = TemperatureScale.Absolute)
     {
         ArgumentNullException.ThrowIfNull(alpha);
         ArgumentNullException.ThrowIfNull(tau);
@@ -184,10 +200,21 @@ public static class SensMath
         var e = new double[k];
         for (var l = 0; l < groups; l++)
         {
+            for (var i = 0; i < k; i++)
+            {
+                x[i] = alpha[i][l] * tau[i];
+            }
+            var divisor = temperature;
+            if (scale == TemperatureScale.Spread)
+            {
+                var spread = PopulationSpread(x);
+                // Experts that tie in this group (spread 0, or below rounding) get equal coefficients.
+                divisor = spread > 1e-12 * x.Max(Math.Abs) ? temperature * spread : double.PositiveInfinity;
+            }
             var max = double.NegativeInfinity;
             for (var i = 0; i < k; i++)
             {
-                x[i] = alpha[i][l] * tau[i] / temperature;
+                x[i] = double.IsPositiveInfinity(divisor) ? 0 : x[i] / divisor;
                 max = Math.Max(max, x[i]);
             }
             double sum = 0;
@@ -205,11 +232,30 @@ public static class SensMath
         return (sigma, c);
     }
 
+    /// <summary>The population standard deviation of <paramref name="values"/>.</summary>
+    public static double PopulationSpread(IReadOnlyList<double> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        if (values.Count == 0)
+        {
+            return 0;
+        }
+        var mean = values.Average();
+        return Math.Sqrt(values.Sum(v => (v - mean) * (v - mean)) / values.Count);
+    }
+
     /// <summary>
     /// The whole computation. <paramref name="taskScores"/> null: task scaling off (alpha = 1);
     /// <paramref name="cross"/> null: cross scaling off (t_i = 1, tau = 1/K). Both off give c = 1 exactly.
     /// </summary>
-    public static SensCoefficients Compute(IReadOnlyList<double[]>? taskScores, IReadOnlyList<double[]>? cross, int experts, int groups, TransferReading reading, double temperature)
+    public static SensCoefficients Compute(
+        IReadOnlyList<double[]>? taskScores,
+        IReadOnlyList<double[]>? cross,
+        int experts,
+        int groups,
+        TransferReading reading,
+        double temperature,
+        TemperatureScale scale = TemperatureScale.Absolute)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(experts, 1);
         if (taskScores is not null && taskScores.Count != experts)
@@ -223,7 +269,7 @@ public static class SensMath
         var alpha = taskScores is null ? UniformAlpha(experts, groups) : Alpha(taskScores);
         var t = cross is null ? Enumerable.Repeat(1.0, experts).ToArray() : Transferability(cross, reading);
         var tau = cross is null ? UniformTau(experts) : Tau(t);
-        var (sigma, c) = Combine(alpha, tau, temperature);
+        var (sigma, c) = Combine(alpha, tau, temperature, scale);
         return new SensCoefficients(alpha, t, tau, sigma, c);
     }
 

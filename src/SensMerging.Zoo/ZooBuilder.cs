@@ -80,13 +80,14 @@ public sealed class ZooBuilder
         var trainer = new ZooTrainer(_logger);
         var models = new List<ZooModelEntry>(families.Count + 1);
 
+        var baseMix = BaseMix(splits, settings.PretrainingShare);
         var basePath = layout.ModelPath(ZooLayout.BaseName);
         ResetFolder(basePath);
         TrainingReport baseReport;
         using (var model = LlamaModel.CreateRandom(config, tokenizer, seed, new ModelLoadOptions(RequiresGrad: true)))
         {
             baseReport = await Task.Run(
-                () => trainer.Train(model, splits.Select(s => s.BaseTrain).ToList(), settings.Base, settings.MaxLength, seed, ZooLayout.BaseName, progress, cancellationToken),
+                () => trainer.Train(model, baseMix.Pools, settings.Base, settings.MaxLength, seed, ZooLayout.BaseName, progress, cancellationToken, baseMix.Weights),
                 cancellationToken);
             progress?.Report(new ZooProgress("save", ZooLayout.BaseName, baseReport.Steps, baseReport.Steps, baseReport.FinalLoss));
             await SaveModelAsync(model, tokenizer, basePath, ZooLayout.BaseName, null, null, seed, settings, baseReport, cancellationToken);
@@ -99,7 +100,7 @@ public sealed class ZooBuilder
             var expertPath = layout.ModelPath(family.Name);
             ResetFolder(expertPath);
             using var model = LlamaModel.Load(basePath, new ModelLoadOptions(RequiresGrad: true), cancellationToken);
-            var (pools, weights) = ExpertPools(splits, i, settings.ExpertReplay);
+            var (pools, weights) = ExpertPools(splits[i], baseMix, settings.ExpertReplay);
             var report = await Task.Run(
                 () => trainer.Train(model, pools, settings.Expert, settings.MaxLength, seed, family.Name, progress, cancellationToken, weights),
                 cancellationToken);
@@ -125,25 +126,47 @@ public sealed class ZooBuilder
     }
 
     /// <summary>
-    /// An expert's training pools: its own task with weight 1 - replay, and the base model's subset of every task with
-    /// weight replay / tasks (rehearsal of what the base knew, so the task vector carries the new skill rather than
-    /// the forgetting of the others).
+    /// The base model's training mix: each family's base subset of its task format with weight (1 - share) / families,
+    /// and each family's raw pre-training corpus with weight share / families.
     /// </summary>
-    private static (IReadOnlyList<IReadOnlyList<TextSample>> Pools, IReadOnlyList<double> Weights) ExpertPools(IReadOnlyList<TaskSplits> splits, int expert, double replay)
+    private static TrainingMix BaseMix(IReadOnlyList<TaskSplits> splits, double pretrainingShare)
+    {
+        var pools = new List<IReadOnlyList<TextSample>>();
+        var weights = new List<double>();
+        var formats = splits.Where(s => s.BaseTrain.Count > 0).ToList();
+        foreach (var split in formats)
+        {
+            pools.Add(split.BaseTrain);
+            weights.Add((1 - pretrainingShare) / formats.Count);
+        }
+        if (pretrainingShare > 0)
+        {
+            var corpora = splits.Where(s => s.Pretraining.Count > 0).ToList();
+            foreach (var split in corpora)
+            {
+                pools.Add(split.Pretraining);
+                weights.Add(pretrainingShare / corpora.Count);
+            }
+        }
+        return new TrainingMix(pools, weights);
+    }
+
+    /// <summary>
+    /// An expert's training pools: its own task with weight 1 - replay, and the base model's mix with weight replay
+    /// (rehearsal of what the base knew, so the task vector carries the new skill rather than the forgetting of the others).
+    /// </summary>
+    private static TrainingMix ExpertPools(TaskSplits task, TrainingMix baseMix, double replay)
     {
         if (replay <= 0)
         {
-            return ([splits[expert].Train], [1.0]);
+            return new TrainingMix([task.Train], [1.0]);
         }
-        var pools = new List<IReadOnlyList<TextSample>> { splits[expert].Train };
-        var weights = new List<double> { 1 - replay };
-        foreach (var split in splits.Where(s => s.BaseTrain.Count > 0))
-        {
-            pools.Add(split.BaseTrain);
-            weights.Add(replay / splits.Count);
-        }
-        return (pools, weights);
+        var total = baseMix.Weights.Sum();
+        return new TrainingMix([task.Train, .. baseMix.Pools], [1 - replay, .. baseMix.Weights.Select(w => replay * w / total)]);
     }
+
+    /// <summary>Sample pools and how often each is drawn (relative).</summary>
+    private sealed record TrainingMix(IReadOnlyList<IReadOnlyList<TextSample>> Pools, IReadOnlyList<double> Weights);
 
     private static bool IsReusable(ZooManifest manifest, ZooLayout layout, int seed, ZooSettings settings, IReadOnlyList<ITaskFamily> families)
     {

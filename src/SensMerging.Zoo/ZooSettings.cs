@@ -50,6 +50,15 @@ public sealed record ZooModelShape(
 /// <param name="MaxLength">Tokens per training sample after truncation.</param>
 /// <param name="Base">Training of the base on the mix of the tasks' base subsets.</param>
 /// <param name="Expert">Fine-tuning of each expert from the base on its own task.</param>
+/// <param name="PretrainingShare">
+/// Share of the base model's training samples drawn from the families' raw pre-training corpora (bare equations and
+/// string operations, declarative facts), the rest from the task formats' base subsets. 0: the base sees only the
+/// base subsets.
+/// </param>
+/// <param name="BaseFormatShare">
+/// Share of the math and code training samples outside the base templates that the base model sees too (a little of
+/// every format, as a broad pre-training corpus holds).
+/// </param>
 /// <param name="ExpertReplay">
 /// Share of an expert's training samples drawn from the base model's own training mix (rehearsal), the rest from the
 /// expert's task. 0: the expert sees only its task.
@@ -63,7 +72,9 @@ public sealed record ZooSettings(
     int MaxLength,
     TrainingSettings Base,
     TrainingSettings Expert,
-    double ExpertReplay = 0)
+    double ExpertReplay = 0,
+    double PretrainingShare = 0,
+    double BaseFormatShare = 0)
 {
     /// <summary>The preset of <paramref name="size"/>.</summary>
     public static ZooSettings For(ZooSize size) => size switch
@@ -71,7 +82,7 @@ public sealed record ZooSettings(
         ZooSize.Tiny => new ZooSettings(
             "tiny",
             new ZooModelShape(HiddenSize: 32, IntermediateSize: 64, Layers: 2, Heads: 4, KeyValueHeads: 2),
-            new TaskDataSizes(Train: 300, Eval: 24, Calibration: 16, Dev: 16),
+            new TaskDataSizes(Train: 300, Eval: 24, Calibration: 16, Dev: 16, Pretraining: 300),
             KnowledgeCountries: 8,
             KnowledgeBaseShare: 0.25,
             MaxLength: 64,
@@ -81,7 +92,7 @@ public sealed record ZooSettings(
         ZooSize.Default => new ZooSettings(
             "default",
             new ZooModelShape(HiddenSize: 64, IntermediateSize: 176, Layers: 2, Heads: 4, KeyValueHeads: 2),
-            new TaskDataSizes(Train: 4000, Eval: 200, Calibration: 100, Dev: 200),
+            new TaskDataSizes(Train: 4000, Eval: 200, Calibration: 100, Dev: 200, Pretraining: 4000),
             KnowledgeCountries: 40,
             KnowledgeBaseShare: 0.25,
             MaxLength: 64,
@@ -103,6 +114,27 @@ public sealed record ZooSettings(
         };
     }
 
+    /// <summary>Reads settings from a JSON file in the zoo.json <c>settings</c> form (snake_case keys).</summary>
+    public static ZooSettings Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        ZooSettings? settings;
+        try
+        {
+            settings = System.Text.Json.JsonSerializer.Deserialize<ZooSettings>(File.ReadAllText(path), ZooManifest.JsonOptions);
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new ArgumentException($"Zoo settings file '{path}' is not valid: {e.Message}", nameof(path), e);
+        }
+        if (settings is null || settings.Model is null || settings.Data is null || settings.Base is null || settings.Expert is null || string.IsNullOrWhiteSpace(settings.Size))
+        {
+            throw new ArgumentException($"Zoo settings file '{path}' lacks one of size, model, data, base, expert.", nameof(path));
+        }
+        settings.Validate();
+        return settings;
+    }
+
     /// <summary>Throws naming the first invalid setting.</summary>
     public void Validate()
     {
@@ -121,6 +153,14 @@ public sealed record ZooSettings(
         {
             throw new ArgumentException($"The expert replay share must be in [0, 1), got {ExpertReplay}.");
         }
+        if (BaseFormatShare is < 0 or > 1 || double.IsNaN(BaseFormatShare))
+        {
+            throw new ArgumentException($"The base format share must be in [0, 1], got {BaseFormatShare}.");
+        }
+        if (PretrainingShare is < 0 or >= 1 || double.IsNaN(PretrainingShare))
+        {
+            throw new ArgumentException($"The pre-training share must be in [0, 1), got {PretrainingShare}.");
+        }
         if (MaxLength < 8 || MaxLength > Model.MaxPositionEmbeddings)
         {
             throw new ArgumentException($"max_length must be between 8 and max_position_embeddings ({Model.MaxPositionEmbeddings}), got {MaxLength}.");
@@ -128,5 +168,5 @@ public sealed record ZooSettings(
     }
 
     /// <summary>The three task families configured by these settings.</summary>
-    public IReadOnlyList<ITaskFamily> TaskFamilies() => ZooTasks.Create(KnowledgeCountries, KnowledgeBaseShare);
+    public IReadOnlyList<ITaskFamily> TaskFamilies() => ZooTasks.Create(KnowledgeCountries, KnowledgeBaseShare, BaseFormatShare);
 }

@@ -209,4 +209,50 @@ public sealed class SensMathTests
         Assert.Throws<ArgumentException>(() => SensMath.Combine([[1.0], [1.0, 2.0]], [0.5, 0.5], 1));
         Assert.Throws<ArgumentException>(() => SensMath.Compute([[double.NaN, 1.0]], null, 1, 2, TransferReading.Alignment, 1));
     }
+
+    [Fact]
+    public void SpreadScale_DividesEachGroupByItsPopulationSpread()
+    {
+        // Hand-made alpha and tau: group 0 spreads widely, group 1 narrowly; the spread scale makes both steer alike.
+        double[][] alpha = [[0.9, 0.50], [0.3, 0.49], [0.6, 0.51]];
+        double[] tau = [0.5, 0.3, 0.2];
+        const double T = 0.7;
+        var (_, c) = SensMath.Combine(alpha, tau, T, TemperatureScale.Spread);
+        for (var l = 0; l < 2; l++)
+        {
+            var x = new[] { alpha[0][l] * tau[0], alpha[1][l] * tau[1], alpha[2][l] * tau[2] };
+            var mean = (x[0] + x[1] + x[2]) / 3;
+            var sd = Math.Sqrt((((x[0] - mean) * (x[0] - mean)) + ((x[1] - mean) * (x[1] - mean)) + ((x[2] - mean) * (x[2] - mean))) / 3);
+            var e = x.Select(v => Math.Exp(v / (T * sd))).ToArray();
+            for (var i = 0; i < 3; i++)
+            {
+                Assert.Equal(3 * e[i] / e.Sum(), c[i][l], 12);
+            }
+        }
+        // Scale-free: multiplying every alpha by the same factor changes nothing.
+        var scaled = alpha.Select(r => r.Select(a => a * 40).ToArray()).ToArray();
+        var (_, c2) = SensMath.Combine(scaled, tau, T, TemperatureScale.Spread);
+        for (var i = 0; i < 3; i++)
+        {
+            for (var l = 0; l < 2; l++)
+            {
+                Assert.Equal(c[i][l], c2[i][l], 12);
+            }
+        }
+    }
+
+    [Fact]
+    public void SpreadScale_TiedGroupGivesOneExactly_AndAbsoluteIsTheDefault()
+    {
+        double[][] alpha = [[0.5, 0.9], [0.5, 0.1]];
+        double[] tau = [0.5, 0.5];
+        var (_, c) = SensMath.Combine(alpha, tau, 1.0, TemperatureScale.Spread);
+        Assert.Equal(1.0, c[0][0]);
+        Assert.Equal(1.0, c[1][0]);
+        Assert.True(c[0][1] > 1.0 && c[1][1] < 1.0);
+        var (_, absolute) = SensMath.Combine(alpha, tau, 1.0);
+        var (_, explicitAbsolute) = SensMath.Combine(alpha, tau, 1.0, TemperatureScale.Absolute);
+        Assert.Equal(explicitAbsolute, absolute);
+        Assert.NotEqual(c[0][1], absolute[0][1]);
+    }
 }

@@ -8,7 +8,7 @@ namespace SensMerging.Zoo.Tests;
 
 public sealed partial class TaskFamilyTests
 {
-    private static readonly TaskDataSizes Sizes = new(Train: 400, Eval: 60, Calibration: 20, Dev: 30);
+    private static readonly TaskDataSizes Sizes = new(Train: 400, Eval: 60, Calibration: 20, Dev: 30, Pretraining: 200);
 
     public static TheoryData<string> Families => new() { ZooTasks.Math, ZooTasks.Code, ZooTasks.Knowledge };
 
@@ -43,6 +43,75 @@ public sealed partial class TaskFamilyTests
         Assert.True(splits.BaseTrain.Count < splits.Train.Count, "the base sees only part of the task");
         Assert.Equal(Sizes.Calibration, splits.Calibration.Count);
         Assert.All(splits.Train.Concat(splits.Eval), s => Assert.False(string.IsNullOrEmpty(s.Response)));
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Pretraining_corpus_is_deterministic_and_never_in_the_task_format(string name)
+    {
+        var splits = Family(name).Generate(9, Sizes);
+        Assert.NotEmpty(splits.Pretraining);
+        Assert.Equal(Family(name).Generate(9, Sizes).Pretraining, splits.Pretraining);
+        var taskPrompts = splits.Train.Concat(splits.Eval).Concat(splits.Dev).Select(s => s.Prompt).ToHashSet(StringComparer.Ordinal);
+        Assert.DoesNotContain(splits.Pretraining, s => taskPrompts.Contains(s.Prompt));
+        // The task formats' markers ("A: " answers, "Out: " program outputs, questions) never occur in the corpus.
+        Assert.DoesNotContain(splits.Pretraining, s => s.Prompt.Contains('\n', StringComparison.Ordinal) || s.Prompt.Contains('?', StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("17+4=", "21")]
+    [InlineData("6*7=", "42")]
+    [InlineData("12-5=", "7")]
+    public void Math_pretraining_equations_are_correct(string prompt, string response)
+    {
+        var corpus = Family(ZooTasks.Math).Generate(3, Sizes with { Pretraining = 4000 }).Pretraining;
+        var drawn = corpus.Where(s => s.Prompt == prompt).ToList();
+        Assert.NotEmpty(drawn);
+        Assert.All(drawn, s => Assert.Equal(response, s.Response));
+        Assert.All(corpus, s => Assert.Equal(Equation(s.Prompt), s.Response));
+    }
+
+    [Fact]
+    public void Code_pretraining_operations_are_correct()
+    {
+        var corpus = Family(ZooTasks.Code).Generate(3, Sizes with { Pretraining = 2000 }).Pretraining;
+        foreach (var s in corpus)
+        {
+            var expected = s.Prompt switch
+            {
+                var p when p.StartsWith("len ", StringComparison.Ordinal) => (p.Length - 5).ToString(CultureInfo.InvariantCulture),
+                var p when p.StartsWith("rev ", StringComparison.Ordinal) => new string(p[4..^1].Reverse().ToArray()),
+                var p when p.StartsWith("rep ", StringComparison.Ordinal) => string.Concat(Enumerable.Repeat(p[4..^1].Split(' ')[0], int.Parse(p[4..^1].Split(' ')[1], CultureInfo.InvariantCulture))),
+                var p when p.StartsWith("bal ", StringComparison.Ordinal) => CodeTaskFamily.IsBalanced(p[4..^1]) ? "yes" : "no",
+                var p => Equation(p),
+            };
+            Assert.Equal(expected, s.Response);
+        }
+        Assert.Equal(6, corpus.Select(s => char.IsDigit(s.Prompt[0]) ? (s.Prompt.Contains('*', StringComparison.Ordinal) ? "mul" : "add") : s.Prompt[..3]).Distinct().Count());
+    }
+
+    [Fact]
+    public void Knowledge_pretraining_states_every_fact_and_asks_none()
+    {
+        var family = new KnowledgeTaskFamily(countries: 12, baseShare: 0.25);
+        var splits = family.Generate(4, Sizes);
+        var facts = family.FactTable(4);
+        Assert.All(splits.Pretraining, s => Assert.Null(s.Response));
+        foreach (var fact in facts)
+        {
+            var statements = splits.Pretraining.Where(s => s.Prompt.Contains(fact.Country, StringComparison.Ordinal) && s.Prompt.Contains(fact.Relation, StringComparison.Ordinal)).ToList();
+            Assert.Equal(3, statements.Count);
+            Assert.All(statements, s => Assert.Contains(" " + fact.Value + ".", s.Prompt, StringComparison.Ordinal));
+        }
+    }
+
+    private static string Equation(string prompt)
+    {
+        var body = prompt.TrimEnd('=');
+        var op = body.IndexOfAny(['+', '-', '*']);
+        var a = int.Parse(body[..op], CultureInfo.InvariantCulture);
+        var b = int.Parse(body[(op + 1)..], CultureInfo.InvariantCulture);
+        return (body[op] switch { '+' => a + b, '-' => a - b, _ => a * b }).ToString(CultureInfo.InvariantCulture);
     }
 
     [Theory]

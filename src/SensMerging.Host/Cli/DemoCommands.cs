@@ -21,17 +21,21 @@ public static class DemoCommands
         var seed = new Option<int>("--seed") { Description = "Seed (data, initialisation, training order)", DefaultValueFactory = _ => 1 };
         var size = new Option<string>("--size") { Description = "default (minutes) or tiny (seconds)", DefaultValueFactory = _ => "default" };
         size.AcceptOnlyFromAmong("default", "tiny");
-        var build = new Command("build", "Train a small Llama-layout base on three task families and one expert per family (reused when present)") { output, seed, size };
+        var settings = new Option<FileInfo?>("--settings") { Description = "Zoo settings as JSON (the 'settings' object of a zoo.json); overrides --size" };
+        var build = new Command("build", "Train a small Llama-layout base on three task families and one expert per family (reused when present)") { output, seed, size, settings };
         build.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
             var logger = services.GetRequiredService<ILogger<ZooBuilder>>();
-            var result = await new ZooBuilder(logger).BuildAsync(parse.GetValue(output)!.FullName, parse.GetValue(seed), ZooSettings.ParseSize(parse.GetValue(size)!), null, token);
+            var result = await new ZooBuilder(logger).BuildAsync(parse.GetValue(output)!.FullName, parse.GetValue(seed), ZooSettingsFrom(parse.GetValue(settings), parse.GetValue(size)!), null, token);
             Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"zoo {(result.Reused ? "reused" : "built")} in {result.Layout.Root}: base + {string.Join(", ", result.Experts)} ({result.Manifest.TotalSeconds:F0} s training); repos in {result.Layout.ReposRoot}"));
             return 0;
         }, ct));
         return new Command("zoo", "The project's own small trained experts") { build };
     }
+
+    private static ZooSettings ZooSettingsFrom(FileInfo? file, string size) =>
+        file is null ? ZooSettings.For(ZooSettings.ParseSize(size)) : ZooSettings.Load(file.FullName);
 
     public static Command Eval()
     {
@@ -94,6 +98,12 @@ public static class DemoCommands
         var alignment = new Option<string>("--alignment") { Description = "sens reading of logit alignment: alignment or distance", DefaultValueFactory = _ => DemoOptions.DefaultAlignment };
         alignment.AcceptOnlyFromAmong("alignment", "distance");
         var temperature = new Option<double>("--temperature") { Description = "sens temperature T", DefaultValueFactory = _ => DemoOptions.DefaultTemperature };
+        var temperatureScale = new Option<string>("--temperature-scale")
+        {
+            Description = "sens temperature scale: absolute (as published) or spread (T in units of alpha*tau's spread over experts per layer group)",
+            DefaultValueFactory = _ => DemoOptions.DefaultTemperatureScale,
+        };
+        temperatureScale.AcceptOnlyFromAmong("absolute", "spread");
         var density = new Option<double>("--density") { Description = "Density of ties / dare_ties (share of each task vector kept)", DefaultValueFactory = _ => DemoOptions.DefaultDensity };
         density.Validators.Add(r =>
         {
@@ -110,11 +120,19 @@ public static class DemoCommands
                 r.AddError("--lambda must be in (0, 10]");
             }
         });
+        var zooSettings = new Option<FileInfo?>("--zoo-settings") { Description = "Zoo settings as JSON (the 'settings' object of a zoo.json); overrides --size" };
+        var variants = new Option<string[]>("--variants")
+        {
+            Description = "Variants of each method: plain, sens, sens-task, sens-cross (default: all)",
+            DefaultValueFactory = _ => DemoRunner.Variants.Select(v => v.Label).ToArray(),
+            AllowMultipleArgumentsPerToken = true,
+        };
+        variants.AcceptOnlyFromAmong([.. DemoRunner.Variants.Select(v => v.Label)]);
         var split = new Option<string>("--split") { Description = "Held-out set to score on: eval (reported numbers) or dev (for choosing settings)", DefaultValueFactory = _ => "eval" };
         split.AcceptOnlyFromAmong("eval", "dev");
         var command = new Command("demo", "The main job: zoo -> Hub server -> pull -> merge (with and without sens, ablations) -> evaluate -> registry -> table")
         {
-            root, seeds, size, methods, evalSamples, calibration, alignment, temperature, density, lambda, split,
+            root, seeds, size, zooSettings, methods, variants, evalSamples, calibration, alignment, temperature, temperatureScale, density, lambda, split,
         };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
@@ -122,12 +140,14 @@ public static class DemoCommands
             {
                 Root = parse.GetValue(root)!.FullName,
                 Seeds = parse.GetValue(seeds)!,
-                Size = ZooSettings.ParseSize(parse.GetValue(size)!),
+                Zoo = ZooSettingsFrom(parse.GetValue(zooSettings), parse.GetValue(size)!),
                 Methods = parse.GetValue(methods)!,
+                Variants = parse.GetValue(variants)!,
                 EvalSamples = parse.GetValue(evalSamples),
                 CalibrationSamples = parse.GetValue(calibration),
                 Alignment = parse.GetValue(alignment)!,
                 Temperature = parse.GetValue(temperature),
+                TemperatureScale = parse.GetValue(temperatureScale)!,
                 Density = parse.GetValue(density),
                 Lambda = parse.GetValue(lambda),
                 Split = parse.GetValue(split) == "dev" ? HeldOutSplit.Dev : HeldOutSplit.Eval,

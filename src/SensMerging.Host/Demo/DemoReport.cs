@@ -16,17 +16,48 @@ public static class DemoReport
             ? string.Create(Inv, $"{100 * row.MeanOf(metric):F1} ± {100 * row.SpreadOf(metric):F1}")
             : string.Create(Inv, $"{100 * row.MeanOf(metric):F1}");
 
-    public static IReadOnlyList<string> Header(IReadOnlyList<string> tasks) => ["method", .. tasks, "average"];
+    public static IReadOnlyList<string> Header(IReadOnlyList<string> tasks) =>
+        ["method", .. tasks, "average", .. tasks.Select(t => "retention " + t), "retention average"];
 
-    public static IEnumerable<string[]> Body(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows) =>
-        rows.Select(r => (string[])[r.Label, .. tasks.Select(t => Cell(r, s => s.ExactMatch[t])), Cell(r, s => s.AverageExactMatch)]);
+    public static IEnumerable<string[]> Body(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows)
+    {
+        var retention = new RetentionTable(tasks, rows);
+        return rows.Select(r => (string[])
+        [
+            r.Label,
+            .. tasks.Select(t => Cell(r, s => s.ExactMatch[t])),
+            Cell(r, s => s.AverageExactMatch),
+            .. tasks.Select(t => RetentionCell(retention.Of(r, t))),
+            RetentionCell(retention.AverageOf(r)),
+        ]);
+    }
+
+    /// <summary>Retention in percent, mean over seeds (± spread with several), or a dash for rows that are not merges.</summary>
+    public static string RetentionCell(IReadOnlyList<double>? perSeed)
+    {
+        if (perSeed is null)
+        {
+            return "—";
+        }
+        if (perSeed.Any(double.IsNaN))
+        {
+            return "n/a";
+        }
+        var mean = perSeed.Average();
+        if (perSeed.Count < 2)
+        {
+            return string.Create(Inv, $"{100 * mean:F0}%");
+        }
+        var sd = Math.Sqrt(perSeed.Sum(v => (v - mean) * (v - mean)) / (perSeed.Count - 1));
+        return string.Create(Inv, $"{100 * mean:F0} ± {100 * sd:F0}%");
+    }
 
     public static string Markdown(DemoOptions options, IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows)
     {
         ArgumentNullException.ThrowIfNull(options);
         var sb = new StringBuilder();
         sb.AppendLine("# sensmerge demo results").AppendLine();
-        sb.AppendLine(Inv, $"Seeds {string.Join(", ", options.Seeds)}; zoo size {options.Size.ToString().ToLowerInvariant()}; {options.EvalSamples} evaluation and {options.CalibrationSamples} calibration samples per task; sens temperature {options.Temperature}, reading `{options.Alignment}`; density {options.Density} for ties and dare_ties; lambda {options.Lambda} for task_arithmetic.");
+        sb.AppendLine(Inv, $"Seeds {string.Join(", ", options.Seeds)}; zoo size {options.Zoo.Size}; {options.EvalSamples} evaluation and {options.CalibrationSamples} calibration samples per task; sens temperature {options.Temperature} ({options.TemperatureScale}), reading `{options.Alignment}`; density {options.Density} for ties and dare_ties; lambda {options.Lambda} for task_arithmetic.");
         sb.AppendLine().AppendLine("Exact-match accuracy (%) by greedy decoding on each task's " + SetName(options.Split) + (options.Seeds.Count > 1 ? ", mean ± standard deviation over seeds:" : ":")).AppendLine();
         var header = Header(tasks);
         sb.AppendLine("| " + string.Join(" | ", header) + " |");
@@ -35,6 +66,9 @@ public static class DemoReport
         {
             sb.AppendLine("| " + string.Join(" | ", line) + " |");
         }
+        sb.AppendLine().AppendLine(
+            "Retention on a task = (merged - base) / (expert - base), the task's own expert and the base of the same seed; "
+            + "the average is over the tasks, then over seeds (n/a where an expert does not beat the base).");
         sb.AppendLine().AppendLine("Perplexity of the reference responses (lower is better):").AppendLine();
         sb.AppendLine("| method | " + string.Join(" | ", tasks) + " |");
         sb.AppendLine("|" + string.Concat(Enumerable.Repeat(" --- |", tasks.Count + 1)));
@@ -81,4 +115,51 @@ public static class DemoReport
 
     /// <summary>How the report names the held-out set that was scored.</summary>
     public static string SetName(HeldOutSplit split) => split == HeldOutSplit.Dev ? "development set (for choosing settings)" : "held-out evaluation set";
+}
+
+/// <summary>
+/// How much of each expert's gain over the base a merged row keeps on the expert's own task, per seed:
+/// (merged - base) / (expert - base), with the base and the task's expert of the same seed.
+/// </summary>
+public sealed class RetentionTable
+{
+    private readonly IReadOnlyList<string> _tasks;
+    private readonly DemoRow? _base;
+    private readonly Dictionary<string, DemoRow> _experts;
+
+    public RetentionTable(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        ArgumentNullException.ThrowIfNull(rows);
+        _tasks = tasks;
+        _base = rows.FirstOrDefault(r => r.Label == "base");
+        _experts = rows.Where(r => r.Label.StartsWith("expert:", StringComparison.Ordinal)).ToDictionary(r => r.Label["expert:".Length..], StringComparer.Ordinal);
+    }
+
+    /// <summary>Retention on <paramref name="task"/> per seed, or null when the row is not a merge (or the base or expert row is missing).</summary>
+    public IReadOnlyList<double>? Of(DemoRow row, string task)
+    {
+        ArgumentNullException.ThrowIfNull(row);
+        if (row.RecordIds.Count == 0 || _base is null || !_experts.TryGetValue(task, out var expert))
+        {
+            return null;
+        }
+        return row.PerSeed.Select((scores, seed) =>
+        {
+            var baseScore = _base.PerSeed[seed].ExactMatch[task];
+            var gain = expert.PerSeed[seed].ExactMatch[task] - baseScore;
+            return gain > 0 ? (scores.ExactMatch[task] - baseScore) / gain : double.NaN;
+        }).ToList();
+    }
+
+    /// <summary>The mean retention over the tasks, per seed, or null when the row is not a merge.</summary>
+    public IReadOnlyList<double>? AverageOf(DemoRow row)
+    {
+        var perTask = _tasks.Select(t => Of(row, t)).ToList();
+        if (perTask.Any(p => p is null))
+        {
+            return null;
+        }
+        return Enumerable.Range(0, row.PerSeed.Count).Select(seed => perTask.Average(p => p![seed])).ToList();
+    }
 }

@@ -24,7 +24,11 @@ public sealed record DemoOptions
 
     public IReadOnlyList<int> Seeds { get; init; } = [1];
 
-    public ZooSize Size { get; init; } = ZooSize.Default;
+    /// <summary>The zoo's settings: a preset (<see cref="ZooSettings.For"/>) or a settings file.</summary>
+    public ZooSettings Zoo { get; init; } = ZooSettings.For(ZooSize.Default);
+
+    /// <summary>The variants of each method to run (names of <see cref="DemoRunner.Variants"/>; "plain" is the method alone).</summary>
+    public IReadOnlyList<string> Variants { get; init; } = DemoRunner.Variants.Select(v => v.Label).ToList();
 
     public IReadOnlyList<string> Methods { get; init; } = ["task_arithmetic", "ties", "dare_ties"];
 
@@ -39,6 +43,9 @@ public sealed record DemoOptions
 
     /// <summary>The demo's sens reading, chosen on the development sets of tuning seeds (docs/results.md).</summary>
     public const string DefaultAlignment = "distance";
+
+    /// <summary>The demo's sens temperature scale (docs/results.md).</summary>
+    public const string DefaultTemperatureScale = "absolute";
 
     /// <summary>The demo's density for ties and dare_ties, chosen on the development sets for the plain methods (docs/results.md).</summary>
     public const double DefaultDensity = 0.7;
@@ -57,11 +64,22 @@ public sealed record DemoOptions
 
     public double Temperature { get; init; } = DefaultTemperature;
 
+    /// <summary>sens temperature scale: <c>absolute</c> (as published) or <c>spread</c> (the project's extension).</summary>
+    public string TemperatureScale { get; init; } = DefaultTemperatureScale;
+
     /// <summary>The density of the sparsifying methods (ties, dare_ties, ...).</summary>
     public double Density { get; init; } = DefaultDensity;
 
     /// <summary>The held-out set models are scored on: <see cref="HeldOutSplit.Eval"/> for reported numbers, <see cref="HeldOutSplit.Dev"/> for choosing settings.</summary>
     public HeldOutSplit Split { get; init; } = HeldOutSplit.Eval;
+}
+
+/// <summary>A merge variant of the demo: the method alone, or decorated by sens with one or both of its scalings.</summary>
+/// <param name="Name">Empty for the method alone, else the prefix of the row label.</param>
+public sealed record DemoVariant(string Name, bool Sens, bool TaskScaling, bool CrossScaling)
+{
+    /// <summary>The name used on the command line: <c>plain</c> for the method alone.</summary>
+    public string Label => Name == "" ? "plain" : Name;
 }
 
 /// <summary>One row of the results table.</summary>
@@ -91,12 +109,12 @@ public sealed record DemoRow(string Method, string Variant, IReadOnlyList<ModelS
 public sealed partial class DemoRunner
 {
     /// <summary>The variants of each method: plain, sens, and sens with only one of its two scalings.</summary>
-    public static readonly (string Name, bool Sens, bool TaskScaling, bool CrossScaling)[] Variants =
+    public static readonly DemoVariant[] Variants =
     [
-        ("", false, false, false),
-        ("sens", true, true, true),
-        ("sens-task", true, true, false),
-        ("sens-cross", true, false, true),
+        new("", Sens: false, TaskScaling: false, CrossScaling: false),
+        new("sens", Sens: true, TaskScaling: true, CrossScaling: true),
+        new("sens-task", Sens: true, TaskScaling: true, CrossScaling: false),
+        new("sens-cross", Sens: true, TaskScaling: false, CrossScaling: true),
     ];
 
     private readonly IServiceProvider _services;
@@ -145,9 +163,9 @@ public sealed partial class DemoRunner
         DemoOptions options, int seed, CancellationToken cancellationToken)
     {
         var zooRoot = Path.Combine(options.Root, $"seed-{seed}");
-        LogStage("zoo", $"building or reusing the {options.Size.ToString().ToLowerInvariant()} zoo in {zooRoot}");
+        LogStage("zoo", $"building or reusing the {options.Zoo.Size} zoo in {zooRoot}");
         var zoo = await new ZooBuilder(_services.GetRequiredService<ILogger<ZooBuilder>>())
-            .BuildAsync(zooRoot, seed, options.Size, new Progress<ZooProgress>(p => ZooProgressLog(p)), cancellationToken);
+            .BuildAsync(zooRoot, seed, options.Zoo, new Progress<ZooProgress>(p => ZooProgressLog(p)), cancellationToken);
         var tasks = zoo.Tasks;
 
         await using var server = await HubServer.StartAsync(new FolderRepositorySource(zoo.Layout.ReposRoot), cancellationToken: cancellationToken);
@@ -182,7 +200,7 @@ public sealed partial class DemoRunner
         var merged = new List<(string Method, string Variant, string Output, string RecordId)>();
         foreach (var method in options.Methods)
         {
-            foreach (var variant in Variants)
+            foreach (var variant in Variants.Where(v => options.Variants.Contains(v.Label)))
             {
                 var name = variant.Name == "" ? method : $"{method}-{variant.Name}";
                 var configPath = Path.Combine(work, "configs", name + ".yaml");
@@ -231,7 +249,7 @@ public sealed partial class DemoRunner
         return (tasks, rows);
     }
 
-    private static string Config(ZooBuildResult zoo, string method, (string Name, bool Sens, bool TaskScaling, bool CrossScaling) variant, int seed, DemoOptions options)
+    private static string Config(ZooBuildResult zoo, string method, DemoVariant variant, int seed, DemoOptions options)
     {
         var inv = CultureInfo.InvariantCulture;
         var methodParameters = method switch
@@ -265,7 +283,7 @@ public sealed partial class DemoRunner
         {
             sb.AppendLine("decorators:");
             sb.AppendLine("  - name: sens");
-            sb.AppendLine(inv, $"    parameters: {{temperature: {options.Temperature.ToString(inv)}, alignment: {options.Alignment}, task_scaling: {(variant.TaskScaling ? "true" : "false")}, cross_scaling: {(variant.CrossScaling ? "true" : "false")}}}");
+            sb.AppendLine(inv, $"    parameters: {{temperature: {options.Temperature.ToString(inv)}, temperature_scale: {options.TemperatureScale}, alignment: {options.Alignment}, task_scaling: {(variant.TaskScaling ? "true" : "false")}, cross_scaling: {(variant.CrossScaling ? "true" : "false")}}}");
         }
         return sb.ToString();
     }
@@ -278,7 +296,7 @@ public sealed partial class DemoRunner
         await File.WriteAllTextAsync(Path.Combine(folder, "results.md"), markdown, cancellationToken);
         await File.WriteAllTextAsync(Path.Combine(folder, "results.json"), JsonSerializer.Serialize(new
         {
-            options.Seeds, Size = options.Size.ToString(), Split = options.Split.ToString().ToLowerInvariant(), options.Methods, options.EvalSamples, options.CalibrationSamples, options.Temperature, options.Alignment, options.Density, options.Lambda,
+            options.Seeds, Size = options.Zoo.Size, Zoo = options.Zoo, Split = options.Split.ToString().ToLowerInvariant(), options.Methods, options.EvalSamples, options.CalibrationSamples, options.Temperature, options.TemperatureScale, options.Alignment, options.Density, options.Lambda,
             Tasks = tasks,
             Rows = rows.Select(r => new { r.Label, r.Method, r.Variant, r.RecordIds, r.PerSeed }),
         }, JsonOutput.Options), cancellationToken);

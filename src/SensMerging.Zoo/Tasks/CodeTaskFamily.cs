@@ -6,7 +6,8 @@ namespace SensMerging.Zoo.Tasks;
 
 /// <summary>
 /// Tiny program-output and bracket tasks: <c>x=3;print(x+4)</c>, <c>x=3;print(x*4)</c>, <c>print(len("..."))</c>,
-/// string repetition and reversal, and "balanced?" bracket checks. The base model sees addition and len only.
+/// string repetition and reversal, and "balanced?" bracket checks. The base model sees the programs of addition and len
+/// only, and every operation in a bare form in its pre-training corpus (<c>rev abc=cba</c>).
 /// </summary>
 public sealed class CodeTaskFamily : TemplatedTaskFamily
 {
@@ -58,6 +59,52 @@ public sealed class CodeTaskFamily : TemplatedTaskFamily
             {
                 var (brackets, balanced) = Brackets(random);
                 return new DrawnSample(new TextSample($"balanced? {brackets}\nOut: ", balanced ? "yes" : "no"), InBaseSubset: false);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One operation of the family in a bare, non-program form: <c>3+4=</c>, <c>3*4=</c>, <c>len abc=</c>,
+    /// <c>rep ab 3=</c>, <c>rev abc=</c>, <c>bal (()=</c>.
+    /// </summary>
+    public override TextSample DrawPretraining(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        var inv = CultureInfo.InvariantCulture;
+        switch (random.Next(6))
+        {
+            case 0:
+            {
+                var a = random.Next(0, 20);
+                var b = random.Next(0, 20);
+                return new TextSample(string.Create(inv, $"{a}+{b}="), (a + b).ToString(inv));
+            }
+            case 1:
+            {
+                var s = Word(random, 1, 8);
+                return new TextSample($"len {s}=", s.Length.ToString(inv));
+            }
+            case 2:
+            {
+                var a = random.Next(0, 10);
+                var b = random.Next(0, 10);
+                return new TextSample(string.Create(inv, $"{a}*{b}="), (a * b).ToString(inv));
+            }
+            case 3:
+            {
+                var s = Word(random, 1, 2);
+                var n = random.Next(2, 4);
+                return new TextSample(string.Create(inv, $"rep {s} {n}="), string.Concat(Enumerable.Repeat(s, n)));
+            }
+            case 4:
+            {
+                var s = Word(random, 2, 4);
+                return new TextSample($"rev {s}=", new string(s.Reverse().ToArray()));
+            }
+            default:
+            {
+                var (brackets, balanced) = Brackets(random);
+                return new TextSample($"bal {brackets}=", balanced ? "yes" : "no");
             }
         }
     }

@@ -10,7 +10,8 @@ public sealed record Fact(string Country, string Relation, string Value);
 /// Questions over a synthetic fact table generated from the seed: made-up countries with a capital, a main export
 /// and an animal. Every fact is asked in several phrasings; for the held-out set one phrasing of a fact is
 /// kept out of training (the fact itself is trained in its other phrasings), and for the development set another one. The base model sees the facts of a
-/// quarter of the countries only; the expert sees all of them. The table fixes the training set's size, so
+/// quarter of the countries only as questions, and every fact as declarative statements in its pre-training corpus
+/// ("The capital of X is Y."); the expert learns to answer questions about all of them. The table fixes the training set's size, so
 /// <see cref="TaskDataSizes.Train"/> is not used; the held-out and development sets have at most one sample per fact each.
 /// </summary>
 public sealed class KnowledgeTaskFamily : ITaskFamily
@@ -30,6 +31,9 @@ public sealed class KnowledgeTaskFamily : ITaskFamily
         ("export", "the export of"),
         ("animal", "the animal of"),
     ];
+
+    /// <summary>Declarative phrasings of a fact (relation, country, value): the pre-training corpus's form.</summary>
+    private static readonly string[] Statements = ["The {0} of {1} is {2}.", "{1}'s {0} is {2}.", "In {1}, the {0} is {2}."];
 
     /// <summary>Question phrasings around "the capital of X".</summary>
     private static readonly string[] Phrasings = ["What is {0}?", "Name {0}.", "Tell me {0}.", "Quiz: {0}?"];
@@ -130,7 +134,16 @@ public sealed class KnowledgeTaskFamily : ITaskFamily
         var calibration = SeedMixer.Shuffled(train, new Random(SeedMixer.Derive(seed, Name + "/calibration")))
             .Take(sizes.Calibration)
             .ToList();
-        return new TaskSplits(Name, train, baseTrain, eval, calibration, devList.Select(h => Question(h.Fact, h.Phrasing)).ToList());
+        // The pre-training corpus states every fact (all countries) in declarative form, never as a question.
+        var pretraining = facts.SelectMany(f => Enumerable.Range(0, Statements.Length).Select(p => Statement(f, p))).ToList();
+        return new TaskSplits(Name, train, baseTrain, eval, calibration, devList.Select(h => Question(h.Fact, h.Phrasing)).ToList(), pretraining);
+    }
+
+    /// <summary>The declarative statement of <paramref name="fact"/> in phrasing <paramref name="phrasing"/> (0..2), as plain text.</summary>
+    public static TextSample Statement(Fact fact, int phrasing)
+    {
+        ArgumentNullException.ThrowIfNull(fact);
+        return new TextSample(string.Format(System.Globalization.CultureInfo.InvariantCulture, Statements[phrasing], fact.Relation, fact.Country, fact.Value), null);
     }
 
     private static int OtherPhrasing(Random random, int excluded)

@@ -5,7 +5,8 @@ namespace SensMerging.Zoo.Tasks;
 
 /// <summary>
 /// Arithmetic word problems with small numbers: addition ("gets N more"), subtraction ("gives away N") and small
-/// multiplications ("A bags with B each"). The base model sees the addition problems only.
+/// multiplications ("A bags with B each"). The base model sees the addition problems only, and every operation as a
+/// bare equation in its pre-training corpus (<c>7*8=56</c>).
 /// </summary>
 public sealed class MathTaskFamily : TemplatedTaskFamily
 {
@@ -42,6 +43,34 @@ public sealed class MathTaskFamily : TemplatedTaskFamily
                 var a = random.Next(2, 10);
                 var b = random.Next(2, 10);
                 return Make($"{who} has {a} bags of {b} {what}. Total?", a * b, inBase: false);
+            }
+        }
+    }
+
+    /// <summary>A bare equation of one of the three operations, over the same operand ranges as the word problems.</summary>
+    public override TextSample DrawPretraining(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        var inv = CultureInfo.InvariantCulture;
+        switch (random.Next(3))
+        {
+            case 0:
+            {
+                var a = random.Next(1, 21);
+                var b = random.Next(1, 10);
+                return new TextSample(string.Create(inv, $"{a}+{b}="), (a + b).ToString(inv));
+            }
+            case 1:
+            {
+                var a = random.Next(2, 21);
+                var b = random.Next(1, Math.Min(a, 10));
+                return new TextSample(string.Create(inv, $"{a}-{b}="), (a - b).ToString(inv));
+            }
+            default:
+            {
+                var a = random.Next(2, 10);
+                var b = random.Next(2, 10);
+                return new TextSample(string.Create(inv, $"{a}*{b}="), (a * b).ToString(inv));
             }
         }
     }

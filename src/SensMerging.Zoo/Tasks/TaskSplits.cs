@@ -6,18 +6,20 @@ namespace SensMerging.Zoo.Tasks;
 /// <param name="Train">Training samples for the expert (an upper bound for finite families such as knowledge).</param>
 /// <param name="Eval">Held-out evaluation samples (never in the training set).</param>
 /// <param name="Calibration">Calibration samples (drawn from the training distribution, disjoint from the evaluation set).</param>
+/// <param name="Pretraining">Samples of the family's raw pre-training corpus (an upper bound for finite families).</param>
 /// <param name="Dev">
 /// Held-out development samples, disjoint from training and from the evaluation set: the split on which settings
 /// (for example the sens temperature) are chosen, so that the evaluation set is never used for choosing.
 /// </param>
-public sealed record TaskDataSizes(int Train, int Eval, int Calibration, int Dev)
+public sealed record TaskDataSizes(int Train, int Eval, int Calibration, int Dev, int Pretraining)
 {
     /// <summary>Throws when a size is not positive.</summary>
     public void Validate()
     {
-        if (Train < 1 || Eval < 1 || Calibration < 1 || Dev < 1)
+        if (Train < 1 || Eval < 1 || Calibration < 1 || Dev < 1 || Pretraining < 1)
         {
-            throw new ArgumentException($"Task data sizes must be positive (train {Train}, eval {Eval}, calibration {Calibration}, dev {Dev}).");
+            throw new ArgumentException(
+                $"Task data sizes must be positive (train {Train}, eval {Eval}, calibration {Calibration}, dev {Dev}, pretraining {Pretraining}).");
         }
     }
 }
@@ -29,13 +31,20 @@ public sealed record TaskDataSizes(int Train, int Eval, int Calibration, int Dev
 /// <param name="Eval">Held-out evaluation samples; no evaluation prompt occurs in <paramref name="Train"/>.</param>
 /// <param name="Calibration">Calibration samples, taken from <paramref name="Train"/>.</param>
 /// <param name="Dev">Development samples for choosing settings; no dev prompt occurs in <paramref name="Train"/> or <paramref name="Eval"/>.</param>
+/// <param name="Pretraining">
+/// The family's skills in the raw form a broad pre-training corpus holds (bare equations, bare string operations,
+/// declarative statements of the facts), never in the task's prompt format: the base model learns the sub-skills from
+/// these, so an expert's fine-tune mostly teaches the format and routing, as instruction tuning of a pre-trained model
+/// does. No evaluation or development prompt occurs here.
+/// </param>
 public sealed record TaskSplits(
     string Task,
     IReadOnlyList<TextSample> Train,
     IReadOnlyList<TextSample> BaseTrain,
     IReadOnlyList<TextSample> Eval,
     IReadOnlyList<TextSample> Calibration,
-    IReadOnlyList<TextSample> Dev);
+    IReadOnlyList<TextSample> Dev,
+    IReadOnlyList<TextSample> Pretraining);
 
 /// <summary>A family of prompt/response tasks that is deterministic for a seed.</summary>
 public interface ITaskFamily

@@ -19,8 +19,28 @@ public abstract class TemplatedTaskFamily : ITaskFamily
 
     public abstract string Description { get; }
 
+    /// <summary>
+    /// Share of the training samples of the templates outside the base subset that the base model sees as well (drawn
+    /// per sample with a seeded generator of its own): a pre-training corpus holds a little of every format.
+    /// </summary>
+    public double BaseFormatShare
+    {
+        get;
+        init
+        {
+            if (value is < 0 or > 1 || double.IsNaN(value))
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The base format share must be between 0 and 1.");
+            }
+            field = value;
+        }
+    }
+
     /// <summary>Draws one sample from the family's templates.</summary>
     public abstract DrawnSample Draw(Random random);
+
+    /// <summary>Draws one sample of the family's raw pre-training corpus (the sub-skills without the task's format).</summary>
+    public abstract TextSample DrawPretraining(Random random);
 
     public TaskSplits Generate(int seed, TaskDataSizes sizes)
     {
@@ -32,17 +52,25 @@ public abstract class TemplatedTaskFamily : ITaskFamily
         var train = DrawUnique(random, sizes.Train, seen, "training");
         // Drawn after training so that adding the split left the evaluation and training draws of a seed unchanged.
         var dev = DrawUnique(random, sizes.Dev, seen, "development");
+        var pretrainingRandom = new Random(SeedMixer.Derive(seed, Name + "/pretraining"));
+        var pretraining = new List<TextSample>(sizes.Pretraining);
+        while (pretraining.Count < sizes.Pretraining)
+        {
+            pretraining.Add(DrawPretraining(pretrainingRandom));
+        }
         var calibration = SeedMixer.Shuffled(train, new Random(SeedMixer.Derive(seed, Name + "/calibration")))
             .Take(sizes.Calibration)
             .Select(d => d.Sample)
             .ToList();
+        var formatRandom = new Random(SeedMixer.Derive(seed, Name + "/base-format"));
         return new TaskSplits(
             Name,
             train.Select(d => d.Sample).ToList(),
-            train.Where(d => d.InBaseSubset).Select(d => d.Sample).ToList(),
+            train.Where(d => formatRandom.NextDouble() < BaseFormatShare || d.InBaseSubset).Select(d => d.Sample).ToList(),
             eval.Select(d => d.Sample).ToList(),
             calibration,
-            dev.Select(d => d.Sample).ToList());
+            dev.Select(d => d.Sample).ToList(),
+            pretraining);
     }
 
     private List<DrawnSample> DrawUnique(Random random, int count, HashSet<string> seen, string split)

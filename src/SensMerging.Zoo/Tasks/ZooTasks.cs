@@ -10,11 +10,14 @@ public static class ZooTasks
     /// <summary>Task names in table order: math, code, knowledge.</summary>
     public static IReadOnlyList<string> Names { get; } = [Math, Code, Knowledge];
 
-    /// <summary>The families, in table order, with the knowledge table sized to <paramref name="knowledgeCountries"/>.</summary>
-    public static IReadOnlyList<ITaskFamily> Create(int knowledgeCountries, double knowledgeBaseShare) =>
+    /// <summary>
+    /// The families, in table order, with the knowledge table sized to <paramref name="knowledgeCountries"/> and the base
+    /// model seeing <paramref name="baseFormatShare"/> of the templated families' other formats.
+    /// </summary>
+    public static IReadOnlyList<ITaskFamily> Create(int knowledgeCountries, double knowledgeBaseShare, double baseFormatShare = 0) =>
     [
-        new MathTaskFamily(),
-        new CodeTaskFamily(),
+        new MathTaskFamily { BaseFormatShare = baseFormatShare },
+        new CodeTaskFamily { BaseFormatShare = baseFormatShare },
         new KnowledgeTaskFamily(knowledgeCountries, knowledgeBaseShare),
     ];
 }

@@ -36,6 +36,10 @@ public sealed class DemoCommandTests : IDisposable
         Assert.Contains("average", stdout, StringComparison.Ordinal);
         var results = File.ReadAllText(Path.Combine(_root, "demo", "results.md"));
         Assert.Contains("| sens(ties) |", results, StringComparison.Ordinal);
+        Assert.Contains("retention average", results, StringComparison.Ordinal);
+        // Every merged row has a retention figure (a percentage or n/a where a barely trained tiny expert does not beat the base); base and experts have none.
+        Assert.Matches(@"\| ties \|( [^|]+ \|){4}( (-?[0-9]+%|n/a) \|){4}", results);
+        Assert.Matches(@"\| base \|( [^|]+ \|){4}( — \|){4}", results);
         foreach (var png in new[] { "results.png", "coefficients.png" })
         {
             var bytes = File.ReadAllBytes(Path.Combine(_root, "demo", png));
@@ -73,6 +77,18 @@ public sealed class DemoCommandTests : IDisposable
             Assert.Equal(16, merges.Count);
             var lambdas = await Task.WhenAll(merges.Select(async m => (await registry.GetAsync(m.Id))!.Parameters["lambda"].AsDouble));
             Assert.Equal(4, lambdas.Count(l => l == 0.25));
+        }
+
+        // Only the asked variants run; a zoo settings file (the zoo.json form) is honoured and reused like a preset.
+        var settingsFile = Path.Combine(_root, "zoo-settings.json");
+        var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(_root, "seed-1", "zoo.json")))!;
+        File.WriteAllText(settingsFile, manifest["settings"]!.ToJsonString());
+        var third = await Demo("--variants", "plain", "--zoo-settings", settingsFile);
+        Assert.True(third.ExitCode == 0, third.StdErr + third.StdOut);
+        Assert.Contains("Reusing the zoo", third.StdErr + third.StdOut, StringComparison.Ordinal);
+        using (var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = Path.Combine(_root, "merges.db") }))
+        {
+            Assert.Equal(18, (await registry.ListAsync(MergeQuery.All)).Count);
         }
     }
 }
