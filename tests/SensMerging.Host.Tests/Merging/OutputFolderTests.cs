@@ -111,8 +111,9 @@ public sealed class OutputFolderTests : IDisposable
     [Fact]
     public async Task A_second_merge_into_the_same_output_folder_fails_at_once_and_the_first_completes()
     {
+        // The first merge must outlast the second one's start-up (a few seconds on a busy machine): about 10 s.
         var (config, _, _) = SlowMerge.Write(Path.Combine(_root, "models"));
-        var plugins = SlowMerge.PluginsFile(_root);
+        var plugins = SlowMerge.PluginsFile(_root, delayMs: 1000);
         var output = Path.Combine(_root, "out");
         using var first = SensMergeProcess.Start(["merge", config, "--out", output, "--plugins", plugins, "--registry", _registry]);
         Assert.True(await first.UntilAsync(() => Task.FromResult(Directory.GetDirectories(_root, "out.partial-*").Length > 0), TimeSpan.FromSeconds(60)),

@@ -11,8 +11,8 @@ internal static class SlowMerge
 {
     public const int DelayMs = 400;
 
-    /// <summary>Writes a plugins.json that loads only the test plugin, with the delay.</summary>
-    public static string PluginsFile(string folder)
+    /// <summary>Writes a plugins.json that loads only the test plugin, with the delay per block.</summary>
+    public static string PluginsFile(string folder, int delayMs = DelayMs)
     {
         Directory.CreateDirectory(folder);
         var path = Path.Combine(folder, "plugins.json");
@@ -25,7 +25,7 @@ internal static class SlowMerge
                     id = "test-scale",
                     path = TestPaths.TestPluginFolder,
                     enabled = true,
-                    settings = new Dictionary<string, string> { ["factor"] = "1", ["delayMs"] = DelayMs.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+                    settings = new Dictionary<string, string> { ["factor"] = "1", ["delayMs"] = delayMs.ToString(System.Globalization.CultureInfo.InvariantCulture) },
                 },
             },
         }));
