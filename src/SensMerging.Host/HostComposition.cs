@@ -26,6 +26,8 @@ public static class HostComposition
             DisableDefaults = false,
             Args = [],
         });
+        // Signals belong to Cli.ProcessSignals, which cancels the command; the console lifetime would swallow them.
+        builder.Services.AddSingleton<IHostLifetime, CommandLifetime>();
         builder.Configuration.AddEnvironmentVariables("SENSMERGE_");
         builder.Configuration.AddInMemoryCollection(settings);
         builder.Logging.ClearProviders();

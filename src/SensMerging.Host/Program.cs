@@ -1,3 +1,3 @@
 using SensMerging.Host.Cli;
 
-return await CliApp.Create().Parse(args).InvokeAsync();
+return await CliApp.InvokeAsync(args);

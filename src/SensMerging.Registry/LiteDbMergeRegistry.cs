@@ -534,7 +534,12 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
             {
                 continue;
             }
-            var message = $"process ended while merging (pid {owner.ProcessId} on {owner.MachineName}, started {owner.ProcessStartedAt:O})";
+            // The owner is gone for good, so its temporary output folder is nobody's: remove it first, then say so.
+            var partial = Locked("read a running merge", () => _reader.GetCollection(Migrations.RecordCollection).FindById(id) is { } doc
+                ? RecordDocuments.ReadRecord(doc).PartialFolder
+                : null);
+            var message = $"process ended while merging (pid {owner.ProcessId} on {owner.MachineName}, started {owner.ProcessStartedAt:O})"
+                + (partial is null ? string.Empty : PartialFolders.Remove(partial));
             var changed = Modify(id, "mark abandoned", current =>
                 current.Status != MergeStatus.Running || current.Owner != owner
                     ? current
@@ -547,7 +552,7 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
             if (changed.Status == MergeStatus.Failed && changed.Error?.Type == "ProcessEnded")
             {
                 marked.Add(id);
-                LogAbandoned(_logger, id, owner.ProcessId, owner.MachineName);
+                LogAbandoned(_logger, id, owner.ProcessId, owner.MachineName, message);
             }
         }
         return marked;
@@ -785,8 +790,8 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     [LoggerMessage(EventId = 6002, Level = LogLevel.Information, Message = "Registry: merge {MergeId} {Status} ({Detail})")]
     private static partial void LogFinished(ILogger logger, string mergeId, MergeStatus status, string detail);
 
-    [LoggerMessage(EventId = 6003, Level = LogLevel.Warning, Message = "Registry: merge {MergeId} was running in process {ProcessId} on {Machine}, which has ended; marked failed")]
-    private static partial void LogAbandoned(ILogger logger, string mergeId, int processId, string machine);
+    [LoggerMessage(EventId = 6003, Level = LogLevel.Warning, Message = "Registry: merge {MergeId} was running in process {ProcessId} on {Machine}, which has ended; marked failed: {Detail}")]
+    private static partial void LogAbandoned(ILogger logger, string mergeId, int processId, string machine, string detail);
 
     [LoggerMessage(EventId = 6004, Level = LogLevel.Information, Message = "Registry: migrating {File} from schema {From} to {To}: {Description}")]
     private static partial void LogMigrating(ILogger logger, string file, int from, int to, string description);

@@ -92,6 +92,50 @@ public sealed class LifecycleTests
     }
 
     [Fact]
+    public async Task A_killed_merges_partial_folder_is_removed_with_its_record_but_only_when_named_like_one()
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("merges.db");
+        using (LiteDbMergeRegistry.Open(db))
+        {
+        }
+        var partial = Directory.CreateDirectory(temp.File("out.partial-0123456789ab")).FullName;
+        File.WriteAllText(Path.Combine(partial, "model-00001-of-00002.safetensors"), "half");
+        var precious = Directory.CreateDirectory(temp.File("precious")).FullName;
+        File.WriteAllText(Path.Combine(precious, "keep.txt"), "mine");
+        var gone = temp.File("never.partial-ba9876543210");
+        var ids = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var folder in new[] { partial, precious, gone })
+        {
+            using var worker = Process.Start(new ProcessStartInfo("dotnet", ["exec", WorkerPath, "hang", db, folder]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+            var line = await worker.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.StartsWith("begun ", line, StringComparison.Ordinal);
+            ids[folder] = line!["begun ".Length..];
+            worker.Kill();
+            await worker.WaitForExitAsync();
+        }
+
+        // Each worker's open closed the records of the workers killed before it; this closes the last one.
+        using var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = db, MarkAbandoned = false });
+        Assert.Equal([ids[gone]], await registry.MarkAbandonedAsync());
+        foreach (var id in ids.Values)
+        {
+            Assert.Equal(MergeStatus.Failed, (await registry.GetAsync(id))!.Status);
+        }
+
+        var removed = (await registry.GetAsync(ids[partial]))!;
+        Assert.Equal(("ProcessEnded", partial), (removed.Error!.Type, removed.PartialFolder));
+        Assert.EndsWith($"; its partial output folder '{partial}' was removed", removed.Error.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(partial));
+
+        var kept = (await registry.GetAsync(ids[precious]))!;
+        Assert.Contains($"its recorded partial output folder '{precious}' is not named like one", kept.Error!.Message, StringComparison.Ordinal);
+        Assert.Equal("mine", File.ReadAllText(Path.Combine(precious, "keep.txt")));
+
+        Assert.EndsWith($"; its partial output folder '{gone}' was not there", (await registry.GetAsync(ids[gone]))!.Error!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_running_merge_of_this_process_is_not_abandoned()
     {
         using var temp = new TempFolder();

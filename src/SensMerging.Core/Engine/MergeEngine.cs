@@ -45,7 +45,7 @@ public sealed class MergeEngine
         var outputPlan = jobs.Select(j => new TensorPlanEntry(j.Name, j.OutputDType, j.Shape)).ToList();
         Log.Starting(_logger, strategy.Name, jobs.Count, items.Count, options.OutputPath, null);
 
-        using var output = MergedModelWriter.Create(options.OutputPath, options.Overwrite);
+        using var output = MergedModelWriter.Create(options.OutputPath, options.Overwrite, options.WorkPath);
         var streaming = Stopwatch.StartNew();
         IReadOnlyList<WrittenFile> weightFiles;
         long bytesRead;

@@ -68,6 +68,13 @@ public sealed record MergeOptions
     /// <summary>Replace an existing output folder (only after the new one is complete).</summary>
     public bool Overwrite { get; init; }
 
+    /// <summary>
+    /// The temporary folder written before it is moved to <see cref="OutputPath"/>: null for a new
+    /// <c>&lt;out&gt;.partial-&lt;random&gt;</c>, or one from <see cref="MergedModelWriter.NewWorkPath"/> that the caller
+    /// recorded (the registry names it so that a killed merge's leftovers can be removed).
+    /// </summary>
+    public string? WorkPath { get; init; }
+
     /// <summary>Most tensor bytes per shard file.</summary>
     public long ShardSizeBytes { get; init; } = DefaultShardSizeBytes;
 

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 
 namespace SensMerging.Core.Models;
 
@@ -8,8 +9,11 @@ namespace SensMerging.Core.Models;
 /// which is moved into place by <see cref="Commit"/> only when complete. Disposing without committing deletes it, so an
 /// interrupted merge never leaves something that looks finished.
 /// </summary>
-public sealed class MergedModelWriter : IDisposable
+public sealed partial class MergedModelWriter : IDisposable
 {
+    /// <summary>What comes between the output folder's name and the random part of a temporary folder's name.</summary>
+    public const string WorkFolderMarker = ".partial-";
+
     /// <summary>Tokenizer files copied when present in the source folder.</summary>
     public static IReadOnlyList<string> TokenizerFiles { get; } =
     [
@@ -62,13 +66,36 @@ public sealed class MergedModelWriter : IDisposable
         }
     }
 
-    /// <summary>Checks the destination and creates the temporary folder beside it.</summary>
-    public static MergedModelWriter Create(string outputPath, bool overwrite)
+    /// <summary>A new temporary folder name beside <paramref name="outputPath"/>: <c>&lt;out&gt;.partial-&lt;12 hex digits&gt;</c>.</summary>
+    public static string NewWorkPath(string outputPath)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(outputPath);
+        return Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputPath)) + WorkFolderMarker + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
+    }
+
+    /// <summary>True when <paramref name="path"/> is named like a temporary folder from <see cref="NewWorkPath"/>.</summary>
+    public static bool IsWorkPath(string? path) =>
+        !string.IsNullOrEmpty(path) && Path.IsPathFullyQualified(path) && WorkFolderName().IsMatch(Path.GetFileName(Path.TrimEndingDirectorySeparator(path)));
+
+    /// <summary>
+    /// Checks the destination and creates the temporary folder beside it: <paramref name="workPath"/> when given (from
+    /// <see cref="NewWorkPath"/>, so that a caller can record it first), else a new one.
+    /// </summary>
+    public static MergedModelWriter Create(string outputPath, bool overwrite, string? workPath = null)
     {
         CheckDestination(outputPath, overwrite);
-        var full = Path.GetFullPath(outputPath).TrimEnd(Path.DirectorySeparatorChar);
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputPath));
+        var work = workPath ?? NewWorkPath(full);
+        if (!string.Equals(Path.GetDirectoryName(work), Path.GetDirectoryName(full), StringComparison.Ordinal) || !IsWorkPath(work)
+            || !Path.GetFileName(work).StartsWith(Path.GetFileName(full) + WorkFolderMarker, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"temporary folder '{work}' is not a '{WorkFolderMarker}' sibling of '{full}'", nameof(workPath));
+        }
+        if (Path.Exists(work))
+        {
+            throw new ModelFolderException($"temporary folder '{work}' already exists");
+        }
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var work = full + ".partial-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
         Directory.CreateDirectory(work);
         return new MergedModelWriter(full, work, overwrite);
     }
@@ -128,7 +155,9 @@ public sealed class MergedModelWriter : IDisposable
             {
                 if (!_overwrite)
                 {
-                    throw new ModelFolderException($"output folder '{OutputPath}' appeared while merging and is not empty; the merged model stays in '{WorkPath}'");
+                    // Dispose removes the temporary folder: say so, rather than pointing at a folder that will be gone.
+                    throw new ModelFolderException(
+                        $"output folder '{OutputPath}' appeared while merging and is not empty; the merged model was not moved there and its temporary folder '{WorkPath}' is removed (set overwrite to replace the folder)");
                 }
                 aside = OutputPath + ".old-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
                 Directory.Move(OutputPath, aside);
@@ -179,4 +208,7 @@ public sealed class MergedModelWriter : IDisposable
         }
         return written;
     }
+
+    [GeneratedRegex(@"\.partial-[0-9a-f]{12}$", RegexOptions.CultureInvariant)]
+    private static partial Regex WorkFolderName();
 }

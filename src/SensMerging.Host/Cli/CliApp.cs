@@ -13,6 +13,17 @@ public static class CliApp
     public static readonly Option<string[]> SetOption = new("--set") { Description = "Configuration override KEY=VALUE (e.g. SensMerge:Device=cuda)", Recursive = true, AllowMultipleArgumentsPerToken = false };
     public static readonly Option<bool> VerboseOption = new("--verbose", "-v") { Description = "Debug logging", Recursive = true };
 
+    /// <summary>
+    /// Runs the command line with SIGINT/SIGTERM wired to the command's cancellation token (<see cref="ProcessSignals"/>):
+    /// a command cancelled by a signal exits 130 (SIGINT) or 143 (SIGTERM).
+    /// </summary>
+    public static async Task<int> InvokeAsync(string[] args)
+    {
+        using var signals = ProcessSignals.Register(Console.Error);
+        var exitCode = await Create().Parse(args).InvokeAsync(cancellationToken: signals.Token);
+        return signals.ExitCode(exitCode);
+    }
+
     public static RootCommand Create()
     {
         var root = new RootCommand("sensmerge: merge fine-tuned LLMs with pluggable strategies and Sens-Merging, with provenance.")
@@ -57,12 +68,12 @@ public static class CliApp
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             await Console.Error.WriteLineAsync("sensmerge: cancelled");
-            return 130;
+            return ExitCodes.Cancelled;
         }
         catch (OptionsValidationException ex)
         {
             await Console.Error.WriteLineAsync($"sensmerge: invalid settings: {string.Join("; ", ex.Failures)}");
-            return 2;
+            return ExitCodes.InvalidSettings;
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -71,7 +82,7 @@ public static class CliApp
             {
                 await Console.Error.WriteLineAsync(ex.ToString());
             }
-            return 1;
+            return ExitCodes.Error;
         }
     }
 

@@ -12,6 +12,9 @@ public static class ServeCommand
 {
     public const string DefaultUrl = "http://127.0.0.1:5080";
 
+    /// <summary>How long requests in flight may take to finish once a signal stops the server.</summary>
+    public static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(5);
+
     public static Command Create()
     {
         var urls = new Option<string>("--urls") { Description = "Address to listen on (loopback by default)", DefaultValueFactory = _ => DefaultUrl };
@@ -50,9 +53,12 @@ public static class ServeCommand
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
+                // SIGINT/SIGTERM: a graceful stop (requests in flight get up to StopGrace to finish), then exit 0.
+                using var grace = new CancellationTokenSource(StopGrace);
+                await server.StopAsync(grace.Token);
                 Console.Out.WriteLine("stopped");
             }
-            return 0;
+            return ExitCodes.Success;
         }, ct));
         return command;
     }

@@ -18,6 +18,9 @@ public sealed class HostModelResolver : IModelReferenceResolver
 
     public HostModelResolver(HubCache hub) => _hub = hub;
 
+    /// <summary>The Hub cache root that Hub references are pulled into.</summary>
+    public string CacheDirectory => _hub.CacheDirectory;
+
     public async Task<ResolvedModel> ResolveAsync(ModelReference reference, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(reference);

@@ -60,6 +60,7 @@ public sealed partial class MergePipeline
     private readonly ScoreCache _scoreCache;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger<MergePipeline> _logger;
+    private readonly OutputFolderGuard _outputGuard;
 
     public MergePipeline(
         PluginCatalog plugins, HostModelResolver resolver, IMergeRegistry registry, IModelRuntime runtime,
@@ -74,6 +75,7 @@ public sealed partial class MergePipeline
         _scoreCache = scoreCache;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<MergePipeline>();
+        _outputGuard = new OutputFolderGuard(resolver.CacheDirectory, registry.FilePath);
     }
 
     public static string HostVersion { get; } =
@@ -90,6 +92,10 @@ public sealed partial class MergePipeline
         {
             _plugins.GetDecorator(decorator.Name); // unknown decorators fail before anything is resolved or recorded
         }
+        // Before any pull, hash or record: the output folder may not overlap an input, the config, the Hub cache or the
+        // registry; no other merge may be writing it; it must be absent or empty unless overwriting. Held to the end.
+        using var outputClaim = _outputGuard.Claim(request.OutputPath, request.Overwrite, config);
+        var workPath = MergedModelWriter.NewWorkPath(request.OutputPath);
 
         var resolveWatch = Stopwatch.StartNew();
         using var inputs = await ResolveInputsAsync(config, strategy, cancellationToken);
@@ -120,6 +126,7 @@ public sealed partial class MergePipeline
                 m => (IReadOnlyDictionary<string, RegistryValue>)m.Parameters.ToDictionary(kv => kv.Key, kv => Recorded(kv.Value), StringComparer.Ordinal),
                 StringComparer.Ordinal),
             Tags = request.Tags,
+            PartialFolder = workPath,
         };
         var record = await _registry.BeginAsync(draft, cancellationToken);
         LogStarted(record.Id, strategy.Name, inputs.Experts.Count);
@@ -149,6 +156,7 @@ public sealed partial class MergePipeline
             {
                 OutputPath = Path.GetFullPath(request.OutputPath),
                 Overwrite = request.Overwrite,
+                WorkPath = workPath,
                 ShardSizeBytes = request.ShardSizeBytes,
                 Device = request.Device,
                 TokenizerSource = inputs.TokenizerFolder,

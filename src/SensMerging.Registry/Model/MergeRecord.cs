@@ -95,6 +95,13 @@ public sealed record MergeRecord
     /// <summary>The merged model; null until the merge succeeded.</summary>
     public MergeOutputs? Outputs { get; init; }
 
+    /// <summary>
+    /// The temporary folder (<c>&lt;out&gt;.partial-&lt;12 hex digits&gt;</c>) the merge writes before moving it into place;
+    /// kept as history. When the merge's process ends without closing the record, the registry removes this folder as
+    /// it marks the record failed (<c>ProcessEnded</c>) and names it in the error message.
+    /// </summary>
+    public string? PartialFolder { get; init; }
+
     /// <summary>Evaluation results recorded for the merged model (and, optionally, its inputs).</summary>
     public IReadOnlyList<EvaluationResult> Evaluations { get; init; } = [];
 

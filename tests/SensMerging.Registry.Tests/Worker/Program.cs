@@ -4,7 +4,7 @@ using SensMerging.Registry;
 
 // Usage:
 //   write <db> <count> <tag>   begin, update and complete <count> merges, listing between writes; prints "done <count>"
-//   hang <db>                  begin one merge, print "begun <id>", then wait to be killed
+//   hang <db> [partial]        begin one merge (naming <partial> as its partial folder), print "begun <id>", then wait to be killed
 if (args.Length < 2)
 {
     Console.Error.WriteLine("usage: write <db> <count> <tag> | hang <db>");
@@ -15,7 +15,7 @@ var db = args[1];
 using var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = db, VerifyOutputFiles = false });
 if (mode == "hang")
 {
-    var record = await registry.BeginAsync(Draft("hang", 0));
+    var record = await registry.BeginAsync(Draft("hang", 0) with { PartialFolder = args.Length > 2 ? args[2] : null });
     Console.WriteLine("begun " + record.Id);
     Console.Out.Flush();
     await Task.Delay(Timeout.Infinite);

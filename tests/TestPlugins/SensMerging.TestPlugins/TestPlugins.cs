@@ -5,24 +5,30 @@ using static TorchSharp.torch;
 
 namespace SensMerging.TestPlugins;
 
-/// <summary>Registers <see cref="ScaleStrategy"/>: output = factor * sum_i w_i * model_i (factor from plugin settings).</summary>
+/// <summary>
+/// Registers <see cref="ScaleStrategy"/>: output = factor * sum_i w_i * model_i (factor from plugin settings; setting
+/// <c>delayMs</c> makes each tensor take that long, for tests that need a merge to be running when they act).
+/// </summary>
 public sealed class ScaleConfigurator : IPluginConfigurator
 {
     public void ConfigureServices(IServiceCollection services, PluginContext context)
     {
         var factor = context.Settings.TryGetValue("factor", out var f) ? double.Parse(f, System.Globalization.CultureInfo.InvariantCulture) : 2.0;
-        services.AddSingleton<IMergeStrategy>(sp => new ScaleStrategy(factor, sp.GetRequiredService<ILogger<ScaleStrategy>>()));
+        var delay = context.Settings.TryGetValue("delayMs", out var d) ? TimeSpan.FromMilliseconds(int.Parse(d, System.Globalization.CultureInfo.InvariantCulture)) : TimeSpan.Zero;
+        services.AddSingleton<IMergeStrategy>(sp => new ScaleStrategy(factor, sp.GetRequiredService<ILogger<ScaleStrategy>>(), delay));
     }
 }
 
 public sealed class ScaleStrategy : IMergeStrategy
 {
     private readonly double _factor;
+    private readonly TimeSpan _delay;
 
-    public ScaleStrategy(double factor, ILogger<ScaleStrategy> logger)
+    public ScaleStrategy(double factor, ILogger<ScaleStrategy> logger, TimeSpan delay = default)
     {
         ArgumentNullException.ThrowIfNull(logger);
         _factor = factor;
+        _delay = delay;
     }
 
     public string Name => "test_scale";
@@ -36,6 +42,10 @@ public sealed class ScaleStrategy : IMergeStrategy
     public void Merge(MergeTensorRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        if (_delay > TimeSpan.Zero)
+        {
+            Thread.Sleep(_delay);
+        }
         using var scope = NewDisposeScope();
         var sum = zeros_like(request.Output);
         for (var i = 0; i < request.Models.Count; i++)
