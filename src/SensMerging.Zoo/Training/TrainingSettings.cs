@@ -12,6 +12,10 @@ namespace SensMerging.Zoo.Training;
 /// libtorch intra-op threads while training (restored afterwards). 1 by default: these models are small, and on a
 /// shared 2-core machine two spinning OpenMP threads cost about 15x the CPU time of one (measured: 925 vs 62 ms/step).
 /// </param>
+/// <param name="FrozenTensors">
+/// Tensor-name fragments left untouched while training (for example <c>embed_tokens</c> and <c>lm_head</c>, as
+/// parameter-efficient fine-tunes leave them); empty or null trains every tensor.
+/// </param>
 public sealed record TrainingSettings(
     int Steps,
     int BatchSize,
@@ -20,8 +24,16 @@ public sealed record TrainingSettings(
     double MinLearningRateRatio = 0.1,
     double WeightDecay = 0.01,
     double ClipNorm = 1.0,
-    int Threads = 1)
+    int Threads = 1,
+    IReadOnlyList<string>? FrozenTensors = null)
 {
+    /// <summary>True when the tensor <paramref name="name"/> is trained (no entry of <see cref="FrozenTensors"/> occurs in it).</summary>
+    public bool Trains(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return FrozenTensors is null || !FrozenTensors.Any(f => name.Contains(f, StringComparison.Ordinal));
+    }
+
     /// <summary>Throws naming the first setting out of range.</summary>
     public void Validate()
     {

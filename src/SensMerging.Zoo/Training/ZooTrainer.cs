@@ -89,7 +89,11 @@ public sealed class ZooTrainer
     {
         var encoded = pools.Select(pool => pool.Select(s => model.TextTokenizer.Encode(s, maxLength)).ToArray()).ToArray();
         var sampler = new BalancedSampler(encoded.Select(p => p.Length).ToArray(), weights, new Random(SeedMixer.Derive(seed, label + "/order")));
-        var parameters = model.Parameters.ToList();
+        var parameters = model.Parameters.Zip(model.NamedWeights).Where(p => settings.Trains(p.Second.Name)).Select(p => p.First).ToList();
+        if (parameters.Count == 0)
+        {
+            throw new ArgumentException($"Model '{label}': every tensor is frozen ({string.Join(", ", settings.FrozenTensors ?? [])}); nothing would be trained.");
+        }
         using var optimizer = optim.AdamW(parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
         var losses = new List<double>(settings.Steps);
         var watch = Stopwatch.StartNew();
