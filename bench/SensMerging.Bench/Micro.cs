@@ -30,6 +30,9 @@ internal static class Micro
             Time($"add_(alpha) n={n}", n * 12, () => c.add_(b, alpha: 0.3));
             Time($"bf16->f32 copy_ n={n}", n * 6, () => c.copy_(h));
             Time($"f32->bf16 copy_ n={n}", n * 6, () => h.copy_(c));
+            // The engine counts NaN/Inf in every input block it reads (a scan of the block just read, in cache).
+            Time($"non-finite count f32 n={n}", n * 4, () => SensMerging.Core.Engine.NonFiniteCount.Float32(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a.bytes)));
+            Time($"non-finite count bf16 n={n}", n * 2, () => SensMerging.Core.Engine.NonFiniteCount.BFloat16(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(h.bytes)));
             using (var v = a.narrow(0, 0, n).view(n))
             {
                 Time($"bytes span n={n}", 0, () => _ = v.bytes.Length);

@@ -33,6 +33,12 @@ public sealed partial class SensDecorator : IStrategyDecorator
     /// </summary>
     public const string DefaultAlignment = "distance";
 
+    /// <summary>m: calibration samples per task handed to the scorers (at most; a shorter calibration set gives all it has).</summary>
+    public const long DefaultSamples = 100;
+
+    /// <summary>Tokens per calibration sample handed to the scorers (at most; a calibration set's own smaller limit stays).</summary>
+    public const long DefaultMaxLength = 256;
+
     public string Name => DecoratorName;
 
     public string Description => "Sens-Merging: scales each expert's weight per layer group by sensitivity and cross-task alignment coefficients.";
@@ -56,8 +62,10 @@ public sealed partial class SensDecorator : IStrategyDecorator
             "Task-specific scaling; off: alpha = 1 for every expert and group, and the task scorer is not run."),
         ParameterSpec.Boolean(CrossScaling, true, ParameterScope.Global,
             "Cross-task scaling; off: tau = 1/K for every expert, and the cross scorer is not run."),
-        ParameterSpec.Integer(Samples, 100, ParameterScope.Global, "m: calibration samples per task, passed to the scorers.", min: 1),
-        ParameterSpec.Integer(MaxLength, 256, ParameterScope.Global, "Tokens per calibration sample, passed to the scorers.", min: 2),
+        ParameterSpec.Integer(Samples, DefaultSamples, ParameterScope.Global,
+            "m: calibration samples per task, at most (a calibration set with fewer gives all it has); the report records the samples used.", min: 1),
+        ParameterSpec.Integer(MaxLength, DefaultMaxLength, ParameterScope.Global,
+            "Tokens per calibration sample, at most (a calibration set's own smaller max_length stays); the report records the limit used.", min: 2),
     ];
 
     public async Task<IDecoratedStrategy> DecorateAsync(IMergeStrategy inner, DecoratorContext context, CancellationToken cancellationToken)
@@ -65,8 +73,10 @@ public sealed partial class SensDecorator : IStrategyDecorator
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(context);
         var settings = SensSettings.Read(context.Parameters);
-        var experts = context.Experts;
-        if (experts.Count == 0)
+        // The calibration the scorers get is cut here, once, to samples and max_length; the report records these same
+        // objects, so its samples and max_length are the values in effect (a calibration block's 20 / 64, not 100 / 256).
+        var experts = context.Experts.Select(settings.Calibrated).ToArray();
+        if (experts.Length == 0)
         {
             throw new InvalidOperationException("sens: the merge has no experts to weigh.");
         }
@@ -85,25 +95,25 @@ public sealed partial class SensDecorator : IStrategyDecorator
         ScoreTable? taskTable = null;
         if (settings.TaskScaling)
         {
-            taskTable = await RunScorerAsync(settings.TaskScorer, ScorerKind.TaskSpecific, settings, context, cancellationToken).ConfigureAwait(false);
+            taskTable = await RunScorerAsync(settings.TaskScorer, ScorerKind.TaskSpecific, settings, experts, context, cancellationToken).ConfigureAwait(false);
             ValidateRows(taskTable, experts);
             tables.Add(Rename(taskTable, "S"));
         }
         ScoreTable? crossTable = null;
         if (settings.CrossScaling)
         {
-            crossTable = await RunScorerAsync(settings.CrossScorer, ScorerKind.CrossTask, settings, context, cancellationToken).ConfigureAwait(false);
+            crossTable = await RunScorerAsync(settings.CrossScorer, ScorerKind.CrossTask, settings, experts, context, cancellationToken).ConfigureAwait(false);
             ValidateRows(crossTable, experts);
-            if (crossTable.Columns.Count != experts.Count)
+            if (crossTable.Columns.Count != experts.Length)
             {
                 throw new InvalidOperationException(
-                    $"sens: cross scorer '{settings.CrossScorer}' returned {crossTable.Columns.Count} task columns for {experts.Count} experts.");
+                    $"sens: cross scorer '{settings.CrossScorer}' returned {crossTable.Columns.Count} task columns for {experts.Length} experts.");
             }
             tables.Add(Rename(crossTable, "g"));
         }
 
         var groups = taskTable is not null ? taskTable.Columns.ToArray() : context.LayerGroups.ToArray();
-        var result = SensMath.Compute(taskTable?.Values, crossTable?.Values, experts.Count, groups.Length, settings.Reading, settings.Temperature, settings.Scale);
+        var result = SensMath.Compute(taskTable?.Values, crossTable?.Values, experts.Length, groups.Length, settings.Reading, settings.Temperature, settings.Scale);
         var names = experts.Select(e => e.Name).ToArray();
         tables.Add(new ScoreTable("alpha", ScorerKind.TaskSpecific, names, groups, result.Alpha));
         tables.Add(new ScoreTable("t", ScorerKind.CrossTask, ["t"], names, [result.Transferability]));
@@ -116,14 +126,15 @@ public sealed partial class SensDecorator : IStrategyDecorator
         {
             LogUnscoredGroups(context.Logger, string.Join(", ", unscored));
         }
-        var reportSettings = settings.ToDictionary(inner.Name, names);
+        var reportSettings = settings.ToDictionary(inner.Name, names, settings.TaskScaling || settings.CrossScaling ? experts : []);
         var report = new DecoratorReport(DecoratorName, reportSettings, tables);
-        LogCoefficients(context.Logger, inner.Name, experts.Count, groups.Length,
+        LogCoefficients(context.Logger, inner.Name, experts.Length, groups.Length,
             result.Coefficients.SelectMany(r => r).DefaultIfEmpty(1).Min(), result.Coefficients.SelectMany(r => r).DefaultIfEmpty(1).Max());
         return SensDecoratedStrategy.Create(inner, report, names, groups, result.Coefficients, context.Logger);
     }
 
-    private static async Task<ScoreTable> RunScorerAsync(string name, ScorerKind expected, SensSettings settings, DecoratorContext context, CancellationToken cancellationToken)
+    private static async Task<ScoreTable> RunScorerAsync(
+        string name, ScorerKind expected, SensSettings settings, IReadOnlyList<ScoredModel> experts, DecoratorContext context, CancellationToken cancellationToken)
     {
         var scorer = context.Scorers.Get(name);
         if (scorer.Kind != expected)
@@ -142,7 +153,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
         }
         var scoring = new ScoringContext
         {
-            Models = context.Experts,
+            Models = experts,
             Base = context.Base,
             Runtime = context.Runtime,
             Parameters = context.Scorers.ResolveParameters(scorer, values),
@@ -212,8 +223,8 @@ internal sealed record SensSettings(
             "DISTANCE" => TransferReading.Distance,
             _ => throw new ArgumentException($"sens: alignment must be 'alignment' or 'distance', got '{alignment}'."),
         };
-        var samples = Value(SensDecorator.Samples, n => parameters.Integer(n), 100L);
-        var maxLength = Value(SensDecorator.MaxLength, n => parameters.Integer(n), 256L);
+        var samples = Value(SensDecorator.Samples, n => parameters.Integer(n), SensDecorator.DefaultSamples);
+        var maxLength = Value(SensDecorator.MaxLength, n => parameters.Integer(n), SensDecorator.DefaultMaxLength);
         if (samples < 1 || maxLength < 2)
         {
             throw new ArgumentException($"sens: samples must be at least 1 and max_length at least 2 (got {samples}, {maxLength}).");
@@ -230,18 +241,61 @@ internal sealed record SensSettings(
             maxLength);
     }
 
-    public IReadOnlyDictionary<string, object> ToDictionary(string inner, IReadOnlyList<string> experts) => new Dictionary<string, object>(StringComparer.Ordinal)
+    /// <summary>
+    /// <paramref name="expert"/> with its calibration cut to what the scorers use: the first <see cref="Samples"/> samples
+    /// (all of a shorter set) and at most <see cref="MaxLength"/> tokens (a set's own smaller limit stays).
+    /// </summary>
+    public ScoredModel Calibrated(ScoredModel expert)
     {
-        ["inner"] = inner,
-        ["experts"] = experts.ToArray(),
-        [SensDecorator.Temperature] = Temperature,
-        [SensDecorator.TemperatureScaleName] = Scale == TemperatureScale.Spread ? "spread" : "absolute",
-        [SensDecorator.Alignment] = Reading == TransferReading.Alignment ? "alignment" : "distance",
-        [SensDecorator.TaskScorer] = TaskScorer,
-        [SensDecorator.CrossScorer] = CrossScorer,
-        [SensDecorator.TaskScaling] = TaskScaling,
-        [SensDecorator.CrossScaling] = CrossScaling,
-        [SensDecorator.Samples] = Samples,
-        [SensDecorator.MaxLength] = MaxLength,
-    };
+        ArgumentNullException.ThrowIfNull(expert);
+        if (expert.Data is not { } data)
+        {
+            return expert;
+        }
+        var cap = (int)Math.Min(MaxLength, int.MaxValue);
+        return expert with
+        {
+            Data = data with
+            {
+                Samples = data.Samples.Count <= Samples ? data.Samples : data.Samples.Take((int)Samples).ToArray(),
+                MaxLength = data.MaxLength > 0 ? Math.Min(data.MaxLength, cap) : cap,
+            },
+        };
+    }
+
+    /// <summary>
+    /// The report's settings. <c>samples</c> and <c>max_length</c> come from <paramref name="scored"/>, the calibration the
+    /// scorers got (<see cref="Calibrated"/>): one number when every expert's is the same, else a map expert to number;
+    /// absent when no scorer ran on calibration data.
+    /// </summary>
+    public IReadOnlyDictionary<string, object> ToDictionary(string inner, IReadOnlyList<string> experts, IReadOnlyList<ScoredModel> scored)
+    {
+        var settings = new Dictionary<string, object>(StringComparer.Ordinal)
+        {
+            ["inner"] = inner,
+            ["experts"] = experts.ToArray(),
+            [SensDecorator.Temperature] = Temperature,
+            [SensDecorator.TemperatureScaleName] = Scale == TemperatureScale.Spread ? "spread" : "absolute",
+            [SensDecorator.Alignment] = Reading == TransferReading.Alignment ? "alignment" : "distance",
+            [SensDecorator.TaskScorer] = TaskScorer,
+            [SensDecorator.CrossScorer] = CrossScorer,
+            [SensDecorator.TaskScaling] = TaskScaling,
+            [SensDecorator.CrossScaling] = CrossScaling,
+        };
+        var data = scored.Where(e => e.Data is not null).ToArray();
+        if (data.Length > 0)
+        {
+            settings[SensDecorator.Samples] = InEffect(data, d => d.Samples.Count);
+            settings[SensDecorator.MaxLength] = InEffect(data, d => d.MaxLength);
+        }
+        return settings;
+    }
+
+    private static object InEffect(IReadOnlyList<ScoredModel> scored, Func<TextDataset, int> value)
+    {
+        var values = scored.Select(e => (e.Name, Value: (long)value(e.Data!))).ToArray();
+        return values.Select(v => v.Value).Distinct().Count() == 1
+            ? values[0].Value
+            : values.ToDictionary(v => v.Name, v => v.Value, StringComparer.Ordinal);
+    }
 }

@@ -25,6 +25,23 @@ public static class Calibration
         MaxLength, DefaultMaxLength, ParameterScope.Global,
         "Tokens per sample after truncation (the smaller of this and the data set's own max_length).", min: 2);
 
+    /// <summary>
+    /// What a scorer uses of <paramref name="model"/>'s calibration set with <paramref name="m"/> samples and
+    /// <paramref name="maxLength"/> tokens asked for: the first m samples (fewer when the set is shorter) and the token
+    /// limit (the set's own when smaller). Scorers score with it and report it, so the details say what was used.
+    /// </summary>
+    public static CalibrationUse Use(ScoredModel model, long m, long maxLength, string scorer) =>
+        new(TakeSamples(model, m, scorer), EffectiveMaxLength(model.Data!, maxLength));
+
+    /// <summary>The details a table gets from the calibration it used: <c>samples_per_task</c> and <c>max_length</c>, the largest over the tasks.</summary>
+    public static void Describe(IDictionary<string, double> details, IReadOnlyList<CalibrationUse> uses)
+    {
+        ArgumentNullException.ThrowIfNull(details);
+        ArgumentNullException.ThrowIfNull(uses);
+        details["samples_per_task"] = uses.Count == 0 ? 0 : uses.Max(u => u.Samples.Count);
+        details[MaxLength] = uses.Count == 0 ? 0 : uses.Max(u => u.MaxLength);
+    }
+
     /// <summary>The first <paramref name="m"/> samples of <paramref name="model"/>'s data; a clear error when it has none.</summary>
     public static IReadOnlyList<TextSample> TakeSamples(ScoredModel model, long m, string scorer)
     {
@@ -81,3 +98,8 @@ public static class Calibration
             .OrderBy(g => LayerGroups.SortKey(g).Rank).ThenBy(g => LayerGroups.SortKey(g).Index).ThenBy(g => g, StringComparer.Ordinal)
             .ToArray();
 }
+
+/// <summary>The calibration a scorer used for one task: its samples and its token limit (<see cref="Calibration.Use"/>).</summary>
+/// <param name="Samples">The samples scored.</param>
+/// <param name="MaxLength">Tokens per sample after truncation.</param>
+public sealed record CalibrationUse(IReadOnlyList<TextSample> Samples, int MaxLength);

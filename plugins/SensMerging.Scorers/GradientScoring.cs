@@ -34,7 +34,7 @@ internal static partial class GradientScoring
         var maxLength = context.Parameters.Has(Calibration.MaxLength) ? context.Parameters.Integer(Calibration.MaxLength) : Calibration.DefaultMaxLength;
 
         // Check every expert's data before the first (expensive) model load.
-        var sampleSets = context.Models.Select(model => Calibration.TakeSamples(model, m, scorer)).ToArray();
+        var uses = context.Models.Select(model => Calibration.Use(model, m, maxLength, scorer)).ToArray();
 
         var watch = Stopwatch.StartNew();
         string[]? groups = null;
@@ -46,7 +46,7 @@ internal static partial class GradientScoring
             cancellationToken.ThrowIfCancellationRequested();
             var expert = context.Models[i];
             var data = expert.Data!;
-            var limit = Calibration.EffectiveMaxLength(data, maxLength);
+            var limit = uses[i].MaxLength;
             using var model = context.Runtime.Load(expert.ModelPath, new ModelLoadOptions(context.Device, ScalarType.Float32, RequiresGrad: true), cancellationToken);
             var weights = model.NamedWeights;
             var modelGroups = Calibration.GroupsInModelOrder(weights.Select(w => w.Name));
@@ -67,10 +67,10 @@ internal static partial class GradientScoring
             var sums = new double[groups.Length];
             var used = 0;
             using var scratch = new GradientScratch(weights.Select(w => w.Weight));
-            for (var s = 0; s < sampleSets[i].Count; s++)
+            for (var s = 0; s < uses[i].Samples.Count; s++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var sample = model.Tokenizer.Encode(sampleSets[i][s], limit);
+                var sample = model.Tokenizer.Encode(uses[i].Samples[s], limit);
                 var lossTokens = Calibration.LossTokenCount(sample);
                 if (lossTokens == 0)
                 {
@@ -122,18 +122,15 @@ internal static partial class GradientScoring
             LogExpertScored(context.Logger, scorer, expert.Name, used, watch.Elapsed.TotalSeconds);
         }
 
-        return new ScoreTable(scorer, ScorerKind.TaskSpecific, context.Models.Select(e => e.Name).ToArray(), groups!, rows)
+        var details = new Dictionary<string, double>
         {
-            Details = new Dictionary<string, double>
-            {
-                ["samples"] = samplesUsed,
-                ["samples_per_task"] = m,
-                ["skipped_samples"] = skipped,
-                ["tokens"] = tokens,
-                ["max_length"] = maxLength,
-                ["seconds"] = watch.Elapsed.TotalSeconds,
-            },
+            ["samples"] = samplesUsed,
+            ["skipped_samples"] = skipped,
+            ["tokens"] = tokens,
+            ["seconds"] = watch.Elapsed.TotalSeconds,
         };
+        Calibration.Describe(details, uses);
+        return new ScoreTable(scorer, ScorerKind.TaskSpecific, context.Models.Select(e => e.Name).ToArray(), groups!, rows) { Details = details };
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Scorer}: calibration sample {Sample} of expert {Expert} has no token to score; skipped")]

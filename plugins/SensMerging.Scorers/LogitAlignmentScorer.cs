@@ -55,7 +55,7 @@ public sealed partial class LogitAlignmentScorer : IScorer
         var m = parameters.Has(Calibration.Samples) ? parameters.Integer(Calibration.Samples) : Calibration.DefaultSamples;
         var maxLength = parameters.Has(Calibration.MaxLength) ? parameters.Integer(Calibration.MaxLength) : Calibration.DefaultMaxLength;
         var budgetMb = parameters.Has(ReferenceMemoryMb) ? parameters.Integer(ReferenceMemoryMb) : 1024;
-        var sampleSets = experts.Select(e => Calibration.TakeSamples(e, m, ScorerName)).ToArray();
+        var uses = experts.Select(e => Calibration.Use(e, m, maxLength, ScorerName)).ToArray();
 
         var watch = Stopwatch.StartNew();
         var k = experts.Count;
@@ -75,9 +75,9 @@ public sealed partial class LogitAlignmentScorer : IScorer
                 cancellationToken.ThrowIfCancellationRequested();
                 using var model = context.Runtime.Load(experts[j].ModelPath, loadOptions, cancellationToken);
                 CheckVocabulary(model, experts[j].Name, ref vocabulary, ref vocabularyFrom);
-                var limit = Calibration.EffectiveMaxLength(experts[j].Data!, maxLength);
-                var samples = new List<EncodedSample>(sampleSets[j].Count);
-                foreach (var text in sampleSets[j])
+                var limit = uses[j].MaxLength;
+                var samples = new List<EncodedSample>(uses[j].Samples.Count);
+                foreach (var text in uses[j].Samples)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     var encoded = model.Tokenizer.Encode(text, limit);
@@ -137,20 +137,17 @@ public sealed partial class LogitAlignmentScorer : IScorer
 
         var names = experts.Select(e => e.Name).ToArray();
         var columns = experts.Select(e => e.Data?.Task is { Length: > 0 } task ? task : e.Name).ToArray();
-        return new ScoreTable(ScorerName, ScorerKind.CrossTask, names, columns, g)
+        var details = new Dictionary<string, double>
         {
-            Details = new Dictionary<string, double>
-            {
-                ["samples"] = tasks.Where(t => t is not null).Sum(t => t.Samples.Count),
-                ["samples_per_task"] = m,
-                ["tokens"] = tokens,
-                ["max_length"] = maxLength,
-                ["forward_passes"] = forwardPasses,
-                ["reference_bytes_in_memory"] = store.BytesInMemory,
-                ["reference_bytes_spilled"] = store.BytesOnDisk,
-                ["seconds"] = watch.Elapsed.TotalSeconds,
-            },
+            ["samples"] = tasks.Where(t => t is not null).Sum(t => t.Samples.Count),
+            ["tokens"] = tokens,
+            ["forward_passes"] = forwardPasses,
+            ["reference_bytes_in_memory"] = store.BytesInMemory,
+            ["reference_bytes_spilled"] = store.BytesOnDisk,
+            ["seconds"] = watch.Elapsed.TotalSeconds,
         };
+        Calibration.Describe(details, uses);
+        return new ScoreTable(ScorerName, ScorerKind.CrossTask, names, columns, g) { Details = details };
     }
 
     /// <summary>The positions compared for a sample: its loss positions, or all positions when it has none.</summary>

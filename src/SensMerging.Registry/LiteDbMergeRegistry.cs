@@ -665,8 +665,9 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     private static bool IsStorageFault(Exception ex) => ex switch
     {
         LiteException le => le.ErrorCode != LiteException.LOCK_TIMEOUT && le.ErrorCode != LiteException.INDEX_DUPLICATE_KEY,
+        // DecoderFallbackException: a damaged page's names (collection, index, field) are not valid UTF-8.
         JsonException or InvalidDataException or EndOfStreamException or IndexOutOfRangeException or InvalidCastException
-            or OverflowException or NullReferenceException or ArgumentOutOfRangeException => true,
+            or OverflowException or NullReferenceException or ArgumentOutOfRangeException or System.Text.DecoderFallbackException => true,
         _ => false,
     };
 

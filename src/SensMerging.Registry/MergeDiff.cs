@@ -51,6 +51,7 @@ public sealed record MergeDiff(
         AddIfDifferent(fields, "dtype", left.Dtype, right.Dtype);
         AddIfDifferent(fields, "hostVersion", left.HostVersion, right.HostVersion);
         AddIfDifferent(fields, "status", left.Status.ToString().ToLowerInvariant(), right.Status.ToString().ToLowerInvariant());
+        AddIfDifferent(fields, "warnings", left.Warnings.Count.ToString(CultureInfo.InvariantCulture), right.Warnings.Count.ToString(CultureInfo.InvariantCulture));
 
         var parameters = new List<FieldChange>();
         CompareMaps(parameters, string.Empty, left.Parameters, right.Parameters);
@@ -58,11 +59,14 @@ public sealed record MergeDiff(
         {
             CompareMaps(parameters, "models[" + model + "].", Get(left.ModelParameters, model), Get(right.ModelParameters, model));
         }
+        // A decorator's settings (the values it ran with) and its configured parameters name the same things: a setting
+        // is compared once, as the value in effect; a configured parameter only when neither side reports it as a setting.
         foreach (var d in left.Decorators.Concat(right.Decorators).Select(d => d.Plugin.Component).Distinct().Order(StringComparer.Ordinal))
         {
+            var reported = Get(left.DecoratorSettings, d).Keys.Union(Get(right.DecoratorSettings, d).Keys).ToHashSet(StringComparer.Ordinal);
             CompareMaps(parameters, "decorators[" + d + "].",
-                left.Decorators.FirstOrDefault(x => x.Plugin.Component == d)?.Parameters ?? new Dictionary<string, ParameterValue>(),
-                right.Decorators.FirstOrDefault(x => x.Plugin.Component == d)?.Parameters ?? new Dictionary<string, ParameterValue>());
+                Unreported(left.Decorators.FirstOrDefault(x => x.Plugin.Component == d)?.Parameters, reported),
+                Unreported(right.Decorators.FirstOrDefault(x => x.Plugin.Component == d)?.Parameters, reported));
         }
         foreach (var d in left.DecoratorSettings.Keys.Union(right.DecoratorSettings.Keys).Order(StringComparer.Ordinal))
         {
@@ -127,6 +131,9 @@ public sealed record MergeDiff(
 
     private static IReadOnlyDictionary<string, ParameterValue> Get(IReadOnlyDictionary<string, IReadOnlyDictionary<string, ParameterValue>> maps, string key) =>
         maps.TryGetValue(key, out var m) ? m : new Dictionary<string, ParameterValue>();
+
+    private static Dictionary<string, ParameterValue> Unreported(IReadOnlyDictionary<string, ParameterValue>? parameters, HashSet<string> reported) =>
+        (parameters ?? new Dictionary<string, ParameterValue>()).Where(kv => !reported.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
 
     private static void AddIfDifferent(List<FieldChange> changes, string name, string? left, string? right)
     {

@@ -86,9 +86,13 @@ internal static class TinyModels
         ("lm_head.weight", [16, 8]),
     ];
 
-    /// <summary>Makes a model whose tensor values are seeded random; returns the folder and the float32 values.</summary>
+    /// <summary>
+    /// Makes a model whose tensor values are seeded random (changed by <paramref name="edit"/>, given each tensor's float32
+    /// values before they are rounded to the file's dtype); returns the folder and the float32 values stored.
+    /// </summary>
     public static (string Path, Dictionary<string, float[]> Values) Make(
-        string folder, int seed, SafeTensorsDType dtype, long shardBytes = long.MaxValue, (string Name, long[] Shape)[]? tensors = null, Func<string, SafeTensorsDType>? dtypeOf = null)
+        string folder, int seed, SafeTensorsDType dtype, long shardBytes = long.MaxValue, (string Name, long[] Shape)[]? tensors = null,
+        Func<string, SafeTensorsDType>? dtypeOf = null, Action<string, float[]>? edit = null)
     {
         tensors ??= Llama;
         Directory.CreateDirectory(folder);
@@ -104,6 +108,12 @@ internal static class TinyModels
         {
             using var scope = torch.NewDisposeScope();
             var f32 = torch.randn(t.Shape.ToArray(), generator: generator);
+            if (edit is not null && f32.NumberOfElements > 0)
+            {
+                var data = f32.data<float>().ToArray();
+                edit(t.Name, data);
+                f32 = torch.tensor(data).reshape(t.Shape.ToArray());
+            }
             var typed = f32.to_type(t.DType.RequireScalarType());
             // The exact values stored (after rounding to the file's dtype), as float32.
             values[t.Name] = typed.NumberOfElements == 0 ? [] : typed.to_type(ScalarType.Float32).data<float>().ToArray();

@@ -275,6 +275,38 @@ public sealed class SensDecoratorTests
     }
 
     [Fact]
+    public async Task RecordedSamplesAndMaxLength_AreTheCalibrationTheScorersGot()
+    {
+        // As the host loads calibration blocks {samples: 20, max_length: 64}; the decorator keeps its defaults (100, 256).
+        var experts = Experts.Select(e => new ScoredModel(e, "/models/" + e, Data.Set(e, Enumerable.Range(0, 20).Select(i => $"{e} sample {i}."), maxLength: 64))).ToArray();
+        var task = TaskScorer(HandS);
+        var cross = CrossScorer(HandG);
+
+        var decorated = await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(new TestScorerCatalog(task, cross), experts: experts), CancellationToken.None);
+
+        Assert.Equal(20L, decorated.Report.Settings["samples"]);
+        Assert.Equal(64L, decorated.Report.Settings["max_length"]);
+        foreach (var scorer in new[] { task, cross })
+        {
+            Assert.All(scorer.LastModels!, m => Assert.Equal((20, 64), (m.Data!.Samples.Count, m.Data.MaxLength)));
+        }
+
+        // Fewer samples and tokens asked for than the sets hold: the scorers get, and the report says, the smaller numbers;
+        // a set shorter (or with a lower limit) than asked gives what it has, so the report lists the values per expert.
+        experts[1] = experts[1] with { Data = Data.Set("code", Data.Code, maxLength: 16) }; // 8 samples, 16 tokens
+        var parameters = new Dictionary<string, object> { ["samples"] = 12L, ["max_length"] = 32L };
+        var cut = await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(new TestScorerCatalog(task, cross), parameters, experts), CancellationToken.None);
+
+        var samples = Assert.IsType<Dictionary<string, long>>(cut.Report.Settings["samples"]);
+        Assert.Equal(new Dictionary<string, long> { ["math"] = 12, ["code"] = 8, ["chat"] = 12 }, samples);
+        var maxLength = Assert.IsType<Dictionary<string, long>>(cut.Report.Settings["max_length"]);
+        Assert.Equal(new Dictionary<string, long> { ["math"] = 32, ["code"] = 16, ["chat"] = 32 }, maxLength);
+        Assert.Equal([12, 8, 12], task.LastModels!.Select(m => m.Data!.Samples.Count));
+        Assert.Equal(experts[0].Data!.Samples.Take(12), task.LastModels![0].Data!.Samples);
+        Assert.Equal([32, 16, 32], cross.LastModels!.Select(m => m.Data!.MaxLength));
+    }
+
+    [Fact]
     public async Task AblationSwitches_SkipTheirScorer_AndBothOffGiveOneWithoutData()
     {
         var task = TaskScorer(HandS);
@@ -296,6 +328,7 @@ public sealed class SensDecoratorTests
         Assert.Equal((1, 1), (task.Runs, cross.Runs));
         Assert.All(neither.Report.Tables.Single(t => t.Scorer == "coefficients").Values.SelectMany(r => r), c => Assert.Equal(1.0, c));
         Assert.Equal(false, neither.Report.Settings["task_scaling"]);
+        Assert.False(neither.Report.Settings.ContainsKey("samples"), "no calibration was used, so none is recorded");
     }
 
     [Fact]

@@ -41,6 +41,8 @@ internal sealed class FixedScorer(string name, ScorerKind kind, Func<IReadOnlyLi
 
     public ResolvedParameters? LastParameters { get; private set; }
 
+    public IReadOnlyList<ScoredModel>? LastModels { get; private set; }
+
     public string Name => name;
 
     public string Description => "fixed table";
@@ -54,6 +56,7 @@ internal sealed class FixedScorer(string name, ScorerKind kind, Func<IReadOnlyLi
     {
         Runs++;
         LastParameters = context.Parameters;
+        LastModels = context.Models;
         return Task.FromResult(table(context.Models));
     }
 }

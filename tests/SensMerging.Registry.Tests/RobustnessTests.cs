@@ -92,6 +92,42 @@ public sealed class RobustnessTests
         AssertRefusedUnchanged(db, string.Empty);
     }
 
+    [Theory]
+    [InlineData(53, 64, 0xFF)]
+    [InlineData(40, 200, 0xC3)]
+    [InlineData(60, 400, 0x80)]
+    [InlineData(32, 2000, -1)]
+    public async Task A_damaged_collection_page_gives_the_registry_corruption_error_naming_the_file(int offset, int length, int fill)
+    {
+        using var temp = new TempFolder();
+        var db = await MakeRegistryAsync(temp, 2);
+        var bytes = await File.ReadAllBytesAsync(db);
+        // LiteDB 5 pages are 8 KiB with a 32-byte header whose byte 4 is the page type (2: collection). A collection page
+        // holds the free-page lists (5 x 4 bytes), then its indexes: count, and per index its slot, type, name, expression.
+        const int pageSize = 8192;
+        var collectionPages = 0;
+        for (var page = 1; page < bytes.Length / pageSize; page++)
+        {
+            var at = page * pageSize;
+            if (bytes[at + 4] == 2)
+            {
+                var damage = bytes.AsSpan(at + offset, length);
+                if (fill < 0)
+                {
+                    new Random(offset).NextBytes(damage);
+                }
+                else
+                {
+                    damage.Fill((byte)fill);
+                }
+                collectionPages++;
+            }
+        }
+        Assert.True(collectionPages > 0, "no collection page found");
+        await File.WriteAllBytesAsync(db, bytes);
+        AssertRefusedUnchanged(db, string.Empty);
+    }
+
     [Fact]
     public async Task A_missing_folder_is_created()
     {

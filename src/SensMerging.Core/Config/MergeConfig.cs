@@ -80,9 +80,22 @@ public sealed record InputModel(ModelReference Model, IReadOnlyDictionary<string
 
 /// <summary>A model's calibration data: a file of samples, how many to use, and the token limit per sample.</summary>
 /// <param name="Path">Full path of the samples file (relative paths resolve against the config's folder).</param>
-/// <param name="Samples">How many samples to use, or null for the consumer's default.</param>
-/// <param name="MaxLength">Tokens per sample, or null for the consumer's default.</param>
-public sealed record CalibrationSource(string Path, int? Samples, int? MaxLength);
+/// <param name="Samples">How many samples to use, or null for <see cref="DefaultSamples"/>.</param>
+/// <param name="MaxLength">Tokens per sample, or null for <see cref="DefaultMaxLength"/>.</param>
+public sealed record CalibrationSource(string Path, int? Samples, int? MaxLength)
+{
+    /// <summary>Samples read from the file when the block does not say (the first 100).</summary>
+    public const int DefaultSamples = 100;
+
+    /// <summary>Tokens per sample when the block does not say.</summary>
+    public const int DefaultMaxLength = 256;
+
+    /// <summary>The samples to read: <see cref="Samples"/>, else <see cref="DefaultSamples"/>.</summary>
+    public int SamplesOrDefault => Samples ?? DefaultSamples;
+
+    /// <summary>The token limit: <see cref="MaxLength"/>, else <see cref="DefaultMaxLength"/>.</summary>
+    public int MaxLengthOrDefault => MaxLength ?? DefaultMaxLength;
+}
 
 /// <summary>One entry of <c>decorators</c>: a decorator plugin's name and its parameters (scalars or lists of scalars).</summary>
 public sealed record DecoratorConfig(string Name, IReadOnlyDictionary<string, object> Parameters, int Line);

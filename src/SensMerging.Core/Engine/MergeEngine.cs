@@ -14,9 +14,11 @@ namespace SensMerging.Core.Engine;
 /// <summary>
 /// Streams a merge one output tensor (or row block) at a time: inputs are read lazily from the files into pooled
 /// buffers, merged by the strategy, converted and written straight to the shard files, in order. Everything is
-/// validated before anything is written; the output appears only when complete.
+/// validated before anything is written; the output appears only when complete. Problems in the input data (NaN or
+/// Inf values, counted as the inputs are read; tensors the reference model lacks) are logged and returned as
+/// <see cref="MergeResult.Warnings"/>, or stop the merge with <see cref="MergeOptions.Strict"/>.
 /// </summary>
-public sealed class MergeEngine
+public sealed partial class MergeEngine
 {
     private const int MaxListedProblems = 20;
     private readonly ILogger _logger;
@@ -29,6 +31,7 @@ public sealed class MergeEngine
 
     /// <summary>Runs the merge on the calling thread plus up to <see cref="MergeOptions.MaxParallelism"/> - 1 others.</summary>
     /// <exception cref="MergeValidationException">The inputs, strategy traits or options do not fit; nothing was written.</exception>
+    /// <exception cref="MergeDataException"><see cref="MergeOptions.Strict"/> and the input data has problems; nothing was written.</exception>
     /// <exception cref="OperationCanceledException">Cancelled; the temporary folder was deleted.</exception>
     public MergeResult Run(MergePlan plan, MergeOptions options, IProgress<MergeProgress>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -36,7 +39,11 @@ public sealed class MergeEngine
         ArgumentNullException.ThrowIfNull(options);
         var total = Stopwatch.StartNew();
         var device = ResolveDevice(options.Device);
-        var jobs = Validate(plan, options);
+        var (jobs, extraTensors) = Validate(plan, options);
+        foreach (var warning in extraTensors)
+        {
+            Log.ExtraTensors(_logger, warning.Message);
+        }
         var validation = total.Elapsed;
         cancellationToken.ThrowIfCancellationRequested();
 
@@ -50,10 +57,11 @@ public sealed class MergeEngine
         IReadOnlyList<WrittenFile> weightFiles;
         long bytesRead;
         MergeStageTimes stages;
+        var nonFinite = new NonFiniteTally([.. (plan.Base is null ? plan.Models : [plan.Base, .. plan.Models]).Select(m => m.Name)], options.Strict);
         using (var weights = new ShardedSafeTensorsWriter(output.WorkPath, outputPlan, options.ShardSizeBytes,
             new Dictionary<string, string> { ["merge_method"] = strategy.Name, ["merged_by"] = "SensMerging.Host" }, options.ComputeSha256))
         {
-            (bytesRead, stages) = Stream(plan, options, device, jobs, items, weights, progress, streaming, cancellationToken);
+            (bytesRead, stages) = Stream(plan, options, device, jobs, items, weights, nonFinite, progress, streaming, cancellationToken);
             weightFiles = weights.Complete();
         }
         var mergeDuration = streaming.Elapsed;
@@ -67,9 +75,17 @@ public sealed class MergeEngine
 
         var files = CollectFiles(output.WorkPath, weightFiles, options.ComputeSha256);
         output.Commit();
+        var nonFiniteWarnings = nonFinite.Warnings(jobs);
+        foreach (var warning in nonFiniteWarnings)
+        {
+            Log.NonFinite(_logger, warning.Tensors[0], warning.Model, warning.NanCount, warning.InfCount);
+        }
         var result = new MergeResult(
             output.OutputPath, files, files.Sum(f => f.Size), jobs.Count, bytesRead, outputPlan.Sum(p => p.ByteLength),
-            validation, mergeDuration, total.Elapsed, stages);
+            validation, mergeDuration, total.Elapsed, stages)
+        {
+            Warnings = [.. extraTensors, .. nonFiniteWarnings],
+        };
         Log.Finished(_logger, result.OutputPath, result.TensorCount, result.TotalBytes, result.MergeDuration.TotalSeconds, null);
         return result;
     }
@@ -90,6 +106,7 @@ public sealed class MergeEngine
         IReadOnlyList<MergeJob> jobs,
         List<MergeWorkItem> items,
         ShardedSafeTensorsWriter writer,
+        NonFiniteTally nonFinite,
         IProgress<MergeProgress>? progress,
         Stopwatch clock,
         CancellationToken cancellationToken)
@@ -192,7 +209,7 @@ public sealed class MergeEngine
                 }
                 using var noGrad = torch.no_grad();
                 // Workers are disposed only after the writer stopped: their output buffers may still be queued.
-                var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames, OutputSets(capacity));
+                var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames, nonFinite, OutputSets(capacity));
                 lock (owned)
                 {
                     owned.Add(own);
@@ -201,7 +218,7 @@ public sealed class MergeEngine
                 {
                     try
                     {
-                        var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, modelNames, outputSets: 1) : own;
+                        var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, modelNames, nonFinite, outputSets: 1) : own;
                         using var scope = torch.NewDisposeScope();
                         if (item.Blocks is not null)
                         {
@@ -290,7 +307,11 @@ public sealed class MergeEngine
         return (bytesRead, stages);
     }
 
-    private static List<MergeJob> Validate(MergePlan plan, MergeOptions options)
+    /// <summary>
+    /// Checks the plan against the files and returns the jobs, and, per input, the tensors the reference model lacks (which
+    /// are not merged: a warning, or with <see cref="MergeOptions.Strict"/> a <see cref="MergeDataException"/>).
+    /// </summary>
+    private static (List<MergeJob> Jobs, IReadOnlyList<MergeDataWarning> ExtraTensors) Validate(MergePlan plan, MergeOptions options)
     {
         var problems = new List<string>();
         var strategy = plan.Strategy ?? throw new MergeValidationException("the plan has no strategy");
@@ -411,7 +432,20 @@ public sealed class MergeEngine
                 merged, parameters, weights, LayerGroups.Of(t.Name), LayerGroups.BlockIndex(t.Name)));
         }
         ThrowIfAny(problems);
-        return jobs;
+        var extra = new List<MergeDataWarning>();
+        foreach (var other in inputs.Skip(1))
+        {
+            var lacking = other.Folder.Tensors.Where(t => !reference.Folder.TryGetTensor(t.Name, out _)).Select(t => t.Name).ToList();
+            if (lacking.Count > 0)
+            {
+                extra.Add(MergeDataWarning.Extra(other.Name, reference.Name, lacking));
+            }
+        }
+        if (options.Strict && extra.Count > 0)
+        {
+            throw new MergeDataException(extra);
+        }
+        return (jobs, extra);
     }
 
     private static void ThrowIfAny(List<string> problems)
@@ -503,8 +537,15 @@ public sealed class MergeEngine
         return files;
     }
 
-    private static class Log
+    private static partial class Log
     {
+        [LoggerMessage(EventId = 3003, EventName = "InputNonFinite", Level = LogLevel.Warning,
+            Message = "Input tensor '{Tensor}' of model '{Model}' holds {NanCount} NaN and {InfCount} infinite value(s); merged as they are")]
+        public static partial void NonFinite(ILogger logger, string tensor, string model, long nanCount, long infCount);
+
+        [LoggerMessage(EventId = 3004, EventName = "InputExtraTensors", Level = LogLevel.Warning, Message = "Input data: {Problem}")]
+        public static partial void ExtraTensors(ILogger logger, string problem);
+
         public static readonly Action<ILogger, string, int, int, string, Exception?> Starting = LoggerMessage.Define<string, int, int, string>(
             LogLevel.Information, new EventId(3001, "MergeStarting"), "Merging with {Method}: {TensorCount} tensors in {ItemCount} work items into {OutputPath}");
 

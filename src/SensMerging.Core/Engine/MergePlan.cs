@@ -111,6 +111,13 @@ public sealed record MergeOptions
     /// <summary>Hash output files while writing (SHA-256).</summary>
     public bool ComputeSha256 { get; init; } = true;
 
+    /// <summary>
+    /// Problems in the input data are errors (<see cref="MergeDataException"/>, nothing written) instead of warnings
+    /// (<see cref="MergeResult.Warnings"/>): NaN or infinite values in an input tensor (the merge stops at the first block
+    /// that holds any), tensors of an input that the reference model lacks (found before anything is written).
+    /// </summary>
+    public bool Strict { get; init; }
+
     /// <summary>Least time between two progress reports.</summary>
     public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromMilliseconds(100);
 }

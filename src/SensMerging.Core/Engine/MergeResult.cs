@@ -37,7 +37,11 @@ public sealed record MergeResult(
     TimeSpan ValidationDuration,
     TimeSpan MergeDuration,
     TimeSpan TotalDuration,
-    MergeStageTimes Stages);
+    MergeStageTimes Stages)
+{
+    /// <summary>Problems in the input data the merge went through with (already logged): tensors of an input the reference lacks, then NaN/Inf counts per tensor and input.</summary>
+    public IReadOnlyList<MergeDataWarning> Warnings { get; init; } = [];
+}
 
 /// <summary>
 /// Time spent per stage, summed over workers (so with two workers the sum can exceed the wall time): reading inputs

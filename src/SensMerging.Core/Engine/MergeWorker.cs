@@ -43,16 +43,23 @@ internal sealed class MergeWorker : IDisposable
     private readonly PooledBuffer _statisticsOutputBFloat16;
     private readonly bool _acceptsBFloat16;
     private readonly PooledScratch _scratch;
+    private readonly NonFiniteTally _nonFinite;
+    private readonly (long Nan, long Inf)[] _found;
     private long _readTicks;
     private long _mergeTicks;
     private long _convertTicks;
     private long _waitTicks;
 
+    /// <param name="nonFinite">Where the NaN and Inf values found in the inputs are counted.</param>
     /// <param name="outputSets">
     /// Output buffer sets to rotate through: 2 lets the worker compute the next item while the writer still writes the last.
     /// </param>
-    public MergeWorker(IMergeStrategy strategy, Device device, int slots, long capacity, long seed, int layerCount, IReadOnlyList<string> modelNames, int outputSets = 2)
+    public MergeWorker(
+        IMergeStrategy strategy, Device device, int slots, long capacity, long seed, int layerCount, IReadOnlyList<string> modelNames,
+        NonFiniteTally nonFinite, int outputSets = 2)
     {
+        _nonFinite = nonFinite;
+        _found = new (long, long)[slots];
         _strategy = strategy;
         _device = device;
         _cpu = device.type == DeviceType.CPU;
@@ -101,7 +108,7 @@ internal sealed class MergeWorker : IDisposable
         {
             return new PendingOutput(CopyThrough(item, set), set);
         }
-        var inputs = ReadInputs(item);
+        var inputs = ReadInputs(item, countNonFinite: true);
         LastBytesRead = item.ElementCount * job.InputDType.Size * inputs.Length;
         var output = OutputView(set, job, item.Shape);
         var request = Request(item, inputs, output, StableSeed.Derive(_seed, job.Name, item.Block));
@@ -115,7 +122,8 @@ internal sealed class MergeWorker : IDisposable
     /// <summary>
     /// Merges a streamed item through an <see cref="ITensorMergeSession"/>: the statistics passes read every block again
     /// from the files (a tensor of one block is read once), then each merged block goes to <paramref name="emit"/> in order
-    /// with its output bytes (<see cref="LastBytesRead"/> is not set: count the emitted blocks' input bytes).
+    /// with its output bytes (<see cref="LastBytesRead"/> is not set: count the emitted blocks' input bytes). NaN and Inf
+    /// values are counted on the merge pass's reads, so each input element once.
     /// </summary>
     public void ProcessStreamed(MergeWorkItem item, Action<MergeWorkItem, PendingOutput> emit, CancellationToken cancellationToken)
     {
@@ -141,15 +149,15 @@ internal sealed class MergeWorker : IDisposable
         // Views of the pooled buffers made here belong to the caller's dispose scope (a few handles per block). Statistics
         // passes use the worker's own statistics buffer as the request's Output (scratch), so they never wait for the
         // writer to free an output set; the merge pass hands its output set to emit, which releases it once written.
-        MergeTensorRequest Read(MergeWorkItem block, Tensor output) => Request(block, ReadInputs(block), output, seed);
+        MergeTensorRequest Read(MergeWorkItem block, Tensor output, bool count) => Request(block, ReadInputs(block, count), output, seed);
         var singleSet = blocks.Count == 1 ? AcquireOutput(cancellationToken) : null;
-        var single = singleSet is null ? null : Read(blocks[0], OutputView(singleSet, job, blocks[0].Shape));
+        var single = singleSet is null ? null : Read(blocks[0], OutputView(singleSet, job, blocks[0].Shape), count: true);
         var statistics = AsStored(job) ? _statisticsOutputBFloat16 : _statisticsOutput;
         for (var pass = 0; Timed(() => session.BeginPass(pass)); pass++)
         {
             foreach (var block in blocks)
             {
-                var request = single ?? Read(block, statistics.View(block.Shape));
+                var request = single ?? Read(block, statistics.View(block.Shape), count: false);
                 _scratch.Begin(block.Shape);
                 Timed(() => session.Observe(request));
             }
@@ -157,7 +165,7 @@ internal sealed class MergeWorker : IDisposable
         foreach (var block in blocks)
         {
             var set = singleSet ?? AcquireOutput(cancellationToken);
-            var request = single ?? Read(block, OutputView(set, job, block.Shape));
+            var request = single ?? Read(block, OutputView(set, job, block.Shape), count: true);
             _scratch.Begin(block.Shape);
             Timed(() => session.Merge(request));
             emit(block, new PendingOutput(ConvertOutput(block, request.Output, set), set));
@@ -232,9 +240,10 @@ internal sealed class MergeWorker : IDisposable
     /// <summary>
     /// Reads an item's inputs into the float32 compute buffers (BF16 widened piecewise in managed code, other dtypes by copy_),
     /// or, when <see cref="AsStored"/>, as stored into BF16 buffers; the inputs in parallel when the item is large enough
-    /// to pay for it (reads from the page cache are memory copies).
+    /// to pay for it (reads from the page cache are memory copies). With <paramref name="countNonFinite"/> the NaN and Inf
+    /// values of each input are counted right after it is read (while the data is still in cache) into the tally.
     /// </summary>
-    private Tensor[] ReadInputs(MergeWorkItem item)
+    private Tensor[] ReadInputs(MergeWorkItem item, bool countNonFinite)
     {
         var started = Stopwatch.GetTimestamp();
         var job = item.Job;
@@ -254,18 +263,26 @@ internal sealed class MergeWorker : IDisposable
         {
             if (staged)
             {
-                ReadWidened(job.Inputs[s], byteOffset, _staging[s], inputs[s]);
+                _found[s] = ReadWidened(job.Inputs[s], byteOffset, _staging[s], inputs[s], countNonFinite);
                 return;
             }
             if (raws[s] is not { } raw)
             {
                 ModelFolder.ReadInto(job.Inputs[s], byteOffset, inputs[s]);
-                return;
             }
-            ModelFolder.ReadInto(job.Inputs[s], byteOffset, raw);
-            if (!(_cpu && BFloat16Conversion.TryToSingle(raw, inputs[s])))
+            else
             {
-                inputs[s].copy_(raw);
+                ModelFolder.ReadInto(job.Inputs[s], byteOffset, raw);
+                if (!(_cpu && BFloat16Conversion.TryToSingle(raw, inputs[s])))
+                {
+                    inputs[s].copy_(raw);
+                }
+            }
+            if (countNonFinite)
+            {
+                _found[s] = !_cpu ? CountOnDevice(inputs[s])
+                    : stored ? NonFiniteCount.BFloat16(MemoryMarshal.Cast<byte, ushort>(inputs[s].bytes))
+                    : NonFiniteCount.Float32(MemoryMarshal.Cast<byte, float>(inputs[s].bytes));
             }
         }
         if (_cpu && item.ElementCount >= ParallelReadElements)
@@ -280,20 +297,57 @@ internal sealed class MergeWorker : IDisposable
             }
         }
         _readTicks += Stopwatch.GetTimestamp() - started;
+        if (countNonFinite)
+        {
+            for (var s = 0; s < inputs.Length; s++)
+            {
+                var (nan, inf) = _found[s];
+                _found[s] = default;
+                _nonFinite.Add(job, s, nan, inf);
+            }
+        }
         return inputs;
     }
 
-    /// <summary>Reads bf16 elements piecewise through <paramref name="staging"/> and widens them into the float32 <paramref name="target"/>.</summary>
-    private static void ReadWidened(ModelTensor source, long byteOffset, byte[] staging, Tensor target)
+    /// <summary>
+    /// Reads bf16 elements piecewise through <paramref name="staging"/> and widens them into the float32 <paramref name="target"/>;
+    /// with <paramref name="countNonFinite"/> counts NaN and Inf in each staged piece (in cache) on the way.
+    /// </summary>
+    private static (long Nan, long Inf) ReadWidened(ModelTensor source, long byteOffset, byte[] staging, Tensor target, bool countNonFinite)
     {
         var floats = MemoryMarshal.Cast<byte, float>(target.bytes);
+        long nan = 0, inf = 0;
         for (var at = 0; at < floats.Length; at += StagingElements)
         {
             var count = Math.Min(StagingElements, floats.Length - at);
             var raw = staging.AsSpan(0, count * sizeof(ushort));
             ModelFolder.ReadBytes(source, byteOffset + ((long)at * sizeof(ushort)), raw);
-            BFloat16Bits.ToSingle(MemoryMarshal.Cast<byte, ushort>(raw), floats.Slice(at, count));
+            var bits = MemoryMarshal.Cast<byte, ushort>(raw);
+            if (countNonFinite)
+            {
+                var (n, i) = NonFiniteCount.BFloat16(bits);
+                nan += n;
+                inf += i;
+            }
+            BFloat16Bits.ToSingle(bits, floats.Slice(at, count));
         }
+        return (nan, inf);
+    }
+
+    /// <summary>NaN and Inf in an input on the compute device (not the CPU): two reductions only when any value is not finite.</summary>
+    private static (long Nan, long Inf) CountOnDevice(Tensor input)
+    {
+        using var finite = torch.isfinite(input);
+        using var allFinite = finite.all();
+        if (allFinite.item<bool>())
+        {
+            return default;
+        }
+        using var nan = torch.isnan(input);
+        using var nanCount = nan.sum();
+        using var inf = torch.isinf(input);
+        using var infCount = inf.sum();
+        return (nanCount.item<long>(), infCount.item<long>());
     }
 
     private MergeTensorRequest Request(MergeWorkItem item, Tensor[] inputs, Tensor output, long seed)

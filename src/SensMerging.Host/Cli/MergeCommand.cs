@@ -21,9 +21,10 @@ public static class MergeCommand
         var shard = new Option<string>("--out-shard-size") { Description = "Largest shard, e.g. 5B, 500MB, 2GiB", DefaultValueFactory = _ => "5B" };
         var dtype = new Option<string?>("--dtype") { Description = "Output dtype: float32, float16, bfloat16 (overrides out_dtype)" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder (only once the new one is complete)" };
+        var strict = new Option<bool>("--strict") { Description = "Fail the merge on problems in the input data (NaN/Inf values, tensors the base lacks) instead of recording them as warnings" };
         var command = new Command("merge", "Merge a base model and experts as a config says, recording the merge in the registry")
         {
-            config, output, device, seed, shard, dtype, overwrite,
+            config, output, device, seed, shard, dtype, overwrite, strict,
         };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
@@ -46,6 +47,7 @@ public static class MergeCommand
                 ShardSizeBytes = ByteSize.Parse(parse.GetValue(shard)!),
                 OutputDType = dtypeText,
                 Overwrite = parse.GetValue(overwrite),
+                Strict = parse.GetValue(strict),
             };
             var pipeline = services.GetRequiredService<MergePipeline>();
             var outcome = await MergeProgressView.RunAsync(progress => pipeline.RunAsync(request, progress, token));

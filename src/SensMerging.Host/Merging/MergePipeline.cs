@@ -8,7 +8,6 @@ using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
 using SensMerging.Host.Plugins;
-using SensMerging.Hub;
 using SensMerging.Registry;
 using SensMerging.Runtime.Calibration;
 using RegistryValue = SensMerging.Registry.ParameterValue;
@@ -34,6 +33,9 @@ public sealed record MergeRunRequest
 
     public bool Overwrite { get; init; }
 
+    /// <summary>Problems in the input data (NaN/Inf values, tensors the base lacks) fail the merge instead of being recorded as warnings.</summary>
+    public bool Strict { get; init; }
+
     /// <summary>Tags stored with the registry record.</summary>
     public IReadOnlyList<string> Tags { get; init; } = [];
 }
@@ -42,7 +44,11 @@ public sealed record MergeRunRequest
 public sealed record MergeRunOutcome(string RecordId, MergeResult Result, IReadOnlyList<DecoratorReport> Reports);
 
 /// <summary>Decorators prepared for a merge (or for <c>sensmerge scores</c>): the wrapped strategy and the reports.</summary>
-public sealed record PreparedStrategy(IMergeStrategy Strategy, IReadOnlyList<DecoratorReport> Reports, IReadOnlyList<string> ScorersUsed);
+public sealed record PreparedStrategy(IMergeStrategy Strategy, IReadOnlyList<DecoratorReport> Reports, IReadOnlyList<string> ScorersUsed)
+{
+    /// <summary>The tables the scorers returned to the decorators, in the order they were asked for.</summary>
+    public IReadOnlyList<ScoreTable> ScorerTables { get; init; } = [];
+}
 
 /// <summary>
 /// One merge from config to registry record: resolve models (Hub or local), pick the strategy plugin, record the merge
@@ -157,6 +163,7 @@ public sealed partial class MergePipeline
                 OutputPath = Path.GetFullPath(request.OutputPath),
                 Overwrite = request.Overwrite,
                 WorkPath = workPath,
+                Strict = request.Strict,
                 ShardSizeBytes = request.ShardSizeBytes,
                 Device = request.Device,
                 TokenizerSource = inputs.TokenizerFolder,
@@ -165,6 +172,10 @@ public sealed partial class MergePipeline
             var result = await _engine.RunAsync(plan, options, progress, cancellationToken);
             durations[Phases.Merge] = result.MergeDuration.TotalSeconds;
             durations[Phases.Total] = total.Elapsed.TotalSeconds;
+            if (result.Warnings.Count > 0)
+            {
+                await _registry.UpdateAsync(record.Id, r => r with { Warnings = RecordedWarnings.From(result.Warnings) }, CancellationToken.None);
+            }
             await _registry.CompleteAsync(record.Id, new MergeOutputs
             {
                 Folder = result.OutputPath,
@@ -184,6 +195,10 @@ public sealed partial class MergePipeline
         catch (Exception ex)
         {
             durations[Phases.Total] = total.Elapsed.TotalSeconds;
+            if (ex is MergeDataException { Warnings.Count: > 0 } data)
+            {
+                await _registry.UpdateAsync(record.Id, r => r with { Warnings = RecordedWarnings.From(data.Warnings) }, CancellationToken.None);
+            }
             await _registry.FailAsync(record.Id, ex, durations, CancellationToken.None);
             throw;
         }
@@ -230,7 +245,7 @@ public sealed partial class MergePipeline
             reports.Add(decorated.Report);
             strategy = decorated;
         }
-        return new PreparedStrategy(strategy, reports, [.. scorers.Used]);
+        return new PreparedStrategy(strategy, reports, [.. scorers.Used]) { ScorerTables = scorers.Tables };
     }
 
     private async Task<IReadOnlyList<ScoredModel>> ScoredExpertsAsync(MergeConfig config, ResolvedInputs inputs, bool requiresBase, CancellationToken cancellationToken)
@@ -242,7 +257,7 @@ public sealed partial class MergePipeline
             TextDataset? data = null;
             if (experts[i].Calibration is { } source)
             {
-                var loaded = await _calibration.LoadAsync(source.Path, source.Samples ?? 100, source.MaxLength ?? 256, inputs.Experts[i].Name, cancellationToken);
+                var loaded = await _calibration.LoadAsync(source.Path, source.SamplesOrDefault, source.MaxLengthOrDefault, inputs.Experts[i].Name, cancellationToken);
                 data = loaded.Dataset;
             }
             result.Add(new ScoredModel(inputs.Experts[i].Name, inputs.Experts[i].Folder.Path, data));
@@ -291,21 +306,13 @@ public sealed partial class MergePipeline
         }
     }
 
-    /// <summary>The registry's view of the inputs: files with SHA-256 (taken from the Hub pull when it verified them, else hashed).</summary>
+    /// <summary>The registry's view of the inputs: files with the size and SHA-256 of what the merge reads (<see cref="FileHashing"/>).</summary>
     private static async Task<IReadOnlyList<ModelInput>> DescribeInputsAsync(ResolvedInputs inputs, HostModelResolver resolver, CancellationToken cancellationToken)
     {
         var records = new List<ModelInput>();
         foreach (var model in inputs.Resolved)
         {
-            var verified = resolver.VerifiedSha256(model.LocalPath);
-            var files = new List<FileHash>();
-            foreach (var (relative, full, size) in FileHashing.ListFiles(model.LocalPath))
-            {
-                var sha256 = verified.TryGetValue(relative, out var known)
-                    ? known
-                    : (await HubHashing.HashFileAsync(full, withGitSha1: false, 4 << 20, cancellationToken)).Sha256;
-                files.Add(new FileHash(relative, sha256, size));
-            }
+            var files = await FileHashing.DescribeAsync(model.LocalPath, resolver.VerifiedSha256(model.LocalPath), cancellationToken);
             var isBase = inputs.Base is not null && string.Equals(inputs.BaseName, model.Reference.Text, StringComparison.Ordinal);
             records.Add(new ModelInput
             {
@@ -327,12 +334,30 @@ public sealed partial class MergePipeline
         return new PluginRef(plugin.Id, name, plugin.Version ?? "", plugin.AssemblySha256 ?? "", plugin.ContractVersion ?? "");
     }
 
+    /// <summary>
+    /// Scores and coefficients, each table once: <c>scoreTables</c> holds what the scorers returned (under the scorers' names,
+    /// with their details) and the tables of decorators that set no coefficients; the coefficients' decorator's own tables
+    /// (alpha, tau, sigma...) go with the coefficients, and a table a decorator only renamed from a scorer's is not repeated.
+    /// </summary>
     private MergeRecord WithReports(MergeRecord record, PreparedStrategy prepared)
     {
-        var tables = prepared.Reports.SelectMany(r => r.Tables).Select(ScoreTableRecord.From).ToList();
         var coefficients = prepared.Reports
             .Select(r => (Report: r, Table: r.Tables.FirstOrDefault(t => t.Scorer == "coefficients")))
             .LastOrDefault(x => x.Table is not null);
+        var scorerTables = prepared.ScorerTables.Distinct().Select(ScoreTableRecord.From).ToList();
+        var tables = new List<ScoreTableRecord>(scorerTables);
+        var intermediates = new List<ScoreTableRecord>();
+        foreach (var report in prepared.Reports)
+        {
+            foreach (var table in report.Tables.Where(t => !ReferenceEquals(t, coefficients.Table)))
+            {
+                var stored = ScoreTableRecord.From(table);
+                if (!scorerTables.Any(stored.SameNumbers))
+                {
+                    (ReferenceEquals(report, coefficients.Report) ? intermediates : tables).Add(stored);
+                }
+            }
+        }
         return record with
         {
             ScoreTables = tables,
@@ -343,7 +368,7 @@ public sealed partial class MergePipeline
                 Experts = coefficients.Table.Rows,
                 LayerGroups = coefficients.Table.Columns,
                 Values = coefficients.Table.Values,
-                Tables = [.. coefficients.Report.Tables.Select(ScoreTableRecord.From)],
+                Tables = intermediates,
             },
             DecoratorSettings = prepared.Reports.ToDictionary(
                 r => r.Decorator,

@@ -92,6 +92,12 @@ public sealed record MergeRecord
     public IReadOnlyDictionary<string, IReadOnlyDictionary<string, ParameterValue>> DecoratorSettings { get; init; } =
         new Dictionary<string, IReadOnlyDictionary<string, ParameterValue>>();
 
+    /// <summary>
+    /// Problems found in the input data that did not stop the merge (without <c>--strict</c>): non-finite values in an
+    /// input tensor, tensors of an input that the reference model lacks. Empty in records written before the field existed.
+    /// </summary>
+    public IReadOnlyList<MergeWarning> Warnings { get; init; } = [];
+
     /// <summary>The merged model; null until the merge succeeded.</summary>
     public MergeOutputs? Outputs { get; init; }
 
@@ -138,6 +144,37 @@ public sealed record MergeError(string Type, string Message)
             Detail = detail.Length > limit ? detail[..limit] + "..." : detail,
         };
     }
+}
+
+/// <summary>
+/// A problem in the input data that the merge went through with (<c>--strict</c> makes it an error): see
+/// <see cref="MergeWarningKinds"/>. Kinds are strings, so a record with a kind this build does not know still reads.
+/// </summary>
+/// <param name="Kind">What kind of problem (<see cref="MergeWarningKinds"/>).</param>
+/// <param name="Message">The problem in words, as logged.</param>
+public sealed record MergeWarning(string Kind, string Message)
+{
+    /// <summary>The input model concerned (its name in the merge), when one is.</summary>
+    public string? Model { get; init; }
+
+    /// <summary>The tensors concerned.</summary>
+    public IReadOnlyList<string> Tensors { get; init; } = [];
+
+    /// <summary>NaN values found (<see cref="MergeWarningKinds.NonFinite"/>).</summary>
+    public long NanCount { get; init; }
+
+    /// <summary>Infinite values found, either sign (<see cref="MergeWarningKinds.NonFinite"/>).</summary>
+    public long InfCount { get; init; }
+}
+
+/// <summary>The kinds of <see cref="MergeWarning"/>.</summary>
+public static class MergeWarningKinds
+{
+    /// <summary>An input tensor holds NaN or infinite values (one warning per tensor and model).</summary>
+    public const string NonFinite = "nonFinite";
+
+    /// <summary>An input has tensors the reference model (the base, else the first model) lacks; they are not merged (one warning per model).</summary>
+    public const string ExtraTensors = "extraTensors";
 }
 
 /// <summary>Identifies a process across PID reuse: PID, machine and the process start time.</summary>
@@ -196,6 +233,16 @@ public sealed record ScoreTableRecord(string Scorer, ScorerKind Kind, IReadOnlyL
         {
             Details = new Dictionary<string, double>(table.Details),
         };
+    }
+
+    /// <summary>True when <paramref name="other"/> holds the same numbers under the same row and column labels (names aside).</summary>
+    public bool SameNumbers(ScoreTableRecord other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return Rows.SequenceEqual(other.Rows, StringComparer.Ordinal)
+            && Columns.SequenceEqual(other.Columns, StringComparer.Ordinal)
+            && Values.Count == other.Values.Count
+            && Values.Zip(other.Values).All(p => p.First.AsSpan().SequenceEqual(p.Second));
     }
 
     public ScoreTable ToScoreTable() =>

@@ -44,7 +44,7 @@ public static class RegistryText
         }
         if (record.Error is { } e)
         {
-            Line(sb, "error", $"{e.Type}: {e.Message}");
+            Line(sb, "error", $"{e.Type}: {e.Message}".ReplaceLineEndings(Environment.NewLine + new string(' ', 15)));
         }
         Line(sb, "seed", record.Seed?.ToString(CultureInfo.InvariantCulture) ?? "-");
         if (record.Dtype is not null)
@@ -54,6 +54,14 @@ public static class RegistryText
         if (record.Tags.Count > 0)
         {
             Line(sb, "tags", string.Join(", ", record.Tags));
+        }
+        if (record.Warnings.Count > 0)
+        {
+            Heading(sb, $"Warnings ({record.Warnings.Count})");
+            foreach (var w in record.Warnings)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"  {w.Kind}: {w.Message}").AppendLine();
+            }
         }
 
         Heading(sb, "Plugins");
@@ -122,7 +130,8 @@ public static class RegistryText
         {
             Heading(sb, $"Coefficients ({c.Decorator}; layer groups x experts)");
             sb.Append(Transposed(c.Experts, c.LayerGroups, c.Values));
-            foreach (var t in c.Tables)
+            // Records written before each table was stored once repeat the score tables here: show each once.
+            foreach (var t in c.Tables.Where(t => !record.ScoreTables.Any(t.SameNumbers)))
             {
                 Heading(sb, $"{t.Scorer} ({t.Kind})");
                 sb.Append(ScoreTable(t.Rows, t.Columns, t.Values));
@@ -233,6 +242,9 @@ public static class RegistryText
     {
         ArgumentNullException.ThrowIfNull(header);
         ArgumentNullException.ThrowIfNull(rows);
+        // A cell never breaks its row: a multi-line value (an error message) is shown on one line, line breaks escaped.
+        header = [.. header.Select(OneLine)];
+        rows = [.. rows.Select(r => r.Select(OneLine).ToArray())];
         var widths = header.Select((h, c) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => c < r.Length ? r[c].Length : 0))).ToArray();
         var sb = new StringBuilder();
         void Row(IReadOnlyList<string> cells)
@@ -264,6 +276,17 @@ public static class RegistryText
     private static string Status(MergeStatus s) => s.ToString().ToLowerInvariant();
 
     private static string Time(DateTime t) => t.ToUniversalTime().ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// <paramref name="text"/> on one line: each line break becomes the two characters <c>\n</c> and any other control
+    /// character a space, so a table row stays one row (<c>show</c> prints such text whole).
+    /// </summary>
+    public static string OneLine(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var line = text.ReplaceLineEndings("\\n");
+        return line.Any(char.IsControl) ? string.Concat(line.Select(c => char.IsControl(c) ? ' ' : c)) : line;
+    }
 
     private static string Cut(string s, int max) => s.Length <= max ? s : s[..(max - 3)] + "...";
 

@@ -269,6 +269,13 @@ public sealed class MergeCommandTests : IDisposable
             Assert.Equal(info.RootElement.GetProperty("sha").GetString(), input.ResolvedCommit);
             Assert.StartsWith(Path.Combine(_root, "hf-cache"), input.LocalPath, StringComparison.Ordinal);
             Assert.Equal(Sha256(Path.Combine(repos, repo, "model.safetensors")), input.Files.Single(f => f.Path == "model.safetensors").Sha256);
+            // The snapshot's files are symbolic links into blobs/: the record has the sizes and hashes of the bytes merged.
+            Assert.True(File.ResolveLinkTarget(Path.Combine(input.LocalPath!, "model.safetensors"), returnFinalTarget: false) is not null, "the cache links snapshot files to blobs");
+            foreach (var file in input.Files)
+            {
+                var served = Path.Combine(repos, repo, file.Path);
+                Assert.Equal((Sha256(served), new FileInfo(served).Length), (file.Sha256, file.Size));
+            }
         }
         Assert.Equal("main", record.Inputs.Single(i => i.Reference == "acme/expert-a@main").RequestedRevision);
     }

@@ -19,13 +19,19 @@ internal static class TinyModels
         ("lm_head.weight", [32, 16]),
     ];
 
-    /// <summary>Writes a model whose weights are <paramref name="seed"/>-random (experts: base + small random deltas).</summary>
-    public static Dictionary<string, float[]> Write(string folder, int seed, Dictionary<string, float[]>? baseWeights = null, float deltaScale = 0.1f, long[]? scaleShape = null)
+    /// <summary>
+    /// Writes a model whose weights are <paramref name="seed"/>-random (experts: base + small random deltas), with
+    /// <paramref name="extraTensors"/> after the usual ones and each tensor's values changed by <paramref name="edit"/> before they are written.
+    /// </summary>
+    public static Dictionary<string, float[]> Write(
+        string folder, int seed, Dictionary<string, float[]>? baseWeights = null, float deltaScale = 0.1f, long[]? scaleShape = null,
+        (string Name, long[] Shape)[]? extraTensors = null, Action<string, float[]>? edit = null)
     {
         Directory.CreateDirectory(folder);
         var random = new Random(seed);
         var values = new Dictionary<string, float[]>();
-        var plan = Tensors.Select(t => new TensorPlanEntry(t.Name, SafeTensorsDType.F32, scaleShape is null ? t.Shape : [t.Shape[0] * scaleShape[0], .. t.Shape.Skip(1)])).ToList();
+        var plan = Tensors.Select(t => new TensorPlanEntry(t.Name, SafeTensorsDType.F32, scaleShape is null ? t.Shape : [t.Shape[0] * scaleShape[0], .. t.Shape.Skip(1)]))
+            .Concat((extraTensors ?? []).Select(t => new TensorPlanEntry(t.Name, SafeTensorsDType.F32, t.Shape))).ToList();
         using (var writer = new SafeTensorsWriter(Path.Combine(folder, "model.safetensors"), plan))
         {
             foreach (var entry in plan)
@@ -35,8 +41,9 @@ internal static class TinyModels
                 for (var i = 0; i < n; i++)
                 {
                     var noise = (float)(random.NextDouble() * 2 - 1);
-                    data[i] = baseWeights is null ? noise : baseWeights[entry.Name][i] + deltaScale * noise;
+                    data[i] = baseWeights is null || !baseWeights.TryGetValue(entry.Name, out var b) ? noise : b[i] + deltaScale * noise;
                 }
+                edit?.Invoke(entry.Name, data);
                 values[entry.Name] = data;
                 writer.WriteTensor(entry.Name, System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
             }
