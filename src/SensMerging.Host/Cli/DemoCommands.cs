@@ -166,6 +166,17 @@ public static class DemoCommands
                 table.AddRow(line.Select(Markup.Escape).ToArray());
             }
             AnsiConsole.Write(table);
+            // Retention in a table of its own: beside the accuracy columns it would not fit a terminal's width.
+            var retention = new Table().Title("retention: (merged - base) / (expert - base) on each expert's own task");
+            foreach (var h in DemoReport.RetentionHeader(tasks).Prepend("method"))
+            {
+                retention.AddColumn(h);
+            }
+            foreach (var (row, cells) in rows.Zip(DemoReport.RetentionBody(tasks, rows)).Where(p => p.First.RecordIds.Count > 0))
+            {
+                retention.AddRow(cells.Prepend(row.Label).Select(Markup.Escape).ToArray());
+            }
+            AnsiConsole.Write(retention);
             Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"results: {Path.Combine(options.Root, "demo", "results.md")} (+ results.png, coefficients.png); {watch.Elapsed.TotalMinutes:F1} min"));
             return 0;

@@ -16,20 +16,18 @@ public static class DemoReport
             ? string.Create(Inv, $"{100 * row.MeanOf(metric):F1} ± {100 * row.SpreadOf(metric):F1}")
             : string.Create(Inv, $"{100 * row.MeanOf(metric):F1}");
 
-    public static IReadOnlyList<string> Header(IReadOnlyList<string> tasks) =>
-        ["method", .. tasks, "average", .. tasks.Select(t => "retention " + t), "retention average"];
+    public static IReadOnlyList<string> Header(IReadOnlyList<string> tasks) => ["method", .. tasks, "average"];
 
-    public static IEnumerable<string[]> Body(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows)
+    public static IEnumerable<string[]> Body(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows) =>
+        rows.Select(r => (string[])[r.Label, .. tasks.Select(t => Cell(r, s => s.ExactMatch[t])), Cell(r, s => s.AverageExactMatch)]);
+
+    public static IReadOnlyList<string> RetentionHeader(IReadOnlyList<string> tasks) => [.. tasks.Select(t => "retention " + t), "retention average"];
+
+    /// <summary>The retention cells of each row (dashes for rows that are not merges), in the order of <see cref="RetentionHeader"/>.</summary>
+    public static IEnumerable<string[]> RetentionBody(IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows)
     {
         var retention = new RetentionTable(tasks, rows);
-        return rows.Select(r => (string[])
-        [
-            r.Label,
-            .. tasks.Select(t => Cell(r, s => s.ExactMatch[t])),
-            Cell(r, s => s.AverageExactMatch),
-            .. tasks.Select(t => RetentionCell(retention.Of(r, t))),
-            RetentionCell(retention.AverageOf(r)),
-        ]);
+        return rows.Select(r => (string[])[.. tasks.Select(t => RetentionCell(retention.Of(r, t))), RetentionCell(retention.AverageOf(r))]);
     }
 
     /// <summary>Retention in percent, mean over seeds (± spread with several), or a dash for rows that are not merges.</summary>
@@ -59,12 +57,12 @@ public static class DemoReport
         sb.AppendLine("# sensmerge demo results").AppendLine();
         sb.AppendLine(Inv, $"Seeds {string.Join(", ", options.Seeds)}; zoo size {options.Zoo.Size}; {options.EvalSamples} evaluation and {options.CalibrationSamples} calibration samples per task; sens temperature {options.Temperature} ({options.TemperatureScale}), reading `{options.Alignment}`; density {options.Density} for ties and dare_ties; lambda {options.Lambda} for task_arithmetic.");
         sb.AppendLine().AppendLine("Exact-match accuracy (%) by greedy decoding on each task's " + SetName(options.Split) + (options.Seeds.Count > 1 ? ", mean ± standard deviation over seeds:" : ":")).AppendLine();
-        var header = Header(tasks);
+        IReadOnlyList<string> header = [.. Header(tasks), .. RetentionHeader(tasks)];
         sb.AppendLine("| " + string.Join(" | ", header) + " |");
         sb.AppendLine("|" + string.Concat(Enumerable.Repeat(" --- |", header.Count)));
-        foreach (var line in Body(tasks, rows))
+        foreach (var (accuracy, retention) in Body(tasks, rows).Zip(RetentionBody(tasks, rows)))
         {
-            sb.AppendLine("| " + string.Join(" | ", line) + " |");
+            sb.AppendLine("| " + string.Join(" | ", accuracy.Concat(retention)) + " |");
         }
         sb.AppendLine().AppendLine(
             "Retention on a task = (merged - base) / (expert - base), the task's own expert and the base of the same seed; "
