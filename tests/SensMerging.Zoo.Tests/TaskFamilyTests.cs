@@ -83,14 +83,11 @@ public sealed partial class TaskFamilyTests
                 var p when p.StartsWith("rev ", StringComparison.Ordinal) => new string(p[4..^1].Reverse().ToArray()),
                 var p when p.StartsWith("rep ", StringComparison.Ordinal) => string.Concat(Enumerable.Repeat(p[4..^1].Split(' ')[0], int.Parse(p[4..^1].Split(' ')[1], CultureInfo.InvariantCulture))),
                 var p when p.StartsWith("bal ", StringComparison.Ordinal) => CodeTaskFamily.IsBalanced(p[4..^1]) ? "yes" : "no",
-                var p when p.StartsWith("up ", StringComparison.Ordinal) => p[3..^1].ToUpperInvariant(),
-                var p when p.StartsWith("at ", StringComparison.Ordinal) => p[3..^1].Split(' ')[0][int.Parse(p[3..^1].Split(' ')[1], CultureInfo.InvariantCulture)].ToString(),
-                var p => throw new InvalidOperationException($"unknown operation '{p}'"),
+                var p => Equation(p),
             };
             Assert.Equal(expected, s.Response);
         }
-        Assert.Equal(6, corpus.Select(s => s.Prompt[..s.Prompt.IndexOf(' ', StringComparison.Ordinal)]).Distinct().Count());
-        Assert.DoesNotContain(corpus, s => s.Prompt.Any(char.IsDigit) && !s.Prompt.StartsWith("rep ", StringComparison.Ordinal) && !s.Prompt.StartsWith("at ", StringComparison.Ordinal));
+        Assert.Equal(6, corpus.Select(s => char.IsDigit(s.Prompt[0]) ? (s.Prompt.Contains('*', StringComparison.Ordinal) ? "mul" : "add") : s.Prompt[..3]).Distinct().Count());
     }
 
     [Fact]
@@ -268,22 +265,33 @@ public sealed partial class TaskFamilyTests
             }
             return ok && depth == 0 ? "yes" : "no";
         }
+        var value = 0;
+        if (code.Contains(";print(", StringComparison.Ordinal))
+        {
+            // "v=A;print(v+B)": substitute the variable.
+            var semicolon = code.IndexOf(';', StringComparison.Ordinal);
+            value = int.Parse(code[2..semicolon], CultureInfo.InvariantCulture);
+            code = code[(semicolon + 1)..].Replace("(" + code[0], "(" + value.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        }
         var inner = code["print(".Length..^1];
         if (inner.StartsWith("len(\"", StringComparison.Ordinal))
         {
             return (inner.Length - "len(\"\")".Length).ToString(CultureInfo.InvariantCulture);
         }
-        var close = inner.LastIndexOf('"');
-        var text = inner[1..close];
-        var rest = inner[(close + 1)..];
-        return rest switch
+        if (inner.EndsWith("[::-1]", StringComparison.Ordinal))
         {
-            ".upper()" => text.ToUpperInvariant(),
-            "[::-1]" => new string(text.Reverse().ToArray()),
-            _ when rest.StartsWith('*') => string.Concat(Enumerable.Repeat(text, int.Parse(rest[1..], CultureInfo.InvariantCulture))),
-            _ when rest.StartsWith('[') => text[int.Parse(rest[1..^1], CultureInfo.InvariantCulture)].ToString(),
-            _ => throw new InvalidOperationException($"unknown program '{code}'"),
-        };
+            return new string(inner[1..^7].Reverse().ToArray());
+        }
+        if (inner.StartsWith('"'))
+        {
+            var close = inner.LastIndexOf('"');
+            var times = int.Parse(inner[(close + 2)..], CultureInfo.InvariantCulture);
+            return string.Concat(Enumerable.Repeat(inner[1..close], times));
+        }
+        var op = inner.IndexOfAny(['+', '*']);
+        var a = int.Parse(inner[..op], CultureInfo.InvariantCulture);
+        var b = int.Parse(inner[(op + 1)..], CultureInfo.InvariantCulture);
+        return (inner[op] == '+' ? a + b : a * b).ToString(CultureInfo.InvariantCulture);
     }
 
     [GeneratedRegex("[0-9]+")]

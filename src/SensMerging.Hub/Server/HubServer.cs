@@ -96,9 +96,6 @@ public sealed class HubServer : IAsyncDisposable
             builder.Services.Replace(ServiceDescriptor.Singleton(loggerFactory));
         }
 
-        // The process's signals belong to the command that embeds the server (sensmerge's ProcessSignals cancels it);
-        // the web host's console lifetime would take SIGINT/SIGTERM for itself, so a second Ctrl-C could not end the process.
-        builder.Services.AddSingleton<IHostLifetime, EmbeddedServerLifetime>();
         builder.WebHost.UseUrls(options.Url);
         builder.WebHost.ConfigureKestrel(k => k.AddServerHeader = false);
         var app = builder.Build();
@@ -460,12 +457,4 @@ public sealed class HubServer : IAsyncDisposable
         [property: JsonPropertyName("size")] long Size,
         [property: JsonPropertyName("path")] string Path,
         [property: JsonPropertyName("lfs")] TreeLfsDto? Lfs);
-}
-
-/// <summary>A lifetime that handles no signals: the embedding command starts and stops the server.</summary>
-internal sealed class EmbeddedServerLifetime : IHostLifetime
-{
-    public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

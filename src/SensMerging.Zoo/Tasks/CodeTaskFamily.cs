@@ -5,10 +5,9 @@ using SensMerging.Abstractions;
 namespace SensMerging.Zoo.Tasks;
 
 /// <summary>
-/// Tiny string-program outputs and bracket checks, with no arithmetic (so the family's skills live apart from the math
-/// family's): <c>print(len("..."))</c>, <c>print("...".upper())</c>, <c>print("..."[i])</c>, string repetition and
-/// reversal, and "balanced?" bracket checks. The base model sees the <c>len</c> programs only, and every operation in a
-/// bare form in its pre-training corpus (<c>rev abc=cba</c>).
+/// Tiny program-output and bracket tasks: <c>x=3;print(x+4)</c>, <c>x=3;print(x*4)</c>, <c>print(len("..."))</c>,
+/// string repetition and reversal, and "balanced?" bracket checks. The base model sees the programs of addition and len
+/// only, and every operation in a bare form in its pre-training corpus (<c>rev abc=cba</c>).
 /// </summary>
 public sealed class CodeTaskFamily : TemplatedTaskFamily
 {
@@ -18,40 +17,43 @@ public sealed class CodeTaskFamily : TemplatedTaskFamily
 
     public override string Name => TaskName;
 
-    public override string Description => "String-program and bracket tasks (print of len, upper, indexing, repetition and reversal; balanced brackets).";
+    public override string Description => "Program-output and bracket tasks (print of sums, products, len, string repetition and reversal; balanced brackets).";
 
     public override DrawnSample Draw(Random random)
     {
         ArgumentNullException.ThrowIfNull(random);
-        var inv = CultureInfo.InvariantCulture;
         switch (random.Next(6))
         {
             case 0:
             {
-                var s = Word(random, 1, 8);
-                return Make($"print(len(\"{s}\"))", s.Length.ToString(inv), inBase: true);
+                var v = Letters[random.Next(Letters.Length)];
+                var a = random.Next(0, 20);
+                var b = random.Next(0, 20);
+                return Make($"{v}={a};print({v}+{b})", (a + b).ToString(CultureInfo.InvariantCulture), inBase: true);
             }
             case 1:
             {
-                var s = Word(random, 2, 5);
-                return Make($"print(\"{s}\".upper())", s.ToUpperInvariant(), inBase: false);
+                var s = Word(random, 1, 8);
+                return Make($"print(len(\"{s}\"))", s.Length.ToString(CultureInfo.InvariantCulture), inBase: true);
             }
             case 2:
             {
-                var s = Word(random, 3, 6);
-                var i = random.Next(s.Length);
-                return Make(string.Create(inv, $"print(\"{s}\"[{i}])"), s[i].ToString(), inBase: false);
+                var v = Letters[random.Next(Letters.Length)];
+                var a = random.Next(0, 10);
+                var b = random.Next(0, 10);
+                return Make($"{v}={a};print({v}*{b})", (a * b).ToString(CultureInfo.InvariantCulture), inBase: false);
             }
             case 3:
             {
                 var s = Word(random, 1, 2);
                 var n = random.Next(2, 4);
-                return Make(string.Create(inv, $"print(\"{s}\"*{n})"), string.Concat(Enumerable.Repeat(s, n)), inBase: false);
+                return Make($"print(\"{s}\"*{n})", string.Concat(Enumerable.Repeat(s, n)), inBase: false);
             }
             case 4:
             {
                 var s = Word(random, 2, 4);
-                return Make($"print(\"{s}\"[::-1])", Reversed(s), inBase: false);
+                var reversed = new string(s.Reverse().ToArray());
+                return Make($"print(\"{s}\"[::-1])", reversed, inBase: false);
             }
             default:
             {
@@ -62,7 +64,7 @@ public sealed class CodeTaskFamily : TemplatedTaskFamily
     }
 
     /// <summary>
-    /// One operation of the family in a bare, non-program form: <c>len abc=</c>, <c>up abc=</c>, <c>at abcd 2=</c>,
+    /// One operation of the family in a bare, non-program form: <c>3+4=</c>, <c>3*4=</c>, <c>len abc=</c>,
     /// <c>rep ab 3=</c>, <c>rev abc=</c>, <c>bal (()=</c>.
     /// </summary>
     public override TextSample DrawPretraining(Random random)
@@ -73,19 +75,20 @@ public sealed class CodeTaskFamily : TemplatedTaskFamily
         {
             case 0:
             {
-                var s = Word(random, 1, 8);
-                return new TextSample($"len {s}=", s.Length.ToString(inv));
+                var a = random.Next(0, 20);
+                var b = random.Next(0, 20);
+                return new TextSample(string.Create(inv, $"{a}+{b}="), (a + b).ToString(inv));
             }
             case 1:
             {
-                var s = Word(random, 2, 5);
-                return new TextSample($"up {s}=", s.ToUpperInvariant());
+                var s = Word(random, 1, 8);
+                return new TextSample($"len {s}=", s.Length.ToString(inv));
             }
             case 2:
             {
-                var s = Word(random, 3, 6);
-                var i = random.Next(s.Length);
-                return new TextSample(string.Create(inv, $"at {s} {i}="), s[i].ToString());
+                var a = random.Next(0, 10);
+                var b = random.Next(0, 10);
+                return new TextSample(string.Create(inv, $"{a}*{b}="), (a * b).ToString(inv));
             }
             case 3:
             {
@@ -96,7 +99,7 @@ public sealed class CodeTaskFamily : TemplatedTaskFamily
             case 4:
             {
                 var s = Word(random, 2, 4);
-                return new TextSample($"rev {s}=", Reversed(s));
+                return new TextSample($"rev {s}=", new string(s.Reverse().ToArray()));
             }
             default:
             {
@@ -121,8 +124,6 @@ public sealed class CodeTaskFamily : TemplatedTaskFamily
         }
         return depth == 0;
     }
-
-    private static string Reversed(string s) => new(s.Reverse().ToArray());
 
     private static DrawnSample Make(string code, string output, bool inBase) =>
         new(new TextSample(code + "\nOut: ", output), inBase);
