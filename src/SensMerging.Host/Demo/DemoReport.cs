@@ -42,12 +42,9 @@ public static class DemoReport
             return "n/a";
         }
         var mean = perSeed.Average();
-        if (perSeed.Count < 2)
-        {
-            return string.Create(Inv, $"{100 * mean:F0}%");
-        }
-        var sd = Math.Sqrt(perSeed.Sum(v => (v - mean) * (v - mean)) / (perSeed.Count - 1));
-        return string.Create(Inv, $"{100 * mean:F0} ± {100 * sd:F0}%");
+        return perSeed.Count < 2
+            ? string.Create(Inv, $"{100 * mean:F0}%")
+            : string.Create(Inv, $"{100 * mean:F0} ± {100 * DemoRow.SampleSpread(perSeed):F0}%");
     }
 
     public static string Markdown(DemoOptions options, IReadOnlyList<string> tasks, IReadOnlyList<DemoRow> rows)
