@@ -152,7 +152,7 @@ public sealed class HubPullReliabilityTests
     public async Task A_Link_next_cycle_in_the_tree_listing_is_an_error_that_names_it()
     {
         int pages = 0;
-        await using var hub = await StartAsync(app =>
+        await using var hub = await FakeServer.StartAsync(app =>
         {
             app.MapGet("/api/models/acme/cycle/revision/main", () => Results.Json(new Dictionary<string, object> { ["id"] = "acme/cycle", ["sha"] = Commit }));
             app.MapGet($"/api/models/acme/cycle/tree/{Commit}", (HttpContext c) =>
@@ -181,7 +181,7 @@ public sealed class HubPullReliabilityTests
     {
         var content = Repos.RandomBytes(5000, 23);
         const string md5Like = "5d41402abc4b2a76b9719d911017c592";
-        await using var hub = await StartAsync(app => app.MapMethods("/acme/weak/resolve/{rev}/w.bin", ["GET", "HEAD"], (HttpContext c) =>
+        await using var hub = await FakeServer.StartAsync(app => app.MapMethods("/acme/weak/resolve/{rev}/w.bin", ["GET", "HEAD"], (HttpContext c) =>
         {
             c.Response.Headers["X-Repo-Commit"] = Commit;
             c.Response.Headers.ETag = $"W/\"{md5Like}\"";
@@ -228,7 +228,7 @@ public sealed class HubPullReliabilityTests
     {
         var content = Repos.RandomBytes(1000, 24);
         var sha256 = Convert.ToHexStringLower(SHA256.HashData(content));
-        await using var hub = await StartAsync(app => app.MapMethods("/acme/redirect/resolve/{rev}/w.safetensors", ["GET", "HEAD"], (HttpContext c) =>
+        await using var hub = await FakeServer.StartAsync(app => app.MapMethods("/acme/redirect/resolve/{rev}/w.safetensors", ["GET", "HEAD"], (HttpContext c) =>
         {
             c.Response.Headers["X-Repo-Commit"] = Commit;
             c.Response.Headers.ETag = $"\"{sha256}\"";
@@ -277,16 +277,5 @@ public sealed class HubPullReliabilityTests
             .AddLogging(b => b.SetMinimumLevel(LogLevel.Trace).AddProvider(logs ?? new ListLoggerProvider()))
             .AddHubClient(options)
             .BuildServiceProvider();
-    }
-
-    private static async Task<WebApplication> StartAsync(Action<WebApplication> map)
-    {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        var app = builder.Build();
-        map(app);
-        await app.StartAsync();
-        return app;
     }
 }

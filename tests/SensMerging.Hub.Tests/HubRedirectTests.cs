@@ -21,14 +21,14 @@ public sealed class HubRedirectTests
         const string commit = "0123456789abcdef0123456789abcdef01234567";
         var cdnAuth = new ConcurrentQueue<string>();
 
-        await using var cdn = await StartAsync(app => app.MapGet("/blob", (HttpContext c) =>
+        await using var cdn = await FakeServer.StartAsync(app => app.MapGet("/blob", (HttpContext c) =>
         {
             cdnAuth.Enqueue(c.Request.Headers.Authorization.ToString());
             return Results.Bytes(content, "application/octet-stream", enableRangeProcessing: true);
         }));
         var cdnUrl = cdn.Urls.First() + "/blob";
 
-        await using var hub = await StartAsync(app =>
+        await using var hub = await FakeServer.StartAsync(app =>
         {
             app.MapMethods("/acme/moved/resolve/{rev}/w.safetensors", ["GET", "HEAD"], (HttpContext c) =>
             {
@@ -79,7 +79,7 @@ public sealed class HubRedirectTests
         var ranges = new ConcurrentQueue<string>();
         int gets = 0;
 
-        await using var hub = await StartAsync(app => app.MapMethods("/acme/flaky/resolve/{rev}/w.safetensors", ["GET", "HEAD"], async (HttpContext c) =>
+        await using var hub = await FakeServer.StartAsync(app => app.MapMethods("/acme/flaky/resolve/{rev}/w.safetensors", ["GET", "HEAD"], async (HttpContext c) =>
         {
             c.Response.Headers["X-Repo-Commit"] = commit;
             c.Response.Headers.ETag = $"\"{sha256}\"";
@@ -121,16 +121,5 @@ public sealed class HubRedirectTests
         Assert.Equal(string.Empty, ranges.First());
         var resumedFrom = long.Parse(ranges.Last()["bytes=".Length..].TrimEnd('-'), System.Globalization.CultureInfo.InvariantCulture);
         Assert.InRange(resumedFrom, 1, 400_000);
-    }
-
-    private static async Task<WebApplication> StartAsync(Action<WebApplication> map)
-    {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        var app = builder.Build();
-        map(app);
-        await app.StartAsync();
-        return app;
     }
 }

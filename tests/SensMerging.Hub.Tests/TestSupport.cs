@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SensMerging.Hub.Client;
@@ -240,6 +242,21 @@ internal sealed record RawRequest(string Method, string Target, IReadOnlyDiction
 /// ("Connection: close"); the handler writes the whole response itself and may wait on the token, which fires on
 /// dispose.
 /// </summary>
+/// <summary>A Kestrel app on a free loopback port with the routes <c>map</c> adds (a fake Hub or redirect target).</summary>
+internal static class FakeServer
+{
+    public static async Task<WebApplication> StartAsync(Action<WebApplication> map)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        var app = builder.Build();
+        map(app);
+        await app.StartAsync();
+        return app;
+    }
+}
+
 internal sealed class RawHttpServer : IAsyncDisposable
 {
     private readonly System.Net.Sockets.TcpListener _listener;

@@ -74,22 +74,14 @@ public sealed class CodeTaskFamily : TemplatedTaskFamily
         switch (random.Next(6))
         {
             case 0:
-            {
-                var a = random.Next(0, 20);
-                var b = random.Next(0, 20);
-                return new TextSample(string.Create(inv, $"{a}+{b}="), (a + b).ToString(inv));
-            }
+                return Equation(random.Next(0, 20), '+', random.Next(0, 20));
             case 1:
             {
                 var s = Word(random, 1, 8);
                 return new TextSample($"len {s}=", s.Length.ToString(inv));
             }
             case 2:
-            {
-                var a = random.Next(0, 10);
-                var b = random.Next(0, 10);
-                return new TextSample(string.Create(inv, $"{a}*{b}="), (a * b).ToString(inv));
-            }
+                return Equation(random.Next(0, 10), '*', random.Next(0, 10));
             case 3:
             {
                 var s = Word(random, 1, 2);

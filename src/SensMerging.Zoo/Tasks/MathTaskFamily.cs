@@ -51,27 +51,17 @@ public sealed class MathTaskFamily : TemplatedTaskFamily
     public override TextSample DrawPretraining(Random random)
     {
         ArgumentNullException.ThrowIfNull(random);
-        var inv = CultureInfo.InvariantCulture;
         switch (random.Next(3))
         {
             case 0:
-            {
-                var a = random.Next(1, 21);
-                var b = random.Next(1, 10);
-                return new TextSample(string.Create(inv, $"{a}+{b}="), (a + b).ToString(inv));
-            }
+                return Equation(random.Next(1, 21), '+', random.Next(1, 10));
             case 1:
             {
                 var a = random.Next(2, 21);
-                var b = random.Next(1, Math.Min(a, 10));
-                return new TextSample(string.Create(inv, $"{a}-{b}="), (a - b).ToString(inv));
+                return Equation(a, '-', random.Next(1, Math.Min(a, 10)));
             }
             default:
-            {
-                var a = random.Next(2, 10);
-                var b = random.Next(2, 10);
-                return new TextSample(string.Create(inv, $"{a}*{b}="), (a * b).ToString(inv));
-            }
+                return Equation(random.Next(2, 10), '*', random.Next(2, 10));
         }
     }
 

@@ -94,6 +94,20 @@ public abstract class TemplatedTaskFamily : ITaskFamily
         return result;
     }
 
+    /// <summary>The bare equation <c>a op b=</c> with its result as the response (op one of + - *): pre-training corpus form.</summary>
+    protected static TextSample Equation(int a, char op, int b)
+    {
+        var result = op switch
+        {
+            '+' => a + b,
+            '-' => a - b,
+            '*' => a * b,
+            _ => throw new ArgumentOutOfRangeException(nameof(op), op, "Use +, - or *."),
+        };
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        return new TextSample(string.Create(inv, $"{a}{op}{b}="), result.ToString(inv));
+    }
+
     /// <summary>One element of <paramref name="items"/>, uniformly.</summary>
     protected static T Pick<T>(Random random, IReadOnlyList<T> items)
     {
