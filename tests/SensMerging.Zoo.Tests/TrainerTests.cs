@@ -40,6 +40,27 @@ public sealed class TrainerTests
         }
     }
 
+    [Fact]
+    public void Frozen_tensors_keep_their_values_and_every_other_tensor_trains()
+    {
+        var tokenizer = WordLevelTokenizer.CreateCharacterLevel();
+        using var model = LlamaModel.CreateRandom(Config, tokenizer, seed: 2, new ModelLoadOptions(RequiresGrad: true));
+        var before = model.NamedWeights.ToDictionary(w => w.Name, w => w.Weight.data<float>().ToArray(), StringComparer.Ordinal);
+        var frozen = Settings with { Steps = 5, FrozenTensors = ["lm_head.weight", "model.embed_tokens.weight"] };
+        new ZooTrainer().Train(model, [Digits], frozen, 16, 1, "m", null, CancellationToken.None);
+        foreach (var (name, weight) in model.NamedWeights)
+        {
+            var same = before[name].SequenceEqual(weight.data<float>().ToArray());
+            Assert.True(same == !frozen.Trains(name), $"{name}: unchanged = {same}");
+        }
+        Assert.False(frozen.Trains("lm_head.weight"));
+        Assert.True(frozen.Trains("model.layers.0.mlp.up_proj.weight"));
+
+        var all = Settings with { FrozenTensors = [.. model.NamedWeights.Select(w => w.Name)] };
+        var error = Assert.Throws<ArgumentException>(() => new ZooTrainer().Train(model, [Digits], all, 16, 1, "m", null, CancellationToken.None));
+        Assert.Contains("frozen", error.Message, StringComparison.Ordinal);
+    }
+
     private static (double Digits, double Letters) TrainAndMeasure(double[] weights)
     {
         var tokenizer = WordLevelTokenizer.CreateCharacterLevel();
