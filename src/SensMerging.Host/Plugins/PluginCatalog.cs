@@ -79,9 +79,26 @@ public sealed partial class PluginCatalog
                 continue;
             }
             var descriptor = loader.Load(path, entry.Id, entry.Settings);
+            if (descriptor.Status == PluginStatus.Loaded && ids.TryGetValue(descriptor.Id, out var sameId))
+            {
+                if (PluginVersion.IsNewer(descriptor.Version ?? string.Empty, sameId.Version ?? string.Empty))
+                {
+                    // The newer version wins: the one loaded before steps back with its components.
+                    result[result.IndexOf(sameId)] = Superseded(sameId, descriptor);
+                    ids.Remove(sameId.Id);
+                    foreach (var component in sameId.Components)
+                    {
+                        names.Remove((component.Kind, component.Name));
+                    }
+                }
+                else
+                {
+                    descriptor = Superseded(descriptor, sameId);
+                }
+            }
             if (descriptor.Status == PluginStatus.Loaded)
             {
-                descriptor = CheckConflicts(descriptor, ids, names);
+                descriptor = CheckConflicts(descriptor, names);
             }
             if (descriptor.Status == PluginStatus.Loaded)
             {
@@ -96,12 +113,15 @@ public sealed partial class PluginCatalog
         return new PluginCatalog(result, sourceFile);
     }
 
-    private static PluginDescriptor CheckConflicts(PluginDescriptor plugin, Dictionary<string, PluginDescriptor> ids, Dictionary<(ComponentKind, string), PluginDescriptor> names)
+    private static PluginDescriptor Superseded(PluginDescriptor plugin, PluginDescriptor winner) => plugin with
     {
-        if (ids.TryGetValue(plugin.Id, out var first))
-        {
-            return plugin with { Status = PluginStatus.Conflict, Reason = $"id '{plugin.Id}' is already claimed by the plugin at {first.Source}", Components = [] };
-        }
+        Status = PluginStatus.Superseded,
+        Reason = $"id '{plugin.Id}': version {winner.Version} at {winner.Source} is used instead of {plugin.Version}",
+        Components = [],
+    };
+
+    private static PluginDescriptor CheckConflicts(PluginDescriptor plugin, Dictionary<(ComponentKind, string), PluginDescriptor> names)
+    {
         foreach (var component in plugin.Components)
         {
             if (names.TryGetValue((component.Kind, component.Name), out var owner))

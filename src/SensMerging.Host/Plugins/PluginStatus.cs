@@ -24,6 +24,9 @@ public enum PluginStatus
     /// <summary>Its configurator or a component's constructor threw.</summary>
     Malfunctioned,
 
-    /// <summary>Another plugin already claimed its id or a component name.</summary>
+    /// <summary>Another plugin already claimed a component name it provides.</summary>
     Conflict,
+
+    /// <summary>Another plugin with the same id and a newer (or, when equal, an earlier listed) version is in use.</summary>
+    Superseded,
 }

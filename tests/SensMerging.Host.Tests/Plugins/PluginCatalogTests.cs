@@ -14,14 +14,14 @@ public sealed class PluginCatalogTests : IDisposable
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
     /// <summary>A copy of the test plugin's folder with a manifest of our choosing.</summary>
-    private string TestPlugin(string folder, string id, string configurator, string contract = PluginContract.Version, string? assembly = null)
+    private string TestPlugin(string folder, string id, string configurator, string contract = PluginContract.Version, string? assembly = null, string version = "0.3.0")
     {
         var dir = Path.Combine(_root, folder);
         TestPaths.CopyDirectory(TestPaths.TestPluginFolder, dir);
         var manifest = new Dictionary<string, string>
         {
             ["id"] = id,
-            ["version"] = "0.3.0",
+            ["version"] = version,
             ["contractVersion"] = contract,
             ["assembly"] = assembly ?? "SensMerging.TestPlugins.dll",
             ["configurator"] = configurator,
@@ -143,7 +143,7 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
-    public void Second_plugin_claiming_an_id_or_a_component_name_is_Conflict()
+    public void Second_plugin_claiming_a_component_name_is_Conflict_and_an_equal_version_of_an_id_is_Superseded()
     {
         var first = TestPlugin("first", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator");
         var sameId = TestPlugin("same-id", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator");
@@ -151,11 +151,31 @@ public sealed class PluginCatalogTests : IDisposable
         var catalog = PluginCatalog.Load([Entry(first), Entry(sameId), Entry(sameName)], _root, _loader);
 
         Assert.Equal(PluginStatus.Loaded, catalog.Plugins[0].Status);
-        Assert.Equal(PluginStatus.Conflict, catalog.Plugins[1].Status);
-        Assert.Contains("already claimed", catalog.Plugins[1].Reason, StringComparison.Ordinal);
+        Assert.Equal(PluginStatus.Superseded, catalog.Plugins[1].Status);
+        Assert.Contains($"version 0.3.0 at {first} is used", catalog.Plugins[1].Reason, StringComparison.Ordinal);
+        Assert.Empty(catalog.Plugins[1].Components);
         Assert.Equal(PluginStatus.Conflict, catalog.Plugins[2].Status);
         Assert.Contains("'test_scale' is already provided", catalog.Plugins[2].Reason, StringComparison.Ordinal);
         Assert.Equal(first, catalog.PluginOf(ComponentKind.Strategy, "test_scale").Source);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_duplicate_id_keeps_the_newest_version_wherever_it_is_listed(bool newestFirst)
+    {
+        var older = TestPlugin("older", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.9.2");
+        var newer = TestPlugin("newer", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.10.0");
+        var catalog = PluginCatalog.Load(newestFirst ? [Entry(newer), Entry(older)] : [Entry(older), Entry(newer)], _root, _loader);
+
+        var olderPlugin = Assert.Single(catalog.Plugins, p => p.Source == older);
+        var newerPlugin = Assert.Single(catalog.Plugins, p => p.Source == newer);
+        Assert.Equal(PluginStatus.Superseded, olderPlugin.Status);
+        Assert.Contains("version 1.10.0", olderPlugin.Reason, StringComparison.Ordinal);
+        Assert.Empty(olderPlugin.Components);
+        Assert.Equal(PluginStatus.Loaded, newerPlugin.Status);
+        Assert.Equal(newer, catalog.PluginOf(ComponentKind.Strategy, "test_scale").Source);
+        Assert.Equal("test_scale", catalog.GetStrategy("test_scale").Name);
     }
 
     [Fact]
