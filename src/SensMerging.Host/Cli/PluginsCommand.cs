@@ -13,7 +13,7 @@ public static class PluginsCommand
     public static Command Create()
     {
         var json = new Option<bool>("--json") { Description = "Print JSON (documented in docs/plugins.md)" };
-        var list = new Command("list", "Every plugin: id, kind, version, contract, source, status and reason, and its parameters") { json };
+        var list = new Command("list", "Every plugin: id, kind, version, contract, source, status and reason, and its parameters; with -v the stack trace of every failed load") { json };
         list.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, (services, _) =>
         {
             var catalog = services.GetRequiredService<PluginCatalog>();
@@ -24,6 +24,10 @@ public static class PluginsCommand
             else
             {
                 WriteTable(catalog);
+                if (parse.GetValue(CliApp.VerboseOption))
+                {
+                    WriteFailures(catalog);
+                }
             }
             return Task.FromResult(0);
         }, ct));
@@ -50,6 +54,17 @@ public static class PluginsCommand
                 c.Instance.Parameters.Select(s => new ParameterJson(
                     s.Name, s.Kind.ToString().ToLowerInvariant(), s.Default, s.Scope == ParameterScope.PerModel ? "per-model" : "global",
                     s.Minimum, s.Maximum, s.AllowedValues.Count > 0 ? s.AllowedValues : null, s.Description)).ToList())).ToList())).ToList());
+
+    /// <summary>The stack trace behind every refused plugin that has one (for plugin authors; shown with -v).</summary>
+    private static void WriteFailures(PluginCatalog catalog)
+    {
+        foreach (var p in catalog.Plugins.Where(p => p.Failure is not null))
+        {
+            Console.Out.WriteLine();
+            Console.Out.WriteLine($"{p.Id} ({p.Status}) at {p.Source}:");
+            Console.Out.WriteLine(p.Failure);
+        }
+    }
 
     private static void WriteTable(PluginCatalog catalog)
     {

@@ -21,6 +21,12 @@ public sealed record PluginDescriptor
     /// <summary>Why the plugin is not loaded (null when loaded).</summary>
     public string? Reason { get; init; }
 
+    /// <summary>
+    /// The exception behind a refusal with its stack trace (null when loaded, or when the refusal had no underlying
+    /// exception); <c>plugins list -v</c> prints it for plugin authors.
+    /// </summary>
+    public string? Failure { get; init; }
+
     /// <summary>sha256 of the main assembly, for provenance.</summary>
     public string? AssemblySha256 { get; init; }
 

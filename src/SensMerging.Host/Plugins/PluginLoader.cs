@@ -68,7 +68,7 @@ public sealed partial class PluginLoader
         catch (PluginLoadException ex)
         {
             LogRefused(manifest?.Id ?? expectedId ?? path, ex.Status, ex.Message);
-            return Refused(path, expectedId, manifest, ex.Status, ex.Message);
+            return Refused(path, expectedId, manifest, ex.Status, ex.Message) with { Failure = ex.InnerException?.ToString() };
         }
     }
 

@@ -52,6 +52,34 @@ public sealed class PluginsListCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Verbose_table_shows_the_stack_trace_of_a_malfunctioning_plugin()
+    {
+        var bad = Path.Combine(_root, "bad");
+        TestPaths.CopyDirectory(TestPaths.TestPluginFolder, bad);
+        File.WriteAllText(Path.Combine(bad, SensMerging.Abstractions.PluginContract.ManifestFileName), JsonSerializer.Serialize(new Dictionary<string, string>
+        {
+            ["id"] = "bad",
+            ["version"] = "0.1.0",
+            ["contractVersion"] = SensMerging.Abstractions.PluginContract.Version,
+            ["assembly"] = "SensMerging.TestPlugins.dll",
+            ["configurator"] = "SensMerging.TestPlugins.ThrowingConstructorConfigurator",
+        }));
+        var file = Path.Combine(_root, "plugins.json");
+        File.WriteAllText(file, JsonSerializer.Serialize(new { plugins = new object[] { new { id = "bad", path = bad } } }));
+
+        var (plainExit, plain, plainErr) = await Processes.SensMergeAsync("plugins", "list", "--plugins", file);
+        var (exit, verbose, stderr) = await Processes.SensMergeAsync("plugins", "list", "-v", "--plugins", file);
+
+        Assert.True(plainExit == 0, plainErr);
+        Assert.True(exit == 0, stderr);
+        Assert.Contains("bad", plain, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at SensMerging.TestPlugins.", plain, StringComparison.Ordinal);
+        Assert.Contains("bad (Malfunctioned) at", verbose, StringComparison.Ordinal);
+        Assert.Contains("constructor failed on purpose", verbose, StringComparison.Ordinal);
+        Assert.Contains("   at SensMerging.TestPlugins.", verbose, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Malformed_plugins_file_is_a_clear_error()
     {
         var file = Path.Combine(_root, "plugins.json");
