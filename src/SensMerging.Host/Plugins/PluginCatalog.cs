@@ -7,7 +7,7 @@ namespace SensMerging.Host.Plugins;
 /// Every plugin listed in plugins.json or found under its search paths, with its status, and the components of the
 /// loaded ones by name. Built once at start; a plugin that cannot be used is listed with its reason and skipped.
 /// </summary>
-public sealed partial class PluginCatalog
+public sealed partial class PluginCatalog : IDisposable
 {
     private readonly Dictionary<(ComponentKind, string), (PluginComponent Component, PluginDescriptor Plugin)> _components = [];
 
@@ -31,6 +31,15 @@ public sealed partial class PluginCatalog
     public string? SourceFile { get; }
 
     public static PluginCatalog Empty { get; } = new([], null);
+
+    /// <summary>Disposes every loaded plugin's components (the host's container calls this when the host stops).</summary>
+    public void Dispose()
+    {
+        foreach (var plugin in Plugins)
+        {
+            plugin.Lifetime?.Dispose();
+        }
+    }
 
     /// <summary>Reads plugins.json and loads every plugin it names or its search paths hold.</summary>
     public static PluginCatalog Load(string pluginsFile, PluginLoader loader, ILogger logger)
@@ -113,12 +122,8 @@ public sealed partial class PluginCatalog
         return new PluginCatalog(result, sourceFile);
     }
 
-    private static PluginDescriptor Superseded(PluginDescriptor plugin, PluginDescriptor winner) => plugin with
-    {
-        Status = PluginStatus.Superseded,
-        Reason = $"id '{plugin.Id}': version {winner.Version} at {winner.Source} is used instead of {plugin.Version}",
-        Components = [],
-    };
+    private static PluginDescriptor Superseded(PluginDescriptor plugin, PluginDescriptor winner) => plugin.Retire(
+        PluginStatus.Superseded, $"id '{plugin.Id}': version {winner.Version} at {winner.Source} is used instead of {plugin.Version}");
 
     private static PluginDescriptor CheckConflicts(PluginDescriptor plugin, Dictionary<(ComponentKind, string), PluginDescriptor> names)
     {
@@ -126,12 +131,9 @@ public sealed partial class PluginCatalog
         {
             if (names.TryGetValue((component.Kind, component.Name), out var owner))
             {
-                return plugin with
-                {
-                    Status = PluginStatus.Conflict,
-                    Reason = $"{component.Kind.ToString().ToLowerInvariant()} name '{component.Name}' is already provided by plugin '{owner.Id}' ({owner.Source})",
-                    Components = [],
-                };
+                return plugin.Retire(
+                    PluginStatus.Conflict,
+                    $"{component.Kind.ToString().ToLowerInvariant()} name '{component.Name}' is already provided by plugin '{owner.Id}' ({owner.Source})");
             }
         }
         return plugin;

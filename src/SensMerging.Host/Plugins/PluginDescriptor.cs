@@ -31,6 +31,19 @@ public sealed record PluginDescriptor
     public string? AssemblySha256 { get; init; }
 
     public IReadOnlyList<PluginComponent> Components { get; init; } = [];
+
+    /// <summary>
+    /// The plugin's own service provider, which owns its components; disposing it disposes every component that is
+    /// <see cref="IDisposable"/>. Null for a plugin that is not in use.
+    /// </summary>
+    internal IDisposable? Lifetime { get; init; }
+
+    /// <summary>This plugin out of use: its components are disposed and dropped, with <paramref name="status"/> and <paramref name="reason"/>.</summary>
+    internal PluginDescriptor Retire(PluginStatus status, string reason)
+    {
+        Lifetime?.Dispose();
+        return this with { Status = status, Reason = reason, Components = [], Lifetime = null };
+    }
 }
 
 /// <summary>The kinds of component a plugin can register.</summary>

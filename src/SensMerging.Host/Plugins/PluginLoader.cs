@@ -51,7 +51,7 @@ public sealed partial class PluginLoader
                 throw new PluginLoadException(PluginStatus.NotFound, $"main assembly {assemblyPath} does not exist");
             }
             CheckIsManagedAssembly(assemblyPath);
-            var components = CreateComponents(manifest, folder, assemblyPath, settings);
+            var (components, lifetime) = CreateComponents(manifest, folder, assemblyPath, settings);
             LogLoaded(manifest.Id, manifest.Version, components.Count, folder);
             return new PluginDescriptor
             {
@@ -63,6 +63,7 @@ public sealed partial class PluginLoader
                 Status = PluginStatus.Loaded,
                 AssemblySha256 = Sha256Of(assemblyPath),
                 Components = components,
+                Lifetime = lifetime,
             };
         }
         catch (PluginLoadException ex)
@@ -118,7 +119,7 @@ public sealed partial class PluginLoader
         }
     }
 
-    private List<PluginComponent> CreateComponents(PluginManifest manifest, string folder, string assemblyPath, IReadOnlyDictionary<string, string> settings)
+    private (List<PluginComponent> Components, ServiceProvider Lifetime) CreateComponents(PluginManifest manifest, string folder, string assemblyPath, IReadOnlyDictionary<string, string> settings)
     {
         var loader = PluginLoader_Create(assemblyPath);
         Assembly assembly;
@@ -155,28 +156,39 @@ public sealed partial class PluginLoader
         }
 
         var components = new List<PluginComponent>();
+        ServiceProvider? provider = null;
         try
         {
-            // The provider lives as long as the host: components are singletons used for the whole run.
-            var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
+            // The provider lives as long as the host (components are singletons used for the whole run); the catalog
+            // disposes it when the host stops, and it disposes the components.
+            provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
             components.AddRange(provider.GetServices<IMergeStrategy>().Select(s => new PluginComponent(ComponentKind.Strategy, s)));
             components.AddRange(provider.GetServices<IScorer>().Select(s => new PluginComponent(ComponentKind.Scorer, s)));
             components.AddRange(provider.GetServices<IStrategyDecorator>().Select(s => new PluginComponent(ComponentKind.Decorator, s)));
         }
         catch (Exception ex)
         {
+            provider?.Dispose();
             var root = ex is TargetInvocationException { InnerException: { } inner } ? inner : ex;
             throw new PluginLoadException(PluginStatus.Malfunctioned, $"creating its components failed: {root.GetType().Name}: {root.Message}", ex);
         }
-        if (components.Count == 0)
+        try
         {
-            throw new PluginLoadException(PluginStatus.NotAPlugin, "its configurator registered no strategy, scorer or decorator");
+            if (components.Count == 0)
+            {
+                throw new PluginLoadException(PluginStatus.NotAPlugin, "its configurator registered no strategy, scorer or decorator");
+            }
+            foreach (var component in components)
+            {
+                ValidateComponent(component);
+            }
         }
-        foreach (var component in components)
+        catch
         {
-            ValidateComponent(component);
+            provider.Dispose();
+            throw;
         }
-        return components;
+        return (components, provider);
     }
 
     private static McMaster.NETCore.Plugins.PluginLoader PluginLoader_Create(string assemblyPath) =>

@@ -179,6 +179,27 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
+    public void Components_are_disposed_when_the_catalog_is_and_a_superseded_plugin_at_once()
+    {
+        var older = TestPlugin("older", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.0.0");
+        var newer = TestPlugin("newer", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.1.0");
+        var olderMarker = Path.Combine(_root, "older.disposed");
+        var newerMarker = Path.Combine(_root, "newer.disposed");
+        var catalog = PluginCatalog.Load(
+            [Entry(older, settings: new Dictionary<string, string> { ["disposedMarker"] = olderMarker }),
+             Entry(newer, settings: new Dictionary<string, string> { ["disposedMarker"] = newerMarker })],
+            _root, _loader);
+
+        Assert.Equal("disposed\n", File.ReadAllText(olderMarker));
+        Assert.False(File.Exists(newerMarker));
+
+        catalog.Dispose();
+
+        Assert.Equal("disposed\n", File.ReadAllText(newerMarker));
+        Assert.Equal("disposed\n", File.ReadAllText(olderMarker));
+    }
+
+    [Fact]
     public void Id_in_plugins_json_must_match_the_manifest_and_disabled_plugins_are_listed()
     {
         var dir = TestPlugin("p", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator");

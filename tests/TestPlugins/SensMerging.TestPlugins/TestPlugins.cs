@@ -7,7 +7,8 @@ namespace SensMerging.TestPlugins;
 
 /// <summary>
 /// Registers <see cref="ScaleStrategy"/>: output = factor * sum_i w_i * model_i (factor from plugin settings; setting
-/// <c>delayMs</c> makes each tensor take that long, for tests that need a merge to be running when they act).
+/// <c>delayMs</c> makes each tensor take that long, for tests that need a merge to be running when they act; setting
+/// <c>disposedMarker</c> names a file the strategy writes when it is disposed, for tests of the host's shutdown).
 /// </summary>
 public sealed class ScaleConfigurator : IPluginConfigurator
 {
@@ -15,11 +16,12 @@ public sealed class ScaleConfigurator : IPluginConfigurator
     {
         var factor = context.Settings.TryGetValue("factor", out var f) ? double.Parse(f, System.Globalization.CultureInfo.InvariantCulture) : 2.0;
         var delay = context.Settings.TryGetValue("delayMs", out var d) ? TimeSpan.FromMilliseconds(int.Parse(d, System.Globalization.CultureInfo.InvariantCulture)) : TimeSpan.Zero;
-        services.AddSingleton<IMergeStrategy>(sp => new ScaleStrategy(factor, sp.GetRequiredService<ILogger<ScaleStrategy>>(), delay));
+        var marker = context.Settings.TryGetValue("disposedMarker", out var m) ? m : null;
+        services.AddSingleton<IMergeStrategy>(sp => new ScaleStrategy(factor, sp.GetRequiredService<ILogger<ScaleStrategy>>(), delay) { DisposedMarker = marker });
     }
 }
 
-public sealed class ScaleStrategy : IMergeStrategy
+public sealed class ScaleStrategy : IMergeStrategy, IDisposable
 {
     private readonly double _factor;
     private readonly TimeSpan _delay;
@@ -31,7 +33,18 @@ public sealed class ScaleStrategy : IMergeStrategy
         _delay = delay;
     }
 
+    /// <summary>A file to write (one more line each time) when disposed; null: nothing.</summary>
+    public string? DisposedMarker { get; init; }
+
     public string Name => "test_scale";
+
+    public void Dispose()
+    {
+        if (DisposedMarker is not null)
+        {
+            File.AppendAllText(DisposedMarker, "disposed\n");
+        }
+    }
 
     public string Description => "Test strategy: factor times the weighted sum of the models.";
 
