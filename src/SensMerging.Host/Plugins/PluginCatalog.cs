@@ -88,26 +88,26 @@ public sealed partial class PluginCatalog : IDisposable
                 continue;
             }
             var descriptor = loader.Load(path, entry.Id, entry.Settings);
-            if (descriptor.Status == PluginStatus.Loaded && ids.TryGetValue(descriptor.Id, out var sameId))
+            ids.TryGetValue(descriptor.Id, out var sameId);
+            if (descriptor.Status == PluginStatus.Loaded && sameId is not null
+                && !PluginVersion.IsNewer(descriptor.Version ?? string.Empty, sameId.Version ?? string.Empty))
             {
-                if (PluginVersion.IsNewer(descriptor.Version ?? string.Empty, sameId.Version ?? string.Empty))
-                {
-                    // The newer version wins: the one loaded before steps back with its components.
-                    result[result.IndexOf(sameId)] = Superseded(sameId, descriptor);
-                    ids.Remove(sameId.Id);
-                    foreach (var component in sameId.Components)
-                    {
-                        names.Remove((component.Kind, component.Name));
-                    }
-                }
-                else
-                {
-                    descriptor = Superseded(descriptor, sameId);
-                }
+                descriptor = Superseded(descriptor, sameId);
             }
             if (descriptor.Status == PluginStatus.Loaded)
             {
-                descriptor = CheckConflicts(descriptor, names);
+                // The components of an older version of the same id are about to step back: they are no conflict.
+                descriptor = CheckConflicts(descriptor, names, replacing: sameId);
+            }
+            if (descriptor.Status == PluginStatus.Loaded && sameId is not null)
+            {
+                // The newer version wins: the one loaded before steps back with its components.
+                result[result.IndexOf(sameId)] = Superseded(sameId, descriptor);
+                ids.Remove(sameId.Id);
+                foreach (var component in sameId.Components)
+                {
+                    names.Remove((component.Kind, component.Name));
+                }
             }
             if (descriptor.Status == PluginStatus.Loaded)
             {
@@ -125,11 +125,11 @@ public sealed partial class PluginCatalog : IDisposable
     private static PluginDescriptor Superseded(PluginDescriptor plugin, PluginDescriptor winner) => plugin.Retire(
         PluginStatus.Superseded, $"id '{plugin.Id}': version {winner.Version} at {winner.Source} is used instead of {plugin.Version}");
 
-    private static PluginDescriptor CheckConflicts(PluginDescriptor plugin, Dictionary<(ComponentKind, string), PluginDescriptor> names)
+    private static PluginDescriptor CheckConflicts(PluginDescriptor plugin, Dictionary<(ComponentKind, string), PluginDescriptor> names, PluginDescriptor? replacing)
     {
         foreach (var component in plugin.Components)
         {
-            if (names.TryGetValue((component.Kind, component.Name), out var owner))
+            if (names.TryGetValue((component.Kind, component.Name), out var owner) && !ReferenceEquals(owner, replacing))
             {
                 return plugin.Retire(
                     PluginStatus.Conflict,

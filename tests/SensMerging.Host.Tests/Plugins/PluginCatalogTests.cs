@@ -179,6 +179,20 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
+    public void A_newer_version_is_no_conflict_with_the_names_of_the_version_it_replaces()
+    {
+        var older = TestPlugin("older", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.0.0");
+        var other = TestPlugin("other", "another-id", "SensMerging.TestPlugins.ScaleConfigurator");
+        var newer = TestPlugin("newer", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "2.0.0");
+        var catalog = PluginCatalog.Load([Entry(older), Entry(other), Entry(newer)], _root, _loader);
+
+        Assert.Equal(PluginStatus.Superseded, catalog.Plugins[0].Status);
+        Assert.Equal(PluginStatus.Conflict, catalog.Plugins[1].Status);
+        Assert.Equal(PluginStatus.Loaded, catalog.Plugins[2].Status);
+        Assert.Equal(newer, catalog.PluginOf(ComponentKind.Strategy, "test_scale").Source);
+    }
+
+    [Fact]
     public void Components_are_disposed_when_the_catalog_is_and_a_superseded_plugin_at_once()
     {
         var older = TestPlugin("older", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.0.0");
