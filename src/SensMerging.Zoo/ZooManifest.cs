@@ -54,6 +54,8 @@ public sealed record ZooManifest(
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
+        // A misspelt setting must not be ignored silently (it would train another zoo than the one asked for).
+        UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow,
     };
 
     /// <summary>The JSON text of <paramref name="settings"/>, used to decide whether a zoo can be reused.</summary>

@@ -191,6 +191,63 @@ public sealed class LlamaModelTests : IDisposable
     }
 
     [Fact]
+    public void Low_rank_adapters_fold_into_the_weights_they_adapt()
+    {
+        TestTorch.UseOneThread();
+        var config = TinyModel.SmallConfig() with { VocabSize = 100 };
+        var tokenizer = WordLevelTokenizer.CreateCharacterLevel();
+        using var model = LlamaModel.CreateRandom(config, tokenizer, seed: 3, new ModelLoadOptions(RequiresGrad: true));
+        var before = model.NamedWeights.ToDictionary(w => w.Name, w => w.Weight.detach().clone(), StringComparer.Ordinal);
+        var ids = tokenizer.Encode(new TextSample("12+3=", "15"), 32);
+        using var input = tensor(ids.Ids, [1, ids.Length], ScalarType.Int64);
+        using var plain = model.Forward(input);
+
+        var adapters = model.AttachLowRankAdapters(rank: 2, alpha: 4, seed: 7, name => name.Contains(".mlp.", StringComparison.Ordinal) || name.Contains("q_proj", StringComparison.Ordinal));
+        // q_proj, gate_proj, up_proj, down_proj in each of the layers; A and B per map.
+        Assert.Equal(config.NumHiddenLayers * 4 * 2, adapters.Count);
+        using (var zeroUpdate = model.Forward(input))
+        {
+            Assert.True(zeroUpdate.allclose(plain, rtol: 0, atol: 0), "B starts at zero: the adapted model starts as the model");
+        }
+        using (no_grad())
+        {
+            using var generator = new Generator(11, new Device(DeviceType.CPU));
+            foreach (var p in adapters)
+            {
+                using var noise = normal(0.0, 0.05, p.shape, ScalarType.Float32, generator: generator);
+                p.add_(noise);
+            }
+        }
+        using var adapted = model.Forward(input);
+        Assert.False(adapted.allclose(plain, rtol: 0, atol: 1e-4f), "the adapters change the output");
+
+        model.MergeLowRankAdapters();
+        using var merged = model.Forward(input);
+        Assert.True(merged.allclose(adapted, rtol: 1e-4, atol: 1e-5), "W + alpha/r B A computes what the adapter path computed");
+        foreach (var (name, weight) in model.NamedWeights)
+        {
+            using var delta = (weight.detach() - before[name]).to(ScalarType.Float64);
+            var adaptedMap = name.Contains(".mlp.", StringComparison.Ordinal) || name.Contains("q_proj", StringComparison.Ordinal);
+            if (!adaptedMap)
+            {
+                Assert.True(delta.abs().max().item<double>() == 0, $"{name} has no adapter and must not change");
+                continue;
+            }
+            // Rank 2 up to float32 rounding of W + delta: two singular values, the rest at rounding level.
+            using var singular = linalg.svdvals(delta);
+            var values = singular.data<double>().ToArray();
+            Assert.True(values[1] > 1e-3 * values[0], $"{name}: second singular value {values[1]} of {values[0]}");
+            Assert.True(values[2] < 1e-4 * values[0], $"{name}: third singular value {values[2]} of {values[0]}");
+        }
+        using var again = model.Forward(input);
+        Assert.True(again.allclose(merged, rtol: 0, atol: 0), "merging removed the adapters (no double counting)");
+        foreach (var tensor in before.Values)
+        {
+            tensor.Dispose();
+        }
+    }
+
+    [Fact]
     public void Training_steps_reduce_the_loss()
     {
         TestTorch.UseOneThread();

@@ -31,6 +31,25 @@ public sealed class SettingsTests
     }
 
     [Fact]
+    public void A_settings_file_with_an_unknown_or_misspelt_key_is_refused_naming_it()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"zoo-settings-{Guid.NewGuid():N}.json");
+        try
+        {
+            var json = System.Text.Json.JsonSerializer.Serialize(ZooSettings.For(ZooSize.Tiny), ZooManifest.JsonOptions);
+            File.WriteAllText(path, json);
+            Assert.Equal(ZooManifest.Fingerprint(ZooSettings.For(ZooSize.Tiny)), ZooManifest.Fingerprint(ZooSettings.Load(path)));
+            File.WriteAllText(path, json.Replace("\"low_rank\"", "\"lowrank\"", StringComparison.Ordinal));
+            var error = Assert.Throws<ArgumentException>(() => ZooSettings.Load(path));
+            Assert.Contains("lowrank", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public void Presets_parse_and_share_one_layout_between_base_and_experts()
     {
         Assert.Equal(ZooSize.Tiny, ZooSettings.ParseSize(" Tiny "));

@@ -61,6 +61,39 @@ public sealed class TrainerTests
         Assert.Contains("frozen", error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Lora_fine_tunes_change_only_adapted_maps_by_low_rank_updates()
+    {
+        var tokenizer = WordLevelTokenizer.CreateCharacterLevel();
+        using var model = LlamaModel.CreateRandom(Config, tokenizer, seed: 4, new ModelLoadOptions(RequiresGrad: true));
+        var before = model.NamedWeights.ToDictionary(w => w.Name, w => w.Weight.detach().clone(), StringComparer.Ordinal);
+        var lora = Settings with { Steps = 30, LowRank = 2, LowRankAlpha = 4, FrozenTensors = ["lm_head"] };
+        var report = new ZooTrainer().Train(model, [Digits], lora, 16, 1, "m", null, CancellationToken.None);
+        Assert.True(report.FinalLoss < report.InitialLoss, $"loss {report.InitialLoss} -> {report.FinalLoss}");
+        foreach (var (name, weight) in model.NamedWeights)
+        {
+            using var delta = (weight.detach() - before[name]).to(ScalarType.Float64);
+            var isBlockLinear = name.Contains("_proj.weight", StringComparison.Ordinal);
+            if (!isBlockLinear)
+            {
+                // Embeddings, norms and the frozen lm_head: LoRA trains only the adapters of trained linear maps.
+                Assert.True(delta.abs().max().item<double>() == 0, $"{name} changed");
+                continue;
+            }
+            // Rank 2 up to float32 rounding of W + delta: two singular values, the rest at rounding level.
+            using var singular = linalg.svdvals(delta);
+            var values = singular.data<double>().ToArray();
+            Assert.True(values[1] > 1e-3 * values[0], $"{name}: second singular value {values[1]} of {values[0]}");
+            Assert.True(values[2] < 1e-4 * values[0], $"{name}: third singular value {values[2]} of {values[0]}");
+        }
+        var error = Assert.Throws<ArgumentException>(() => (Settings with { LowRank = -1 }).Validate());
+        Assert.Contains("LoRA rank", error.Message, StringComparison.Ordinal);
+        foreach (var tensor in before.Values)
+        {
+            tensor.Dispose();
+        }
+    }
+
     private static (double Digits, double Letters) TrainAndMeasure(double[] weights)
     {
         var tokenizer = WordLevelTokenizer.CreateCharacterLevel();

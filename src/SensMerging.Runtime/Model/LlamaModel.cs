@@ -131,6 +131,53 @@ public sealed class LlamaModel : ICausalLanguageModel
         return model;
     }
 
+    /// <summary>
+    /// Adds a LoRA adapter (rank <paramref name="rank"/>, update scale <paramref name="alpha"/> / rank) to every linear map
+    /// of the model whose weight name <paramref name="targets"/> accepts, and returns the adapters' parameters (the
+    /// ones to train; the model's own weights are left as they are). <see cref="MergeLowRankAdapters"/> folds them in.
+    /// </summary>
+    public IReadOnlyList<Parameter> AttachLowRankAdapters(int rank, double alpha, long seed, Func<string, bool> targets)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfLessThan(rank, 1);
+        if (!(alpha > 0) || double.IsInfinity(alpha))
+        {
+            throw new ArgumentOutOfRangeException(nameof(alpha), alpha, "The LoRA alpha must be positive.");
+        }
+        using var generator = new Generator(unchecked((ulong)seed), new Device(DeviceType.CPU));
+        var parameters = new List<Parameter>();
+        var seen = new HashSet<LinearMap>(ReferenceEqualityComparer.Instance);
+        foreach (var (name, module) in Network.named_modules())
+        {
+            // TorchSharp lists a module once per path that reaches it; each map gets one adapter.
+            if (module is LinearMap map && seen.Add(map) && targets(name + ".weight"))
+            {
+                var adapter = map.Attach(rank, alpha / rank, generator);
+                parameters.Add(adapter.Down);
+                parameters.Add(adapter.Up);
+            }
+        }
+        if (parameters.Count == 0)
+        {
+            throw new ArgumentException("No linear map of the model matches the LoRA targets.", nameof(targets));
+        }
+        return parameters;
+    }
+
+    /// <summary>Folds every LoRA adapter into its weight (<c>W += alpha/r * B A</c>) and removes it; <paramref name="keep"/> false discards them.</summary>
+    public void MergeLowRankAdapters(bool keep = true)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        foreach (var module in Network.modules())
+        {
+            if (module is LinearMap map)
+            {
+                map.Detach(keep);
+            }
+        }
+    }
+
     /// <summary>Logits <c>[B,T,V]</c> in eval mode without autograd, on the model's device.</summary>
     public Tensor Forward(Tensor inputIds)
     {

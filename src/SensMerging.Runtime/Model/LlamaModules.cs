@@ -23,7 +23,80 @@ internal sealed class LinearMap : nn.Module
 
     public Parameter? Bias { get; }
 
-    public Tensor Apply(Tensor input) => nn.functional.linear(input, Weight, Bias);
+    /// <summary>The low-rank adapter trained beside the frozen weight, or null.</summary>
+    internal LowRankAdapter? Adapter { get; private set; }
+
+    public Tensor Apply(Tensor input)
+    {
+        var output = nn.functional.linear(input, Weight, Bias);
+        return Adapter is null ? output : output + Adapter.Apply(input);
+    }
+
+    /// <summary>Adds a low-rank adapter (the weight stays as it is; only the adapter is meant to be trained).</summary>
+    internal LowRankAdapter Attach(int rank, double scale, Generator generator)
+    {
+        if (Adapter is not null)
+        {
+            throw new InvalidOperationException($"'{GetName()}' already has a low-rank adapter.");
+        }
+        Adapter = new LowRankAdapter(Weight.shape[1], Weight.shape[0], rank, scale, Weight.dtype, Weight.device, generator);
+        return Adapter;
+    }
+
+    /// <summary>Folds the adapter into the weight (W += scale * B A) and drops it; <paramref name="keep"/> false drops it unmerged.</summary>
+    internal void Detach(bool keep)
+    {
+        if (Adapter is null)
+        {
+            return;
+        }
+        if (keep)
+        {
+            using var noGrad = no_grad();
+            using var scope = NewDisposeScope();
+            Weight.add_(Adapter.Delta());
+        }
+        Adapter.Dispose();
+        Adapter = null;
+    }
+}
+
+/// <summary>
+/// A LoRA update <c>scale * B A</c> of a linear map (Hu et al. 2021): A <c>[r, in]</c> drawn uniformly in
+/// +-1/sqrt(in) (PEFT's default), B <c>[out, r]</c> zero, so training starts from the unchanged map.
+/// </summary>
+internal sealed class LowRankAdapter : IDisposable
+{
+    private readonly double _scale;
+
+    public LowRankAdapter(long inFeatures, long outFeatures, int rank, double scale, ScalarType dtype, Device device, Generator generator)
+    {
+        _scale = scale;
+        var bound = 1.0 / Math.Sqrt(inFeatures);
+        using (var scope = NewDisposeScope())
+        {
+            var a = (rand(rank, inFeatures, ScalarType.Float32, generator: generator) * (2 * bound)) - bound;
+            Down = new Parameter(a.to(dtype, device).DetachFromDisposeScope(), requires_grad: true);
+        }
+        Up = new Parameter(zeros(outFeatures, rank, dtype, device), requires_grad: true);
+    }
+
+    /// <summary>A <c>[r, in]</c>.</summary>
+    public Parameter Down { get; }
+
+    /// <summary>B <c>[out, r]</c>.</summary>
+    public Parameter Up { get; }
+
+    public Tensor Apply(Tensor input) => nn.functional.linear(nn.functional.linear(input, Down), Up) * _scale;
+
+    /// <summary>The full-rank update <c>scale * B A</c> <c>[out, in]</c>.</summary>
+    public Tensor Delta() => matmul(Up, Down) * _scale;
+
+    public void Dispose()
+    {
+        Down.Dispose();
+        Up.Dispose();
+    }
 }
 
 /// <summary>Root-mean-square layer norm: <c>x / sqrt(mean(x^2) + eps) * weight</c>.</summary>

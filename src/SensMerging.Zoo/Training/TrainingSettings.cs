@@ -16,6 +16,12 @@ namespace SensMerging.Zoo.Training;
 /// Tensor-name fragments left untouched while training (for example <c>embed_tokens</c> and <c>lm_head</c>, as
 /// parameter-efficient fine-tunes leave them); empty or null trains every tensor.
 /// </param>
+/// <param name="LowRank">
+/// 0: every trained tensor is updated in full. Above 0: a LoRA fine-tune of that rank; each linear map whose weight
+/// is trained (see <see cref="FrozenTensors"/>) gets an adapter <c>alpha/r * B A</c>, only the adapters are trained
+/// (embeddings and norms stay as they are), and they are folded into the full weights when training ends.
+/// </param>
+/// <param name="LowRankAlpha">The LoRA alpha (update scale alpha / rank); null: equal to the rank.</param>
 public sealed record TrainingSettings(
     int Steps,
     int BatchSize,
@@ -25,7 +31,9 @@ public sealed record TrainingSettings(
     double WeightDecay = 0.01,
     double ClipNorm = 1.0,
     int Threads = 1,
-    IReadOnlyList<string>? FrozenTensors = null)
+    IReadOnlyList<string>? FrozenTensors = null,
+    int LowRank = 0,
+    double? LowRankAlpha = null)
 {
     /// <summary>True when the tensor <paramref name="name"/> is trained (no entry of <see cref="FrozenTensors"/> occurs in it).</summary>
     public bool Trains(string name)
@@ -60,6 +68,14 @@ public sealed record TrainingSettings(
         if (Threads < 1)
         {
             throw new ArgumentException($"Threads must be at least 1, got {Threads}.");
+        }
+        if (LowRank < 0)
+        {
+            throw new ArgumentException($"The LoRA rank must be 0 (full fine-tune) or positive, got {LowRank}.");
+        }
+        if (LowRankAlpha is { } alpha && (!(alpha > 0) || double.IsInfinity(alpha)))
+        {
+            throw new ArgumentException($"The LoRA alpha must be positive, got {alpha}.");
         }
         if (WeightDecay < 0 || !(ClipNorm > 0))
         {

@@ -5,6 +5,7 @@ using SensMerging.Abstractions;
 using SensMerging.Runtime.Model;
 using SensMerging.Zoo.Tasks;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace SensMerging.Zoo.Training;
@@ -89,11 +90,39 @@ public sealed class ZooTrainer
     {
         var encoded = pools.Select(pool => pool.Select(s => model.TextTokenizer.Encode(s, maxLength)).ToArray()).ToArray();
         var sampler = new BalancedSampler(encoded.Select(p => p.Length).ToArray(), weights, new Random(SeedMixer.Derive(seed, label + "/order")));
+        if (settings.LowRank > 0)
+        {
+            var adapters = model.AttachLowRankAdapters(settings.LowRank, settings.LowRankAlpha ?? settings.LowRank, SeedMixer.Derive(seed, label + "/lora"), settings.Trains);
+            var trained = false;
+            try
+            {
+                var report = Optimize(model, adapters, sampler, encoded, settings, label, progress, cancellationToken);
+                trained = true;
+                return report;
+            }
+            finally
+            {
+                model.MergeLowRankAdapters(keep: trained);
+            }
+        }
         var parameters = model.Parameters.Zip(model.NamedWeights).Where(p => settings.Trains(p.Second.Name)).Select(p => p.First).ToList();
         if (parameters.Count == 0)
         {
             throw new ArgumentException($"Model '{label}': every tensor is frozen ({string.Join(", ", settings.FrozenTensors ?? [])}); nothing would be trained.");
         }
+        return Optimize(model, parameters, sampler, encoded, settings, label, progress, cancellationToken);
+    }
+
+    private TrainingReport Optimize(
+        LlamaModel model,
+        IReadOnlyList<Parameter> parameters,
+        BalancedSampler sampler,
+        TokenizedSample[][] encoded,
+        TrainingSettings settings,
+        string label,
+        IProgress<ZooProgress>? progress,
+        CancellationToken cancellationToken)
+    {
         using var optimizer = optim.AdamW(parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
         var losses = new List<double>(settings.Steps);
         var watch = Stopwatch.StartNew();
