@@ -3,10 +3,8 @@ using SensMerging.Abstractions;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
-using SensMerging.Strategies.DareTies;
 using SensMerging.Strategies.ModelStock;
-using SensMerging.Strategies.TaskArithmetic;
-using SensMerging.Strategies.Ties;
+using SensMerging.Strategies.Common;
 
 namespace SensMerging.Bench;
 
@@ -18,9 +16,9 @@ internal static class EngineOnly
     {
         IMergeStrategy strategy = method switch
         {
-            "task_arithmetic" => new TaskArithmeticStrategy(),
-            "ties" => new TiesStrategy(),
-            "dare_ties" => new DareTiesStrategy(),
+            "task_arithmetic" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic),
+            "ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
+            "dare_ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
             "model_stock" => new ModelStockStrategy(),
             // The same strategy hidden behind a plain IMergeStrategy: the engine hands it whole tensors (what model_stock
             // did before it streamed), for the memory comparison.

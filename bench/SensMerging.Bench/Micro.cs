@@ -1,10 +1,8 @@
 using System.Diagnostics;
 using SensMerging.Abstractions;
-using SensMerging.Strategies.DareTies;
-using SensMerging.Strategies.TaskArithmetic;
-using SensMerging.Strategies.Ties;
 using TorchSharp;
 using static TorchSharp.torch;
+using SensMerging.Strategies.Common;
 
 namespace SensMerging.Bench;
 
@@ -65,7 +63,7 @@ internal static class Micro
             var models = Enumerable.Range(0, experts).Select(_ => torch.randn(n).to(dtype)).ToList();
             using var output = torch.empty(n, dtype);
             using var scratch = new NoScratch();
-            foreach (var strategy in new IMergeStrategy[] { new TaskArithmeticStrategy(), new TiesStrategy(), new DareTiesStrategy() })
+            foreach (var strategy in new IMergeStrategy[] { new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies) })
             {
                 var request = Request(strategy, baseTensor, models, output, scratch);
                 Time($"{strategy.Name} kernel {dtype} n={n} experts={experts}", n * size * (experts + 2), () => strategy.Merge(request));
@@ -78,7 +76,7 @@ internal static class Micro
     private static void StreamedTies(Tensor baseTensor, List<Tensor> models, Tensor output, NoScratch scratch, int size)
     {
         const long Block = 1L << 18;
-        var ties = new TiesStrategy();
+        var ties = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties);
         var n = baseTensor.numel();
         var first = Request(ties, baseTensor, models, output, scratch);
         var blocks = new List<MergeTensorRequest>();

@@ -3,14 +3,14 @@ using SensMerging.Abstractions;
 namespace SensMerging.Strategies.Common;
 
 /// <summary>
-/// Base of the task-arithmetic family of strategy plugins: each plugin names a <see cref="TaskArithmeticVariant"/>
-/// and a description; the math is <see cref="TaskArithmeticCore"/>. Every variant also streams
+/// One method of the task-arithmetic family as a strategy: the row of <see cref="TaskArithmeticVariant.All"/> gives its
+/// name, description, parameters and traits; the math is <see cref="TaskArithmeticCore"/>. Every method also streams
 /// (<see cref="IStreamingMergeStrategy"/>): the magnitude-trimming ones (ties, breadcrumbs, breadcrumbs_ties) gather
 /// their exact thresholds in two statistics passes over the blocks, the others need none.
 /// </summary>
-public abstract class GeneralizedTaskArithmeticStrategy : IStreamingMergeStrategy
+public sealed class GeneralizedTaskArithmeticStrategy : IStreamingMergeStrategy
 {
-    protected GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant variant)
+    public GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant variant)
     {
         ArgumentNullException.ThrowIfNull(variant);
         Variant = variant;
@@ -22,7 +22,7 @@ public abstract class GeneralizedTaskArithmeticStrategy : IStreamingMergeStrateg
 
     public string Name => Variant.Name;
 
-    public abstract string Description { get; }
+    public string Description => Variant.Description;
 
     public IReadOnlyList<ParameterSpec> Parameters { get; }
 

@@ -29,27 +29,52 @@ public enum ConsensusMethod
 }
 
 /// <summary>
-/// One configuration of generalized task arithmetic (mergekit's family of task_arithmetic, ties, dare_*, breadcrumbs*):
-/// the method name, the sparsification and consensus it uses, and its defaults.
+/// One method of generalized task arithmetic (mergekit's family of task_arithmetic, ties, dare_*, breadcrumbs*): the
+/// method name, the sparsification and consensus it uses, its defaults, what it does and where it is defined.
+/// <see cref="All"/> is the family's table: the family plugin registers one strategy per row, so a new member of the
+/// family is one row here.
 /// </summary>
 public sealed record TaskArithmeticVariant(
     string Name,
     SparsificationMethod Sparsification,
     ConsensusMethod Consensus,
     bool DefaultNormalize,
+    string Description,
+    string Reference,
     bool DefaultRescale = false)
 {
-    public static TaskArithmeticVariant TaskArithmetic { get; } = new("task_arithmetic", SparsificationMethod.None, ConsensusMethod.None, DefaultNormalize: false);
+    public static TaskArithmeticVariant TaskArithmetic { get; } = new(
+        "task_arithmetic", SparsificationMethod.None, ConsensusMethod.None, DefaultNormalize: false,
+        "Base plus lambda times the weighted sum of the task vectors (x_i - base).",
+        "https://arxiv.org/abs/2212.04089");
 
-    public static TaskArithmeticVariant Ties { get; } = new("ties", SparsificationMethod.Magnitude, ConsensusMethod.Sum, DefaultNormalize: true);
+    public static TaskArithmeticVariant Ties { get; } = new(
+        "ties", SparsificationMethod.Magnitude, ConsensusMethod.Sum, DefaultNormalize: true,
+        "TIES: keep the top-density task-vector entries by magnitude, elect a sign per entry, average the agreeing contributions.",
+        "https://arxiv.org/abs/2306.01708");
 
-    public static TaskArithmeticVariant DareLinear { get; } = new("dare_linear", SparsificationMethod.Random, ConsensusMethod.None, DefaultNormalize: false, DefaultRescale: true);
+    public static TaskArithmeticVariant DareLinear { get; } = new(
+        "dare_linear", SparsificationMethod.Random, ConsensusMethod.None, DefaultNormalize: false,
+        "DARE: drop task-vector entries at random (probability 1 - density), rescale survivors, then add the weighted sum.",
+        "https://arxiv.org/abs/2311.03099", DefaultRescale: true);
 
-    public static TaskArithmeticVariant DareTies { get; } = new("dare_ties", SparsificationMethod.Random, ConsensusMethod.Sum, DefaultNormalize: false, DefaultRescale: true);
+    public static TaskArithmeticVariant DareTies { get; } = new(
+        "dare_ties", SparsificationMethod.Random, ConsensusMethod.Sum, DefaultNormalize: false,
+        "DARE random drop and rescale, then TIES sign election over the weighted task vectors.",
+        "https://arxiv.org/abs/2311.03099", DefaultRescale: true);
 
-    public static TaskArithmeticVariant Breadcrumbs { get; } = new("breadcrumbs", SparsificationMethod.MagnitudeOutliers, ConsensusMethod.None, DefaultNormalize: false);
+    public static TaskArithmeticVariant Breadcrumbs { get; } = new(
+        "breadcrumbs", SparsificationMethod.MagnitudeOutliers, ConsensusMethod.None, DefaultNormalize: false,
+        "Model Breadcrumbs: drop the largest gamma and the smallest entries of each task vector, keep the band, then add the weighted sum.",
+        "https://arxiv.org/abs/2312.06795");
 
-    public static TaskArithmeticVariant BreadcrumbsTies { get; } = new("breadcrumbs_ties", SparsificationMethod.MagnitudeOutliers, ConsensusMethod.Sum, DefaultNormalize: false);
+    public static TaskArithmeticVariant BreadcrumbsTies { get; } = new(
+        "breadcrumbs_ties", SparsificationMethod.MagnitudeOutliers, ConsensusMethod.Sum, DefaultNormalize: false,
+        "Model Breadcrumbs band selection followed by TIES sign election.",
+        "https://arxiv.org/abs/2312.06795");
+
+    /// <summary>The family's table, in the order the methods are listed.</summary>
+    public static IReadOnlyList<TaskArithmeticVariant> All { get; } = [TaskArithmetic, Ties, DareLinear, DareTies, Breadcrumbs, BreadcrumbsTies];
 
     /// <summary>
     /// Each output element depends only on the same element of the inputs when no whole-tensor statistic (magnitude rank) is

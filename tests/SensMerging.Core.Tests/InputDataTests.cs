@@ -2,8 +2,7 @@ using SensMerging.Abstractions;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
-using SensMerging.Strategies.DareTies;
-using SensMerging.Strategies.Ties;
+using SensMerging.Strategies.Common;
 
 namespace SensMerging.Core.Tests;
 
@@ -62,8 +61,8 @@ public sealed class InputDataTests : IDisposable
     {
         "weighted_sum" => new WeightedSumStrategy(),
         "whole_tensor" => new WeightedSumStrategy(elementwise: false),
-        "dare_ties" => new DareTiesStrategy(),
-        "ties" => new TiesStrategy(),
+        "dare_ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
+        "ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 
@@ -126,7 +125,7 @@ public sealed class InputDataTests : IDisposable
     [Fact]
     public void Clean_inputs_give_no_warnings()
     {
-        var result = new MergeEngine().Run(Plan("c", SafeTensorsDType.F32, new TiesStrategy(), poisoned: false), new MergeOptions { OutputPath = _dir.File("out"), BlockElements = 16 });
+        var result = new MergeEngine().Run(Plan("c", SafeTensorsDType.F32, new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), poisoned: false), new MergeOptions { OutputPath = _dir.File("out"), BlockElements = 16 });
         Assert.Empty(result.Warnings);
     }
 

@@ -2,11 +2,9 @@ using SensMerging.Abstractions;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
-using SensMerging.Strategies.BreadcrumbsTies;
-using SensMerging.Strategies.DareTies;
-using SensMerging.Strategies.Ties;
 using TorchSharp;
 using static TorchSharp.torch;
+using SensMerging.Strategies.Common;
 
 namespace SensMerging.Core.Tests;
 
@@ -24,7 +22,7 @@ public sealed class StreamingEngineTests : IDisposable
     public void Streamed_in_tiny_blocks_equals_the_whole_tensor_merge(string method, string dtypeName)
     {
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
-        IStreamingMergeStrategy strategy = method == "ties" ? new TiesStrategy() : new BreadcrumbsTiesStrategy();
+        IStreamingMergeStrategy strategy = method == "ties" ? new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties) : new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies);
         var parameters = new ResolvedParameters(
             new Dictionary<string, object> { ["lambda"] = 0.9 },
             [new Dictionary<string, object> { ["density"] = 0.5, ["gamma"] = 0.05 }, new Dictionary<string, object> { ["density"] = 0.3, ["gamma"] = 0.1 }]);
@@ -67,7 +65,7 @@ public sealed class StreamingEngineTests : IDisposable
         {
             Base = _dir.Input("base", TinyModels.Make(_dir.File("base" + tag), 4, dtype).Path),
             Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1" + tag), 5, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 6, dtype).Path)],
-            Strategy = new TiesStrategy(),
+            Strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
             ParameterResolver = (_, _) => parameters,
             Weights = [0.6, 0.4],
         };
@@ -108,7 +106,7 @@ public sealed class StreamingEngineTests : IDisposable
         {
             Base = _dir.Input("base", basePath),
             Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
-            Strategy = new DareTiesStrategy(),
+            Strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
             ParameterResolver = (_, _) => parameters,
             Weights = [0.8, 0.6],
             Seed = 42,
@@ -204,9 +202,9 @@ public sealed class StreamingEngineTests : IDisposable
         // must be byte for byte those of the same merge through float32 buffers, streamed in blocks across two workers.
         IStreamingMergeStrategy strategy = method switch
         {
-            "ties" => new TiesStrategy(),
-            "dare_ties" => new DareTiesStrategy(),
-            _ => new BreadcrumbsTiesStrategy(),
+            "ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
+            "dare_ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
+            _ => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies),
         };
         Assert.True(strategy.Traits.AcceptsBFloat16);
         var parameters = new ResolvedParameters(

@@ -2,9 +2,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 using SensMerging.Abstractions;
 using SensMerging.Decorators.Sens;
 using SensMerging.Strategies.Linear;
-using SensMerging.Strategies.TaskArithmetic;
-using SensMerging.Strategies.Ties;
 using static TorchSharp.torch;
+using SensMerging.Strategies.Common;
 
 namespace SensMerging.Plugins.Tests;
 
@@ -84,7 +83,7 @@ public sealed class SensDecoratorTests
         double[][] uniformG = [[0, 7, 7], [7, 0, 7], [7, 7, 0]];
         var catalog = new TestScorerCatalog(TaskScorer(uniformS), CrossScorer(uniformG));
         var weights = new[] { 0.7, 1.3, 0.4 };
-        foreach (var inner in new IMergeStrategy[] { new TestTaskArithmetic(), new LinearStrategy(), new TaskArithmeticStrategy(), new TiesStrategy() })
+        foreach (var inner in new IMergeStrategy[] { new TestTaskArithmetic(), new LinearStrategy(), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties) })
         {
             var decorated = await new SensDecorator().DecorateAsync(inner, Context(catalog), CancellationToken.None);
             var parameters = TestScorerCatalog.Resolve(inner.Parameters);
@@ -107,7 +106,7 @@ public sealed class SensDecoratorTests
     public async Task SensTaskArithmeticPlugin_MergesWithScaledWeights()
     {
         var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
-        var inner = new TaskArithmeticStrategy();
+        var inner = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic);
         var decorated = await new SensDecorator().DecorateAsync(inner, Context(catalog, new Dictionary<string, object> { ["temperature"] = 0.1 }), CancellationToken.None);
         var c = decorated.Report.Tables.Single(t => t.Scorer == "coefficients");
         var parameters = TestScorerCatalog.Resolve(inner.Parameters);
@@ -132,7 +131,7 @@ public sealed class SensDecoratorTests
     public async Task SensOfAStreamingStrategy_StreamsInBlocks_ToTheWholeTensorResult()
     {
         var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
-        var inner = new TiesStrategy();
+        var inner = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties);
         var decorated = await new SensDecorator().DecorateAsync(inner, Context(catalog, new Dictionary<string, object> { ["temperature"] = 0.1 }), CancellationToken.None);
         var streaming = Assert.IsAssignableFrom<IStreamingMergeStrategy>(decorated);
         Assert.IsNotAssignableFrom<IStreamingMergeStrategy>(

@@ -1,6 +1,4 @@
 using SensMerging.Strategies.Common;
-using SensMerging.Strategies.DareLinear;
-using SensMerging.Strategies.DareTies;
 using TorchSharp;
 using static SensMerging.Strategies.Tests.MergeHarness;
 
@@ -19,10 +17,10 @@ public sealed class DareTests
         double[] weights = [0.6, 0.9];
         var deltas = xs.Select(x => Reference.Delta(x, b)).ToArray();
 
-        var linear = Run(new DareLinearStrategy(), b, xs, weights, new() { ["lambda"] = 0.8 }, seed: 42, shape: [5, 10], torchPath: torchPath);
+        var linear = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), b, xs, weights, new() { ["lambda"] = 0.8 }, seed: 42, shape: [5, 10], torchPath: torchPath);
         Close(Reference.Combine(b, deltas, weights, consensus: false, normalize: false, 0.8), linear);
 
-        var ties = Run(new DareTiesStrategy(), b, xs, weights, new() { ["normalize"] = true }, seed: 42, shape: [5, 10], torchPath: torchPath);
+        var ties = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), b, xs, weights, new() { ["normalize"] = true }, seed: 42, shape: [5, 10], torchPath: torchPath);
         Close(Reference.Combine(b, deltas, weights, consensus: true, normalize: true, 1.0), ties);
     }
 
@@ -35,7 +33,7 @@ public sealed class DareTests
         var rng = new Random(2);
         var b = Random(rng, n);
         var x = Random(rng, n, 1, 0.1);
-        var result = Run(new DareLinearStrategy(), b, [x], perModel: [new() { ["density"] = 0.5 }], seed: 1234, shape: [100, 1000], torchPath: torchPath);
+        var result = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), b, [x], perModel: [new() { ["density"] = 0.5 }], seed: 1234, shape: [100, 1000], torchPath: torchPath);
         var dropped = 0;
         for (var i = 0; i < n; i++)
         {
@@ -50,7 +48,7 @@ public sealed class DareTests
         }
         Assert.InRange(dropped / (double)n, 0.49, 0.51);
 
-        var noRescale = Run(new DareLinearStrategy(), b, [x], global: new() { ["rescale"] = false },
+        var noRescale = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), b, [x], global: new() { ["rescale"] = false },
             perModel: [new() { ["density"] = 0.5 }], seed: 1234, shape: [100, 1000], torchPath: torchPath);
         for (var i = 0; i < n; i++)
         {
@@ -75,9 +73,9 @@ public sealed class DareTests
         var b = Random(rng, 4096);
         float[][] xs = [Random(rng, 4096), Random(rng, 4096)];
         var perModel = new Dictionary<string, object>[] { new() { ["density"] = 0.3 }, new() { ["density"] = 0.7 } };
-        var first = Run(new DareTiesStrategy(), b, xs, [1.0, 0.5], perModel: perModel, seed: 99, shape: [64, 64], torchPath: torchPath);
-        var second = Run(new DareTiesStrategy(), b, xs, [1.0, 0.5], perModel: perModel, seed: 99, shape: [64, 64], torchPath: torchPath);
-        var other = Run(new DareTiesStrategy(), b, xs, [1.0, 0.5], perModel: perModel, seed: 100, shape: [64, 64], torchPath: torchPath);
+        var first = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), b, xs, [1.0, 0.5], perModel: perModel, seed: 99, shape: [64, 64], torchPath: torchPath);
+        var second = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), b, xs, [1.0, 0.5], perModel: perModel, seed: 99, shape: [64, 64], torchPath: torchPath);
+        var other = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), b, xs, [1.0, 0.5], perModel: perModel, seed: 100, shape: [64, 64], torchPath: torchPath);
         Assert.Equal(BitConverter.GetBytes(0f).Length * first.Length, first.SelectMany(BitConverter.GetBytes).Count());
         Assert.True(first.SelectMany(BitConverter.GetBytes).SequenceEqual(second.SelectMany(BitConverter.GetBytes)));
         Assert.False(first.SequenceEqual(other));
@@ -99,10 +97,10 @@ public sealed class DareTests
         var sparse = new double[xs.Length][];
         for (var i = 0; i < xs.Length; i++)
         {
-            var single = Run(new DareLinearStrategy(), b, [xs[i]], perModel: [new() { ["density"] = densities[i] }], seed: seed + i, shape: [40, 50], torchPath: torchPath);
+            var single = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), b, [xs[i]], perModel: [new() { ["density"] = densities[i] }], seed: seed + i, shape: [40, 50], torchPath: torchPath);
             sparse[i] = [.. single.Select((v, e) => (double)v - b[e])];
         }
-        var result = Run(new DareTiesStrategy(), b, xs, weights, new() { ["normalize"] = true },
+        var result = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), b, xs, weights, new() { ["normalize"] = true },
             [.. densities.Select(d => new Dictionary<string, object> { ["density"] = d })], seed: seed, shape: [40, 50], torchPath: torchPath);
         Close(Reference.Combine(b, sparse, weights, consensus: true, normalize: true, 1.0), result, 1e-4);
     }
@@ -115,8 +113,8 @@ public sealed class DareTests
         var b = Random(rng, rows * cols);
         var x = Random(rng, rows * cols, 1, 0.2);
         Dictionary<string, object>[] perModel = [new() { ["density"] = 0.3 }];
-        var direct = Run(new DareLinearStrategy(), b, [x], perModel: perModel, seed: 77, shape: [rows, cols]);
-        var general = Run(new DareLinearStrategy(), b, [x], perModel: perModel, seed: 77, shape: [rows, cols], torchPath: true);
+        var direct = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), b, [x], perModel: perModel, seed: 77, shape: [rows, cols]);
+        var general = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), b, [x], perModel: perModel, seed: 77, shape: [rows, cols], torchPath: true);
         var kept = 0;
         for (var e = 0; e < rows * cols; e++)
         {

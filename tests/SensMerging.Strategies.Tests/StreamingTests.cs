@@ -1,11 +1,5 @@
 using SensMerging.Abstractions;
-using SensMerging.Strategies.Breadcrumbs;
-using SensMerging.Strategies.BreadcrumbsTies;
 using SensMerging.Strategies.Common;
-using SensMerging.Strategies.DareLinear;
-using SensMerging.Strategies.DareTies;
-using SensMerging.Strategies.TaskArithmetic;
-using SensMerging.Strategies.Ties;
 using TorchSharp;
 using static SensMerging.Strategies.Tests.MergeHarness;
 
@@ -43,7 +37,7 @@ public sealed class StreamingTests
         // From 2^18 elements: the first pass counts the keys below, and the low bits inside, a window of buckets around
         // the one the first block predicts. A first block unlike the rest (100x larger deltas) predicts a wrong window:
         // the two classic passes follow, with the same result.
-        var strategy = new TiesStrategy();
+        var strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties);
         var rng = new Random(21);
         const int n = 300_000;
         const int block = 50_000;
@@ -99,7 +93,7 @@ public sealed class StreamingTests
     [Fact]
     public void Merge_before_the_statistics_end_is_a_clear_error()
     {
-        var strategy = new TiesStrategy();
+        var strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties);
         var info = Info(strategy, 4, [1.0], null, [new() { ["density"] = 0.5 }], 0);
         using var session = strategy.BeginTensor(info);
         using var t = torch.zeros(4);
@@ -118,7 +112,7 @@ public sealed class StreamingTests
         const long seed = 1234;
         var b = Random(rng, n);
         var x = Random(rng, n, 1, 0.2);
-        var got = Run(new DareLinearStrategy(), b, [x], [1.0], perModel: [new() { ["density"] = 0.3 }], seed: seed);
+        var got = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), b, [x], [1.0], perModel: [new() { ["density"] = 0.3 }], seed: seed);
 
         var key = CounterRandom.StreamKey(seed);
         var threshold = CounterRandom.Threshold(0.3);
@@ -132,12 +126,12 @@ public sealed class StreamingTests
 
     internal static IStreamingMergeStrategy Create(string method) => method switch
     {
-        "task_arithmetic" => new TaskArithmeticStrategy(),
-        "ties" => new TiesStrategy(),
-        "dare_linear" => new DareLinearStrategy(),
-        "dare_ties" => new DareTiesStrategy(),
-        "breadcrumbs" => new BreadcrumbsStrategy(),
-        "breadcrumbs_ties" => new BreadcrumbsTiesStrategy(),
+        "task_arithmetic" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic),
+        "ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
+        "dare_linear" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear),
+        "dare_ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
+        "breadcrumbs" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs),
+        "breadcrumbs_ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies),
         _ => throw new ArgumentException(method),
     };
 }

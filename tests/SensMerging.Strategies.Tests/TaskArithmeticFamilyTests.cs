@@ -1,9 +1,6 @@
-using SensMerging.Strategies.Breadcrumbs;
-using SensMerging.Strategies.BreadcrumbsTies;
 using SensMerging.Strategies.Linear;
-using SensMerging.Strategies.TaskArithmetic;
-using SensMerging.Strategies.Ties;
 using static SensMerging.Strategies.Tests.MergeHarness;
+using SensMerging.Strategies.Common;
 
 namespace SensMerging.Strategies.Tests;
 
@@ -28,10 +25,10 @@ public sealed class TaskArithmeticFamilyTests
         float[] b = [1, 1, 1, 1];
         float[] x1 = [2, 0, 1, 3];   // delta  1, -1, 0, 2
         float[] x2 = [1, 3, -1, 1];  // delta  0,  2, -2, 0
-        var result = Run(new TaskArithmeticStrategy(), b, [x1, x2], [0.7, 0.6], new() { ["lambda"] = 0.5 }, shape: [2, 2], torchPath: torchPath);
+        var result = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic), b, [x1, x2], [0.7, 0.6], new() { ["lambda"] = 0.5 }, shape: [2, 2], torchPath: torchPath);
         Close([1 + 0.5 * 0.7, 1 + 0.5 * (-0.7 + 1.2), 1 + 0.5 * -1.2, 1 + 0.5 * 1.4], result);
 
-        var normalized = Run(new TaskArithmeticStrategy(), b, [x1, x2], [0.7, 0.6], new() { ["normalize"] = true }, shape: [2, 2], torchPath: torchPath);
+        var normalized = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic), b, [x1, x2], [0.7, 0.6], new() { ["normalize"] = true }, shape: [2, 2], torchPath: torchPath);
         Close([1 + 0.7 / 1.3, 1 + 0.5 / 1.3, 1 - 1.2 / 1.3, 1 + 1.4 / 1.3], normalized);
     }
 
@@ -44,8 +41,8 @@ public sealed class TaskArithmeticFamilyTests
         var b = Random(rng, 64);
         var strategies = new SensMerging.Abstractions.IMergeStrategy[]
         {
-            new TaskArithmeticStrategy(), new TiesStrategy(), new DareLinear.DareLinearStrategy(), new DareTies.DareTiesStrategy(),
-            new BreadcrumbsStrategy(), new BreadcrumbsTiesStrategy(),
+            new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareLinear), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
+            new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies),
         };
         foreach (var strategy in strategies)
         {
@@ -66,10 +63,10 @@ public sealed class TaskArithmeticFamilyTests
         float[] x1 = [1, -2, 3, 0.5f];
         float[] x2 = [-3, 1, 1, 0.1f];
         // sums: -2, -1, 4, 0.6 -> elected -, -, +, +; disjoint mean of the agreeing entries
-        var result = Run(new TiesStrategy(), b, [x1, x2], shape: [2, 2], torchPath: torchPath);
+        var result = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), b, [x1, x2], shape: [2, 2], torchPath: torchPath);
         Close([-3, -2, 2, 0.3], result);
 
-        var unnormalized = Run(new TiesStrategy(), b, [x1, x2], global: new() { ["normalize"] = false }, shape: [2, 2], torchPath: torchPath);
+        var unnormalized = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), b, [x1, x2], global: new() { ["normalize"] = false }, shape: [2, 2], torchPath: torchPath);
         Close([-3, -2, 4, 0.6], unnormalized);
     }
 
@@ -85,7 +82,7 @@ public sealed class TaskArithmeticFamilyTests
         double[] densities = [0.5, 0.3, 0.75];
         foreach (var normalize in new[] { true, false })
         {
-            var result = Run(new TiesStrategy(), b, xs, weights,
+            var result = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), b, xs, weights,
                 new() { ["normalize"] = normalize, ["lambda"] = 0.9 },
                 [.. densities.Select(d => new Dictionary<string, object> { ["density"] = d })], shape: [10, 20], torchPath: torchPath);
             var deltas = xs.Select((x, i) => Reference.TopMagnitude(Reference.Delta(x, b), densities[i])).ToArray();
@@ -101,7 +98,7 @@ public sealed class TaskArithmeticFamilyTests
         float[] b = [0, 0, 0, 0];
         float[] x1 = [1, 1, 1, 1];
         float[] x2 = [2, -1, 2, -1];
-        var result = Run(new TiesStrategy(), b, [x1, x2], [1.0, -1.0], shape: [2, 2], torchPath: torchPath);
+        var result = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), b, [x1, x2], [1.0, -1.0], shape: [2, 2], torchPath: torchPath);
         // weighted deltas: (1, 1) and (-2, 1); sums -1, 2 -> elected -, +
         var expected = Reference.Combine(b, [Reference.Delta(x1, b), Reference.Delta(x2, b)], [1.0, -1.0], true, true, 1.0);
         Close(expected, result);
@@ -119,7 +116,7 @@ public sealed class TaskArithmeticFamilyTests
         var magnitudes = Enumerable.Range(1, 100).OrderBy(_ => rng.Next()).ToArray();
         var b = new float[100];
         var x = magnitudes.Select((m, i) => (float)(i % 2 == 0 ? m : -m)).ToArray();
-        var result = Run(new BreadcrumbsStrategy(), b, [x], global: null,
+        var result = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs), b, [x], global: null,
             perModel: [new() { ["density"] = 0.8, ["gamma"] = 0.1 }], shape: [10, 10], torchPath: torchPath);
         for (var i = 0; i < 100; i++)
         {
@@ -141,35 +138,35 @@ public sealed class TaskArithmeticFamilyTests
         var perModel = new Dictionary<string, object>[] { new() { ["density"] = 0.6, ["gamma"] = 0.05 }, new() { ["density"] = 0.9, ["gamma"] = 0.0 } };
         var deltas = xs.Select((x, i) => Reference.Band(Reference.Delta(x, b), (double)perModel[i]["density"], (double)perModel[i]["gamma"])).ToArray();
 
-        var linear = Run(new BreadcrumbsStrategy(), b, xs, weights, new() { ["lambda"] = 1.5 }, perModel, shape: [15, 20], torchPath: torchPath);
+        var linear = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs), b, xs, weights, new() { ["lambda"] = 1.5 }, perModel, shape: [15, 20], torchPath: torchPath);
         Close(Reference.Combine(b, deltas, weights, consensus: false, normalize: false, 1.5), linear);
 
-        var ties = Run(new BreadcrumbsTiesStrategy(), b, xs, weights, new() { ["normalize"] = true }, perModel, shape: [15, 20], torchPath: torchPath);
+        var ties = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies), b, xs, weights, new() { ["normalize"] = true }, perModel, shape: [15, 20], torchPath: torchPath);
         Close(Reference.Combine(b, deltas, weights, consensus: true, normalize: true, 1.0), ties);
     }
 
     [Fact]
     public void Variants_declare_mergekit_defaults_and_traits()
     {
-        var ties = new TiesStrategy();
+        var ties = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties);
         Assert.Equal(true, ties.Parameters.Single(p => p.Name == "normalize").Default);
         Assert.False(ties.Traits.Elementwise);
         Assert.Equal(0.0, ties.Parameters.Single(p => p.Name == "density").Minimum);
         Assert.Equal(1.0, ties.Parameters.Single(p => p.Name == "density").Maximum);
-        var dare = new DareTies.DareTiesStrategy();
+        var dare = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies);
         Assert.True(dare.Traits.UsesRandomness);
         Assert.True(dare.Traits.Elementwise);
         Assert.Equal(true, dare.Parameters.Single(p => p.Name == "rescale").Default);
-        Assert.True(new TaskArithmeticStrategy().Traits.Elementwise);
-        Assert.Equal(false, new TaskArithmeticStrategy().Parameters.Single(p => p.Name == "normalize").Default);
-        Assert.Equal(0.01, new BreadcrumbsStrategy().Parameters.Single(p => p.Name == "gamma").Default);
-        Assert.False(new BreadcrumbsTiesStrategy().Traits.Elementwise);
+        Assert.True(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic).Traits.Elementwise);
+        Assert.Equal(false, new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic).Parameters.Single(p => p.Name == "normalize").Default);
+        Assert.Equal(0.01, new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs).Parameters.Single(p => p.Name == "gamma").Default);
+        Assert.False(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies).Traits.Elementwise);
     }
 
     [Fact]
     public void Missing_base_is_a_clear_error()
     {
-        var error = Assert.Throws<ArgumentException>(() => Run(new TiesStrategy(), null, [[1f, 2f]]));
+        var error = Assert.Throws<ArgumentException>(() => Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), null, [[1f, 2f]]));
         Assert.Contains("base model", error.Message, StringComparison.Ordinal);
     }
 
@@ -177,7 +174,7 @@ public sealed class TaskArithmeticFamilyTests
     public void Out_of_range_density_is_a_clear_error()
     {
         var error = Assert.Throws<ArgumentOutOfRangeException>(() =>
-            Run(new TiesStrategy(), [0f, 0f], [[1f, 2f]], perModel: [new() { ["density"] = 1.5 }]));
+            Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), [0f, 0f], [[1f, 2f]], perModel: [new() { ["density"] = 1.5 }]));
         Assert.Contains("density", error.Message, StringComparison.Ordinal);
         Assert.Contains("expert0", error.Message, StringComparison.Ordinal);
     }

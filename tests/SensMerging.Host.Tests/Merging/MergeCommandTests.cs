@@ -74,8 +74,8 @@ public sealed class MergeCommandTests : IDisposable
         var record = await registry.GetAsync(id) ?? throw new InvalidOperationException("no record");
         Assert.Equal(MergeStatus.Succeeded, record.Status);
         Assert.Equal("ties", record.Strategy!.Component);
-        Assert.Equal("ties", record.Strategy.PluginId);
-        Assert.Equal(Sha256(Path.Combine(TestPaths.PluginFolder("SensMerging.Strategies.Ties"), "SensMerging.Strategies.Ties.dll")), record.Strategy.AssemblySha256);
+        Assert.Equal("task_arithmetic_family", record.Strategy.PluginId);
+        Assert.Equal(Sha256(Path.Combine(TestPaths.PluginFolder("SensMerging.Strategies.TaskArithmeticFamily"), "SensMerging.Strategies.TaskArithmeticFamily.dll")), record.Strategy.AssemblySha256);
         Assert.Equal(3, record.Inputs.Count);
         foreach (var input in record.Inputs)
         {

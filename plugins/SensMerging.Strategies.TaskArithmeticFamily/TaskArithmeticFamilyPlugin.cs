@@ -1,0 +1,20 @@
+using Microsoft.Extensions.DependencyInjection;
+using SensMerging.Abstractions;
+using SensMerging.Strategies.Common;
+
+namespace SensMerging.Strategies.TaskArithmeticFamily;
+
+/// <summary>
+/// Registers one strategy per row of <see cref="TaskArithmeticVariant.All"/> (a config's <c>merge_method</c> names the
+/// row, not this plugin's id): the whole family shares one load context and one copy of its kernels.
+/// </summary>
+public sealed class TaskArithmeticFamilyPlugin : IPluginConfigurator
+{
+    public void ConfigureServices(IServiceCollection services, PluginContext context)
+    {
+        foreach (var variant in TaskArithmeticVariant.All)
+        {
+            services.AddSingleton<IMergeStrategy>(new GeneralizedTaskArithmeticStrategy(variant));
+        }
+    }
+}
