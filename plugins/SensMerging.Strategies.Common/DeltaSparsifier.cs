@@ -45,6 +45,7 @@ internal sealed class DeltaSparsifier
         {
             return;
         }
+        var total = _settings.RescalesL1(model) ? L1(delta) : 0;
         switch (_variant.Sparsification)
         {
             case SparsificationMethod.Magnitude:
@@ -58,6 +59,20 @@ internal sealed class DeltaSparsifier
             default:
                 break;
         }
+        if (_settings.RescalesL1(model))
+        {
+            var factor = TaskArithmeticSettings.L1RescaleFactor(total, L1(delta));
+            if (factor != 1f)
+            {
+                delta.mul_(factor);
+            }
+        }
+    }
+
+    private static double L1(Tensor delta)
+    {
+        using var scope = NewDisposeScope();
+        return delta.abs().sum(ScalarType.Float64).item<double>();
     }
 
     /// <summary>
@@ -76,10 +91,6 @@ internal sealed class DeltaSparsifier
         _counterTemp ??= _scratch.Rent(ScalarType.Int64);
         CounterRandom.KeepMask(mask, _elementStart, CounterRandom.StreamKey(_seed + model), CounterRandom.Threshold(density), _counter, _counterTemp);
         delta.mul_(mask);
-        if (_settings.Rescale)
-        {
-            delta.mul_((float)(1.0 / density));
-        }
     }
 
     /// <summary>

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using SensMerging.Abstractions;
 
 namespace SensMerging.Strategies.Common;
@@ -10,10 +12,13 @@ namespace SensMerging.Strategies.Common;
 /// </summary>
 public sealed class GeneralizedTaskArithmeticStrategy : IStreamingMergeStrategy
 {
-    public GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant variant)
+    private readonly ILogger _logger;
+
+    public GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant variant, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(variant);
         Variant = variant;
+        _logger = logger ?? NullLogger.Instance;
         Parameters = variant.BuildParameters();
         Traits = variant.Traits;
     }
@@ -28,8 +33,8 @@ public sealed class GeneralizedTaskArithmeticStrategy : IStreamingMergeStrategy
 
     public StrategyTraits Traits { get; }
 
-    public void Merge(MergeTensorRequest request) => TaskArithmeticCore.Merge(request, Variant);
+    public void Merge(MergeTensorRequest request) => TaskArithmeticCore.Merge(request, Variant, _logger);
 
     /// <summary>Starts a block-wise merge of one tensor (parameters checked here).</summary>
-    public ITensorMergeSession BeginTensor(MergeTensorInfo tensor) => TaskArithmeticSession.Begin(Variant, tensor);
+    public ITensorMergeSession BeginTensor(MergeTensorInfo tensor) => TaskArithmeticSession.Begin(Variant, tensor, _logger);
 }

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using SensMerging.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -30,7 +32,7 @@ namespace SensMerging.Strategies.Common;
 public static class TaskArithmeticCore
 {
     /// <summary>Merges one whole tensor (or elementwise block) in place into <see cref="MergeTensorRequest.Output"/>.</summary>
-    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant)
+    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(variant);
@@ -38,6 +40,7 @@ public static class TaskArithmeticCore
         var count = request.Models.Count;
         var settings = TaskArithmeticSettings.Read(variant, request.Parameters, request.Weights, request.ModelNames, request.TensorName);
         var output = request.Output;
+        TaskArithmeticLog.SmallTensorDrops(logger ?? NullLogger.Instance, variant, settings, output.numel(), request.TensorName, request.ModelNames);
         var dtype = output.dtype;
 
         // Elementwise blocks key the counter stream by the tensor's seed and the element's position in the whole

@@ -171,6 +171,32 @@ internal sealed unsafe class TaskArithmeticKernel
         }
     }
 
+    /// <summary>
+    /// Adds model <paramref name="i"/>'s sum of |delta| (<paramref name="total"/>) and of |delta| over the entries its
+    /// band and random drop keep (<paramref name="kept"/>) over <paramref name="n"/> elements, in double: the norms of
+    /// mergekit's L1 rescale. The keep rule is <see cref="Delta"/>'s, so the merge keeps exactly what was counted.
+    /// </summary>
+    public void AddL1<T>(int i, void* baseValues, void* model, long n, long randomOffset, ref double total, ref double kept)
+        where T : struct, IElementFormat
+    {
+        var lower = Lower[i];
+        var upper = Upper[i];
+        for (long e = 0; e < n; e++)
+        {
+            var magnitude = MathF.Abs(T.LoadOne(model, e) - T.LoadOne(baseValues, e));
+            total += magnitude;
+            if (magnitude < lower || magnitude > upper)
+            {
+                continue;
+            }
+            if (Random && CounterRandom.Uniform24(RandomKey[i], e + randomOffset) >= RandomThreshold[i])
+            {
+                continue;
+            }
+            kept += magnitude;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Vector256<float> DeltaVector<T>(in ModelVectors m, void* x, long e, Vector256<float> b, long randomOffset)
         where T : struct, IElementFormat

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using SensMerging.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,6 +21,11 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     private readonly MagnitudeRanks?[] _ranks;
     private readonly (int Lower, int Upper)[] _rankSlots;
     private readonly string _tensorName;
+    private readonly bool[] _rescaled;
+    private readonly double[] _l1Total;
+    private readonly double[] _l1Kept;
+    private bool _thresholdsSet;
+    private bool _normPass;
     private bool _statisticsDone;
 
     public TaskArithmeticSession(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long numel, long seed, string tensorName)
@@ -36,6 +42,9 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         };
         _ranks = new MagnitudeRanks?[count];
         _rankSlots = new (int, int)[count];
+        _rescaled = new bool[count];
+        _l1Total = new double[count];
+        _l1Kept = new double[count];
         double weightSum = 0;
         for (var i = 0; i < count; i++)
         {
@@ -53,7 +62,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
                 {
                     _kernel.RandomKey[i] = CounterRandom.StreamKey(seed + i);
                     _kernel.RandomThreshold[i] = CounterRandom.Threshold(density);
-                    _kernel.Scale[i] = settings.Rescale ? (float)(1.0 / density) : 1f;
+                    _rescaled[i] = settings.RescalesL1(i);
                 }
                 continue;
             }
@@ -63,6 +72,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
                 _kernel.Scale[i] = 0f;
                 continue;
             }
+            _rescaled[i] = settings.RescalesL1(i);
             var wanted = new List<long>(2);
             if (lower > 0)
             {
@@ -85,10 +95,11 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     }
 
     /// <summary>Starts a session for a streamed tensor (parameters checked here, before any block is read).</summary>
-    public static TaskArithmeticSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor)
+    public static TaskArithmeticSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor, ILogger logger)
     {
         RequestChecks.Check(tensor, variant.Name, variant.Traits);
         var settings = TaskArithmeticSettings.Read(variant, tensor.Parameters, tensor.Weights, tensor.ModelNames, tensor.TensorName);
+        TaskArithmeticLog.SmallTensorDrops(logger, variant, settings, tensor.ElementCount, tensor.TensorName, tensor.ModelNames);
         return new TaskArithmeticSession(variant, settings, tensor.ElementCount, tensor.Seed, tensor.TensorName);
     }
 
@@ -101,9 +112,27 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     private static StorageFormat Format(MergeTensorRequest request) =>
         StorageFormats.Common(request.Output.numel(), request.Output, request.Base is null ? request.Models : request.Models.Prepend(request.Base));
 
+    /// <summary>
+    /// Statistics passes: the magnitude-rank passes until every model's band is known, then (when <c>rescale</c> is
+    /// on and something is sparsified) one pass for the L1 norms of each model's delta and of its kept part.
+    /// </summary>
     public bool BeginPass(int pass)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(pass);
+        if (_normPass)
+        {
+            // The norm pass has ended: every kept delta is scaled back to its tensor's L1 norm.
+            for (var i = 0; i < _rescaled.Length; i++)
+            {
+                if (_rescaled[i])
+                {
+                    _kernel.Scale[i] = TaskArithmeticSettings.L1RescaleFactor(_l1Total[i], _l1Kept[i]);
+                }
+            }
+            _normPass = false;
+            _statisticsDone = true;
+            return false;
+        }
         if (pass > 0)
         {
             foreach (var r in _ranks)
@@ -115,14 +144,23 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         {
             return true;
         }
-        for (var i = 0; i < _ranks.Length; i++)
+        if (!_thresholdsSet)
         {
-            if (_ranks[i] is { } r)
+            for (var i = 0; i < _ranks.Length; i++)
             {
-                var (lower, upper) = _rankSlots[i];
-                _kernel.Lower[i] = lower >= 0 ? r.Value(lower) : float.NegativeInfinity;
-                _kernel.Upper[i] = upper >= 0 ? r.Value(upper) : float.PositiveInfinity;
+                if (_ranks[i] is { } r)
+                {
+                    var (lower, upper) = _rankSlots[i];
+                    _kernel.Lower[i] = lower >= 0 ? r.Value(lower) : float.NegativeInfinity;
+                    _kernel.Upper[i] = upper >= 0 ? r.Value(upper) : float.PositiveInfinity;
+                }
             }
+            _thresholdsSet = true;
+        }
+        if (_rescaled.Any(r => r))
+        {
+            _normPass = true;
+            return true;
         }
         _statisticsDone = true;
         return false;
@@ -131,6 +169,11 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     public void Observe(MergeTensorRequest block)
     {
         Check(block);
+        if (_normPass)
+        {
+            ObserveNorms(block);
+            return;
+        }
         if (_ranks.All(r => r is null))
         {
             return;
@@ -149,6 +192,26 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             else
             {
                 ranks.Add<Float32Elements>((void*)direct.Models[i], direct.Base, direct.Count);
+            }
+        }
+    }
+
+    private void ObserveNorms(MergeTensorRequest block)
+    {
+        using var direct = DirectBlock.Of(block);
+        for (var i = 0; i < _rescaled.Length; i++)
+        {
+            if (!_rescaled[i])
+            {
+                continue;
+            }
+            if (direct.Format == StorageFormat.BFloat16)
+            {
+                _kernel.AddL1<BFloat16Elements>(i, direct.Base, (void*)direct.Models[i], direct.Count, block.ElementStart, ref _l1Total[i], ref _l1Kept[i]);
+            }
+            else
+            {
+                _kernel.AddL1<Float32Elements>(i, direct.Base, (void*)direct.Models[i], direct.Count, block.ElementStart, ref _l1Total[i], ref _l1Kept[i]);
             }
         }
     }

@@ -36,8 +36,44 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
             Gammas: gammas,
             Lambda: lambda,
             Normalize: p.Has("normalize") ? p.Boolean("normalize") : variant.DefaultNormalize,
-            Rescale: variant.Sparsification == SparsificationMethod.Random && (p.Has("rescale") ? p.Boolean("rescale") : variant.DefaultRescale));
+            Rescale: variant.Sparsification != SparsificationMethod.None && (p.Has("rescale") ? p.Boolean("rescale") : variant.DefaultRescale));
     }
+
+    /// <summary>
+    /// True when Breadcrumbs drops model <paramref name="i"/>'s whole task vector of a tensor of <paramref name="numel"/>
+    /// elements only because there is no outlier to remove there (gamma * n rounds down to 0, as for every tensor
+    /// under 100 elements at the default gamma 0.01): mergekit's rule, which this merge follows and logs.
+    /// </summary>
+    public bool DropsSmallTensor(TaskArithmeticVariant variant, int i, long numel) =>
+        variant.Sparsification == SparsificationMethod.MagnitudeOutliers && Densities[i] < 1.0 && numel > 0
+        && (long)Math.Floor(Densities[i] * numel) > 0 && OutlierCounts(i, numel).Top <= 0;
+
+    /// <summary>mergekit's magnitude_outliers counts: the smallest entries dropped and the largest entries dropped.</summary>
+    private (long Bottom, long Top) OutlierCounts(int i, long numel)
+    {
+        var target = (long)Math.Floor(Densities[i] * numel);
+        var top = (long)Math.Floor(Gammas[i] * numel);
+        var bottom = numel - target - top;
+        if (bottom < 0)
+        {
+            top += bottom;
+            bottom = 0;
+        }
+        return (bottom, top);
+    }
+
+    /// <summary>Norms below this leave a sparsified delta unscaled (mergekit's <c>rescaled_masked_tensor</c> eps).</summary>
+    public const double RescaleEpsilon = 1e-7;
+
+    /// <summary>
+    /// mergekit's L1 rescale factor of one model's sparsified delta over one tensor: sum|delta| / sum|kept delta|, or 1
+    /// when either is below <see cref="RescaleEpsilon"/> (or not finite). The sums are accumulated in double.
+    /// </summary>
+    public static float L1RescaleFactor(double total, double kept) =>
+        total >= RescaleEpsilon && kept >= RescaleEpsilon && double.IsFinite(total) && double.IsFinite(kept) ? (float)(total / kept) : 1f;
+
+    /// <summary>True when model <paramref name="i"/>'s kept delta is rescaled by its L1 norms (rescale on, something sparsified).</summary>
+    public bool RescalesL1(int i) => Rescale && Densities[i] < 1.0 && Densities[i] > 0;
 
     /// <summary>
     /// The magnitude ranks model <paramref name="i"/> needs over <paramref name="numel"/> elements: the 1-based rank of the
@@ -61,19 +97,15 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
             }
             case SparsificationMethod.MagnitudeOutliers:
             {
+                var (bottom, top) = OutlierCounts(i, numel);
+                // mergekit keeps sorted[bottom:-top]: with no top entry to remove (gamma * n < 1) that slice is empty and
+                // the model's whole task vector of the tensor is dropped (see DropsSmallTensor).
                 var target = (long)Math.Floor(density * numel);
-                var top = (long)Math.Floor(Gammas[i] * numel);
-                var bottom = numel - target - top;
-                if (bottom < 0)
-                {
-                    top += bottom;
-                    bottom = 0;
-                }
-                if (target <= 0 || numel - top <= bottom)
+                if (target <= 0 || top <= 0 || numel - top <= bottom)
                 {
                     return (0, 0, true);
                 }
-                return (bottom > 0 ? bottom + 1 : 0, top > 0 ? numel - top : 0, false);
+                return (bottom > 0 ? bottom + 1 : 0, numel - top, false);
             }
             case SparsificationMethod.None:
             case SparsificationMethod.Random:

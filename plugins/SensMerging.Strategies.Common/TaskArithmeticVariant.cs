@@ -77,10 +77,11 @@ public sealed record TaskArithmeticVariant(
     public static IReadOnlyList<TaskArithmeticVariant> All { get; } = [TaskArithmetic, Ties, DareLinear, DareTies, Breadcrumbs, BreadcrumbsTies];
 
     /// <summary>
-    /// Each output element depends only on the same element of the inputs when no whole-tensor statistic (magnitude rank) is
-    /// involved: plain sums, per-element random drops and per-element sign election.
+    /// Each output element depends only on the same element of the inputs when no whole-tensor statistic is involved:
+    /// plain sums and per-element sign election. Every sparsifying method needs one (magnitude ranks, or the L1 norms
+    /// of mergekit's <c>rescale</c>, on by default for DARE), so only task_arithmetic is elementwise.
     /// </summary>
-    public bool Elementwise => Sparsification is SparsificationMethod.None or SparsificationMethod.Random;
+    public bool Elementwise => Sparsification is SparsificationMethod.None;
 
     /// <summary>
     /// Every variant takes bfloat16 as stored (<see cref="StrategyTraits.AcceptsBFloat16"/>): its CPU kernels widen in
@@ -102,11 +103,12 @@ public sealed record TaskArithmeticVariant(
         var specs = new List<ParameterSpec>
         {
             ParameterSpec.Float("weight", 1.0, ParameterScope.PerModel, "Weight of the model's task vector."),
+            ParameterSpec.Float("density", 1.0, ParameterScope.PerModel,
+                Sparsification == SparsificationMethod.None
+                    ? "Accepted and ignored, as in mergekit (task_arithmetic keeps every entry)."
+                    : "Fraction of the task vector's entries kept.",
+                min: 0, max: 1),
         };
-        if (Sparsification != SparsificationMethod.None)
-        {
-            specs.Add(ParameterSpec.Float("density", 1.0, ParameterScope.PerModel, "Fraction of the task vector's entries kept.", min: 0, max: 1));
-        }
         if (Sparsification == SparsificationMethod.MagnitudeOutliers)
         {
             specs.Add(ParameterSpec.Float("gamma", 0.01, ParameterScope.PerModel, "Fraction of the largest-magnitude entries removed as outliers.", min: 0, max: 1));
@@ -116,10 +118,10 @@ public sealed record TaskArithmeticVariant(
             Consensus == ConsensusMethod.None
                 ? "Divide the merged task vector by the sum of the weights."
                 : "Divide each entry by the sum of the weights of the contributions kept there."));
-        if (Sparsification == SparsificationMethod.Random)
-        {
-            specs.Add(ParameterSpec.Boolean("rescale", DefaultRescale, ParameterScope.Global, "Scale surviving entries by 1/density."));
-        }
+        specs.Add(ParameterSpec.Boolean("rescale", DefaultRescale, ParameterScope.Global,
+            Sparsification == SparsificationMethod.None
+                ? "Accepted for mergekit compatibility; no effect (nothing is sparsified)."
+                : "Rescale each sparsified task vector so that its L1 norm over the tensor is what it was before sparsifying (mergekit)."));
         specs.Add(ParameterSpec.Boolean("int8_mask", false, ParameterScope.Global,
             "Accepted for mergekit compatibility; masks are stored in the compute dtype here, the result is the same."));
         return specs;

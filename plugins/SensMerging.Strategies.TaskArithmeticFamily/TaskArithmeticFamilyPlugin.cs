@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Common;
 
@@ -14,7 +15,8 @@ public sealed class TaskArithmeticFamilyPlugin : IPluginConfigurator
     {
         foreach (var variant in TaskArithmeticVariant.All)
         {
-            services.AddSingleton<IMergeStrategy>(new GeneralizedTaskArithmeticStrategy(variant));
+            services.AddSingleton<IMergeStrategy>(provider => new GeneralizedTaskArithmeticStrategy(
+                variant, provider.GetRequiredService<ILoggerFactory>().CreateLogger("SensMerging.Strategies." + variant.Name)));
         }
     }
 }

@@ -75,10 +75,23 @@ public sealed class ConfigParameterTests
     [Fact]
     public void Unknown_method_parameter_names_the_parameter_and_the_known_ones()
     {
-        var config = Parse("merge_method: ties\nbase_model: o/b\nmodels:\n  - model: o/a\n    parameters:\n      epsilon: 0.1\nparameters:\n  rescale: true\n");
+        var config = Parse("merge_method: ties\nbase_model: o/b\nmodels:\n  - model: o/a\n    parameters:\n      epsilon: 0.1\nparameters:\n  filter_wise: true\n");
         var error = Assert.Throws<MergeConfigException>(() => ParameterResolver.For(config, SpecOnlyStrategy.For("ties")));
-        Assert.Contains("line 6: 'epsilon' (model 'o/a') is not a parameter of merge method 'ties' (known: weight, density, lambda, normalize, int8_mask)", error.Message, StringComparison.Ordinal);
-        Assert.Contains("line 8: 'rescale' is not a parameter of merge method 'ties'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("line 6: 'epsilon' (model 'o/a') is not a parameter of merge method 'ties' (known: weight, density, lambda, normalize, rescale, int8_mask)", error.Message, StringComparison.Ordinal);
+        Assert.Contains("line 8: 'filter_wise' is not a parameter of merge method 'ties'", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("task_arithmetic", "  rescale: true\n", "    density: 0.5\n")]
+    [InlineData("ties", "  rescale: true\n", "    density: 0.5\n")]
+    [InlineData("breadcrumbs", "  rescale: false\n", "    gamma: 0.02\n")]
+    public void Parameters_mergekit_accepts_on_the_task_arithmetic_family_are_accepted(string method, string global, string perModel)
+    {
+        // mergekit declares rescale on every generalized-task-arithmetic method and density on all of them (task_arithmetic
+        // ignores it): a config using them must not be refused.
+        var config = Parse($"merge_method: {method}\nbase_model: o/b\nmodels:\n  - model: o/a\n    parameters:\n      weight: 1.0\n  {perModel}parameters:\n{global}");
+        var resolver = ParameterResolver.For(config, SpecOnlyStrategy.For(method));
+        Assert.NotNull(resolver.Resolve("model.layers.0.mlp.up_proj.weight", 2));
     }
 
     [Fact]

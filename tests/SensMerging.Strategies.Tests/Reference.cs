@@ -18,7 +18,10 @@ internal static class Reference
         return [.. delta.Select((d, i) => keep.Contains(i) ? d : 0.0)];
     }
 
-    /// <summary>Breadcrumbs: ascending magnitude ranks [bottom, n - top) survive.</summary>
+    /// <summary>
+    /// Breadcrumbs as mergekit writes it: ascending magnitude ranks <c>sorted[bottom:-top]</c> survive, with Python's
+    /// slice meaning, so a top of 0 (gamma * n below 1) keeps nothing.
+    /// </summary>
     public static double[] Band(double[] delta, double density, double gamma)
     {
         if (density >= 1)
@@ -35,11 +38,20 @@ internal static class Reference
             bottom = 0;
         }
         var order = Enumerable.Range(0, n).OrderBy(i => Math.Abs(delta[i])).ToArray();
-        var keep = order.Skip(bottom).Take(n - top - bottom).ToHashSet();
+        var end = top > 0 ? n - top : 0; // Python: xs[bottom:-0] == xs[bottom:0], empty
+        var keep = order.Skip(bottom).Take(Math.Max(0, end - bottom)).ToHashSet();
         return [.. delta.Select((d, i) => keep.Contains(i) ? d : 0.0)];
     }
 
     /// <summary>base + lambda * mix(w_i * delta_i), mix = plain sum or TIES sign election (sum method).</summary>
+    /// <summary>mergekit's L1 rescale of a sparsified delta: times sum|delta| / sum|sparse|, unless either is below 1e-7.</summary>
+    public static double[] RescaleL1(double[] delta, double[] sparse)
+    {
+        var before = delta.Sum(Math.Abs);
+        var after = sparse.Sum(Math.Abs);
+        return before < 1e-7 || after < 1e-7 ? sparse : [.. sparse.Select(d => d * (before / after))];
+    }
+
     public static double[] Combine(float[] baseValues, double[][] deltas, double[] weights, bool consensus, bool normalize, double lambda)
     {
         var n = baseValues.Length;

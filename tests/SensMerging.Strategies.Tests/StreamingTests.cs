@@ -116,10 +116,19 @@ public sealed class StreamingTests
 
         var key = CounterRandom.StreamKey(seed);
         var threshold = CounterRandom.Threshold(0.3);
+        // The kept entries are scaled by mergekit's L1 factor sum|d| / sum|kept d| (float32 deltas, summed in double).
+        double total = 0, keptTotal = 0;
+        for (var e = 0; e < n; e++)
+        {
+            var magnitude = MathF.Abs(x[e] - b[e]);
+            total += magnitude;
+            keptTotal += CounterRandom.Uniform24(key, e) < threshold ? magnitude : 0;
+        }
+        var factor = (float)(total / keptTotal);
         for (var e = 0; e < n; e++)
         {
             var delta = x[e] - b[e];
-            var kept = CounterRandom.Uniform24(key, e) < threshold ? delta * (float)(1.0 / 0.3) : 0f;
+            var kept = CounterRandom.Uniform24(key, e) < threshold ? delta * factor : 0f;
             Assert.Equal(b[e] + (1f * kept), got[e]);
         }
     }

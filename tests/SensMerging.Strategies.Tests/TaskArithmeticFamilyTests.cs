@@ -129,7 +129,7 @@ public sealed class TaskArithmeticFamilyTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void Breadcrumbs_without_outliers_and_breadcrumbs_ties_match_reference(bool torchPath)
+    public void Breadcrumbs_with_gamma_zero_and_breadcrumbs_ties_match_mergekit_reference(bool torchPath)
     {
         var rng = new Random(9);
         var b = Random(rng, 300);
@@ -145,6 +145,55 @@ public sealed class TaskArithmeticFamilyTests
         Close(Reference.Combine(b, deltas, weights, consensus: true, normalize: true, 1.0), ties);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Breadcrumbs_drops_the_task_vector_of_a_tensor_too_small_for_gamma_as_mergekit(bool torchPath)
+    {
+        // 60 elements at the default gamma 0.01: floor(0.6) = 0 outliers to remove, so mergekit's sorted[bottom:-0] is
+        // empty and the whole task vector of the tensor is dropped; at gamma 0.05 (3 outliers) the band is kept.
+        var rng = new Random(12);
+        var b = Random(rng, 60);
+        float[][] xs = [Random(rng, 60, 1.5)];
+        var dropped = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs), b, xs, global: null,
+            perModel: [new() { ["density"] = 0.7 }], shape: [6, 10], torchPath: torchPath);
+        Assert.Equal(b, dropped);
+        var band = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs), b, xs, global: null,
+            perModel: [new() { ["density"] = 0.7, ["gamma"] = 0.05 }], shape: [6, 10], torchPath: torchPath);
+        var expected = Reference.Band(Reference.Delta(xs[0], b), 0.7, 0.05);
+        Assert.Equal(42, expected.Count(d => d != 0));
+        Close([.. expected.Select((d, i) => b[i] + d)], band);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Ties_and_breadcrumbs_with_rescale_keep_each_task_vectors_L1_norm(bool torchPath)
+    {
+        var rng = new Random(14);
+        var b = Random(rng, 400);
+        float[][] xs = [Random(rng, 400, 1.2), Random(rng, 400, 0.8, 0.2)];
+        double[] weights = [0.7, 1.1];
+        double[] densities = [0.3, 0.6];
+        var perModel = densities.Select(d => new Dictionary<string, object> { ["density"] = d, ["gamma"] = 0.02 }).ToArray();
+        var deltas = xs.Select(x => Reference.Delta(x, b)).ToArray();
+
+        var ties = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), b, xs, weights, new() { ["rescale"] = true },
+            [.. densities.Select(d => new Dictionary<string, object> { ["density"] = d })], shape: [20, 20], torchPath: torchPath);
+        var tiesDeltas = deltas.Select((d, i) => Reference.RescaleL1(d, Reference.TopMagnitude(d, densities[i]))).ToArray();
+        Close(Reference.Combine(b, tiesDeltas, weights, consensus: true, normalize: true, 1.0), ties, 1e-4);
+
+        var crumbs = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs), b, xs, weights, new() { ["rescale"] = true, ["lambda"] = 0.5 },
+            perModel, shape: [20, 20], torchPath: torchPath);
+        var crumbDeltas = deltas.Select((d, i) => Reference.RescaleL1(d, Reference.Band(d, densities[i], 0.02))).ToArray();
+        Close(Reference.Combine(b, crumbDeltas, weights, consensus: false, normalize: false, 0.5), crumbs, 1e-4);
+
+        // Without rescale (the default for both), the same masks and no scaling.
+        var plain = Run(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), b, xs, weights, global: null,
+            [.. densities.Select(d => new Dictionary<string, object> { ["density"] = d })], shape: [20, 20], torchPath: torchPath);
+        Close(Reference.Combine(b, [.. deltas.Select((d, i) => Reference.TopMagnitude(d, densities[i]))], weights, consensus: true, normalize: true, 1.0), plain);
+    }
+
     [Fact]
     public void Variants_declare_mergekit_defaults_and_traits()
     {
@@ -155,8 +204,12 @@ public sealed class TaskArithmeticFamilyTests
         Assert.Equal(1.0, ties.Parameters.Single(p => p.Name == "density").Maximum);
         var dare = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies);
         Assert.True(dare.Traits.UsesRandomness);
-        Assert.True(dare.Traits.Elementwise);
+        Assert.False(dare.Traits.Elementwise); // the L1 rescale is a whole-tensor statistic
         Assert.Equal(true, dare.Parameters.Single(p => p.Name == "rescale").Default);
+        Assert.Equal(false, ties.Parameters.Single(p => p.Name == "rescale").Default);
+        Assert.Contains(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic).Parameters, p => p.Name == "rescale");
+        Assert.Contains(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic).Parameters, p => p.Name == "density");
+        Assert.Equal(TaskArithmeticVariant.All.Count, TaskArithmeticVariant.All.Select(v => v.Name).Distinct().Count());
         Assert.True(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic).Traits.Elementwise);
         Assert.Equal(false, new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic).Parameters.Single(p => p.Name == "normalize").Default);
         Assert.Equal(0.01, new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Breadcrumbs).Parameters.Single(p => p.Name == "gamma").Default);
