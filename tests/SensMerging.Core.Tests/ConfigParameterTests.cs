@@ -13,8 +13,8 @@ public sealed class ConfigParameterTests
     [InlineData("model.layers.1.self_attn.k_proj.weight", 5, 0.25)]
     [InlineData("model.layers.0.mlp.up_proj.weight", 1, 1.0)]
     [InlineData("model.embed_tokens.weight", 5, 0.0)]
-    [InlineData("model.norm.weight", 5, 1.0)]
-    [InlineData("lm_head.weight", 5, 1.0)]
+    [InlineData("model.norm.weight", 5, 0.0)]
+    [InlineData("lm_head.weight", 5, 0.0)]
     public void Depth_follows_mergekit_positions(string tensor, int layers, double expected) =>
         Assert.Equal(expected, ParameterResolver.Depth(tensor, layers), 12);
 
@@ -29,8 +29,10 @@ public sealed class ConfigParameterTests
         {
             Assert.Equal(expected[b], resolver.Resolve($"model.layers.{b}.mlp.up_proj.weight", 9).Float("density", 0), 12);
         }
+        // mergekit >= 0.1.2 (plan.py): the tensors before and after the blocks are planned at t = 0, the list's first value.
         Assert.Equal(0.2, resolver.Resolve("model.embed_tokens.weight", 9).Float("density", 0), 12);
-        Assert.Equal(1.0, resolver.Resolve("lm_head.weight", 9).Float("density", 0), 12);
+        Assert.Equal(0.2, resolver.Resolve("model.norm.weight", 9).Float("density", 0), 12);
+        Assert.Equal(0.2, resolver.Resolve("lm_head.weight", 9).Float("density", 0), 12);
 
         var gradient = new GradientParameter([0.0, 10.0], 1);
         Assert.Equal(2.5, (double)gradient.Evaluate("x", () => 0.25)!, 12);

@@ -42,8 +42,10 @@ public sealed class ParameterResolver
     public IReadOnlyList<InputModel> Experts { get; }
 
     /// <summary>
-    /// The depth mergekit gives a tensor for layer gradients: block b of n gets b / (n - 1) (1 when n = 1); tensors
-    /// before the blocks (embeddings) get 0 and tensors after them (final norm, lm_head, anything else) get 1.
+    /// The depth mergekit gives a tensor for layer gradients: block b of n gets b / (n - 1) (1 when n = 1); every tensor
+    /// outside the blocks, before them (embeddings) or after them (final norm, lm_head), gets 0, so it takes a
+    /// gradient's FIRST value: mergekit since v0.1.2 plans those "pre" and "post" weights with t = 0 (plan.py);
+    /// v0.1.1 and earlier gave the post weights the last value.
     /// </summary>
     public static double Depth(string tensorName, int layerCount)
     {
@@ -51,7 +53,7 @@ public sealed class ParameterResolver
         var block = LayerGroups.BlockIndex(tensorName);
         if (block < 0)
         {
-            return IsBeforeBlocks(tensorName) ? 0.0 : 1.0;
+            return 0.0;
         }
         if (layerCount <= 0 || block >= layerCount)
         {
@@ -331,10 +333,6 @@ public sealed class ParameterResolver
     }
 
     private MergeConfigException Error(string message) => new(_config.SourcePath, [message]);
-
-    private static bool IsBeforeBlocks(string tensorName) =>
-        LayerGroups.Of(tensorName) == LayerGroups.Embeddings || tensorName.Contains("embed", StringComparison.Ordinal)
-        || tensorName.Contains(".wte.", StringComparison.Ordinal) || tensorName.Contains(".wpe.", StringComparison.Ordinal);
 
     private static string Known(IReadOnlyList<ParameterSpec> specs) =>
         specs.Count == 0 ? "none" : string.Join(", ", specs.Select(s => s.Name));
