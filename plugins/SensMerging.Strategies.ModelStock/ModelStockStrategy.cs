@@ -32,6 +32,8 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
     public IReadOnlyList<ParameterSpec> Parameters { get; } =
     [
         ParameterSpec.Float("weight", 1.0, ParameterScope.PerModel, "Weight of the model in the average (weights are normalized)."),
+        ParameterSpec.Boolean("filter_wise", false, ParameterScope.Global,
+            "One t per row (output filter) of the tensor, from the rows' cosines, instead of one per tensor (mergekit's filter_wise)."),
     ];
 
     public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 2, Elementwise: false);
@@ -50,7 +52,12 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
         {
             throw new ArgumentException($"model_stock: the weights of tensor '{tensor.TensorName}' sum to zero; they cannot be normalized", nameof(tensor));
         }
-        return new Session(this, tensor.Weights, weightSum);
+        var filterWise = tensor.Parameters.Has("filter_wise") && tensor.Parameters.Boolean("filter_wise");
+        // mergekit: a 1-D tensor is one row; otherwise rows run along the last dimension.
+        var columns = filterWise && tensor.Shape.Count >= 2 ? tensor.Shape[^1] : 0;
+        return columns > 0
+            ? new RowSession(this, tensor.Weights, weightSum, tensor.ElementCount, columns)
+            : new Session(this, tensor.Weights, weightSum);
     }
 
     /// <summary>The interpolation ratio t for mean cosine <paramref name="cos"/> and <paramref name="k"/> models.</summary>
@@ -64,18 +71,116 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
     public static double RatioOf(BlockGram gram)
     {
         ArgumentNullException.ThrowIfNull(gram);
-        var k = gram.Vectors;
+        return RatioOf(gram.Vectors, gram.Sum);
+    }
+
+    /// <summary>t from a Gram matrix given by <paramref name="sum"/>(i, j) over <paramref name="k"/> task vectors.</summary>
+    public static double RatioOf(int k, Func<int, int, double> sum)
+    {
+        ArgumentNullException.ThrowIfNull(sum);
         double cosSum = 0;
         var pairs = 0;
         for (var i = 0; i < k; i++)
         {
             for (var j = i + 1; j < k; j++)
             {
-                cosSum += Math.Clamp(gram.Sum(i, j) / Math.Max(gram.Norm(i) * gram.Norm(j), NormProductFloor), -1.0, 1.0);
+                cosSum += Math.Clamp(sum(i, j) / Math.Max(Math.Sqrt(sum(i, i)) * Math.Sqrt(sum(j, j)), NormProductFloor), -1.0, 1.0);
                 pairs++;
             }
         }
         return Ratio(cosSum / pairs, k);
+    }
+
+    /// <summary>
+    /// filter_wise: one Gram matrix per row (double), so one t per row; blocks may start and end anywhere in a row.
+    /// Correct rather than fast (the block is copied to float32 arrays); it is an opt-in of mergekit's.
+    /// </summary>
+    private sealed class RowSession(ModelStockStrategy strategy, IReadOnlyList<double> weights, double weightSum, long elements, long columns) : ITensorMergeSession
+    {
+        private readonly int _k = weights.Count;
+        private readonly double[] _gram = new double[checked(elements / columns * weights.Count * weights.Count)];
+        private float[]? _t;
+
+        public bool BeginPass(int pass)
+        {
+            if (pass == 0)
+            {
+                return true;
+            }
+            if (_t is null)
+            {
+                var rows = elements / columns;
+                var square = _k * _k;
+                _t = new float[rows];
+                for (long r = 0; r < rows; r++)
+                {
+                    var offset = r * square;
+                    _t[r] = (float)RatioOf(_k, (i, j) => _gram[offset + (i * _k) + j]);
+                }
+            }
+            return false;
+        }
+
+        public void Observe(MergeTensorRequest block)
+        {
+            var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
+            var b = Floats(baseBlock);
+            var deltas = block.Models.Select(m => Floats(m)).ToArray();
+            for (var e = 0; e < b.Length; e++)
+            {
+                var offset = (block.ElementStart + e) / columns * _k * _k;
+                for (var i = 0; i < _k; i++)
+                {
+                    var di = (double)(deltas[i][e] - b[e]);
+                    for (var j = i; j < _k; j++)
+                    {
+                        var product = di * (deltas[j][e] - b[e]);
+                        _gram[offset + (i * _k) + j] += product;
+                        if (j != i)
+                        {
+                            _gram[offset + (j * _k) + i] += product;
+                        }
+                    }
+                }
+            }
+        }
+
+        public void Merge(MergeTensorRequest block)
+        {
+            var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
+            var t = _t ?? throw new InvalidOperationException(
+                $"model_stock: tensor '{block.TensorName}': Merge was called before the statistics pass ended (call BeginPass until it returns false).");
+            var n = block.Output.numel();
+            var perElement = new float[n];
+            for (long e = 0; e < n; e++)
+            {
+                perElement[e] = t[(block.ElementStart + e) / columns];
+            }
+            using var noGrad = torch.no_grad();
+            // base + t_row * sum((w_i / sum(w)) * d_i), t per element of its row (rented tensors stay out of the dispose
+            // scope: the scratch owns them)
+            var delta = block.Scratch.Rent(block.Output.dtype);
+            var mixed = block.Scratch.Rent(block.Output.dtype);
+            using var scope = torch.NewDisposeScope();
+            var ratio = torch.tensor(perElement).to(block.Output.dtype, block.Output.device).view(block.Output.shape);
+            mixed.zero_();
+            for (var i = 0; i < block.Models.Count; i++)
+            {
+                delta.copy_(block.Models[i]).sub_(baseBlock);
+                mixed.add_(delta, alpha: weights[i] / weightSum);
+            }
+            block.Output.copy_(baseBlock).addcmul_(mixed, ratio, 1);
+        }
+
+        public void Dispose()
+        {
+        }
+
+        private static float[] Floats(TorchSharp.torch.Tensor tensor)
+        {
+            using var copy = tensor.to(TorchSharp.torch.ScalarType.Float32, TorchSharp.torch.CPU).contiguous();
+            return copy.data<float>().ToArray();
+        }
     }
 
     private sealed class Session(ModelStockStrategy strategy, IReadOnlyList<double> weights, double weightSum) : ITensorMergeSession

@@ -33,7 +33,7 @@ internal sealed class SpecOnlyStrategy(string name, StrategyTraits traits, param
     {
         "linear" => new(method, new(false, Elementwise: true), Weight, Normalize(true)),
         "slerp" => new(method, new(true, 1, 1), ParameterSpec.Float("t", null, ParameterScope.Global, "t", 0, 1), Weight),
-        "model_stock" => new(method, new(true, 2), Weight),
+        "model_stock" => new(method, new(true, 2), Weight, ParameterSpec.Boolean("filter_wise", false, ParameterScope.Global, "filter_wise")),
         _ => throw new ArgumentOutOfRangeException(nameof(method), method, "no spec-only strategy"),
     };
 }

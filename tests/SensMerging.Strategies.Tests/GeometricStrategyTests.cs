@@ -70,4 +70,32 @@ public sealed class GeometricStrategyTests
         Close([1, 1], Run(new ModelStockStrategy(), zero, [[2, 1], [1, 2]])); // cos 0 -> t 0
         Close([1, 1], Run(new ModelStockStrategy(), zero, [[1, 1], [1, 1]])); // zero task vectors
     }
+
+    [Fact]
+    public void Model_stock_filter_wise_takes_one_t_per_row_streamed_or_whole()
+    {
+        // mergekit's filter_wise: cosines (and so t) per row along the last dimension; a 1-D tensor is one row.
+        var rng = new Random(21);
+        const int rows = 12, columns = 10;
+        var b = Random(rng, rows * columns);
+        float[][] xs = [Random(rng, rows * columns, 1, 0.2), Random(rng, rows * columns, 1, 0.3), Random(rng, rows * columns, 1, 0.1)];
+        double[] weights = [1.0, 1.0, 1.0];
+        var expected = new double[rows * columns];
+        for (var r = 0; r < rows; r++)
+        {
+            var row = Reference.ModelStock(b[(r * columns)..((r + 1) * columns)], [.. xs.Select(x => x[(r * columns)..((r + 1) * columns)])], weights);
+            row.CopyTo(expected, r * columns);
+        }
+        var global = new Dictionary<string, object> { ["filter_wise"] = true };
+        var whole = Run(new ModelStockStrategy(), b, xs, weights, global, shape: [rows, columns]);
+        Close(expected, whole, 1e-5);
+        // Blocks of 7 elements cut rows anywhere: the per-row statistics must not depend on it.
+        var streamed = Stream(new ModelStockStrategy(), b, xs, weights, global, null, 1, 7, out var passes, shape: [rows, columns]);
+        Assert.Equal(1, passes);
+        Close(expected, streamed, 1e-5);
+        // Not filter-wise: one t for the whole tensor, which differs from the per-row result.
+        var tensorWise = Run(new ModelStockStrategy(), b, xs, weights, shape: [rows, columns]);
+        Close(Reference.ModelStock(b, xs, weights), tensorWise, 1e-5);
+        Assert.True(expected.Zip(tensorWise).Max(p => Math.Abs(p.First - p.Second)) > 1e-3);
+    }
 }

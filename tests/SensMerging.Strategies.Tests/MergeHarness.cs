@@ -80,11 +80,27 @@ internal static class MergeHarness
     /// <summary><see cref="Stream(IStreamingMergeStrategy, float[], float[][], double[], Dictionary{string, object}?, Dictionary{string, object}[]?, long, int)"/>, also telling how many statistics passes the session asked for.</summary>
     public static float[] Stream(
         IStreamingMergeStrategy strategy, float[] b, float[][] xs, double[] weights, Dictionary<string, object>? global,
-        Dictionary<string, object>[]? perModel, long seed, int block, out int passes)
+        Dictionary<string, object>[]? perModel, long seed, int block, out int passes, long[]? shape = null)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         var n = b.Length;
         var info = Info(strategy, n, weights, global, perModel, seed);
+        if (shape is not null)
+        {
+            info = new MergeTensorInfo
+            {
+                TensorName = info.TensorName,
+                LayerGroup = info.LayerGroup,
+                Shape = shape,
+                HasBase = info.HasBase,
+                ModelNames = info.ModelNames,
+                Weights = info.Weights,
+                Parameters = info.Parameters,
+                Seed = info.Seed,
+                LayerIndex = info.LayerIndex,
+                LayerCount = info.LayerCount,
+            };
+        }
         var result = new float[n];
         using var session = strategy.BeginTensor(info);
         passes = 0;
