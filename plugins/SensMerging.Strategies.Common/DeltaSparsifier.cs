@@ -55,6 +55,9 @@ internal sealed class DeltaSparsifier
             case SparsificationMethod.Random:
                 DropRandom(model, delta, mask!, density);
                 break;
+            case SparsificationMethod.RankedMagnitudeSampling:
+                DropByRowRank(model, delta, density);
+                break;
             case SparsificationMethod.None:
             default:
                 break;
@@ -91,6 +94,58 @@ internal sealed class DeltaSparsifier
         _counterTemp ??= _scratch.Rent(ScalarType.Int64);
         CounterRandom.KeepMask(mask, _elementStart, CounterRandom.StreamKey(_seed + model), CounterRandom.Threshold(density), _counter, _counterTemp);
         delta.mul_(mask);
+    }
+
+    /// <summary>
+    /// DELLA's MagPrune (mergekit's della_magprune): within each row (dimension 1; a 1-D tensor is one row) the entry of
+    /// 0-based magnitude rank r of n is kept with probability density - epsilon + 2 epsilon r / (n - 1), by the counter
+    /// stream keyed by <c>seed + model</c> and the element's position. Equal magnitudes rank by position (stable; mergekit's
+    /// argsort orders them arbitrarily); a row of one element is kept with probability density (mergekit fails there).
+    /// Whole tensors on the CPU in float32 (DELLA does not stream).
+    /// </summary>
+    private void DropByRowRank(int model, Tensor delta, double density)
+    {
+        if (density <= 0)
+        {
+            delta.zero_();
+            return;
+        }
+        var epsilon = _settings.Epsilons[model];
+        var shape = delta.shape;
+        long outer = shape.Length < 2 ? 1 : shape[0];
+        long rowLength = shape.Length < 2 ? delta.numel() : shape[1];
+        long inner = rowLength == 0 || outer == 0 ? 1 : delta.numel() / (outer * rowLength);
+        float[] values;
+        using (var cpu = delta.to(ScalarType.Float32, CPU).contiguous())
+        {
+            values = cpu.data<float>().ToArray();
+        }
+        var key = CounterRandom.StreamKey(_seed + model);
+        var order = new long[rowLength];
+        var magnitudes = new float[rowLength];
+        for (long o = 0; o < outer; o++)
+        {
+            for (long c = 0; c < inner; c++)
+            {
+                for (long k = 0; k < rowLength; k++)
+                {
+                    magnitudes[k] = MathF.Abs(values[(((o * rowLength) + k) * inner) + c]);
+                    order[k] = k;
+                }
+                Array.Sort(order, (x, y) => magnitudes[x] != magnitudes[y] ? magnitudes[x].CompareTo(magnitudes[y]) : x.CompareTo(y));
+                for (long r = 0; r < rowLength; r++)
+                {
+                    var index = (((o * rowLength) + order[r]) * inner) + c;
+                    var probability = rowLength > 1 ? density - epsilon + (2 * epsilon * r / (rowLength - 1)) : density;
+                    if (CounterRandom.Uniform24(key, _elementStart + index) >= CounterRandom.Threshold(probability))
+                    {
+                        values[index] = 0f;
+                    }
+                }
+            }
+        }
+        using var kept = torch.tensor(values, shape).to(delta.dtype, delta.device);
+        delta.copy_(kept);
     }
 
     /// <summary>

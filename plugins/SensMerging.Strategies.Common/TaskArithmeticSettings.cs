@@ -3,7 +3,7 @@ using SensMerging.Abstractions;
 namespace SensMerging.Strategies.Common;
 
 /// <summary>The numbers one merge of one tensor runs with.</summary>
-internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densities, double[] Gammas, double Lambda, bool Normalize, bool Rescale)
+internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densities, double[] Gammas, double[] Epsilons, double Lambda, bool Normalize, bool Rescale)
 {
     /// <summary>Divisors smaller than this (plain sums) count as zero, as in mergekit.</summary>
     public const double ZeroDivisor = 1e-8;
@@ -15,6 +15,7 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
         var count = weights.Count;
         var densities = new double[count];
         var gammas = new double[count];
+        var epsilons = new double[count];
         for (var i = 0; i < count; i++)
         {
             var name = i < modelNames.Count ? modelNames[i] : $"#{i}";
@@ -24,6 +25,15 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
             gammas[i] = variant.Sparsification == SparsificationMethod.MagnitudeOutliers
                 ? RequestChecks.FloatInRange(p, variant.Name, "gamma", i, name, tensorName, 0, 1)
                 : 0;
+            if (variant.Sparsification == SparsificationMethod.RankedMagnitudeSampling)
+            {
+                epsilons[i] = RequestChecks.FloatInRange(p, variant.Name, "epsilon", i, name, tensorName, 0, 1);
+                if (densities[i] is > 0 and < 1 && (densities[i] + epsilons[i] >= 1 || densities[i] - epsilons[i] <= 0))
+                {
+                    throw new ArgumentOutOfRangeException(nameof(p),
+                        $"{variant.Name}: model '{name}' for tensor '{tensorName}': density {densities[i]} +- epsilon {epsilons[i]} must lie inside (0, 1) (mergekit's rule)");
+                }
+            }
         }
         var lambda = p.Has("lambda") ? p.Float("lambda") : 1.0;
         if (!double.IsFinite(lambda))
@@ -34,6 +44,7 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
             Weights: [.. weights],
             Densities: densities,
             Gammas: gammas,
+            Epsilons: epsilons,
             Lambda: lambda,
             Normalize: p.Has("normalize") ? p.Boolean("normalize") : variant.DefaultNormalize,
             Rescale: variant.Sparsification != SparsificationMethod.None && (p.Has("rescale") ? p.Boolean("rescale") : variant.DefaultRescale));
@@ -109,6 +120,7 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
             }
             case SparsificationMethod.None:
             case SparsificationMethod.Random:
+            case SparsificationMethod.RankedMagnitudeSampling:
             default:
                 return (0, 0, false);
         }

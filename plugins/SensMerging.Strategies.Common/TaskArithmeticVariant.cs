@@ -16,6 +16,12 @@ public enum SparsificationMethod
 
     /// <summary>Drop the largest <c>gamma</c> fraction and the smallest entries so that <c>density</c> remains (Model Breadcrumbs).</summary>
     MagnitudeOutliers,
+
+    /// <summary>
+    /// Keep each entry with a probability that grows with its magnitude's rank in its row, from density - epsilon (smallest)
+    /// to density + epsilon (largest) (DELLA's MagPrune, mergekit's della_magprune). Needs whole rows: not streamed.
+    /// </summary>
+    RankedMagnitudeSampling,
 }
 
 /// <summary>How conflicting task vectors are reconciled.</summary>
@@ -73,8 +79,25 @@ public sealed record TaskArithmeticVariant(
         "Model Breadcrumbs band selection followed by TIES sign election.",
         "https://arxiv.org/abs/2312.06795");
 
+    public static TaskArithmeticVariant Della { get; } = new(
+        "della", SparsificationMethod.RankedMagnitudeSampling, ConsensusMethod.Sum, DefaultNormalize: true,
+        "DELLA: drop task-vector entries at random with probabilities ranked by magnitude within each row, rescale to the L1 norm, then TIES sign election.",
+        "https://arxiv.org/abs/2406.11617", DefaultRescale: true);
+
+    public static TaskArithmeticVariant DellaLinear { get; } = new(
+        "della_linear", SparsificationMethod.RankedMagnitudeSampling, ConsensusMethod.None, DefaultNormalize: false,
+        "DELLA's magnitude-ranked random drop and L1 rescale, then the weighted sum of the task vectors.",
+        "https://arxiv.org/abs/2406.11617", DefaultRescale: true);
+
     /// <summary>The family's table, in the order the methods are listed.</summary>
-    public static IReadOnlyList<TaskArithmeticVariant> All { get; } = [TaskArithmetic, Ties, DareLinear, DareTies, Breadcrumbs, BreadcrumbsTies];
+    public static IReadOnlyList<TaskArithmeticVariant> All { get; } =
+        [TaskArithmetic, Ties, DareLinear, DareTies, Breadcrumbs, BreadcrumbsTies, Della, DellaLinear];
+
+    /// <summary>
+    /// True when the method streams (block by block, <see cref="IStreamingMergeStrategy"/>); DELLA ranks magnitudes
+    /// within whole rows and takes whole tensors.
+    /// </summary>
+    public bool Streams => Sparsification != SparsificationMethod.RankedMagnitudeSampling;
 
     /// <summary>
     /// Each output element depends only on the same element of the inputs when no whole-tensor statistic is involved:
@@ -91,10 +114,12 @@ public sealed record TaskArithmeticVariant(
         RequiresBaseModel: true,
         MinModels: 1,
         MaxModels: null,
-        UsesRandomness: Sparsification == SparsificationMethod.Random,
+        UsesRandomness: Sparsification is SparsificationMethod.Random or SparsificationMethod.RankedMagnitudeSampling,
         Elementwise: Elementwise)
     {
-        AcceptsBFloat16 = true,
+        // The streaming methods' kernels widen bfloat16 in registers and round once; DELLA's whole-tensor path computes
+        // with libtorch in the tensors' dtype, so the host widens bfloat16 to float32 for it.
+        AcceptsBFloat16 = Streams,
     };
 
     /// <summary>The parameters the variant reads, with mergekit's names and defaults.</summary>
@@ -112,6 +137,12 @@ public sealed record TaskArithmeticVariant(
         if (Sparsification == SparsificationMethod.MagnitudeOutliers)
         {
             specs.Add(ParameterSpec.Float("gamma", 0.01, ParameterScope.PerModel, "Fraction of the largest-magnitude entries removed as outliers.", min: 0, max: 1));
+        }
+        if (Sparsification == SparsificationMethod.RankedMagnitudeSampling)
+        {
+            specs.Add(ParameterSpec.Float("epsilon", 0.15, ParameterScope.PerModel,
+                "Half-width of the keep probabilities around density, from the smallest to the largest magnitude of a row (density +- epsilon must lie in (0, 1)).",
+                min: 0, max: 1));
         }
         specs.Add(ParameterSpec.Float("lambda", 1.0, ParameterScope.Global, "Scale applied to the merged task vector before adding it to the base."));
         specs.Add(ParameterSpec.Boolean("normalize", DefaultNormalize, ParameterScope.Global,

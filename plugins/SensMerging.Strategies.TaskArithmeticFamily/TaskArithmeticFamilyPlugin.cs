@@ -15,7 +15,7 @@ public sealed class TaskArithmeticFamilyPlugin : IPluginConfigurator
     {
         foreach (var variant in TaskArithmeticVariant.All)
         {
-            services.AddSingleton<IMergeStrategy>(provider => new GeneralizedTaskArithmeticStrategy(
+            services.AddSingleton(provider => GeneralizedTaskArithmeticStrategy.Create(
                 variant, provider.GetRequiredService<ILoggerFactory>().CreateLogger("SensMerging.Strategies." + variant.Name)));
         }
     }

@@ -26,7 +26,7 @@ internal sealed class SpecOnlyStrategy(string name, StrategyTraits traits, param
     /// </summary>
     public static IMergeStrategy For(string method) =>
         TaskArithmeticVariant.All.FirstOrDefault(v => v.Name == method) is { } variant
-            ? new GeneralizedTaskArithmeticStrategy(variant)
+            ? GeneralizedTaskArithmeticStrategy.Create(variant)
             : Other(method);
 
     private static SpecOnlyStrategy Other(string method) => method switch
