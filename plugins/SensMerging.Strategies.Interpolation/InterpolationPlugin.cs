@@ -1,0 +1,15 @@
+using Microsoft.Extensions.DependencyInjection;
+using SensMerging.Abstractions;
+
+namespace SensMerging.Strategies.Interpolation;
+
+/// <summary>Registers nearswap, multislerp and karcher.</summary>
+public sealed class InterpolationPlugin : IPluginConfigurator
+{
+    public void ConfigureServices(IServiceCollection services, PluginContext context)
+    {
+        services.AddSingleton<IMergeStrategy, NearSwapStrategy>();
+        services.AddSingleton<IMergeStrategy, MultiSlerpStrategy>();
+        services.AddSingleton<IMergeStrategy, KarcherStrategy>();
+    }
+}

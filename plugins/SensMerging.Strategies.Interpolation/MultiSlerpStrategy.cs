@@ -1,0 +1,138 @@
+using SensMerging.Abstractions;
+using SensMerging.Strategies.Common;
+using TorchSharp;
+
+namespace SensMerging.Strategies.Interpolation;
+
+/// <summary>
+/// Multi-SLERP (mergekit <c>multislerp</c>): barycentric interpolation on the hypersphere. With v_i the models (minus the
+/// base when there is one), n_i = |v_i|, weights w_i (normalized to sum 1 unless <c>normalize_weights: false</c>) and
+/// unit vectors u_i = v_i / (n_i + eps): m = sum w_i u_i; the tangent-space interpolation at m / |m| sums to zero
+/// exactly (sum w_i (u_i - (u_i . m^) m^) = m - |m| m^), so the exponential map lands on m^ and the result is
+/// <c>base + (sum w_i n_i) m / |m|</c>; mergekit's code computes the same up to rounding. |m| &lt; eps falls back to the
+/// weighted sum for two models and is an error for more, as in mergekit; one model is returned as it is.
+/// Streams: one statistics pass gathers the Gram matrix of the v_i (<see cref="BlockGram"/>, double), then every block
+/// is a weighted sum of the v_i.
+/// </summary>
+public sealed class MultiSlerpStrategy : IStreamingMergeStrategy
+{
+    public string Name => "multislerp";
+
+    public string Description => "Barycentre of the models on the hypersphere (around the base when given), scaled by their weighted mean norm.";
+
+    public IReadOnlyList<ParameterSpec> Parameters { get; } =
+    [
+        ParameterSpec.Float("weight", null, ParameterScope.PerModel, "Weight of the model in the barycentre."),
+        ParameterSpec.Boolean("normalize_weights", true, ParameterScope.Global, "Divide the weights by their sum."),
+        ParameterSpec.Float("eps", 1e-8, ParameterScope.Global, "Added to norms before dividing by them.", min: 0),
+    ];
+
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 1, Elementwise: false);
+
+    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request);
+
+    public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
+    {
+        RequestChecks.Check(tensor, Name, Traits);
+        var weights = tensor.Weights.ToArray();
+        if (tensor.Parameters.Boolean("normalize_weights"))
+        {
+            var sum = weights.Sum();
+            if (sum == 0)
+            {
+                throw new ArgumentException($"multislerp: the weights of tensor '{tensor.TensorName}' sum to zero; they cannot be normalized", nameof(tensor));
+            }
+            weights = [.. weights.Select(w => w / sum)];
+        }
+        return new Session(tensor.TensorName, weights, tensor.Parameters.Float("eps"));
+    }
+
+    /// <summary>The coefficient of each v_i in the result (before the base is added), from their Gram matrix.</summary>
+    public static double[] Coefficients(int k, Func<int, int, double> gram, double[] weights, double eps, string tensorName)
+    {
+        ArgumentNullException.ThrowIfNull(gram);
+        ArgumentNullException.ThrowIfNull(weights);
+        var norms = Enumerable.Range(0, k).Select(i => Math.Sqrt(Math.Max(0, gram(i, i)))).ToArray();
+        var unit = Enumerable.Range(0, k).Select(i => weights[i] / (norms[i] + eps)).ToArray();
+        double meanSquare = 0;
+        for (var i = 0; i < k; i++)
+        {
+            for (var j = 0; j < k; j++)
+            {
+                meanSquare += unit[i] * unit[j] * gram(i, j);
+            }
+        }
+        var meanNorm = Math.Sqrt(Math.Max(0, meanSquare));
+        if (meanNorm < eps)
+        {
+            if (k == 2)
+            {
+                return [weights[0], weights[1]];
+            }
+            throw new InvalidOperationException(
+                $"multislerp: tensor '{tensorName}': the weighted sum of the models' directions is zero (antipodal models with balancing weights); use other weights.");
+        }
+        var averageNorm = norms.Select((n, i) => n * weights[i]).Sum();
+        return [.. unit.Select(u => averageNorm * u / meanNorm)];
+    }
+
+    private sealed class Session(string tensorName, double[] weights, double eps) : ITensorMergeSession
+    {
+        private BlockGram? _gram;
+        private double[]? _coefficients;
+
+        public bool BeginPass(int pass)
+        {
+            if (weights.Length == 1)
+            {
+                return false;
+            }
+            if (pass == 0)
+            {
+                return true;
+            }
+            _coefficients ??= Coefficients(weights.Length, _gram!.Sum, weights, eps, tensorName);
+            return false;
+        }
+
+        public void Observe(MergeTensorRequest block)
+        {
+            _gram ??= new BlockGram(block.Models.Count);
+            _gram.Add(block.Models, block.Base, block.ElementStart);
+        }
+
+        public void Merge(MergeTensorRequest block)
+        {
+            using var noGrad = torch.no_grad();
+            if (weights.Length == 1)
+            {
+                block.Output.copy_(block.Models[0]); // mergekit returns a single model as it is
+                return;
+            }
+            var coefficients = _coefficients ?? throw new InvalidOperationException(
+                $"multislerp: tensor '{block.TensorName}': Merge was called before the statistics pass ended.");
+            var delta = block.Scratch.Rent(block.Output.dtype);
+            if (block.Base is null)
+            {
+                block.Output.zero_();
+            }
+            else
+            {
+                block.Output.copy_(block.Base);
+            }
+            for (var i = 0; i < block.Models.Count; i++)
+            {
+                delta.copy_(block.Models[i]);
+                if (block.Base is not null)
+                {
+                    delta.sub_(block.Base);
+                }
+                block.Output.add_(delta, alpha: coefficients[i]);
+            }
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+}
