@@ -3,7 +3,7 @@ using SensMerging.Abstractions;
 
 namespace SensMerging.Strategies.Interpolation;
 
-/// <summary>Registers nearswap, multislerp and karcher.</summary>
+/// <summary>Registers nearswap, multislerp, karcher and nuslerp.</summary>
 public sealed class InterpolationPlugin : IPluginConfigurator
 {
     public void ConfigureServices(IServiceCollection services, PluginContext context)
@@ -11,5 +11,6 @@ public sealed class InterpolationPlugin : IPluginConfigurator
         services.AddSingleton<IMergeStrategy, NearSwapStrategy>();
         services.AddSingleton<IMergeStrategy, MultiSlerpStrategy>();
         services.AddSingleton<IMergeStrategy, KarcherStrategy>();
+        services.AddSingleton<IMergeStrategy, NuSlerpStrategy>();
     }
 }

@@ -91,15 +91,11 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
         return Ratio(cosSum / pairs, k);
     }
 
-    /// <summary>
-    /// filter_wise: one Gram matrix per row (double), so one t per row; blocks may start and end anywhere in a row.
-    /// Correct rather than fast (the block is copied to float32 arrays); it is an opt-in of mergekit's.
-    /// </summary>
+    /// <summary>filter_wise: one Gram matrix per row (<see cref="SegmentedGram"/>), so one t per row.</summary>
     private sealed class RowSession(ModelStockStrategy strategy, IReadOnlyList<double> weights, double weightSum, long elements, long columns) : ITensorMergeSession
     {
-        private readonly int _k = weights.Count;
-        private readonly double[] _gram = new double[checked(elements / columns * weights.Count * weights.Count)];
-        private float[]? _t;
+        private readonly SegmentedGram _gram = new(weights.Count, elements / columns, e => e / columns);
+        private double[]? _t;
 
         public bool BeginPass(int pass)
         {
@@ -107,42 +103,14 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
             {
                 return true;
             }
-            if (_t is null)
-            {
-                var rows = elements / columns;
-                var square = _k * _k;
-                _t = new float[rows];
-                for (long r = 0; r < rows; r++)
-                {
-                    var offset = r * square;
-                    _t[r] = (float)RatioOf(_k, (i, j) => _gram[offset + (i * _k) + j]);
-                }
-            }
+            _t ??= [.. Enumerable.Range(0, (int)_gram.Segments).Select(r => RatioOf(weights.Count, (i, j) => _gram.Sum(r, i, j)))];
             return false;
         }
 
         public void Observe(MergeTensorRequest block)
         {
             var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
-            var b = Floats(baseBlock);
-            var deltas = block.Models.Select(m => Floats(m)).ToArray();
-            for (var e = 0; e < b.Length; e++)
-            {
-                var offset = (block.ElementStart + e) / columns * _k * _k;
-                for (var i = 0; i < _k; i++)
-                {
-                    var di = (double)(deltas[i][e] - b[e]);
-                    for (var j = i; j < _k; j++)
-                    {
-                        var product = di * (deltas[j][e] - b[e]);
-                        _gram[offset + (i * _k) + j] += product;
-                        if (j != i)
-                        {
-                            _gram[offset + (j * _k) + i] += product;
-                        }
-                    }
-                }
-            }
+            _gram.Add(block.Models, baseBlock, block.ElementStart);
         }
 
         public void Merge(MergeTensorRequest block)
@@ -150,19 +118,12 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
             var baseBlock = RequestChecks.Check(block, strategy.Name, strategy.Traits)!;
             var t = _t ?? throw new InvalidOperationException(
                 $"model_stock: tensor '{block.TensorName}': Merge was called before the statistics pass ended (call BeginPass until it returns false).");
-            var n = block.Output.numel();
-            var perElement = new float[n];
-            for (long e = 0; e < n; e++)
-            {
-                perElement[e] = t[(block.ElementStart + e) / columns];
-            }
             using var noGrad = torch.no_grad();
-            // base + t_row * sum((w_i / sum(w)) * d_i), t per element of its row (rented tensors stay out of the dispose
-            // scope: the scratch owns them)
+            // base + t_row * sum((w_i / sum(w)) * d_i); rented tensors stay out of the dispose scope (the scratch owns them)
             var delta = block.Scratch.Rent(block.Output.dtype);
             var mixed = block.Scratch.Rent(block.Output.dtype);
             using var scope = torch.NewDisposeScope();
-            var ratio = torch.tensor(perElement).to(block.Output.dtype, block.Output.device).view(block.Output.shape);
+            var ratio = _gram.Expand(t, block.ElementStart, block.Output);
             mixed.zero_();
             for (var i = 0; i < block.Models.Count; i++)
             {
@@ -174,12 +135,6 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
 
         public void Dispose()
         {
-        }
-
-        private static float[] Floats(TorchSharp.torch.Tensor tensor)
-        {
-            using var copy = tensor.to(TorchSharp.torch.ScalarType.Float32, TorchSharp.torch.CPU).contiguous();
-            return copy.data<float>().ToArray();
         }
     }
 

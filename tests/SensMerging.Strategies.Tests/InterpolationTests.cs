@@ -85,6 +85,54 @@ public sealed class InterpolationTests
         }
     }
 
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    public void Nuslerp_interpolates_per_tensor_row_or_column_as_mergekit(bool flatten, bool rowWise)
+    {
+        var rng = new Random(10);
+        const int rows = 6, columns = 10, n = rows * columns;
+        var b = Random(rng, n);
+        float[][] xs = [Random(rng, n, 1, 0.2), Random(rng, n, 1.3, -0.1)];
+        double[] weights = [1.0, 3.0]; // t = 0.75
+        var global = new Dictionary<string, object> { ["nuslerp_flatten"] = flatten, ["nuslerp_row_wise"] = rowWise };
+        var expected = ReferenceNuslerp(0.75, xs[0], xs[1], b, rows, columns, flatten, rowWise);
+        Close(expected, Run(new NuSlerpStrategy(), b, xs, weights, global, shape: [rows, columns]), 1e-5);
+        Close(expected, Stream(new NuSlerpStrategy(), b, xs, weights, global, null, 0, 7, out _, shape: [rows, columns]), 1e-5);
+        // Without a base the models themselves are interpolated.
+        Close(ReferenceNuslerp(0.75, xs[0], xs[1], null, rows, columns, flatten, rowWise), Run(new NuSlerpStrategy(), null, xs, weights, global, shape: [rows, columns]), 1e-5);
+        // Colinear task vectors: the linear interpolation.
+        var doubled = xs[0].Select((x, i) => b[i] + (2 * (x - b[i]))).ToArray();
+        Close([.. xs[0].Select((x, i) => b[i] + ((0.25 + (0.75 * 2)) * ((double)x - b[i])))], Run(new NuSlerpStrategy(), b, [xs[0], doubled], weights, shape: [rows, columns]), 1e-5);
+    }
+
+    /// <summary>mergekit's nuslerp on (task) vectors: per tensor, per row (last dimension) or per column (row_wise), in double.</summary>
+    private static double[] ReferenceNuslerp(double t, float[] x0, float[] x1, float[]? baseValues, int rows, int columns, bool flatten, bool rowWise)
+    {
+        var n = rows * columns;
+        var v0 = x0.Select((x, i) => (double)x - (baseValues?[i] ?? 0)).ToArray();
+        var v1 = x1.Select((x, i) => (double)x - (baseValues?[i] ?? 0)).ToArray();
+        var groups = flatten ? [Enumerable.Range(0, n).ToArray()]
+            : rowWise ? Enumerable.Range(0, columns).Select(c => Enumerable.Range(0, rows).Select(r => (r * columns) + c).ToArray()).ToArray()
+            : Enumerable.Range(0, rows).Select(r => Enumerable.Range(r * columns, columns).ToArray()).ToArray();
+        var result = new double[n];
+        foreach (var g in groups)
+        {
+            var n0 = Math.Max(Math.Sqrt(g.Sum(i => v0[i] * v0[i])), 1e-7);
+            var n1 = Math.Max(Math.Sqrt(g.Sum(i => v1[i] * v1[i])), 1e-7);
+            var cos = Math.Clamp(g.Sum(i => v0[i] / n0 * (v1[i] / n1)), -1, 1);
+            var theta = Math.Acos(cos);
+            var sin = Math.Sin(theta);
+            foreach (var i in g)
+            {
+                var value = Math.Abs(sin) < 1e-8 ? ((1 - t) * v0[i]) + (t * v1[i]) : ((Math.Sin((1 - t) * theta) * v0[i]) + (Math.Sin(t * theta) * v1[i])) / sin;
+                result[i] = value + (baseValues?[i] ?? 0);
+            }
+        }
+        return result;
+    }
+
     /// <summary>mergekit's multislerp, step by step (projection, tangent space, exponential map), in double.</summary>
     private static double[] ReferenceMultislerp(float[][] xs, double[] weight, float[]? baseValues, bool normalize, double eps)
     {
