@@ -5,8 +5,45 @@ namespace SensMerging.Strategies.Linear;
 
 public sealed class LinearPlugin : IPluginConfigurator
 {
-    public void ConfigureServices(IServiceCollection services, PluginContext context) =>
+    public void ConfigureServices(IServiceCollection services, PluginContext context)
+    {
         services.AddSingleton<IMergeStrategy, LinearStrategy>();
+        services.AddSingleton<IMergeStrategy, PassthroughStrategy>();
+    }
+}
+
+/// <summary>
+/// mergekit <c>passthrough</c>: exactly one model's tensor, times its <c>scale</c> when one is given (1, the default,
+/// leaves every bit as it is). With per-tensor filters on <c>scale</c> it zeroes or rescales chosen tensors; stacking
+/// slices of several models (frankenmerges) needs multi-slice configs, which are not supported yet.
+/// </summary>
+public sealed class PassthroughStrategy : IMergeStrategy
+{
+    public string Name => "passthrough";
+
+    public string Description => "One model's tensors as they are, each optionally multiplied by its scale.";
+
+    public IReadOnlyList<ParameterSpec> Parameters { get; } =
+    [
+        ParameterSpec.Float("scale", 1.0, ParameterScope.PerModel, "Factor on the model's tensor (1: unchanged)."),
+    ];
+
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 1, MaxModels: 1, Elementwise: true);
+
+    public void Merge(MergeTensorRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Models.Count != 1 || request.Base is not null)
+        {
+            throw new ArgumentException($"passthrough: tensor '{request.TensorName}' needs exactly one model and no base model, got {request.Models.Count} model(s){(request.Base is null ? string.Empty : " and a base")}.", nameof(request));
+        }
+        request.Output.copy_(request.Models[0]);
+        var scale = request.Parameters.Float("scale", 0);
+        if (scale != 1.0)
+        {
+            request.Output.mul_(scale);
+        }
+    }
 }
 
 public sealed class LinearStrategy : IMergeStrategy
