@@ -3,7 +3,7 @@ using SensMerging.Abstractions;
 
 namespace SensMerging.Strategies.Interpolation;
 
-/// <summary>Registers nearswap, multislerp, karcher and nuslerp.</summary>
+/// <summary>Registers nearswap, multislerp, karcher, nuslerp and arcee_fusion.</summary>
 public sealed class InterpolationPlugin : IPluginConfigurator
 {
     public void ConfigureServices(IServiceCollection services, PluginContext context)
@@ -12,5 +12,6 @@ public sealed class InterpolationPlugin : IPluginConfigurator
         services.AddSingleton<IMergeStrategy, MultiSlerpStrategy>();
         services.AddSingleton<IMergeStrategy, KarcherStrategy>();
         services.AddSingleton<IMergeStrategy, NuSlerpStrategy>();
+        services.AddSingleton<IMergeStrategy, ArceeFusionStrategy>();
     }
 }

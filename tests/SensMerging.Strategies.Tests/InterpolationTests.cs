@@ -133,6 +133,47 @@ public sealed class InterpolationTests
         return result;
     }
 
+    [Fact]
+    public void Arcee_fusion_takes_the_model_where_its_importance_is_an_outlier()
+    {
+        var rng = new Random(40);
+        const int rows = 16, columns = 25, n = rows * columns;
+        var a = Random(rng, n);
+        var b = a.Select((v, i) => v + (float)((i % 7 == 0 ? 1.0 : 0.05) * (rng.NextDouble() - 0.5))).ToArray();
+        var result = Run(new ArceeFusionStrategy(), a, [b], shape: [rows, columns]);
+        // Reference in double: importance |b - a| * KL(softmax(b) || softmax(a)) per row, threshold median + 1.5 IQR.
+        var importance = new double[n];
+        for (var r = 0; r < rows; r++)
+        {
+            var row = Enumerable.Range(r * columns, columns).ToArray();
+            var p = Softmax([.. row.Select(i => (double)b[i])]);
+            var q = Softmax([.. row.Select(i => (double)a[i])]);
+            var kl = p.Select((pi, j) => (pi + 1e-8) * Math.Log((pi + 1e-8) / (q[j] + 1e-8))).Sum();
+            foreach (var i in row)
+            {
+                importance[i] = Math.Abs((double)b[i] - a[i]) * kl;
+            }
+        }
+        var sorted = importance.Order().ToArray();
+        double At(double quantile) => sorted[(int)(quantile * (n - 1))];
+        var threshold = At(0.5) + (1.5 * (At(0.75) - At(0.25)));
+        var taken = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var expected = importance[i] >= threshold ? b[i] : a[i];
+            Assert.True(Math.Abs(expected - result[i]) < 1e-6, $"element {i}: importance {importance[i]} vs threshold {threshold}");
+            taken += importance[i] >= threshold ? 1 : 0;
+        }
+        Assert.InRange(taken, 1, n / 2);
+    }
+
+    private static double[] Softmax(double[] x)
+    {
+        var max = x.Max();
+        var e = x.Select(v => Math.Exp(v - max)).ToArray();
+        return [.. e.Select(v => v / e.Sum())];
+    }
+
     /// <summary>mergekit's multislerp, step by step (projection, tangent space, exponential map), in double.</summary>
     private static double[] ReferenceMultislerp(float[][] xs, double[] weight, float[]? baseValues, bool normalize, double eps)
     {

@@ -337,7 +337,7 @@ public sealed class MergeCommandTests : IDisposable
         var plugins = JsonDocument.Parse(stdout).RootElement.GetProperty("plugins").EnumerateArray().ToList();
         Assert.All(plugins, p => Assert.True(p.GetProperty("status").GetString() == "Loaded", $"{p.GetProperty("id")}: {p}"));
         var names = plugins.SelectMany(p => p.GetProperty("components").EnumerateArray()).Select(c => c.GetProperty("name").GetString()).ToHashSet();
-        foreach (var expected in new[] { "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "slerp", "model_stock", "nearswap", "multislerp", "karcher", "nuslerp", "sce", "passthrough", "sens", "sensitivity", "logit_alignment", "fisher" })
+        foreach (var expected in new[] { "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "slerp", "model_stock", "nearswap", "multislerp", "karcher", "nuslerp", "arcee_fusion", "sce", "passthrough", "sens", "sensitivity", "logit_alignment", "fisher" })
         {
             Assert.Contains(expected, names);
         }
