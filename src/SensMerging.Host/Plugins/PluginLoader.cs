@@ -14,14 +14,13 @@ namespace SensMerging.Host.Plugins;
 /// </summary>
 public sealed partial class PluginLoader
 {
-    /// <summary>Types whose assemblies the host shares with every plugin (one type identity across the boundary).</summary>
-    private static readonly Type[] SharedTypes =
-    [
-        typeof(IPluginConfigurator),
-        typeof(TorchSharp.torch),
-        typeof(IServiceCollection),
-        typeof(ILogger),
-    ];
+    /// <summary>
+    /// The assemblies the host shares with every plugin (one type identity across the boundary): the contract and every
+    /// assembly it references outside the .NET framework (TorchSharp, the DI and logging abstractions). Derived from the
+    /// contract itself, so a new dependency of the contract is shared without a second list to keep in step; the
+    /// contract's build targets, which keep those packages out of plugin folders, are checked against it by a test.
+    /// </summary>
+    public static IReadOnlyList<AssemblyName> SharedAssemblies { get; } = ContractClosure();
 
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger<PluginLoader> _logger;
@@ -192,7 +191,29 @@ public sealed partial class PluginLoader
     }
 
     private static McMaster.NETCore.Plugins.PluginLoader PluginLoader_Create(string assemblyPath) =>
-        McMaster.NETCore.Plugins.PluginLoader.CreateFromAssemblyFile(assemblyPath, SharedTypes, config => config.PreferSharedTypes = true);
+        McMaster.NETCore.Plugins.PluginLoader.CreateFromAssemblyFile(assemblyPath, config =>
+        {
+            config.PreferSharedTypes = true;
+            foreach (var shared in SharedAssemblies)
+            {
+                config.SharedAssemblies.Add(shared);
+            }
+        });
+
+    private static List<AssemblyName> ContractClosure()
+    {
+        var contract = typeof(IPluginConfigurator).Assembly;
+        var shared = new List<AssemblyName> { contract.GetName() };
+        shared.AddRange(contract.GetReferencedAssemblies().Where(a => !IsFramework(a)));
+        return shared;
+    }
+
+    private static bool IsFramework(AssemblyName assembly)
+    {
+        var name = assembly.Name ?? string.Empty;
+        return name is "netstandard" or "mscorlib" or "Microsoft.CSharp" || name.StartsWith("System", StringComparison.Ordinal)
+            || name.StartsWith("Microsoft.Win32", StringComparison.Ordinal);
+    }
 
     private static IPluginConfigurator CreateConfigurator(PluginManifest manifest, Assembly assembly)
     {
