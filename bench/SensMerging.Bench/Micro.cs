@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using SensMerging.Abstractions;
+using SensMerging.Strategies.Common;
 using TorchSharp;
 using static TorchSharp.torch;
-using SensMerging.Strategies.Common;
 
 namespace SensMerging.Bench;
 

@@ -5,6 +5,7 @@ using SensMerging.Bench;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
+using SensMerging.Strategies.Common;
 using TorchSharp;
 
 // Merge-engine benchmark: synthetic 1B-class Llama shapes, base + experts, engine vs I/O floor vs naive libtorch loop.
@@ -53,7 +54,6 @@ var folders = options.DTypes.ToDictionary(d => d, d => Enumerable.Range(0, optio
     .Select(m => Path.Combine(options.Root, d.Name.ToLowerInvariant(), m == 0 ? "base" : "expert" + m.ToString(inv))).ToList());
 Console.WriteLine($"generated models in {clock.Elapsed.TotalSeconds:F1} s");
 using var sampler = new RssAnonSampler();
-using SensMerging.Strategies.Common;
 Console.WriteLine($"RssAnon at start: {RssAnonSampler.CurrentKb() / 1000} MB");
 if (options.EngineOnly)
 {
