@@ -11,8 +11,8 @@ namespace SensMerging.Abstractions;
 public interface IMergeStrategy : IPluginComponent
 {
     /// <summary>
-    /// What inputs the strategy accepts (base model, model count, randomness, blocking, bfloat16). The host reads it once
-    /// when it plans a merge, so it must not change over the strategy's lifetime.
+    /// What inputs the strategy accepts (base model, model count, randomness, blocking, bfloat16). The host reads it while
+    /// planning and running a merge, so it must return the same value over the strategy's lifetime.
     /// </summary>
     StrategyTraits Traits { get; }
 
