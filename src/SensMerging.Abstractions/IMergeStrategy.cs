@@ -10,14 +10,22 @@ namespace SensMerging.Abstractions;
 /// </summary>
 public interface IMergeStrategy : IPluginComponent
 {
-    /// <summary>What inputs the strategy accepts.</summary>
+    /// <summary>
+    /// What inputs the strategy accepts (base model, model count, randomness, blocking, bfloat16). The host reads it while
+    /// planning and running a merge, so it must return the same value over the strategy's lifetime.
+    /// </summary>
     StrategyTraits Traits { get; }
 
     /// <summary>
     /// Merges one tensor. Inputs are float32 (or the compute dtype the host chose; bfloat16 as stored when the strategy
     /// declares <see cref="StrategyTraits.AcceptsBFloat16"/>) on the compute device;
     /// the strategy must not keep references to them after returning, and must not modify them.
+    /// The host may call Merge concurrently for different tensors (one worker thread each, each with its own
+    /// <see cref="MergeTensorRequest.Scratch"/>), so a strategy must keep no mutable per-call state in fields.
+    /// When <see cref="StrategyTraits.Elementwise"/> is true the request may be one row block of a larger tensor
+    /// (see <see cref="MergeTensorRequest.ElementStart"/>).
     /// </summary>
+    /// <param name="request">The tensor's inputs, weights, parameters, output buffer and scratch; valid only during the call.</param>
     void Merge(MergeTensorRequest request);
 }
 
@@ -63,16 +71,30 @@ public sealed record MergeTensorRequest
     /// <summary>The names of the input models, in the order of <see cref="Models"/>.</summary>
     public required IReadOnlyList<string> ModelNames { get; init; }
 
-    /// <summary>One weight per model for this tensor: the configured weight times any decorator coefficient.</summary>
+    /// <summary>
+    /// One weight per model for this tensor, in the order of <see cref="Models"/>: the configured weight times any
+    /// decorator coefficient. The configured weight is the strategy's <c>weight</c> parameter (per model, layer schedules
+    /// evaluated) when the strategy declares one; when it declares no <c>weight</c> parameter the configured weight is 1.0
+    /// for every model, so Weights holds exactly the decorator's coefficient (for example Sens-Merging's c_i for the
+    /// tensor's layer group), or 1.0 for every model when no decorator is applied. A strategy that ignores Weights cannot
+    /// be steered by decorators.
+    /// </summary>
     public required IReadOnlyList<double> Weights { get; init; }
 
     /// <summary>The strategy's parameters for this tensor (defaults applied, layer schedules evaluated).</summary>
     public required ResolvedParameters Parameters { get; init; }
 
-    /// <summary>Where the result goes: same shape as the inputs, preallocated; write it in place.</summary>
+    /// <summary>
+    /// Where the result goes: same shape as the inputs, preallocated by the host (float32, or bfloat16 under
+    /// <see cref="StrategyTraits.AcceptsBFloat16"/>), contents undefined on entry; write every element in place
+    /// (for example with <c>copy_</c> or an <c>out</c> overload). Owned by the host: do not dispose or keep it.
+    /// </summary>
     public required Tensor Output { get; init; }
 
-    /// <summary>Temporary tensors of the same shape, pooled by the host; returned when the merge of this tensor ends.</summary>
+    /// <summary>
+    /// Temporary tensors of the same shape, pooled by the host; returned when the merge of this tensor (or block) ends.
+    /// Rented tensors are owned by the scratch: see <see cref="ITensorScratch"/>.
+    /// </summary>
     public required ITensorScratch Scratch { get; init; }
 
     /// <summary>
@@ -102,12 +124,24 @@ public sealed record MergeTensorRequest
     public long ElementStart { get; init; }
 }
 
-/// <summary>Pooled temporary tensors with the shape of the tensor being merged.</summary>
+/// <summary>
+/// Pooled temporary tensors with the shape of the tensor being merged, on the compute device. There are two overloads:
+/// <see cref="Rent(ScalarType)"/> (the request's shape) and <see cref="Rent(long[], ScalarType)"/> (any shape); both
+/// default to float32. Each Rent during one Merge (or Observe) call returns a distinct buffer, reused by later calls, so
+/// temporaries cost no allocation after the first tensors. Rented tensors are owned by the scratch: never dispose them,
+/// and do not rent them inside a TorchSharp dispose scope that you dispose (that would dispose the pooled buffer); they
+/// are valid only until the call that rented them returns. One scratch serves one worker thread: do not share it.
+/// </summary>
 public interface ITensorScratch
 {
-    /// <summary>A tensor of the request's shape and the given dtype, contents undefined.</summary>
+    /// <summary>A tensor of the request's shape and the given dtype, contents undefined. Owned by the scratch: do not dispose it.</summary>
+    /// <param name="dtype">The element type; float32 by default.</param>
+    /// <returns>A view of a pooled buffer, valid until the current call returns.</returns>
     Tensor Rent(ScalarType dtype = ScalarType.Float32);
 
-    /// <summary>A tensor of the given shape and dtype, contents undefined.</summary>
+    /// <summary>A tensor of the given shape and dtype, contents undefined. Owned by the scratch: do not dispose it.</summary>
+    /// <param name="shape">The shape wanted (for example a reduced <c>[rows, 1]</c> or a per-model statistic).</param>
+    /// <param name="dtype">The element type; float32 by default.</param>
+    /// <returns>A view of a pooled buffer, valid until the current call returns.</returns>
     Tensor Rent(long[] shape, ScalarType dtype = ScalarType.Float32);
 }

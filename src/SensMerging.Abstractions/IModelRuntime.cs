@@ -6,6 +6,10 @@ namespace SensMerging.Abstractions;
 public interface IModelRuntime
 {
     /// <summary>Loads the model in <paramref name="modelPath"/> (config.json, safetensors, tokenizer).</summary>
+    /// <param name="modelPath">A local folder in the Hugging Face layout.</param>
+    /// <param name="options">Device, dtype and whether gradients are needed.</param>
+    /// <param name="cancellationToken">Cancels the load.</param>
+    /// <returns>The loaded model; the caller owns it and must dispose it.</returns>
     ICausalLanguageModel Load(string modelPath, ModelLoadOptions options, CancellationToken cancellationToken);
 }
 
@@ -18,10 +22,13 @@ public sealed record ModelLoadOptions(string Device = "cpu", ScalarType Dtype = 
 /// <summary>A loaded decoder-only language model. Owns native memory: dispose it.</summary>
 public interface ICausalLanguageModel : IDisposable
 {
+    /// <summary>The folder the model was loaded from.</summary>
     string ModelPath { get; }
 
+    /// <summary>Number of rows of the embedding matrix (the last dimension of <see cref="Forward"/>'s logits).</summary>
     int VocabularySize { get; }
 
+    /// <summary>Number of transformer blocks (<c>num_hidden_layers</c> of config.json).</summary>
     int LayerCount { get; }
 
     /// <summary>Turns text into token ids and a mask of the tokens whose next-token loss counts.</summary>
@@ -57,7 +64,10 @@ public interface ITextTokenizer
 }
 
 /// <summary>Token ids and which positions' next-token predictions count (LossMask[t] scores predicting Ids[t+1]).</summary>
+/// <param name="Ids">The token ids, in order.</param>
+/// <param name="LossMask">One flag per position, as long as <paramref name="Ids"/>.</param>
 public sealed record TokenizedSample(long[] Ids, bool[] LossMask)
 {
+    /// <summary>Number of tokens (the length of <see cref="Ids"/>).</summary>
     public int Length => Ids.Length;
 }

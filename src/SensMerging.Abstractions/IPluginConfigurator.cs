@@ -11,6 +11,12 @@ namespace SensMerging.Abstractions;
 /// </summary>
 public interface IPluginConfigurator
 {
+    /// <summary>
+    /// Registers the plugin's components in <paramref name="services"/>. Called once, when the plugin is loaded, before
+    /// any component is resolved.
+    /// </summary>
+    /// <param name="services">The plugin's own service collection; add components as singletons.</param>
+    /// <param name="context">The plugin's id, folder and settings.</param>
     void ConfigureServices(IServiceCollection services, PluginContext context);
 }
 

@@ -21,8 +21,13 @@ public enum ScorerKind
 /// </summary>
 public interface IScorer : IPluginComponent
 {
+    /// <summary>What the rows and columns of the scorer's table mean.</summary>
     ScorerKind Kind { get; }
 
+    /// <summary>Computes the scorer's table.</summary>
+    /// <param name="context">The models, their data, the runtime, the resolved parameters and the logger.</param>
+    /// <param name="cancellationToken">Cancels the scoring.</param>
+    /// <returns>A table whose rows follow <see cref="ScoringContext.Models"/> and whose kind is <see cref="Kind"/>.</returns>
     Task<ScoreTable> ScoreAsync(ScoringContext context, CancellationToken cancellationToken);
 }
 
@@ -37,6 +42,9 @@ public sealed record ScoreTable(string Scorer, ScorerKind Kind, IReadOnlyList<st
     /// <summary>Named figures that describe how the table was made (samples used, tokens, seconds...).</summary>
     public IReadOnlyDictionary<string, double> Details { get; init; } = new Dictionary<string, double>();
 
+    /// <summary>The value at <paramref name="row"/>, <paramref name="column"/> (<c>Values[row][column]</c>).</summary>
+    /// <param name="row">Row index (expert or model).</param>
+    /// <param name="column">Column index (layer group or task).</param>
     public double this[int row, int column] => Values[row][column];
 }
 
@@ -76,7 +84,10 @@ public sealed record ScoredModel(string Name, string ModelPath, TextDataset? Dat
 public sealed record TextDataset(string Task, string SourcePath, IReadOnlyList<TextSample> Samples, int MaxLength);
 
 /// <summary>One sample: plain text, or a prompt with its response (loss and scoring on the response).</summary>
+/// <param name="Prompt">The text, or the prompt when a response follows.</param>
+/// <param name="Response">The response, or null for plain text.</param>
 public sealed record TextSample(string Prompt, string? Response = null)
 {
+    /// <summary>The prompt followed directly by the response (no separator), or the prompt alone.</summary>
     public string FullText => Response is null ? Prompt : Prompt + Response;
 }

@@ -9,14 +9,20 @@ namespace SensMerging.Abstractions;
 public interface IStrategyDecorator : IPluginComponent
 {
     /// <summary>Prepares the decorator (computing scores if it needs them) and returns the wrapped strategy.</summary>
+    /// <param name="inner">The strategy to steer (any plugin's).</param>
+    /// <param name="context">Experts, base, layer groups, parameters, scorers and runtime.</param>
+    /// <param name="cancellationToken">Cancels the preparation.</param>
+    /// <returns>A strategy that calls <paramref name="inner"/> with steered weights.</returns>
     Task<IDecoratedStrategy> DecorateAsync(IMergeStrategy inner, DecoratorContext context, CancellationToken cancellationToken);
 }
 
 /// <summary>A strategy wrapped by a decorator, with every number the decorator computed.</summary>
 public interface IDecoratedStrategy : IMergeStrategy
 {
+    /// <summary>The wrapped strategy, which the decorated strategy calls with the steered <see cref="MergeTensorRequest.Weights"/>.</summary>
     IMergeStrategy Inner { get; }
 
+    /// <summary>The settings and tables the decorator computed (for example its per expert and layer group coefficients).</summary>
     DecoratorReport Report { get; }
 }
 
@@ -41,8 +47,10 @@ public sealed record DecoratorContext
     /// <summary>The model runtime scorers use.</summary>
     public required IModelRuntime Runtime { get; init; }
 
+    /// <summary>Where the decorator reports progress.</summary>
     public required ILogger Logger { get; init; }
 
+    /// <summary>Compute device for scorers, <c>cpu</c> or <c>cuda</c>.</summary>
     public string Device { get; init; } = "cpu";
 }
 

@@ -14,13 +14,18 @@ namespace SensMerging.Abstractions;
 /// All calls of one session come from one thread, one at a time; sessions of different tensors may run concurrently.
 /// Blocks are contiguous ranges of the row-major elements (row blocks or flat ranges), float32 on the compute device,
 /// with the same <see cref="MergeTensorRequest.Seed"/> for every block (the tensor's seed: block index 0), and the
-/// same block boundaries in every pass; scratch rented in one call is valid until that call returns. The merged result
+/// same block boundaries in every pass; scratch rented in one call is valid until that call returns. Each block request's
+/// <see cref="MergeTensorRequest.ElementStart"/> is the row-major index of its first element in the whole tensor, and its
+/// <see cref="MergeTensorRequest.TensorSeed"/> equals <see cref="MergeTensorInfo.Seed"/>, so a random stream keyed by
+/// TensorSeed and ElementStart + index is independent of the block size. The merged result
 /// must not depend on the block size. Hosts of contract 1.0,
 /// and hosts that choose not to stream, call <see cref="IMergeStrategy.Merge"/> with the whole tensor instead.
 /// </summary>
 public interface IStreamingMergeStrategy : IMergeStrategy
 {
     /// <summary>Starts the merge of one tensor of <paramref name="tensor"/>'s shape.</summary>
+    /// <param name="tensor">The tensor's name, shape, models, weights, parameters and seed.</param>
+    /// <returns>A session the host drives (BeginPass, Observe, Merge) and then disposes.</returns>
     ITensorMergeSession BeginTensor(MergeTensorInfo tensor);
 }
 
@@ -31,15 +36,19 @@ public interface ITensorMergeSession : IDisposable
     /// Called before each statistics pass with pass = 0, 1, ... (and so after the previous pass saw every block): true when
     /// another pass over all blocks is needed, false when the statistics are complete and the merge pass may start.
     /// </summary>
+    /// <param name="pass">The pass number, from 0.</param>
+    /// <returns>True to observe every block once more; false to go on to <see cref="Merge"/>.</returns>
     bool BeginPass(int pass);
 
     /// <summary>
     /// Adds one block to the current pass's statistics. The request's inputs are the block's; its
     /// <see cref="MergeTensorRequest.Output"/> is a buffer of the block's shape whose contents are ignored afterwards.
     /// </summary>
+    /// <param name="block">One block's request; valid only during the call.</param>
     void Observe(MergeTensorRequest block);
 
     /// <summary>Merges one block into its <see cref="MergeTensorRequest.Output"/>, using the statistics gathered.</summary>
+    /// <param name="block">One block's request; valid only during the call.</param>
     void Merge(MergeTensorRequest block);
 }
 
@@ -67,7 +76,7 @@ public sealed record MergeTensorInfo
     /// <summary>The strategy's parameters for this tensor.</summary>
     public required ResolvedParameters Parameters { get; init; }
 
-    /// <summary>The tensor's seed (the same in every block request).</summary>
+    /// <summary>The tensor's seed (the same in every block request: their <see cref="MergeTensorRequest.Seed"/> and <see cref="MergeTensorRequest.TensorSeed"/>).</summary>
     public long Seed { get; init; }
 
     /// <summary>The transformer block the tensor belongs to, or -1.</summary>

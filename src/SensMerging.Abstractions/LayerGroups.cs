@@ -9,8 +9,11 @@ namespace SensMerging.Abstractions;
 /// </summary>
 public static class LayerGroups
 {
+    /// <summary>The embeddings' group, <c>model.embed_tokens</c>.</summary>
     public const string Embeddings = "model.embed_tokens";
+    /// <summary>The final norm's group, <c>model.norm</c>.</summary>
     public const string FinalNorm = "model.norm";
+    /// <summary>The output head's group, <c>lm_head</c>.</summary>
     public const string LmHead = "lm_head";
 
     /// <summary>The layer group of a tensor name.</summary>
