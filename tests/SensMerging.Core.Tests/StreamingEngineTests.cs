@@ -2,9 +2,9 @@ using SensMerging.Abstractions;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
+using SensMerging.Strategies.Common;
 using TorchSharp;
 using static TorchSharp.torch;
-using SensMerging.Strategies.Common;
 
 namespace SensMerging.Core.Tests;
 

@@ -1,9 +1,9 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using SensMerging.Abstractions;
 using SensMerging.Decorators.Sens;
+using SensMerging.Strategies.Common;
 using SensMerging.Strategies.Linear;
 using static TorchSharp.torch;
-using SensMerging.Strategies.Common;
 
 namespace SensMerging.Plugins.Tests;
 

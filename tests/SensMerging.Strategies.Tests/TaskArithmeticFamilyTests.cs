@@ -1,6 +1,6 @@
+using SensMerging.Strategies.Common;
 using SensMerging.Strategies.Linear;
 using static SensMerging.Strategies.Tests.MergeHarness;
-using SensMerging.Strategies.Common;
 
 namespace SensMerging.Strategies.Tests;
 
