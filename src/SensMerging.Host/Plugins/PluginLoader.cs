@@ -50,13 +50,18 @@ public sealed partial class PluginLoader
                 throw new PluginLoadException(PluginStatus.NotFound, $"main assembly {assemblyPath} does not exist");
             }
             CheckIsManagedAssembly(assemblyPath);
-            var (components, lifetime) = CreateComponents(manifest, folder, assemblyPath, settings);
+            var (components, lifetime, compiledContract) = CreateComponents(manifest, folder, assemblyPath, settings);
+            if (!SameContract(manifest.ContractVersion, compiledContract))
+            {
+                // The assembly's reference is what the plugin really uses: list that, and say the manifest disagrees.
+                LogContractMismatch(manifest.Id, manifest.ContractVersion, compiledContract);
+            }
             LogLoaded(manifest.Id, manifest.Version, components.Count, folder);
             return new PluginDescriptor
             {
                 Id = manifest.Id,
                 Version = manifest.Version,
-                ContractVersion = manifest.ContractVersion,
+                ContractVersion = compiledContract,
                 Description = manifest.Description,
                 Source = folder,
                 Status = PluginStatus.Loaded,
@@ -118,7 +123,11 @@ public sealed partial class PluginLoader
         }
     }
 
-    private (List<PluginComponent> Components, ServiceProvider Lifetime) CreateComponents(PluginManifest manifest, string folder, string assemblyPath, IReadOnlyDictionary<string, string> settings)
+    private static bool SameContract(string declared, string compiled) =>
+        System.Version.TryParse(declared.Contains('.', StringComparison.Ordinal) ? declared : declared + ".0", out var a)
+        && System.Version.TryParse(compiled, out var b) && a.Major == b.Major && a.Minor == b.Minor;
+
+    private (List<PluginComponent> Components, ServiceProvider Lifetime, string CompiledContract) CreateComponents(PluginManifest manifest, string folder, string assemblyPath, IReadOnlyDictionary<string, string> settings)
     {
         var loader = PluginLoader_Create(assemblyPath);
         Assembly assembly;
@@ -137,7 +146,8 @@ public sealed partial class PluginLoader
         {
             throw new PluginLoadException(PluginStatus.NotAPlugin, $"{Path.GetFileName(assemblyPath)} does not reference SensMerging.Abstractions");
         }
-        CheckContractVersion($"{contractReference.Version.Major}.{contractReference.Version.Minor}", "it was compiled against contract");
+        var compiledContract = $"{contractReference.Version.Major}.{contractReference.Version.Minor}";
+        CheckContractVersion(compiledContract, "it was compiled against contract");
 
         var configurator = CreateConfigurator(manifest, assembly);
         var services = new ServiceCollection();
@@ -187,7 +197,7 @@ public sealed partial class PluginLoader
             provider.Dispose();
             throw;
         }
-        return (components, provider);
+        return (components, provider, compiledContract);
     }
 
     private static McMaster.NETCore.Plugins.PluginLoader PluginLoader_Create(string assemblyPath) =>
@@ -291,6 +301,10 @@ public sealed partial class PluginLoader
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Debug, Message = "Loaded plugin {PluginId} {Version} with {ComponentCount} component(s) from {Folder}")]
     private partial void LogLoaded(string pluginId, string version, int componentCount, string folder);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Warning,
+        Message = "Plugin {PluginId}: plugin.json declares contract {Declared} but its assembly was compiled against {Compiled}; listing {Compiled} (rebuild the plugin or fix plugin.json)")]
+    private partial void LogContractMismatch(string pluginId, string declared, string compiled);
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "Plugin {PluginId} not loaded ({Status}): {Reason}")]
     private partial void LogRefused(string pluginId, PluginStatus status, string reason);

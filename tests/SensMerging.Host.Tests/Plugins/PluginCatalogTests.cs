@@ -119,11 +119,13 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
-    public void Plugin_declaring_the_older_contract_1_0_still_loads()
+    public void Plugin_whose_manifest_understates_its_contract_loads_and_is_listed_with_the_contract_it_was_compiled_against()
     {
+        // The test plugin is compiled against this host's contract; its plugin.json claims 1.0.
         var dir = TestPlugin("older", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", contract: "1.0");
         var p = Assert.Single(PluginCatalog.Load([Entry(dir)], _root, _loader).Plugins);
         Assert.Equal(PluginStatus.Loaded, p.Status);
+        Assert.Equal(PluginContract.Version, p.ContractVersion);
     }
 
     [Theory]
