@@ -172,29 +172,74 @@ internal sealed unsafe class TaskArithmeticKernel
     }
 
     /// <summary>
-    /// Adds model <paramref name="i"/>'s sum of |delta| (<paramref name="total"/>) and of |delta| over the entries its
-    /// band and random drop keep (<paramref name="kept"/>) over <paramref name="n"/> elements, in double: the norms of
-    /// mergekit's L1 rescale. The keep rule is <see cref="Delta"/>'s, so the merge keeps exactly what was counted.
+    /// Adds model <paramref name="i"/>'s |delta| (into <paramref name="totalLanes"/>) and |delta| of the entries its band
+    /// and random drop keep (into <paramref name="keptLanes"/>) over <paramref name="n"/> elements starting at position
+    /// <paramref name="start"/> of the whole tensor: the norms of mergekit's L1 rescale. Each element goes, in double, to
+    /// lane <c>position mod 8</c> in ascending position order, so the lane sums (and the rescale factor) are the same
+    /// however the tensor is cut into blocks. The keep rule is <see cref="Delta"/>'s, so the merge keeps exactly what was
+    /// counted; the vector body and the scalar head and tail agree.
     /// </summary>
-    public void AddL1<T>(int i, void* baseValues, void* model, long n, long randomOffset, ref double total, ref double kept)
+    public void AddL1<T>(int i, void* baseValues, void* model, long n, long start, double[] totalLanes, double[] keptLanes)
         where T : struct, IElementFormat
     {
         var lower = Lower[i];
         var upper = Upper[i];
-        for (long e = 0; e < n; e++)
+        long e = 0;
+        for (; e < n && ((start + e) & 7) != 0; e++)
         {
-            var magnitude = MathF.Abs(T.LoadOne(model, e) - T.LoadOne(baseValues, e));
-            total += magnitude;
-            if (magnitude < lower || magnitude > upper)
-            {
-                continue;
-            }
-            if (Random && CounterRandom.Uniform24(RandomKey[i], e + randomOffset) >= RandomThreshold[i])
-            {
-                continue;
-            }
-            kept += magnitude;
+            AddL1One<T>(i, baseValues, model, e, start, totalLanes, keptLanes);
         }
+        if (Vector256.IsHardwareAccelerated && e + Vector256<float>.Count <= n)
+        {
+            var low = Vector256.Create(lower);
+            var high = Vector256.Create(upper);
+            var total0 = Vector256.Create(totalLanes[0], totalLanes[1], totalLanes[2], totalLanes[3]);
+            var total1 = Vector256.Create(totalLanes[4], totalLanes[5], totalLanes[6], totalLanes[7]);
+            var kept0 = Vector256.Create(keptLanes[0], keptLanes[1], keptLanes[2], keptLanes[3]);
+            var kept1 = Vector256.Create(keptLanes[4], keptLanes[5], keptLanes[6], keptLanes[7]);
+            var key = RandomKey[i];
+            var threshold = RandomThreshold[i];
+            for (; e + Vector256<float>.Count <= n; e += Vector256<float>.Count)
+            {
+                var magnitude = Vector256.Abs(T.Load(model, e) - T.Load(baseValues, e));
+                var keep = ~(Vector256.LessThan(magnitude, low) | Vector256.GreaterThan(magnitude, high));
+                if (Random)
+                {
+                    keep &= RandomKeep(key, threshold, start + e);
+                }
+                var (magnitudeLow, magnitudeHigh) = Vector256.Widen(magnitude);
+                var (keptLow, keptHigh) = Vector256.Widen(magnitude & keep);
+                total0 += magnitudeLow;
+                total1 += magnitudeHigh;
+                kept0 += keptLow;
+                kept1 += keptHigh;
+            }
+            total0.CopyTo(totalLanes, 0);
+            total1.CopyTo(totalLanes, 4);
+            kept0.CopyTo(keptLanes, 0);
+            kept1.CopyTo(keptLanes, 4);
+        }
+        for (; e < n; e++)
+        {
+            AddL1One<T>(i, baseValues, model, e, start, totalLanes, keptLanes);
+        }
+    }
+
+    private void AddL1One<T>(int i, void* baseValues, void* model, long e, long start, double[] totalLanes, double[] keptLanes)
+        where T : struct, IElementFormat
+    {
+        var lane = (int)((start + e) & 7);
+        var magnitude = MathF.Abs(T.LoadOne(model, e) - T.LoadOne(baseValues, e));
+        totalLanes[lane] += magnitude;
+        if (magnitude < Lower[i] || magnitude > Upper[i])
+        {
+            return;
+        }
+        if (Random && CounterRandom.Uniform24(RandomKey[i], start + e) >= RandomThreshold[i])
+        {
+            return;
+        }
+        keptLanes[lane] += magnitude;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

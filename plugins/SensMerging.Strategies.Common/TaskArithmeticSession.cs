@@ -22,8 +22,8 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     private readonly (int Lower, int Upper)[] _rankSlots;
     private readonly string _tensorName;
     private readonly bool[] _rescaled;
-    private readonly double[] _l1Total;
-    private readonly double[] _l1Kept;
+    private readonly double[][] _l1Total;
+    private readonly double[][] _l1Kept;
     private bool _thresholdsSet;
     private bool _normPass;
     private bool _statisticsDone;
@@ -43,8 +43,8 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         _ranks = new MagnitudeRanks?[count];
         _rankSlots = new (int, int)[count];
         _rescaled = new bool[count];
-        _l1Total = new double[count];
-        _l1Kept = new double[count];
+        _l1Total = [.. Enumerable.Range(0, count).Select(_ => new double[8])];
+        _l1Kept = [.. Enumerable.Range(0, count).Select(_ => new double[8])];
         double weightSum = 0;
         for (var i = 0; i < count; i++)
         {
@@ -126,7 +126,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             {
                 if (_rescaled[i])
                 {
-                    _kernel.Scale[i] = TaskArithmeticSettings.L1RescaleFactor(_l1Total[i], _l1Kept[i]);
+                    _kernel.Scale[i] = TaskArithmeticSettings.L1RescaleFactor(SumLanes(_l1Total[i]), SumLanes(_l1Kept[i]));
                 }
             }
             _normPass = false;
@@ -196,6 +196,17 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         }
     }
 
+    /// <summary>The lanes added in a fixed order (lane 0 to 7).</summary>
+    private static double SumLanes(double[] lanes)
+    {
+        double sum = 0;
+        foreach (var lane in lanes)
+        {
+            sum += lane;
+        }
+        return sum;
+    }
+
     private void ObserveNorms(MergeTensorRequest block)
     {
         using var direct = DirectBlock.Of(block);
@@ -207,11 +218,11 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             }
             if (direct.Format == StorageFormat.BFloat16)
             {
-                _kernel.AddL1<BFloat16Elements>(i, direct.Base, (void*)direct.Models[i], direct.Count, block.ElementStart, ref _l1Total[i], ref _l1Kept[i]);
+                _kernel.AddL1<BFloat16Elements>(i, direct.Base, (void*)direct.Models[i], direct.Count, block.ElementStart, _l1Total[i], _l1Kept[i]);
             }
             else
             {
-                _kernel.AddL1<Float32Elements>(i, direct.Base, (void*)direct.Models[i], direct.Count, block.ElementStart, ref _l1Total[i], ref _l1Kept[i]);
+                _kernel.AddL1<Float32Elements>(i, direct.Base, (void*)direct.Models[i], direct.Count, block.ElementStart, _l1Total[i], _l1Kept[i]);
             }
         }
     }

@@ -116,15 +116,17 @@ public sealed class StreamingTests
 
         var key = CounterRandom.StreamKey(seed);
         var threshold = CounterRandom.Threshold(0.3);
-        // The kept entries are scaled by mergekit's L1 factor sum|d| / sum|kept d| (float32 deltas, summed in double).
-        double total = 0, keptTotal = 0;
+        // The kept entries are scaled by mergekit's L1 factor sum|d| / sum|kept d| (float32 deltas, summed in double,
+        // element e into lane e mod 8 in order, lanes added 0 to 7, so the factor does not depend on the block size).
+        var total = new double[8];
+        var keptTotal = new double[8];
         for (var e = 0; e < n; e++)
         {
             var magnitude = MathF.Abs(x[e] - b[e]);
-            total += magnitude;
-            keptTotal += CounterRandom.Uniform24(key, e) < threshold ? magnitude : 0;
+            total[e % 8] += magnitude;
+            keptTotal[e % 8] += CounterRandom.Uniform24(key, e) < threshold ? magnitude : 0;
         }
-        var factor = (float)(total / keptTotal);
+        var factor = (float)(total.Sum() / keptTotal.Sum());
         for (var e = 0; e < n; e++)
         {
             var delta = x[e] - b[e];
