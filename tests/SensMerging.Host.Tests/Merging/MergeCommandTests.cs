@@ -214,6 +214,61 @@ public sealed class MergeCommandTests : IDisposable
         static double Dot(double[] u, double[] v) => u.Select((e, i) => e * v[i]).Sum();
     }
 
+    [Fact]
+    public async Task Every_further_mergekit_method_merges_real_files_through_the_engine()
+    {
+        var parent = Path.Combine(_root, "models");
+        var baseDir = Path.Combine(parent, "base");
+        var baseWeights = TinyModels.Write(baseDir, 1);
+        var a = TinyModels.Write(Path.Combine(parent, "expert-a"), 2, baseWeights);
+        var b = TinyModels.Write(Path.Combine(parent, "expert-b"), 3, baseWeights, deltaScale: 0.3f);
+        var pathA = Path.Combine(parent, "expert-a");
+        var pathB = Path.Combine(parent, "expert-b");
+        // Shapes as mergekit's examples write them: arcee_fusion with the base listed among the models.
+        var configs = new Dictionary<string, string>
+        {
+            ["della"] = $"merge_method: della\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 1.0, density: 0.5, epsilon: 0.2}}\n  - model: {pathB}\n    parameters: {{weight: 0.5, density: 0.6}}\nseed: 3\n",
+            ["della_linear"] = $"merge_method: della_linear\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 1.0, density: 0.5}}\n  - model: {pathB}\n    parameters: {{weight: 0.5, density: 0.6}}\nparameters: {{lambda: 0.8}}\n",
+            ["sce"] = $"merge_method: sce\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\nparameters: {{select_topk: 0.5}}\n",
+            ["nearswap"] = $"merge_method: nearswap\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\nparameters: {{t: 0.05}}\n",
+            ["multislerp"] = $"merge_method: multislerp\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 1.0}}\n  - model: {pathB}\n    parameters: {{weight: 3.0}}\n",
+            ["karcher"] = $"merge_method: karcher\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\n",
+            ["nuslerp"] = $"merge_method: nuslerp\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 1.0}}\n  - model: {pathB}\n    parameters: {{weight: 1.0}}\nparameters: {{nuslerp_flatten: false}}\n",
+            ["arcee_fusion"] = $"merge_method: arcee_fusion\nbase_model: {baseDir}\nmodels:\n  - model: {baseDir}\n  - model: {pathA}\n",
+            ["passthrough"] = $"merge_method: passthrough\nmodels:\n  - model: {pathA}\n    parameters:\n      scale:\n        - filter: mlp\n          value: 0.5\n        - value: 1.0\n",
+        };
+        foreach (var (method, yaml) in configs)
+        {
+            var (exit, stdout, stderr) = await SensMerge("merge", Config(method + ".yaml", yaml), "--out", Path.Combine(_root, method + "-out"));
+            Assert.True(exit == 0, $"{method}: {stderr}{stdout}");
+        }
+
+        foreach (var (name, _) in TinyModels.Tensors)
+        {
+            foreach (var method in configs.Keys)
+            {
+                var merged = ReadF32(Path.Combine(_root, method + "-out"), name);
+                Assert.All(merged, v => Assert.True(float.IsFinite(v), $"{method} {name}"));
+            }
+            // Independent formulas for the elementwise ones.
+            double[] nearswap = [.. baseWeights[name].Select((x, i) =>
+            {
+                var w = Math.Clamp(0.05 / Math.Max(Math.Abs((double)x - a[name][i]), 1e-6), 0, 1);
+                return (w * a[name][i]) + ((1 - w) * x);
+            })];
+            AssertClose(nearswap, ReadF32(Path.Combine(_root, "nearswap-out"), name), name);
+            var scale = name.Contains(".mlp.", StringComparison.Ordinal) ? 0.5 : 1.0;
+            AssertClose([.. a[name].Select(v => v * scale)], ReadF32(Path.Combine(_root, "passthrough-out"), name), name);
+            // multislerp with a base: (sum w_i |d_i|) times the unit mean direction, around the base (weights 1/4, 3/4).
+            double[] da = [.. a[name].Select((v, i) => (double)v - baseWeights[name][i])];
+            double[] db = [.. b[name].Select((v, i) => (double)v - baseWeights[name][i])];
+            var (na, nb) = (Math.Sqrt(da.Sum(v => v * v)), Math.Sqrt(db.Sum(v => v * v)));
+            double[] mean = [.. da.Select((v, i) => (0.25 * v / (na + 1e-8)) + (0.75 * db[i] / (nb + 1e-8)))];
+            var meanNorm = Math.Sqrt(mean.Sum(v => v * v));
+            AssertClose([.. mean.Select((m, i) => baseWeights[name][i] + ((0.25 * na) + (0.75 * nb)) * m / meanNorm)], ReadF32(Path.Combine(_root, "multislerp-out"), name), name);
+        }
+    }
+
     private static float[] ReadF32(string folder, string tensor)
     {
         using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
