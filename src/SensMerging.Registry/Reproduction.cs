@@ -14,12 +14,12 @@ namespace SensMerging.Registry;
 /// <param name="Files">The files and hashes the original merge read (to verify local inputs before re-running).</param>
 public sealed record PinnedInput(string Name, string Reference, string PinnedReference, string? ResolvedCommit, string? LocalPath, IReadOnlyList<FileHash> Files);
 
-/// <summary>What re-running a merge needs: its config with Hub references pinned to commits, the seed and the dtype.</summary>
+/// <summary>What re-running a merge needs: its config with Hub references pinned to commits, the seed and the output dtype asked for.</summary>
 /// <param name="SourceId">The merge being reproduced.</param>
 /// <param name="ConfigText">The config as originally given.</param>
 /// <param name="PinnedConfigText">The config with every Hub reference rewritten to <c>org/name@commit</c>.</param>
 /// <param name="Seed">The seed to pass (<c>--seed</c>).</param>
-/// <param name="Dtype">The output dtype the original used, if recorded.</param>
+/// <param name="OutDtype">The output dtype the original asked for (<c>--dtype</c> or <c>out_dtype</c>), passed again as <c>--dtype</c>; the config's <c>dtype</c> is in its text.</param>
 /// <param name="Inputs">Inputs in merge order.</param>
 /// <param name="Warnings">Why the reproduction may not be exact (unpinned local folders, no seed...).</param>
 public sealed record ReproductionPlan(
@@ -27,7 +27,7 @@ public sealed record ReproductionPlan(
     string ConfigText,
     string PinnedConfigText,
     long? Seed,
-    string? Dtype,
+    string? OutDtype,
     IReadOnlyList<PinnedInput> Inputs,
     IReadOnlyList<string> Warnings)
 {
@@ -69,14 +69,14 @@ public sealed record ReproductionPlan(
         {
             warnings.Add("no seed was recorded; a strategy with random dropping will not give identical output");
         }
-        return new ReproductionPlan(record.Id, record.ConfigText, pinned, record.Seed, record.Dtype, inputs, warnings);
+        return new ReproductionPlan(record.Id, record.ConfigText, pinned, record.Seed, record.OutDtype, inputs, warnings);
     }
 
     /// <summary>A readable summary for <c>registry reproduce</c>.</summary>
     public string ToText()
     {
         var sb = new StringBuilder();
-        sb.Append(CultureInfo.InvariantCulture, $"reproduce {SourceId}: seed {Seed?.ToString(CultureInfo.InvariantCulture) ?? "none"}{(Dtype is null ? string.Empty : ", dtype " + Dtype)}").AppendLine();
+        sb.Append(CultureInfo.InvariantCulture, $"reproduce {SourceId}: seed {Seed?.ToString(CultureInfo.InvariantCulture) ?? "none"}{(OutDtype is null ? string.Empty : ", output dtype " + OutDtype)}").AppendLine();
         foreach (var i in Inputs)
         {
             sb.Append(CultureInfo.InvariantCulture, $"  {i.Name}: {i.PinnedReference}").AppendLine();

@@ -38,7 +38,7 @@ public sealed class PlotAndReproduceTests
         Assert.Contains("- model: ./experts/knowledge\n", plan.PinnedConfigText, StringComparison.Ordinal);
         Assert.DoesNotContain("@main", plan.PinnedConfigText, StringComparison.Ordinal);
         Assert.Equal(42, plan.Seed);
-        Assert.Equal("bfloat16", plan.Dtype);
+        Assert.Equal("float16", plan.OutDtype);
         Assert.Contains(plan.Warnings, w => w.Contains("knowledge", StringComparison.Ordinal));
         Assert.Equal(4, plan.Inputs.Count);
         Assert.Contains("reproduce " + rec.Id, plan.ToText(), StringComparison.Ordinal);

@@ -37,6 +37,7 @@ public sealed class RecordRoundTripTests
         Assert.Equal(draft.Scorers, r.Scorers);
         Assert.Equal(42, r.Seed);
         Assert.Equal("bfloat16", r.Dtype);
+        Assert.Equal("float16", r.OutDtype);
 
         // Inputs: hashes are the real files' hashes.
         Assert.Equal(draft.Inputs.Count, r.Inputs.Count);

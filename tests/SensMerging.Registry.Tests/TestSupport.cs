@@ -109,6 +109,7 @@ internal static class Samples
             Inputs = inputs,
             Seed = seed,
             Dtype = "bfloat16",
+            OutDtype = "float16",
             Parameters = new Dictionary<string, ParameterValue>
             {
                 ["lambda"] = 1.0,

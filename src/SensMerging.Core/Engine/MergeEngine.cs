@@ -68,7 +68,7 @@ public sealed partial class MergeEngine
         cancellationToken.ThrowIfCancellationRequested();
 
         var reference = (plan.Base ?? plan.Models[0]).Folder.Path;
-        var outDtypeName = plan.OutputDType?.TorchDtypeName;
+        var outDtypeName = (plan.OutputDType ?? plan.CastDType)?.TorchDtypeName;
         output.CopyConfig(reference, outDtypeName ?? (plan.Base ?? plan.Models[0]).Folder.Config?.TorchDtype);
         output.CopyTokenizer(options.TokenizerSource ?? reference);
         output.WriteModelCard(options.Card ?? DefaultCard(plan, options, jobs));
@@ -225,7 +225,7 @@ public sealed partial class MergeEngine
                             worker.ProcessStreamed(item, (block, output) =>
                             {
                                 // Each input byte counts once, though statistics passes read blocks again.
-                                Interlocked.Add(ref bytesRead, block.ElementCount * block.Job.InputDType.Size * block.Job.Inputs.Count);
+                                Interlocked.Add(ref bytesRead, block.ElementCount * block.Job.InputBytesPerElement);
                                 output.Result.DetachFromDisposeScope();
                                 pieces.Post(block, output);
                             }, failed.Token);
@@ -340,6 +340,10 @@ public sealed partial class MergeEngine
         {
             problems.Add($"output dtype {od} is not a floating-point type (use float32, float16 or bfloat16)");
         }
+        if (plan.CastDType is { IsFloatingPoint: false } cd)
+        {
+            problems.Add($"dtype {cd} is not a floating-point type (use float32, float16 or bfloat16)");
+        }
         if (options.BlockElements < 1)
         {
             problems.Add($"block size {options.BlockElements} must be at least 1 element");
@@ -389,8 +393,9 @@ public sealed partial class MergeEngine
                 {
                     problems.Add($"tensor '{t.Name}' has shape {TensorShape.Format(t.Shape)} in '{reference.Name}' but {TensorShape.Format(o.Shape)} in '{other.Name}'");
                 }
-                else if (o.DType != t.DType)
+                else if (o.DType != t.DType && !(o.DType.IsFloatingPoint && t.DType.IsFloatingPoint))
                 {
+                    // Floating-point inputs of different dtypes are cast (mergekit's rule); anything else cannot be merged.
                     problems.Add($"tensor '{t.Name}' has dtype {t.DType} in '{reference.Name}' but {o.DType} in '{other.Name}'");
                 }
                 tensors.Add(o);
@@ -427,8 +432,13 @@ public sealed partial class MergeEngine
                 problems.Add($"parameters for tensor '{t.Name}': {ex.Message}");
                 continue;
             }
+            if (tensors.Any(x => x.DType != t.DType && !(x.DType.IsFloatingPoint && t.DType.IsFloatingPoint)))
+            {
+                continue; // recorded above
+            }
+            var cast = merged ? plan.CastDType ?? tensors.Select(x => x.DType).Aggregate(SafeTensorsDType.Promote) : t.DType;
             jobs.Add(new MergeJob(
-                jobs.Count, t.Name, [.. t.Shape], t.DType, merged ? plan.OutputDType ?? t.DType : t.DType, tensors, plan.Base is not null,
+                jobs.Count, t.Name, [.. t.Shape], t.DType, cast, merged ? plan.OutputDType ?? cast : t.DType, tensors, plan.Base is not null,
                 merged, parameters, weights, LayerGroups.Of(t.Name), LayerGroups.BlockIndex(t.Name)));
         }
         ThrowIfAny(problems);
@@ -499,9 +509,13 @@ public sealed partial class MergeEngine
         {
             new("seed", plan.Seed.ToString(CultureInfo.InvariantCulture)),
         };
+        if (plan.CastDType is { } cd)
+        {
+            parameters.Add(new("dtype", cd.TorchDtypeName!));
+        }
         if (plan.OutputDType is { } od)
         {
-            parameters.Add(new("dtype", od.TorchDtypeName!));
+            parameters.Add(new("out_dtype", od.TorchDtypeName!));
         }
         if (jobs.Count > 0)
         {

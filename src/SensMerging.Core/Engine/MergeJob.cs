@@ -4,12 +4,18 @@ using SensMerging.Core.SafeTensors;
 
 namespace SensMerging.Core.Engine;
 
-/// <summary>One output tensor: its inputs (slot 0 is the base when there is one), parameters and weights.</summary>
+/// <summary>
+/// One output tensor: its inputs (slot 0 is the base when there is one), parameters and weights. <paramref name="InputDType"/>
+/// is the reference model's stored dtype (each input may be stored in another floating-point dtype: see
+/// <see cref="ModelTensor.DType"/>), <paramref name="CastDType"/> the dtype every input is cast to before merging
+/// (<see cref="MergePlan.CastDType"/>), <paramref name="OutputDType"/> the dtype written.
+/// </summary>
 internal sealed record MergeJob(
     int Index,
     string Name,
     long[] Shape,
     SafeTensorsDType InputDType,
+    SafeTensorsDType CastDType,
     SafeTensorsDType OutputDType,
     IReadOnlyList<ModelTensor> Inputs,
     bool HasBase,
@@ -20,6 +26,12 @@ internal sealed record MergeJob(
     int LayerIndex)
 {
     public long OutputBytes => checked(TensorShape.ElementCount(Shape) * OutputDType.Size);
+
+    /// <summary>Bytes the inputs of one element take in their files, summed over the inputs.</summary>
+    public long InputBytesPerElement => Inputs.Sum(i => (long)i.DType.Size);
+
+    /// <summary>Whether every input is stored in <paramref name="dtype"/>.</summary>
+    public bool AllStoredAs(SafeTensorsDType dtype) => Inputs.All(i => i.DType == dtype);
 }
 
 /// <summary>

@@ -37,7 +37,17 @@ public sealed record MergePlan
     /// </summary>
     public Func<string, IReadOnlyList<double>, IReadOnlyList<double>>? WeightOverride { get; init; }
 
-    /// <summary>Output dtype of floating-point tensors (null: each tensor keeps its input dtype).</summary>
+    /// <summary>
+    /// mergekit's <c>dtype</c>: every floating-point input tensor is cast to it (rounded, as <c>torch.Tensor.to</c> does)
+    /// before the strategy sees it, and the output is written in it unless <see cref="OutputDType"/> says otherwise.
+    /// Null: each tensor keeps its stored dtype, and inputs stored in different floating-point dtypes are cast to the
+    /// wider one (float32 for bfloat16 with float16), as torch's type promotion does. The strategy computes in float32
+    /// either way (bfloat16 as stored for strategies that take it), so with a half-precision <c>dtype</c> the result is
+    /// rounded once where mergekit rounds after each torch operation (see docs/plugins.md, "dtype").
+    /// </summary>
+    public SafeTensorsDType? CastDType { get; init; }
+
+    /// <summary>mergekit's <c>out_dtype</c>: the dtype floating-point tensors are written in (null: <see cref="CastDType"/>, else each tensor's own).</summary>
     public SafeTensorsDType? OutputDType { get; init; }
 
     /// <summary>Run seed; per-tensor and per-block seeds derive from it (<see cref="StableSeed"/>).</summary>

@@ -109,7 +109,7 @@ internal sealed class MergeWorker : IDisposable
             return new PendingOutput(CopyThrough(item, set), set);
         }
         var inputs = ReadInputs(item, countNonFinite: true);
-        LastBytesRead = item.ElementCount * job.InputDType.Size * inputs.Length;
+        LastBytesRead = item.ElementCount * job.InputBytesPerElement;
         var output = OutputView(set, job, item.Shape);
         var request = Request(item, inputs, output, StableSeed.Derive(_seed, job.Name, item.Block));
         var started = Stopwatch.GetTimestamp();
@@ -231,54 +231,82 @@ internal sealed class MergeWorker : IDisposable
     /// (<see cref="StrategyTraits.AcceptsBFloat16"/>), the device is the CPU, and inputs and output are both BF16.
     /// </summary>
     private bool AsStored(MergeJob job) =>
-        _acceptsBFloat16 && job.InputDType == SafeTensorsDType.BF16 && job.OutputDType == SafeTensorsDType.BF16;
+        _acceptsBFloat16 && job.CastDType == SafeTensorsDType.BF16 && job.OutputDType == SafeTensorsDType.BF16 && job.AllStoredAs(SafeTensorsDType.BF16);
 
     /// <summary>Where the strategy writes an item's result: the set's float32 buffer, or its BF16 buffer when <see cref="AsStored"/>.</summary>
     private Tensor OutputView(OutputSet set, MergeJob job, long[] shape) =>
         AsStored(job) ? set.Converted(ScalarType.BFloat16).View(shape) : set.Float.View(shape);
 
     /// <summary>
+    /// Whether an input stored in <paramref name="stored"/> must be rounded to <paramref name="cast"/> after it is read into
+    /// float32: when the cast dtype is narrower than float32 and not the stored one (float64 inputs are already rounded
+    /// to float32 by the read, which is as far as the engine computes).
+    /// </summary>
+    private static bool NeedsRounding(SafeTensorsDType stored, SafeTensorsDType cast) =>
+        cast != stored && cast != SafeTensorsDType.F32 && cast != SafeTensorsDType.F64;
+
+    /// <summary>
     /// Reads an item's inputs into the float32 compute buffers (BF16 widened piecewise in managed code, other dtypes by copy_),
     /// or, when <see cref="AsStored"/>, as stored into BF16 buffers; the inputs in parallel when the item is large enough
-    /// to pay for it (reads from the page cache are memory copies). With <paramref name="countNonFinite"/> the NaN and Inf
-    /// values of each input are counted right after it is read (while the data is still in cache) into the tally.
+    /// to pay for it (reads from the page cache are memory copies). Each input is read in its own stored dtype and then
+    /// rounded to the job's cast dtype where that is narrower (<see cref="MergePlan.CastDType"/>). With
+    /// <paramref name="countNonFinite"/> the NaN and Inf values of each input are counted right after it is read and cast
+    /// (while the data is still in cache; a cast to float16 can overflow) into the tally.
     /// </summary>
     private Tensor[] ReadInputs(MergeWorkItem item, bool countNonFinite)
     {
         var started = Stopwatch.GetTimestamp();
         var job = item.Job;
-        var byteOffset = item.ElementStart * job.InputDType.Size;
         var stored = AsStored(job);
-        var direct = _cpu && job.InputDType == SafeTensorsDType.F32;
-        var staged = !stored && _cpu && job.InputDType == SafeTensorsDType.BF16 && item.ElementCount <= int.MaxValue / sizeof(float);
         // Views are made here, on the worker thread, so they belong to its dispose scope.
         var inputs = new Tensor[job.Inputs.Count];
         var raws = new Tensor?[inputs.Length];
+        var staged = new bool[inputs.Length];
+        var rounded = new Tensor?[inputs.Length];
         for (var s = 0; s < inputs.Length; s++)
         {
+            var dtype = job.Inputs[s].DType;
+            var direct = _cpu && dtype == SafeTensorsDType.F32;
+            staged[s] = !stored && _cpu && dtype == SafeTensorsDType.BF16 && item.ElementCount <= int.MaxValue / sizeof(float);
             inputs[s] = stored ? Raw(s, ScalarType.BFloat16).View(item.Shape) : _compute[s].View(item.Shape);
-            raws[s] = direct || staged || stored ? null : Raw(s, job.InputDType.RequireScalarType()).View(item.Shape);
+            raws[s] = direct || staged[s] || stored ? null : Raw(s, dtype.RequireScalarType()).View(item.Shape);
+            rounded[s] = !stored && NeedsRounding(dtype, job.CastDType) ? Raw(s, job.CastDType.RequireScalarType()).View(item.Shape) : null;
         }
         void ReadOne(int s)
         {
-            if (staged)
+            var source = job.Inputs[s];
+            var byteOffset = item.ElementStart * source.DType.Size;
+            var counted = false;
+            if (staged[s])
             {
-                _found[s] = ReadWidened(job.Inputs[s], byteOffset, _staging[s], inputs[s], countNonFinite);
-                return;
+                counted = countNonFinite && rounded[s] is null;
+                _found[s] = ReadWidened(source, byteOffset, _staging[s], inputs[s], counted);
             }
-            if (raws[s] is not { } raw)
+            else if (raws[s] is not { } raw)
             {
-                ModelFolder.ReadInto(job.Inputs[s], byteOffset, inputs[s]);
+                ModelFolder.ReadInto(source, byteOffset, inputs[s]);
             }
             else
             {
-                ModelFolder.ReadInto(job.Inputs[s], byteOffset, raw);
+                ModelFolder.ReadInto(source, byteOffset, raw);
                 if (!(_cpu && BFloat16Conversion.TryToSingle(raw, inputs[s])))
                 {
                     inputs[s].copy_(raw);
                 }
             }
-            if (countNonFinite)
+            if (rounded[s] is { } narrow)
+            {
+                // As torch's Tensor.to: round to nearest even in the cast dtype, then computed on in float32 (exact widening).
+                if (!(_cpu && BFloat16Conversion.TryFromSingle(inputs[s], narrow)))
+                {
+                    narrow.copy_(inputs[s]);
+                }
+                if (!(_cpu && BFloat16Conversion.TryToSingle(narrow, inputs[s])))
+                {
+                    inputs[s].copy_(narrow);
+                }
+            }
+            if (countNonFinite && !counted)
             {
                 _found[s] = !_cpu ? CountOnDevice(inputs[s])
                     : stored ? NonFiniteCount.BFloat16(MemoryMarshal.Cast<byte, ushort>(inputs[s].bytes))

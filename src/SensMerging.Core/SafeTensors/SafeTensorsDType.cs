@@ -50,6 +50,21 @@ public sealed class SafeTensorsDType
     public static SafeTensorsDType F64 { get; } = new("F64", 8, TorchSharp.torch.ScalarType.Float64, true, "float64");
     public static SafeTensorsDType C64 { get; } = new("C64", 8, TorchSharp.torch.ScalarType.ComplexFloat32, false, "complex64");
 
+    /// <summary>
+    /// The dtype two floating-point dtypes compute in together under torch's type promotion: the same dtype, float64 when
+    /// either is, else float32 (bfloat16 with float16 included, as neither holds the other).
+    /// </summary>
+    public static SafeTensorsDType Promote(SafeTensorsDType left, SafeTensorsDType right)
+    {
+        ArgumentNullException.ThrowIfNull(left);
+        ArgumentNullException.ThrowIfNull(right);
+        if (!left.IsFloatingPoint || !right.IsFloatingPoint)
+        {
+            throw new ArgumentException($"type promotion is defined here for floating-point dtypes only, got {left} and {right}");
+        }
+        return left == right ? left : left == F64 || right == F64 ? F64 : F32;
+    }
+
     /// <summary>Every dtype of the safetensors specification.</summary>
     public static IReadOnlyList<SafeTensorsDType> All { get; } =
         [Bool, U8, I8, F8E5M2, F8E4M3, I16, U16, F16, BF16, I32, U32, F32, I64, U64, F64, C64];

@@ -138,7 +138,7 @@ public static class RegistryCommand
                     ConfigPath = configPath,
                     OutputPath = outDir,
                     Seed = plan.Seed,
-                    OutputDType = null,
+                    OutputDType = plan.OutDtype,
                     Tags = [$"reproduces:{original.Id}"],
                 }, null, token);
                 var reproduced = await registry.GetAsync(outcome.RecordId, token) ?? throw new InvalidOperationException($"record {outcome.RecordId} vanished");

@@ -125,7 +125,8 @@ public sealed partial class MergePipeline
             })],
             Inputs = inputRecords,
             Seed = seed,
-            Dtype = config.Dtype ?? "float32",
+            Dtype = config.Dtype,
+            OutDtype = request.OutputDType ?? config.OutDtype,
             Parameters = config.Parameters.ToDictionary(kv => kv.Key, kv => Recorded(kv.Value), StringComparer.Ordinal),
             ModelParameters = config.Models.ToDictionary(
                 m => m.Model.Text,
@@ -155,6 +156,7 @@ public sealed partial class MergePipeline
                 Strategy = prepared.Strategy,
                 ParameterResolver = (tensor, _) => parameters.Resolve(tensor, layerCount),
                 WeightOverride = (tensor, _) => parameters.Weights(tensor, layerCount),
+                CastDType = config.Dtype is null ? null : SafeTensorsDType.Parse(config.Dtype),
                 OutputDType = outDType is null ? null : SafeTensorsDType.Parse(outDType),
                 Seed = seed,
             };

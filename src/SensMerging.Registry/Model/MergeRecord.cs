@@ -72,8 +72,11 @@ public sealed record MergeRecord
     /// <summary>The random seed, when the merge used one.</summary>
     public long? Seed { get; init; }
 
-    /// <summary>Output dtype and other merge-wide choices, as given on the command line or in the config.</summary>
+    /// <summary>The config's <c>dtype</c> (mergekit's: inputs cast to it, output written in it unless <see cref="OutDtype"/>); null: as stored.</summary>
     public string? Dtype { get; init; }
+
+    /// <summary>The dtype the output was written in when one was asked for: <c>--dtype</c> on the command line, else the config's <c>out_dtype</c>.</summary>
+    public string? OutDtype { get; init; }
 
     /// <summary>Global parameters (mergekit top-level <c>parameters</c>).</summary>
     public IReadOnlyDictionary<string, ParameterValue> Parameters { get; init; } = new Dictionary<string, ParameterValue>();

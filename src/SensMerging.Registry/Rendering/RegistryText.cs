@@ -51,6 +51,10 @@ public static class RegistryText
         {
             Line(sb, "dtype", record.Dtype);
         }
+        if (record.OutDtype is not null)
+        {
+            Line(sb, "out dtype", record.OutDtype);
+        }
         if (record.Tags.Count > 0)
         {
             Line(sb, "tags", string.Join(", ", record.Tags));

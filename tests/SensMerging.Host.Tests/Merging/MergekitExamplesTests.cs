@@ -1,0 +1,178 @@
+using System.Text.Json;
+using SensMerging.Core.SafeTensors;
+using SensMerging.Hub.Server;
+using SensMerging.Registry;
+
+namespace SensMerging.Host.Tests.Merging;
+
+/// <summary>
+/// The configs of mergekit's <c>examples/</c> folder (commit a6e4028) that use only safetensors inputs and no
+/// frankenmerge slices, as a mergekit user has them: the same Hub repository names, methods, parameters (gradients,
+/// filters, per-model densities) and <c>dtype</c>, run unchanged by <c>sensmerge merge</c> against tiny stand-ins with the
+/// real models' tensor names and layer counts, served by the project's Hub server on loopback. The stand-ins are stored
+/// in different dtypes (float32, float16, bfloat16), which mergekit casts to the config's <c>dtype</c>.
+/// <c>orcamini-platy-44layer.yml</c> (a passthrough frankenmerge of overlapping slices) is part II of the parity work.
+/// </summary>
+public sealed class MergekitExamplesTests : IDisposable
+{
+    private readonly string _root = TestPaths.NewTempDir("mergekit-examples");
+    private readonly string _registry;
+    private readonly string _plugins = Path.Combine(TestPaths.RepoRoot, "plugins.json");
+
+    public MergekitExamplesTests() => _registry = Path.Combine(_root, "registry", "merges.db");
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private static readonly Dictionary<string, string> Examples = new()
+    {
+        ["linear"] = """
+            models:
+              - model: psmathur/orca_mini_v3_13b
+                parameters:
+                  weight: 1.0
+              - model: WizardLM/WizardLM-13B-V1.2
+                parameters:
+                  weight: 0.3
+              - model: garage-bAInd/Platypus2-13B
+                parameters:
+                  weight: 0.5
+            merge_method: linear
+            dtype: float16
+            """,
+        ["ties"] = """
+            models:
+              - model: psmathur/orca_mini_v3_13b
+                parameters:
+                  density: [1, 0.7, 0.1]
+                  weight: 1.0
+              - model: garage-bAInd/Platypus2-13B
+                parameters:
+                  density: 0.5
+                  weight: [0, 0.3, 0.7, 1]
+              - model: WizardLM/WizardMath-13B-V1.0
+                parameters:
+                  density: 0.33
+                  weight:
+                    - filter: mlp
+                      value: 0.5
+                    - value: 0
+            merge_method: ties
+            base_model: TheBloke/Llama-2-13B-fp16
+            parameters:
+              normalize: true
+              int8_mask: true
+            dtype: float16
+            """,
+        ["gradient-slerp"] = """
+            slices:
+              - sources:
+                  - model: psmathur/orca_mini_v3_13b
+                    layer_range: [0, 40]
+                  - model: garage-bAInd/Platypus2-13B
+                    layer_range: [0, 40]
+            merge_method: slerp
+            base_model: psmathur/orca_mini_v3_13b
+            parameters:
+              t:
+                - filter: self_attn
+                  value: [0, 0.5, 0.3, 0.7, 1]
+                - filter: mlp
+                  value: [1, 0.5, 0.7, 0.3, 0]
+                - value: 0.5
+            dtype: float16
+            """,
+        ["bio-merge"] = """
+            models:
+              - model: mistralai/Mistral-7B-Instruct-v0.2
+                parameters:
+                  density: 0.5
+                  weight: 0.5
+              - model: BioMistral/BioMistral-7B
+                parameters:
+                  density: 0.5
+                  weight: 0.5
+            merge_method: ties
+            base_model: mistralai/Mistral-7B-v0.1
+            parameters:
+              normalize: false
+              int8_mask: true
+            dtype: float16
+            """,
+        ["arcee_fusion"] = """
+            models:
+              - model: model_a
+              - model: model_b
+            merge_method: arcee_fusion
+            base_model: model_a
+            dtype: bfloat16
+            """,
+    };
+
+    [Fact]
+    public async Task Every_safetensors_example_runs_unchanged_on_stand_ins_served_under_its_hub_names()
+    {
+        var repos = Path.Combine(_root, "repos");
+        var llama = TinyModels.WriteStandIn(Path.Combine(repos, "TheBloke", "Llama-2-13B-fp16"), 1, 40, SafeTensorsDType.F16, "llama");
+        var orca = TinyModels.WriteStandIn(Path.Combine(repos, "psmathur", "orca_mini_v3_13b"), 2, 40, SafeTensorsDType.F32, "llama", llama);
+        var platypus = TinyModels.WriteStandIn(Path.Combine(repos, "garage-bAInd", "Platypus2-13B"), 3, 40, SafeTensorsDType.BF16, "llama", llama);
+        var wizard = TinyModels.WriteStandIn(Path.Combine(repos, "WizardLM", "WizardLM-13B-V1.2"), 4, 40, SafeTensorsDType.F16, "llama", llama);
+        TinyModels.WriteStandIn(Path.Combine(repos, "WizardLM", "WizardMath-13B-V1.0"), 5, 40, SafeTensorsDType.F16, "llama", llama);
+        var mistral = TinyModels.WriteStandIn(Path.Combine(repos, "mistralai", "Mistral-7B-v0.1"), 6, 32, SafeTensorsDType.BF16, "mistral");
+        TinyModels.WriteStandIn(Path.Combine(repos, "mistralai", "Mistral-7B-Instruct-v0.2"), 7, 32, SafeTensorsDType.BF16, "mistral", mistral);
+        TinyModels.WriteStandIn(Path.Combine(repos, "BioMistral", "BioMistral-7B"), 8, 32, SafeTensorsDType.BF16, "mistral", mistral);
+        // arcee_fusion's example names local folders beside the config.
+        var configs = Path.Combine(_root, "configs");
+        var modelA = TinyModels.WriteStandIn(Path.Combine(configs, "model_a"), 9, 2, SafeTensorsDType.BF16, "llama");
+        TinyModels.WriteStandIn(Path.Combine(configs, "model_b"), 10, 2, SafeTensorsDType.BF16, "llama", modelA);
+
+        await using var server = await HubServer.StartAsync(new FolderRepositorySource(repos));
+        var env = new Dictionary<string, string>
+        {
+            ["HF_ENDPOINT"] = server.Endpoint,
+            ["HF_HUB_CACHE"] = Path.Combine(_root, "hf-cache"),
+            ["HF_HUB_OFFLINE"] = "0",
+        };
+        var ids = new Dictionary<string, string>();
+        foreach (var (name, yaml) in Examples)
+        {
+            var config = Path.Combine(configs, name + ".yml");
+            await File.WriteAllTextAsync(config, yaml);
+            var (exit, stdout, stderr) = await Processes.RunAsync("dotnet",
+                [TestPaths.HostDll, "merge", config, "--out", Path.Combine(_root, name), "--plugins", _plugins, "--registry", _registry], environment: env);
+            Assert.True(exit == 0, $"{name}: {stderr}{stdout}");
+            ids[name] = stdout.Split("registry id ")[1].Trim();
+        }
+
+        using var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = _registry });
+        foreach (var (name, yaml) in Examples)
+        {
+            var dtype = yaml.Contains("dtype: bfloat16", StringComparison.Ordinal) ? SafeTensorsDType.BF16 : SafeTensorsDType.F16;
+            var folder = Path.Combine(_root, name);
+            using var weights = SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
+            // mergekit's rule: every input cast to dtype, the output written in it (no out_dtype here), config.json says so.
+            Assert.All(weights.Tensors, t => Assert.Equal(dtype, t.DType));
+            using var config = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(folder, "config.json")));
+            Assert.Equal(dtype.TorchDtypeName, config.RootElement.GetProperty("torch_dtype").GetString());
+            var record = await registry.GetAsync(ids[name]) ?? throw new InvalidOperationException($"no record for {name}");
+            Assert.Equal(MergeStatus.Succeeded, record.Status);
+            Assert.Equal(dtype.TorchDtypeName, record.Dtype);
+            Assert.Null(record.OutDtype);
+        }
+
+        // The linear example against the definition: sum_i w_i x_i / sum_i w_i over the inputs cast to float16, to within
+        // one float16 rounding of the result (mergekit rounds after each float16 operation, the engine once).
+        using var linear = SafeTensorsFile.Open(Path.Combine(_root, "linear", "model.safetensors"));
+        foreach (var tensor in linear.Tensors)
+        {
+            var bytes = new byte[tensor.ByteLength];
+            linear.ReadBytes(tensor, bytes);
+            var name = tensor.Name;
+            for (var i = 0; i < orca[name].Length; i++)
+            {
+                var expected = ((1.0 * (float)(Half)orca[name][i]) + (0.3 * (float)(Half)wizard[name][i]) + (0.5 * (float)(Half)platypus[name][i])) / 1.8;
+                var actual = (double)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(bytes, i * 2));
+                Assert.True(Math.Abs(actual - expected) <= Math.Max(Math.Abs(expected) * Math.Pow(2, -11), Math.Pow(2, -24)), $"{name}[{i}]: {actual} != {expected}");
+            }
+        }
+    }
+}
