@@ -6,7 +6,7 @@ using SensMerging.Strategies.Common;
 namespace SensMerging.Strategies.TaskArithmeticFamily;
 
 /// <summary>
-/// Registers one strategy per row of <see cref="TaskArithmeticVariant.All"/>, and sce (a config's <c>merge_method</c> names the
+/// Registers one strategy per row of <see cref="TaskArithmeticVariant.All"/>, sce, ram and ramplus_tl (a config's <c>merge_method</c> names the
 /// row, not this plugin's id): the whole family shares one load context and one copy of its kernels.
 /// </summary>
 public sealed class TaskArithmeticFamilyPlugin : IPluginConfigurator
@@ -20,5 +20,8 @@ public sealed class TaskArithmeticFamilyPlugin : IPluginConfigurator
         }
         // SCE works on the same task vectors but weights models by their own statistics, not the table's per-model weights.
         services.AddSingleton<IMergeStrategy, SceStrategy>();
+        // RAM and RAM+ count which models contribute to each entry of the task vectors.
+        services.AddSingleton<IMergeStrategy>(RamStrategy.Plain());
+        services.AddSingleton<IMergeStrategy>(RamStrategy.PlusTensorLocal());
     }
 }

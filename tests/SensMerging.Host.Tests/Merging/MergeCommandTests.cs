@@ -235,6 +235,8 @@ public sealed class MergeCommandTests : IDisposable
             ["karcher"] = $"merge_method: karcher\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\n",
             ["nuslerp"] = $"merge_method: nuslerp\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 1.0}}\n  - model: {pathB}\n    parameters: {{weight: 1.0}}\nparameters: {{nuslerp_flatten: false}}\n",
             ["arcee_fusion"] = $"merge_method: arcee_fusion\nbase_model: {baseDir}\nmodels:\n  - model: {baseDir}\n  - model: {pathA}\n",
+            ["ram"] = $"merge_method: ram\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\n",
+            ["ramplus_tl"] = $"merge_method: ramplus_tl\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\nparameters: {{r: 0.2, alpha: 0.5}}\n",
             ["passthrough"] = $"merge_method: passthrough\nmodels:\n  - model: {pathA}\n    parameters:\n      scale:\n        - filter: mlp\n          value: 0.5\n        - value: 1.0\n",
         };
         foreach (var (method, yaml) in configs)
