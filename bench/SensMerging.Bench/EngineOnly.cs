@@ -3,38 +3,53 @@ using SensMerging.Abstractions;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
-using SensMerging.Strategies.ModelStock;
 using SensMerging.Strategies.Common;
+using SensMerging.Strategies.Interpolation;
+using SensMerging.Strategies.Linear;
+using SensMerging.Strategies.ModelStock;
+using SensMerging.Strategies.TaskArithmeticFamily;
 
 namespace SensMerging.Bench;
 
 /// <summary>The engine runs of the benchmark: the merge plan per method, and the memory run (<c>--engine-only</c>).</summary>
 internal static class EngineOnly
 {
-    /// <summary>base + experts merged with <paramref name="method"/>, lambda 1, the given weights and density, seed 42.</summary>
+    /// <summary>
+    /// base + experts merged with <paramref name="method"/>: any row of the task-arithmetic family's table, sce, ram,
+    /// ramplus_tl, model_stock (and <c>model_stock:whole</c>), linear, multislerp or karcher; every parameter at its
+    /// declared default except lambda 1 and the given density where the method has them; the given weights, seed 42.
+    /// </summary>
     public static MergePlan Plan(string method, IReadOnlyList<ModelFolder> models, double[] weights, double density)
     {
         IMergeStrategy strategy = method switch
         {
-            "task_arithmetic" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic),
-            "ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
-            "dare_ties" => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
             "model_stock" => new ModelStockStrategy(),
             // The same strategy hidden behind a plain IMergeStrategy: the engine hands it whole tensors (what model_stock
             // did before it streamed), for the memory comparison.
             "model_stock:whole" => new WholeTensorsOnly(new ModelStockStrategy()),
-            _ => throw new ArgumentException("unknown method " + method + " (task_arithmetic, ties, dare_ties, model_stock, model_stock:whole)"),
+            "sce" => new SceStrategy(),
+            "ram" => RamStrategy.Plain(),
+            "ramplus_tl" => RamStrategy.PlusTensorLocal(),
+            "linear" => new LinearStrategy(),
+            "multislerp" => new MultiSlerpStrategy(),
+            "karcher" => new KarcherStrategy(),
+            _ => TaskArithmeticVariant.All.FirstOrDefault(v => v.Name == method) is { } variant
+                ? GeneralizedTaskArithmeticStrategy.Create(variant)
+                : throw new ArgumentException("unknown method " + method + " (" + string.Join(", ",
+                    [.. TaskArithmeticVariant.All.Select(v => v.Name), "sce", "ram", "ramplus_tl", "model_stock", "model_stock:whole", "linear", "multislerp", "karcher"]) + ")"),
         };
-        var global = new Dictionary<string, object>();
-        if (!method.StartsWith("model_stock", StringComparison.Ordinal))
+        var global = strategy.Parameters.Where(p => p.Default is not null && p.Name != "weight").ToDictionary(p => p.Name, p => p.Default!);
+        if (global.ContainsKey("lambda"))
         {
             global["lambda"] = 1.0;
         }
-        if (method is "ties" or "dare_ties")
+        if (global.ContainsKey("density"))
         {
             global["density"] = density;
         }
-        var parameters = new ResolvedParameters(global, []);
+        var experts = models.Count - 1;
+        var perModel = Enumerable.Range(0, experts).Select(i => (IReadOnlyDictionary<string, object>)new Dictionary<string, object> { ["weight"] = weights[i] }).ToList();
+        var parameters = new ResolvedParameters(global, perModel);
         return new MergePlan
         {
             Base = new MergeInput("base", models[0]),

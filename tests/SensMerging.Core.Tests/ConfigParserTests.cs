@@ -297,18 +297,6 @@ public sealed class ConfigParserTests : IDisposable
         var union = Assert.Throws<MergeConfigException>(() => Parse("merge_method: linear\nmodels:\n  - model: org/a\ntokenizer_source: union\n"));
         Assert.Contains("union", union.Message, StringComparison.Ordinal);
 
-        var stacked = Assert.Throws<MergeConfigException>(() => Parse("""
-            slices:
-              - sources:
-                  - model: org/a
-                    layer_range: [0, 16]
-              - sources:
-                  - model: org/a
-                    layer_range: [8, 24]
-            merge_method: passthrough
-            """));
-        Assert.Contains("line 5: unsupported key 'slices'", stacked.Message, StringComparison.Ordinal);
-
         var lora = Assert.Throws<MergeConfigException>(() => Parse("merge_method: linear\nmodels:\n  - model: org/a+org/lora\n"));
         Assert.Contains("LoRA", lora.Message, StringComparison.Ordinal);
 
@@ -321,7 +309,64 @@ public sealed class ConfigParserTests : IDisposable
                     layer_range: [0, 8]
             merge_method: slerp
             """));
-        Assert.Contains("different layers", unequal.Message, StringComparison.Ordinal);
+        Assert.Contains("different numbers of layers", unequal.Message, StringComparison.Ordinal);
+
+        var shifted = Assert.Throws<MergeConfigException>(() => Parse("""
+            slices:
+              - sources:
+                  - model: org/a
+                    layer_range: [0, 8]
+                  - model: org/b
+                    layer_range: [8, 16]
+            merge_method: slerp
+            """));
+        Assert.Contains("one slice must take the same layers from every source", shifted.Message, StringComparison.Ordinal);
+
+        var slicedBase = Assert.Throws<MergeConfigException>(() => Parse("""
+            slices:
+              - sources:
+                  - model: org/a
+                    layer_range: [0, 8]
+                base_model: org/a
+              - sources:
+                  - model: org/b
+                    layer_range: [8, 16]
+            merge_method: passthrough
+            """));
+        Assert.Contains("line 2: a slice's base_model ('org/a') is not supported in a config of several slices", slicedBase.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Several_slices_are_a_frankenmerge_with_each_slices_sources_and_parameters()
+    {
+        var config = Parse("""
+            slices:
+              - sources:
+                  - model: org/a
+                    layer_range: [0, 16]
+              - sources:
+                  - model: org/b
+                    layer_range: [8, 24]
+                    parameters: {scale: 0.5}
+                parameters:
+                  scale: [1, 0]
+              - sources:
+                  - model: org/a
+                    layer_range: [20, 24]
+            merge_method: passthrough
+            parameters:
+              scale: 2
+            """);
+        Assert.NotNull(config.Slices);
+        Assert.Equal(3, config.Slices.Count);
+        Assert.Null(config.LayerRange);
+        Assert.Equal(["org/a", "org/b"], config.Models.Select(m => m.Model.Text));
+        Assert.Equal(new LayerRange(8, 24), config.Slices[1].Sources[0].Range);
+        Assert.Equal(16, config.Slices[1].Sources[0].Range.Count);
+        Assert.True(config.Slices[1].Parameters.ContainsKey("scale"));
+        Assert.True(config.Slices[1].Sources[0].Model.Parameters.ContainsKey("scale"));
+        Assert.Empty(config.Slices[2].Parameters);
+        Assert.True(config.Parameters.ContainsKey("scale"));
     }
 
     [Fact]

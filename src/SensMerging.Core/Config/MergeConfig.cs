@@ -37,6 +37,13 @@ public sealed record MergeConfig
     /// <summary>The layer range of a <c>slices</c> config (all sources share it); null for a <c>models</c> config.</summary>
     public LayerRange? LayerRange { get; init; }
 
+    /// <summary>
+    /// The slices of a config with several (a frankenmerge: output layers are each slice's layers in turn, renumbered), in
+    /// output order; <see cref="Models"/> then lists every model they use once, and <see cref="LayerRange"/> is null. Null
+    /// for a <c>models</c> config and for a single slice (which is the models syntax with a layer range).
+    /// </summary>
+    public IReadOnlyList<ConfigSlice>? Slices { get; init; }
+
     /// <summary>The config file, when loaded from one.</summary>
     public string? SourcePath { get; init; }
 
@@ -111,4 +118,17 @@ public enum TokenizerSourceKind
 public sealed record TokenizerSource(TokenizerSourceKind Kind, ModelReference? Model);
 
 /// <summary>A half-open block range [Start, End).</summary>
-public sealed record LayerRange(int Start, int End);
+public sealed record LayerRange(int Start, int End)
+{
+    /// <summary>How many layers the range takes.</summary>
+    public int Count => End - Start;
+}
+
+/// <summary>One slice of a multi-slice config (a frankenmerge): its sources and its <c>parameters</c> (over the top-level ones).</summary>
+/// <param name="Sources">The models merged into the slice's output layers, each with the layers it gives (all of one length).</param>
+/// <param name="Parameters">The slice's own parameters; they take precedence over the config's top-level ones.</param>
+/// <param name="Line">The slice's line in the config (for error messages).</param>
+public sealed record ConfigSlice(IReadOnlyList<SliceSource> Sources, IReadOnlyDictionary<string, ParameterValue> Parameters, int Line);
+
+/// <summary>One source of a <see cref="ConfigSlice"/>: a model (with its per-source parameters) and the layers taken from it.</summary>
+public sealed record SliceSource(InputModel Model, LayerRange Range);

@@ -101,6 +101,7 @@ public static class MergeConfigParser
             var parameters = new Dictionary<string, ParameterValue>(StringComparer.Ordinal);
             Dictionary<string, ParameterValue>? sliceParameters = null;
             ModelReference? sliceBase = null;
+            List<ConfigSlice>? configSlices = null;
             string? dtype = null, outDtype = null, name = null;
             TokenizerSource? tokenizer = null;
             YamlNode? tokenizerNode = null;
@@ -126,7 +127,7 @@ public static class MergeConfigParser
                         models = Models(value);
                         break;
                     case "slices":
-                        (sliceModels, layerRange, sliceParameters, sliceBase) = Slices(value);
+                        (sliceModels, layerRange, sliceParameters, sliceBase, configSlices) = Slices(value);
                         break;
                     case "parameters":
                         Parameters(value, parameters);
@@ -213,6 +214,7 @@ public static class MergeConfigParser
                 Seed = seed,
                 Name = name,
                 LayerRange = layerRange,
+                Slices = configSlices,
                 SourcePath = sourcePath,
                 BaseDirectory = directory,
             };
@@ -286,27 +288,60 @@ public static class MergeConfigParser
             return new InputModel(reference, parameters, calibration, Line(entry));
         }
 
-        private (List<InputModel>?, LayerRange?, Dictionary<string, ParameterValue>?, ModelReference?) Slices(YamlNode node)
+        private (List<InputModel>?, LayerRange?, Dictionary<string, ParameterValue>?, ModelReference?, List<ConfigSlice>?) Slices(YamlNode node)
         {
             if (node is not YamlSequenceNode slices || slices.Children.Count == 0)
             {
                 Problem(node, "'slices' must be a list of {sources: [...]}");
-                return (null, null, null, null);
+                return (null, null, null, null, null);
             }
-            if (slices.Children.Count > 1)
+            var parsed = new List<(ConfigSlice Slice, ModelReference? Base)>();
+            foreach (var item in slices.Children)
             {
-                Problem(slices.Children[1], "unsupported key 'slices' with more than one slice (layer stacking/frankenmerges are not supported; use one slice covering all layers, or 'models')");
-                return (null, null, null, null);
+                if (Slice(item) is { } slice)
+                {
+                    parsed.Add(slice);
+                }
             }
-            if (slices.Children[0] is not YamlMappingNode slice)
+            if (parsed.Count != slices.Children.Count)
             {
-                Problem(slices.Children[0], "a slice must be a mapping with 'sources'");
-                return (null, null, null, null);
+                return (null, null, null, null, null);
+            }
+            if (parsed.Count == 1)
+            {
+                // One slice is the models syntax with a layer range: every source must cover the same layers.
+                var (only, sliceBase) = parsed[0];
+                var range = only.Sources[0].Range;
+                foreach (var source in only.Sources.Where(x => x.Range != range))
+                {
+                    Problem(node, $"slice sources cover different layers ([{range.Start}, {range.End}] and [{source.Range.Start}, {source.Range.End}]); one slice must take the same layers from every source (several slices make a frankenmerge)");
+                }
+                return ([.. only.Sources.Select(x => x.Model)], range, new Dictionary<string, ParameterValue>(only.Parameters, StringComparer.Ordinal), sliceBase, null);
+            }
+            foreach (var (slice, sliceBase) in parsed.Where(p => p.Base is not null))
+            {
+                Problem(slices.Children[parsed.FindIndex(p => p.Slice == slice)], $"a slice's base_model ('{sliceBase}') is not supported in a config of several slices");
             }
             var models = new List<InputModel>();
-            LayerRange? range = null;
-            Dictionary<string, ParameterValue>? parameters = null;
+            foreach (var source in parsed.SelectMany(p => p.Slice.Sources).Where(source => !models.Any(m => m.Model.SameModelAs(source.Model.Model))))
+            {
+                models.Add(source.Model);
+            }
+            return (models, null, null, null, [.. parsed.Select(p => p.Slice)]);
+        }
+
+        /// <summary>One entry of <c>slices</c>: its sources (each with a layer range, all of one length), parameters and base model.</summary>
+        private (ConfigSlice Slice, ModelReference? Base)? Slice(YamlNode node)
+        {
+            if (node is not YamlMappingNode slice)
+            {
+                Problem(node, "a slice must be a mapping with 'sources'");
+                return null;
+            }
+            var sources = new List<SliceSource>();
+            var parameters = new Dictionary<string, ParameterValue>(StringComparer.Ordinal);
             ModelReference? baseModel = null;
+            var problems = Problems.Count;
             foreach (var (keyNode, value) in slice.Children)
             {
                 var key = KeyOf(keyNode);
@@ -314,30 +349,25 @@ public static class MergeConfigParser
                 {
                     case null:
                         break;
-                    case "sources" when value is YamlSequenceNode sources:
-                        foreach (var source in sources.Children)
+                    case "sources" when value is YamlSequenceNode list:
+                        foreach (var source in list.Children)
                         {
                             var model = InputModelEntry(source, allowCalibration: false, out var sourceRange);
                             if (model is null || sourceRange is null)
                             {
                                 continue;
                             }
-                            if (range is null)
+                            if (sources.Count > 0 && sourceRange.End - sourceRange.Start != sources[0].Range.End - sources[0].Range.Start)
                             {
-                                range = sourceRange;
+                                Problem(source, $"slice sources take different numbers of layers ([{sources[0].Range.Start}, {sources[0].Range.End}] and [{sourceRange.Start}, {sourceRange.End}]); every source of a slice gives the same number");
                             }
-                            else if (range != sourceRange)
-                            {
-                                Problem(source, $"slice sources cover different layers ([{range.Start}, {range.End}] and [{sourceRange.Start}, {sourceRange.End}]); only identical full-depth ranges are supported");
-                            }
-                            models.Add(model);
+                            sources.Add(new SliceSource(model, sourceRange));
                         }
                         break;
                     case "sources":
                         Problem(value, "'sources' must be a list of {model, layer_range}");
                         break;
                     case "parameters":
-                        parameters = new Dictionary<string, ParameterValue>(StringComparer.Ordinal);
                         Parameters(value, parameters);
                         break;
                     case "base_model":
@@ -348,11 +378,11 @@ public static class MergeConfigParser
                         break;
                 }
             }
-            if (models.Count == 0)
+            if (sources.Count == 0)
             {
                 Problem(slice, "the slice has no 'sources'");
             }
-            return (models, range, parameters, baseModel);
+            return Problems.Count > problems ? null : (new ConfigSlice(sources, parameters, Line(slice)), baseModel);
         }
 
         private LayerRange? Range(YamlNode node)

@@ -169,15 +169,9 @@ internal static class NonFiniteCount
 internal sealed class NonFiniteTally
 {
     private readonly ConcurrentDictionary<(int Job, int Slot), (long Nan, long Inf)> _counts = new();
-    private readonly IReadOnlyList<string> _inputNames;
 
-    /// <param name="inputNames">The input models by slot (the base first when there is one).</param>
-    /// <param name="strict">Throw <see cref="MergeDataException"/> at the first non-finite value.</param>
-    public NonFiniteTally(IReadOnlyList<string> inputNames, bool strict)
-    {
-        _inputNames = inputNames;
-        Strict = strict;
-    }
+    /// <param name="strict">Throw at the first non-finite value instead of counting.</param>
+    public NonFiniteTally(bool strict) => Strict = strict;
 
     public bool Strict { get; }
 
@@ -191,12 +185,12 @@ internal sealed class NonFiniteTally
         var total = _counts.AddOrUpdate((job.Index, slot), (nan, inf), (_, c) => (c.Nan + nan, c.Inf + inf));
         if (Strict)
         {
-            throw new MergeDataException([MergeDataWarning.NonFinite(job.Name, _inputNames[slot], total.Nan, total.Inf, partial: true)]);
+            throw new MergeDataException([MergeDataWarning.NonFinite(job.Name, job.InputNames[slot], total.Nan, total.Inf, partial: true)]);
         }
     }
 
     /// <summary>One warning per tensor and input that held any, in tensor order, then input order.</summary>
     public IReadOnlyList<MergeDataWarning> Warnings(IReadOnlyList<MergeJob> jobs) =>
         [.. _counts.OrderBy(kv => kv.Key.Job).ThenBy(kv => kv.Key.Slot)
-            .Select(kv => MergeDataWarning.NonFinite(jobs[kv.Key.Job].Name, _inputNames[kv.Key.Slot], kv.Value.Nan, kv.Value.Inf, partial: false))];
+            .Select(kv => MergeDataWarning.NonFinite(jobs[kv.Key.Job].Name, jobs[kv.Key.Job].InputNames[kv.Key.Slot], kv.Value.Nan, kv.Value.Inf, partial: false))];
 }

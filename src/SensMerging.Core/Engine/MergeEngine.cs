@@ -57,7 +57,7 @@ public sealed partial class MergeEngine
         IReadOnlyList<WrittenFile> weightFiles;
         long bytesRead;
         MergeStageTimes stages;
-        var nonFinite = new NonFiniteTally([.. (plan.Base is null ? plan.Models : [plan.Base, .. plan.Models]).Select(m => m.Name)], options.Strict);
+        var nonFinite = new NonFiniteTally(options.Strict);
         using (var weights = new ShardedSafeTensorsWriter(output.WorkPath, outputPlan, options.ShardSizeBytes,
             new Dictionary<string, string> { ["merge_method"] = strategy.Name, ["merged_by"] = "SensMerging.Host" }, options.ComputeSha256))
         {
@@ -69,7 +69,8 @@ public sealed partial class MergeEngine
 
         var reference = (plan.Base ?? plan.Models[0]).Folder.Path;
         var outDtypeName = (plan.OutputDType ?? plan.CastDType)?.TorchDtypeName;
-        output.CopyConfig(reference, outDtypeName ?? (plan.Base ?? plan.Models[0]).Folder.Config?.TorchDtype);
+        output.CopyConfig(reference, outDtypeName ?? (plan.Base ?? plan.Models[0]).Folder.Config?.TorchDtype,
+            plan.Layout is null ? null : LayerCount(plan, jobs));
         output.CopyTokenizer(options.TokenizerSource ?? reference);
         output.WriteModelCard(options.Card ?? DefaultCard(plan, options, jobs));
 
@@ -122,7 +123,6 @@ public sealed partial class MergeEngine
         var wholeTensors = !plan.Strategy.Traits.Elementwise && !Streams(plan.Strategy);
         var capacity = Math.Min(largest, Math.Max(1, wholeTensors ? options.WholeTensorWorkerElements : options.BlockElements));
         var slots = jobs.Count == 0 ? 0 : jobs[0].Inputs.Count;
-        var modelNames = plan.Models.Select(m => m.Name).ToList();
         var layerCount = LayerCount(plan, jobs);
         var workers = Math.Clamp(options.MaxParallelism, 1, Math.Max(1, items.Count));
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -209,7 +209,7 @@ public sealed partial class MergeEngine
                 }
                 using var noGrad = torch.no_grad();
                 // Workers are disposed only after the writer stopped: their output buffers may still be queued.
-                var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, modelNames, nonFinite, OutputSets(capacity));
+                var own = new MergeWorker(plan.Strategy, device, slots, capacity, plan.Seed, layerCount, nonFinite, OutputSets(capacity));
                 lock (owned)
                 {
                     owned.Add(own);
@@ -218,7 +218,7 @@ public sealed partial class MergeEngine
                 {
                     try
                     {
-                        var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, modelNames, nonFinite, outputSets: 1) : own;
+                        var worker = isLarge ? large ??= new MergeWorker(plan.Strategy, device, slots, largest, plan.Seed, layerCount, nonFinite, outputSets: 1) : own;
                         using var scope = torch.NewDisposeScope();
                         if (item.Blocks is not null)
                         {
@@ -320,19 +320,23 @@ public sealed partial class MergeEngine
         {
             throw new MergeValidationException("the plan has no models to merge");
         }
-        if (traits.RequiresBaseModel && plan.Base is null)
+        if (traits.RequiresBaseModel && plan.Base is null && plan.Layout is null)
         {
             problems.Add($"merge method '{strategy.Name}' needs a base model, and none is given");
         }
-        if (plan.Models.Count < traits.MinModels)
+        if (plan.Layout is not null && plan.Base is not null)
+        {
+            problems.Add("a plan with a tensor layout names each tensor's sources; it has no separate base model");
+        }
+        if (plan.Layout is null && plan.Models.Count < traits.MinModels)
         {
             problems.Add($"merge method '{strategy.Name}' needs at least {traits.MinModels} models besides the base, got {plan.Models.Count}");
         }
-        if (traits.MaxModels is { } max && plan.Models.Count > max)
+        if (plan.Layout is null && traits.MaxModels is { } max && plan.Models.Count > max)
         {
             problems.Add($"merge method '{strategy.Name}' takes at most {max} models besides the base, got {plan.Models.Count}");
         }
-        if (plan.Weights is { } w && w.Count != plan.Models.Count)
+        if (plan.Layout is null && plan.Weights is { } w && w.Count != plan.Models.Count)
         {
             problems.Add($"{w.Count} weights given for {plan.Models.Count} models");
         }
@@ -375,7 +379,13 @@ public sealed partial class MergeEngine
         }
         ThrowIfAny(problems);
 
+        if (plan.Layout is { } layout)
+        {
+            ThrowIfAny(problems);
+            return (PlanLayout(plan, layout, traits), []);
+        }
         var inputs = (plan.Base is null ? plan.Models : [plan.Base, .. plan.Models]).ToList();
+        var inputNames = inputs.Select(i => i.Name).ToList();
         var reference = inputs[0];
         var configured = plan.Weights ?? [.. Enumerable.Repeat(1.0, plan.Models.Count)];
         var jobs = new List<MergeJob>(reference.Folder.Tensors.Count);
@@ -439,7 +449,7 @@ public sealed partial class MergeEngine
             var cast = merged ? plan.CastDType ?? tensors.Select(x => x.DType).Aggregate(SafeTensorsDType.Promote) : t.DType;
             jobs.Add(new MergeJob(
                 jobs.Count, t.Name, [.. t.Shape], t.DType, cast, merged ? plan.OutputDType ?? cast : t.DType, tensors, plan.Base is not null,
-                merged, parameters, weights, LayerGroups.Of(t.Name), LayerGroups.BlockIndex(t.Name)));
+                merged, parameters, weights, LayerGroups.Of(t.Name), LayerGroups.BlockIndex(t.Name), inputNames));
         }
         ThrowIfAny(problems);
         var extra = new List<MergeDataWarning>();
@@ -456,6 +466,75 @@ public sealed partial class MergeEngine
             throw new MergeDataException(extra);
         }
         return (jobs, extra);
+    }
+
+    /// <summary>
+    /// The jobs of a <see cref="MergePlan.Layout"/>: each output tensor from its own sources (found under their names in their
+    /// models, of one shape, floating-point dtypes cast as in the usual layout), with the strategy's model counts checked
+    /// per tensor. A strategy that needs a base cannot take a layout (its sources name no base).
+    /// </summary>
+    private static List<MergeJob> PlanLayout(MergePlan plan, IReadOnlyList<PlannedTensor> layout, StrategyTraits traits)
+    {
+        var problems = new List<string>();
+        if (traits.RequiresBaseModel)
+        {
+            problems.Add($"merge method '{plan.Strategy.Name}' needs a base model, which a tensor layout (slices) does not name");
+        }
+        var jobs = new List<MergeJob>(layout.Count);
+        foreach (var planned in layout)
+        {
+            if (problems.Count >= MaxListedProblems)
+            {
+                break;
+            }
+            if (planned.Sources.Count < Math.Max(1, traits.MinModels) || (traits.MaxModels is { } max && planned.Sources.Count > max))
+            {
+                problems.Add($"tensor '{planned.Name}' has {planned.Sources.Count} sources; merge method '{plan.Strategy.Name}' takes {traits.MinModels}{(traits.MaxModels is { } m ? "-" + m : " or more")}");
+                continue;
+            }
+            if (planned.Weights.Count != planned.Sources.Count)
+            {
+                problems.Add($"tensor '{planned.Name}' has {planned.Weights.Count} weights for {planned.Sources.Count} sources");
+                continue;
+            }
+            var tensors = new List<ModelTensor>(planned.Sources.Count);
+            foreach (var source in planned.Sources)
+            {
+                if (!source.Model.Folder.TryGetTensor(source.TensorName, out var t))
+                {
+                    problems.Add($"tensor '{source.TensorName}' (for output tensor '{planned.Name}') is missing from model '{source.Model.Name}'");
+                    continue;
+                }
+                if (tensors.Count > 0 && !TensorShape.SameAs(t.Shape, tensors[0].Shape))
+                {
+                    problems.Add($"output tensor '{planned.Name}' has sources of shapes {TensorShape.Format(tensors[0].Shape)} and {TensorShape.Format(t.Shape)} ('{source.Model.Name}')");
+                    continue;
+                }
+                if (tensors.Count > 0 && t.DType != tensors[0].DType && !(t.DType.IsFloatingPoint && tensors[0].DType.IsFloatingPoint))
+                {
+                    problems.Add($"output tensor '{planned.Name}' has sources of dtypes {tensors[0].DType} and {t.DType} ('{source.Model.Name}')");
+                    continue;
+                }
+                tensors.Add(t);
+            }
+            if (tensors.Count != planned.Sources.Count)
+            {
+                continue;
+            }
+            var first = tensors[0];
+            var merged = first.DType.IsFloatingPoint;
+            if (merged && first.DType.ScalarType is null)
+            {
+                problems.Add($"tensor '{first.Name}' has dtype {first.DType}, which TorchSharp cannot compute with");
+            }
+            var cast = merged ? plan.CastDType ?? tensors.Select(x => x.DType).Aggregate(SafeTensorsDType.Promote) : first.DType;
+            jobs.Add(new MergeJob(
+                jobs.Count, planned.Name, [.. first.Shape], first.DType, cast, merged ? plan.OutputDType ?? cast : first.DType, tensors, false,
+                merged, planned.Parameters, planned.Weights, LayerGroups.Of(planned.Name), LayerGroups.BlockIndex(planned.Name),
+                [.. planned.Sources.Select(x => x.Model.Name)]));
+        }
+        ThrowIfAny(problems);
+        return jobs;
     }
 
     private static void ThrowIfAny(List<string> problems)
@@ -491,6 +570,10 @@ public sealed partial class MergeEngine
 
     private static int LayerCount(MergePlan plan, IReadOnlyList<MergeJob> jobs)
     {
+        if (plan.Layout is not null)
+        {
+            return jobs.Count == 0 ? 0 : jobs.Max(j => j.LayerIndex) + 1;
+        }
         var configured = (plan.Base ?? plan.Models[0]).Folder.Config?.NumHiddenLayers;
         return configured ?? (jobs.Count == 0 ? 0 : jobs.Max(j => j.LayerIndex) + 1);
     }

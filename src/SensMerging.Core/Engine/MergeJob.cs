@@ -7,7 +7,7 @@ namespace SensMerging.Core.Engine;
 /// <summary>
 /// One output tensor: its inputs (slot 0 is the base when there is one), parameters and weights. <paramref name="InputDType"/>
 /// is the reference model's stored dtype (each input may be stored in another floating-point dtype: see
-/// <see cref="ModelTensor.DType"/>), <paramref name="CastDType"/> the dtype every input is cast to before merging
+/// <see cref="ModelTensor.DType"/>), <paramref name="InputNames"/> the models they are read from (by slot), <paramref name="CastDType"/> the dtype every input is cast to before merging
 /// (<see cref="MergePlan.CastDType"/>), <paramref name="OutputDType"/> the dtype written.
 /// </summary>
 internal sealed record MergeJob(
@@ -23,8 +23,12 @@ internal sealed record MergeJob(
     ResolvedParameters Parameters,
     IReadOnlyList<double> Weights,
     string LayerGroup,
-    int LayerIndex)
+    int LayerIndex,
+    IReadOnlyList<string> InputNames)
 {
+    /// <summary>The names of the models merged (the inputs without the base), as strategies see them.</summary>
+    public IReadOnlyList<string> ModelNames => HasBase ? [.. InputNames.Skip(1)] : InputNames;
+
     public long OutputBytes => checked(TensorShape.ElementCount(Shape) * OutputDType.Size);
 
     /// <summary>Bytes the inputs of one element take in their files, summed over the inputs.</summary>

@@ -32,7 +32,6 @@ internal sealed class MergeWorker : IDisposable
     private readonly bool _cpu;
     private readonly long _seed;
     private readonly int _layerCount;
-    private readonly IReadOnlyList<string> _modelNames;
     private readonly PooledBuffer[] _compute;
     private readonly Dictionary<(int Slot, ScalarType Type), PooledBuffer> _raw = [];
     private readonly byte[][] _staging;
@@ -55,7 +54,7 @@ internal sealed class MergeWorker : IDisposable
     /// Output buffer sets to rotate through: 2 lets the worker compute the next item while the writer still writes the last.
     /// </param>
     public MergeWorker(
-        IMergeStrategy strategy, Device device, int slots, long capacity, long seed, int layerCount, IReadOnlyList<string> modelNames,
+        IMergeStrategy strategy, Device device, int slots, long capacity, long seed, int layerCount,
         NonFiniteTally nonFinite, int outputSets = 2)
     {
         _nonFinite = nonFinite;
@@ -65,7 +64,6 @@ internal sealed class MergeWorker : IDisposable
         _cpu = device.type == DeviceType.CPU;
         _seed = seed;
         _layerCount = layerCount;
-        _modelNames = modelNames;
         _compute = new PooledBuffer[slots];
         for (var i = 0; i < slots; i++)
         {
@@ -138,7 +136,7 @@ internal sealed class MergeWorker : IDisposable
             LayerGroup = job.LayerGroup,
             Shape = job.Shape,
             HasBase = job.HasBase,
-            ModelNames = _modelNames,
+            ModelNames = job.ModelNames,
             Weights = job.Weights,
             Parameters = job.Parameters,
             Seed = seed,
@@ -387,7 +385,7 @@ internal sealed class MergeWorker : IDisposable
             LayerGroup = job.LayerGroup,
             Base = job.HasBase ? inputs[0] : null,
             Models = job.HasBase ? inputs[1..] : inputs,
-            ModelNames = _modelNames,
+            ModelNames = job.ModelNames,
             Weights = job.Weights,
             Parameters = job.Parameters,
             Output = output,

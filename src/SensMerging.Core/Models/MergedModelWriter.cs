@@ -104,7 +104,7 @@ public sealed partial class MergedModelWriter : IDisposable
     /// Copies <c>config.json</c> from <paramref name="sourceFolder"/> with <c>torch_dtype</c> set to
     /// <paramref name="torchDtype"/> (when given), and <c>generation_config.json</c> when present. Returns the files written.
     /// </summary>
-    public IReadOnlyList<string> CopyConfig(string sourceFolder, string? torchDtype)
+    public IReadOnlyList<string> CopyConfig(string sourceFolder, string? torchDtype, int? layerCount = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(sourceFolder);
         var written = new List<string>();
@@ -116,6 +116,10 @@ public sealed partial class MergedModelWriter : IDisposable
             if (torchDtype is not null)
             {
                 node["torch_dtype"] = torchDtype;
+            }
+            if (layerCount is { } layers)
+            {
+                node["num_hidden_layers"] = layers;
             }
             var target = Path.Combine(WorkPath, "config.json");
             File.WriteAllText(target, node.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");

@@ -98,6 +98,12 @@ public sealed partial class MergePipeline
         {
             _plugins.GetDecorator(decorator.Name); // unknown decorators fail before anything is resolved or recorded
         }
+        if (config.Slices is not null && config.Decorators.Count > 0)
+        {
+            throw new MergeConfigException(config.SourcePath, [
+                "decorators on a config of several slices are not supported yet: a frankenmerge's layers come from different "
+                + "models and positions, and the scorers would have to map each output layer back to its sources"]);
+        }
         // Before any pull, hash or record: the output folder may not overlap an input, the config, the Hub cache or the
         // registry; no other merge may be writing it; it must be absent or empty unless overwriting. Held to the end.
         using var outputClaim = _outputGuard.Claim(request.OutputPath, request.Overwrite, config);
@@ -106,8 +112,19 @@ public sealed partial class MergePipeline
         var resolveWatch = Stopwatch.StartNew();
         using var inputs = await ResolveInputsAsync(config, strategy, cancellationToken);
         var layerCount = inputs.LayerCount;
-        var parameters = ParameterResolver.For(config, strategy);
-        ParameterResolver.Validate(config, strategy, inputs.TensorNames, layerCount);
+        // A multi-slice config plans each output tensor from its slice (every parameter resolved on the way); any other
+        // reads every tensor of the reference model under its own name from every input.
+        ParameterResolver? parameters = null;
+        IReadOnlyList<PlannedTensor>? layout = null;
+        if (config.Slices is not null)
+        {
+            layout = SliceLayout.Plan(config, strategy, reference => inputs.Experts[config.Models.ToList().FindIndex(m => m.Model.SameModelAs(reference))]);
+        }
+        else
+        {
+            parameters = ParameterResolver.For(config, strategy);
+            ParameterResolver.Validate(config, strategy, inputs.TensorNames, layerCount);
+        }
         var inputRecords = await DescribeInputsAsync(inputs, _resolver, cancellationToken);
         resolveWatch.Stop();
 
@@ -151,11 +168,12 @@ public sealed partial class MergePipeline
             var outDType = request.OutputDType ?? config.OutDtype;
             var plan = new MergePlan
             {
-                Base = inputs.Base,
+                Base = layout is null ? inputs.Base : null,
                 Models = inputs.Experts,
                 Strategy = prepared.Strategy,
-                ParameterResolver = (tensor, _) => parameters.Resolve(tensor, layerCount),
-                WeightOverride = (tensor, _) => parameters.Weights(tensor, layerCount),
+                ParameterResolver = parameters is null ? null : (tensor, _) => parameters.Resolve(tensor, layerCount),
+                WeightOverride = parameters is null ? null : (tensor, _) => parameters.Weights(tensor, layerCount),
+                Layout = layout,
                 CastDType = config.Dtype is null ? null : SafeTensorsDType.Parse(config.Dtype),
                 OutputDType = outDType is null ? null : SafeTensorsDType.Parse(outDType),
                 Seed = seed,

@@ -271,6 +271,63 @@ public sealed class MergeCommandTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_two_slice_passthrough_frankenmerge_equals_the_hand_built_model()
+    {
+        var parent = Path.Combine(_root, "models");
+        var a = TinyModels.WriteStandIn(Path.Combine(parent, "a"), 1, 6, Core.SafeTensors.SafeTensorsDType.F32, "llama");
+        var b = TinyModels.WriteStandIn(Path.Combine(parent, "b"), 2, 4, Core.SafeTensors.SafeTensorsDType.F32, "llama");
+        // Slice 1: a's layers 0-3 (scale 2 from the top level); slice 2: b's layers 1-3 with its own scale gradient over
+        // the slice (t = 0, 0.5, 1 gives 1, 0.75, 0.5), and 0.25 for b's mlp tensors (a per-source filter).
+        var config = Config("franken.yaml", $"""
+            slices:
+              - sources:
+                  - model: {Path.Combine(parent, "a")}
+                    layer_range: [0, 4]
+              - sources:
+                  - model: {Path.Combine(parent, "b")}
+                    layer_range: [1, 4]
+                    parameters:
+                      scale:
+                        - filter: mlp
+                          value: 0.25
+                parameters:
+                  scale: [1, 0.5]
+            merge_method: passthrough
+            parameters:
+              scale: 2
+            """);
+        var (exit, stdout, stderr) = await SensMerge("merge", config, "--out", Path.Combine(_root, "franken"));
+        Assert.True(exit == 0, stderr + stdout);
+
+        var output = Path.Combine(_root, "franken");
+        using var json = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(output, "config.json")));
+        Assert.Equal(7, json.RootElement.GetProperty("num_hidden_layers").GetInt32());
+        using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(output, "model.safetensors"));
+        var expected = new Dictionary<string, double[]>();
+        void Expect(string name, Dictionary<string, float[]> source, string sourceName, double scale) =>
+            expected[name] = [.. source[sourceName].Select(v => v * scale)];
+        Expect("model.embed_tokens.weight", a, "model.embed_tokens.weight", 2); // first slice
+        Expect("model.norm.weight", b, "model.norm.weight", 1); // last slice, outside the blocks: t = 0
+        Expect("lm_head.weight", b, "lm_head.weight", 1);
+        foreach (var suffix in a.Keys.Where(k => k.StartsWith("model.layers.0.", StringComparison.Ordinal)).Select(k => k["model.layers.0.".Length..]))
+        {
+            for (var j = 0; j < 4; j++)
+            {
+                Expect($"model.layers.{j}.{suffix}", a, $"model.layers.{j}.{suffix}", 2);
+            }
+            for (var j = 0; j < 3; j++)
+            {
+                Expect($"model.layers.{4 + j}.{suffix}", b, $"model.layers.{1 + j}.{suffix}", suffix.StartsWith("mlp.", StringComparison.Ordinal) ? 0.25 : 1 - (0.25 * j));
+            }
+        }
+        Assert.Equal(expected.Keys.Order(), file.Tensors.Select(t => t.Name).Order());
+        foreach (var (name, values) in expected)
+        {
+            AssertClose(values, ReadF32(output, name), name);
+        }
+    }
+
     private static float[] ReadF32(string folder, string tensor)
     {
         using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));

@@ -6,12 +6,11 @@ using SensMerging.Registry;
 namespace SensMerging.Host.Tests.Merging;
 
 /// <summary>
-/// The configs of mergekit's <c>examples/</c> folder (commit a6e4028) that use only safetensors inputs and no
-/// frankenmerge slices, as a mergekit user has them: the same Hub repository names, methods, parameters (gradients,
+/// The configs of mergekit's <c>examples/</c> folder (commit a6e4028), all six of which use only safetensors inputs,
+/// as a mergekit user has them: the same Hub repository names, methods, parameters (gradients,
 /// filters, per-model densities) and <c>dtype</c>, run unchanged by <c>sensmerge merge</c> against tiny stand-ins with the
 /// real models' tensor names and layer counts, served by the project's Hub server on loopback. The stand-ins are stored
 /// in different dtypes (float32, float16, bfloat16), which mergekit casts to the config's <c>dtype</c>.
-/// <c>orcamini-platy-44layer.yml</c> (a passthrough frankenmerge of overlapping slices) is part II of the parity work.
 /// </summary>
 public sealed class MergekitExamplesTests : IDisposable
 {
@@ -98,6 +97,17 @@ public sealed class MergekitExamplesTests : IDisposable
               int8_mask: true
             dtype: float16
             """,
+        ["orcamini-platy-44layer"] = """
+            slices:
+              - sources:
+                - model: psmathur/orca_mini_v3_13b
+                  layer_range: [0, 24]
+              - sources:
+                - model: garage-bAInd/Platypus2-13B
+                  layer_range: [20, 40]
+            merge_method: passthrough
+            dtype: float16
+            """,
         ["arcee_fusion"] = """
             models:
               - model: model_a
@@ -153,10 +163,32 @@ public sealed class MergekitExamplesTests : IDisposable
             Assert.All(weights.Tensors, t => Assert.Equal(dtype, t.DType));
             using var config = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(folder, "config.json")));
             Assert.Equal(dtype.TorchDtypeName, config.RootElement.GetProperty("torch_dtype").GetString());
+            Assert.Equal(name == "orcamini-platy-44layer" ? 44 : name == "arcee_fusion" ? 2 : name.StartsWith("bio", StringComparison.Ordinal) ? 32 : 40,
+                config.RootElement.GetProperty("num_hidden_layers").GetInt32());
             var record = await registry.GetAsync(ids[name]) ?? throw new InvalidOperationException($"no record for {name}");
             Assert.Equal(MergeStatus.Succeeded, record.Status);
             Assert.Equal(dtype.TorchDtypeName, record.Dtype);
             Assert.Null(record.OutDtype);
+        }
+
+        // The frankenmerge: orca's layers 0-23, then Platypus's 20-39 renumbered 24-43; embeddings from orca (the first
+        // slice), final norm and lm_head from Platypus (the last), each cast to float16.
+        using (var franken = SafeTensorsFile.Open(Path.Combine(_root, "orcamini-platy-44layer", "model.safetensors")))
+        {
+            Assert.Equal(3 + (44 * 9), franken.Tensors.Count);
+            foreach (var tensor in franken.Tensors)
+            {
+                var block = Abstractions.LayerGroups.BlockIndex(tensor.Name);
+                var (source, name) = block < 0
+                    ? (tensor.Name.StartsWith("model.embed", StringComparison.Ordinal) ? orca : platypus, tensor.Name)
+                    : block < 24 ? (orca, tensor.Name) : (platypus, tensor.Name.Replace($"layers.{block}.", $"layers.{block - 4}.", StringComparison.Ordinal));
+                var bytes = new byte[tensor.ByteLength];
+                franken.ReadBytes(tensor, bytes);
+                for (var i = 0; i < source[name].Length; i++)
+                {
+                    Assert.Equal((Half)source[name][i], BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(bytes, i * 2)));
+                }
+            }
         }
 
         // The linear example against the definition: sum_i w_i x_i / sum_i w_i over the inputs cast to float16, to within
