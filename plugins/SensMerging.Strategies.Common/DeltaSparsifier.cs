@@ -101,7 +101,7 @@ internal sealed class DeltaSparsifier
     /// 0-based magnitude rank r of n is kept with probability density - epsilon + 2 epsilon r / (n - 1), by the counter
     /// stream keyed by <c>seed + model</c> and the element's position. Equal magnitudes rank by position (stable; mergekit's
     /// argsort orders them arbitrarily); a row of one element is kept with probability density (mergekit fails there).
-    /// Whole tensors on the CPU in float32 (DELLA does not stream).
+    /// Whole tensors on the CPU in float32 (DELLA does not stream), rows in parallel.
     /// </summary>
     private void DropByRowRank(int model, Tensor delta, double density)
     {
@@ -120,30 +120,35 @@ internal sealed class DeltaSparsifier
         {
             values = cpu.data<float>().ToArray();
         }
-        var key = CounterRandom.StreamKey(_seed + model);
-        var order = new long[rowLength];
-        var magnitudes = new float[rowLength];
-        for (long o = 0; o < outer; o++)
+        if (rowLength > uint.MaxValue)
         {
-            for (long c = 0; c < inner; c++)
+            throw new ArgumentException($"DELLA ranks rows of at most {uint.MaxValue} entries; '{delta.name}' has rows of {rowLength}");
+        }
+        var key = CounterRandom.StreamKey(_seed + model);
+        // Rows are independent: in parallel, each with its own sort keys. A key is the magnitude's bit pattern (which
+        // orders like the magnitude for non-negative floats; + 1, so that NaN, 0, ranks below every number) above the
+        // position, so one primitive sort orders by magnitude and equal magnitudes by position.
+        Parallel.For(0L, outer * inner, () => new ulong[rowLength], (row, _, keys) =>
+        {
+            var (o, c) = (row / inner, row % inner);
+            for (long k = 0; k < rowLength; k++)
             {
-                for (long k = 0; k < rowLength; k++)
+                var magnitude = MathF.Abs(values[(((o * rowLength) + k) * inner) + c]);
+                var bits = float.IsNaN(magnitude) ? 0UL : BitConverter.SingleToUInt32Bits(magnitude) + 1UL;
+                keys[k] = (bits << 32) | (ulong)k;
+            }
+            Array.Sort(keys);
+            for (long r = 0; r < rowLength; r++)
+            {
+                var index = (((o * rowLength) + (long)(keys[r] & 0xFFFF_FFFFUL)) * inner) + c;
+                var probability = rowLength > 1 ? density - epsilon + (2 * epsilon * r / (rowLength - 1)) : density;
+                if (CounterRandom.Uniform24(key, _elementStart + index) >= CounterRandom.Threshold(probability))
                 {
-                    magnitudes[k] = MathF.Abs(values[(((o * rowLength) + k) * inner) + c]);
-                    order[k] = k;
-                }
-                Array.Sort(order, (x, y) => magnitudes[x] != magnitudes[y] ? magnitudes[x].CompareTo(magnitudes[y]) : x.CompareTo(y));
-                for (long r = 0; r < rowLength; r++)
-                {
-                    var index = (((o * rowLength) + order[r]) * inner) + c;
-                    var probability = rowLength > 1 ? density - epsilon + (2 * epsilon * r / (rowLength - 1)) : density;
-                    if (CounterRandom.Uniform24(key, _elementStart + index) >= CounterRandom.Threshold(probability))
-                    {
-                        values[index] = 0f;
-                    }
+                    values[index] = 0f;
                 }
             }
-        }
+            return keys;
+        }, _ => { });
         using var kept = torch.tensor(values, shape).to(delta.dtype, delta.device);
         delta.copy_(kept);
     }
