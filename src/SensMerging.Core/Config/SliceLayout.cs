@@ -10,7 +10,8 @@ namespace SensMerging.Core.Config;
 /// (output block j of a slice of n layers reads block <c>range.Start + j</c> of each source), then the tensors after the
 /// blocks (final norm, lm_head) from the last slice's sources. Each slice's parameters are its own over the top-level
 /// ones, and layer gradients run over the slice (layer j of n at t = j / (n - 1), 1 for a single layer; tensors outside
-/// the blocks at t = 0). Filters match the slice-local name (<c>model.layers.j....</c>).
+/// the blocks at t = 0). Filters match the slice-local name (<c>model.layers.j....</c>). With a <c>base_model</c>, each
+/// slice's source from it is that slice's base (a method that needs a base needs one in every slice, as in mergekit).
 /// </summary>
 public static class SliceLayout
 {
@@ -26,15 +27,15 @@ public static class SliceLayout
         var slices = config.Slices ?? throw new ArgumentException("the config has no slices", nameof(config));
         var problems = new List<string>();
         var planned = new List<PlannedTensor>();
+        var requiresBase = strategy.Traits.RequiresBaseModel;
         var resolvers = slices.Select(slice => new ParameterResolver(
             config with
             {
                 Models = [.. slice.Sources.Select(s => s.Model)],
                 Parameters = Over(config.Parameters, slice.Parameters),
-                BaseModel = null,
                 Slices = null,
             },
-            strategy.Parameters, requiresBaseModel: false)).ToList();
+            strategy.Parameters, requiresBase)).ToList();
         foreach (var (slice, index) in slices.Select((s, i) => (s, i)))
         {
             foreach (var source in slice.Sources)
@@ -45,6 +46,10 @@ public static class SliceLayout
                     problems.Add($"slice {index + 1} (line {slice.Line}) takes layers [{source.Range.Start}, {source.Range.End}] of '{source.Model.Model}', which has {layers}");
                 }
             }
+            if (requiresBase && config.BaseModel is { } baseModel && !slice.Sources.Any(s => s.Model.Model.SameModelAs(baseModel)))
+            {
+                problems.Add($"slice {index + 1} (line {slice.Line}) has no source from base_model '{baseModel}'; merge method '{strategy.Name}' needs the base's layers in every slice");
+            }
         }
         Throw(config, problems);
 
@@ -53,7 +58,7 @@ public static class SliceLayout
         var outside = reference.Tensors.Where(t => LayerGroups.BlockIndex(t.Name) < 0).Select(t => t.Name).ToList();
         foreach (var name in outside.Where(IsBeforeBlocks))
         {
-            planned.Add(Tensor(name, first, resolvers[0], name, 1, _ => name, inputOf));
+            planned.Add(Tensor(name, first, resolvers[0], name, 1, _ => name, inputOf, config));
         }
         var outputLayer = 0;
         foreach (var (slice, index) in slices.Select((s, i) => (s, i)))
@@ -67,7 +72,7 @@ public static class SliceLayout
                 {
                     var local = WithBlock(tensor.Name, j);
                     planned.Add(Tensor(WithBlock(tensor.Name, outputLayer), slice, resolvers[index], local, count,
-                        source => WithBlock(tensor.Name, source.Range.Start + j), inputOf));
+                        source => WithBlock(tensor.Name, source.Range.Start + j), inputOf, config));
                 }
                 outputLayer++;
             }
@@ -75,7 +80,7 @@ public static class SliceLayout
         var last = slices[^1];
         foreach (var name in outside.Where(n => !IsBeforeBlocks(n)))
         {
-            planned.Add(Tensor(name, last, resolvers[^1], name, 1, _ => name, inputOf));
+            planned.Add(Tensor(name, last, resolvers[^1], name, 1, _ => name, inputOf, config));
         }
         return planned;
     }
@@ -102,13 +107,24 @@ public static class SliceLayout
     /// <summary>Tensors outside the blocks that come before them (the embeddings); the others (final norm, lm_head) come after.</summary>
     private static bool IsBeforeBlocks(string tensorName) => LayerGroups.Of(tensorName) == LayerGroups.Embeddings;
 
+    /// <summary>
+    /// One output tensor of a slice: with a base model, the slice's source from it is the base (and, for a method that
+    /// needs a base, not also a model, as <see cref="MergeConfig.Experts"/> has it); the models are the resolver's experts.
+    /// </summary>
     private static PlannedTensor Tensor(
         string outputName, ConfigSlice slice, ParameterResolver resolver, string localName, int layerCount,
-        Func<SliceSource, string> sourceName, Func<ModelReference, MergeInput> inputOf) =>
-        new(outputName,
-            [.. slice.Sources.Select(s => new PlannedSource(inputOf(s.Model.Model), sourceName(s)))],
+        Func<SliceSource, string> sourceName, Func<ModelReference, MergeInput> inputOf, MergeConfig config)
+    {
+        var baseSource = config.BaseModel is { } b ? slice.Sources.FirstOrDefault(s => s.Model.Model.SameModelAs(b)) : null;
+        var models = resolver.Experts.Select(e => slice.Sources.First(s => ReferenceEquals(s.Model, e)));
+        return new PlannedTensor(outputName,
+            [.. models.Select(s => new PlannedSource(inputOf(s.Model.Model), sourceName(s)))],
             resolver.Resolve(localName, layerCount),
-            resolver.Weights(localName, layerCount));
+            resolver.Weights(localName, layerCount))
+        {
+            Base = baseSource is null ? null : new PlannedSource(inputOf(baseSource.Model.Model), sourceName(baseSource)),
+        };
+    }
 
     private static int LayerCount(Models.ModelFolder folder) =>
         folder.Config?.NumHiddenLayers ?? (folder.Tensors.Select(t => LayerGroups.BlockIndex(t.Name)).DefaultIfEmpty(-1).Max() + 1);

@@ -122,7 +122,7 @@ public sealed partial class MergeEngine
         // their own size, so mid-size tensors still run in parallel however small the blocks are.
         var wholeTensors = !plan.Strategy.Traits.Elementwise && !Streams(plan.Strategy);
         var capacity = Math.Min(largest, Math.Max(1, wholeTensors ? options.WholeTensorWorkerElements : options.BlockElements));
-        var slots = jobs.Count == 0 ? 0 : jobs[0].Inputs.Count;
+        var slots = jobs.Count == 0 ? 0 : jobs.Max(j => j.Inputs.Count); // a layout's tensors may have different numbers of sources
         var layerCount = LayerCount(plan, jobs);
         var workers = Math.Clamp(options.MaxParallelism, 1, Math.Max(1, items.Count));
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -469,17 +469,13 @@ public sealed partial class MergeEngine
     }
 
     /// <summary>
-    /// The jobs of a <see cref="MergePlan.Layout"/>: each output tensor from its own sources (found under their names in their
-    /// models, of one shape, floating-point dtypes cast as in the usual layout), with the strategy's model counts checked
-    /// per tensor. A strategy that needs a base cannot take a layout (its sources name no base).
+    /// The jobs of a <see cref="MergePlan.Layout"/>: each output tensor from its own base and sources (found under their names
+    /// in their models, of one shape, floating-point dtypes cast as in the usual layout), with the strategy's model counts
+    /// and base checked per tensor.
     /// </summary>
     private static List<MergeJob> PlanLayout(MergePlan plan, IReadOnlyList<PlannedTensor> layout, StrategyTraits traits)
     {
         var problems = new List<string>();
-        if (traits.RequiresBaseModel)
-        {
-            problems.Add($"merge method '{plan.Strategy.Name}' needs a base model, which a tensor layout (slices) does not name");
-        }
         var jobs = new List<MergeJob>(layout.Count);
         foreach (var planned in layout)
         {
@@ -492,13 +488,19 @@ public sealed partial class MergeEngine
                 problems.Add($"tensor '{planned.Name}' has {planned.Sources.Count} sources; merge method '{plan.Strategy.Name}' takes {traits.MinModels}{(traits.MaxModels is { } m ? "-" + m : " or more")}");
                 continue;
             }
+            if (traits.RequiresBaseModel && planned.Base is null)
+            {
+                problems.Add($"merge method '{plan.Strategy.Name}' needs a base model, and output tensor '{planned.Name}' has none among its sources");
+                continue;
+            }
             if (planned.Weights.Count != planned.Sources.Count)
             {
                 problems.Add($"tensor '{planned.Name}' has {planned.Weights.Count} weights for {planned.Sources.Count} sources");
                 continue;
             }
-            var tensors = new List<ModelTensor>(planned.Sources.Count);
-            foreach (var source in planned.Sources)
+            var tensors = new List<ModelTensor>(planned.Sources.Count + 1);
+            IReadOnlyList<PlannedSource> sources = planned.Base is { } baseSource ? [baseSource, .. planned.Sources] : planned.Sources;
+            foreach (var source in sources)
             {
                 if (!source.Model.Folder.TryGetTensor(source.TensorName, out var t))
                 {
@@ -517,7 +519,7 @@ public sealed partial class MergeEngine
                 }
                 tensors.Add(t);
             }
-            if (tensors.Count != planned.Sources.Count)
+            if (tensors.Count != sources.Count)
             {
                 continue;
             }
@@ -529,9 +531,9 @@ public sealed partial class MergeEngine
             }
             var cast = merged ? plan.CastDType ?? tensors.Select(x => x.DType).Aggregate(SafeTensorsDType.Promote) : first.DType;
             jobs.Add(new MergeJob(
-                jobs.Count, planned.Name, [.. first.Shape], first.DType, cast, merged ? plan.OutputDType ?? cast : first.DType, tensors, false,
+                jobs.Count, planned.Name, [.. first.Shape], first.DType, cast, merged ? plan.OutputDType ?? cast : first.DType, tensors, planned.Base is not null,
                 merged, planned.Parameters, planned.Weights, LayerGroups.Of(planned.Name), LayerGroups.BlockIndex(planned.Name),
-                [.. planned.Sources.Select(x => x.Model.Name)]));
+                [.. sources.Select(x => x.Model.Name)]));
         }
         ThrowIfAny(problems);
         return jobs;

@@ -56,16 +56,24 @@ public sealed record MergePlan
     /// <summary>
     /// The output tensors and where each is read from, for a layout other than "every tensor of the reference model,
     /// read under the same name from every input": a frankenmerge (mergekit's multi-slice configs), whose output block j
-    /// is block i of some model. Null: the usual layout. With a layout there is no <see cref="Base"/>, <see cref="Models"/>
-    /// lists every model any tensor reads (for the card), each tensor carries its own sources, parameters and weights
+    /// is block i of some model. Null: the usual layout. With a layout <see cref="Base"/> is null, <see cref="Models"/>
+    /// lists every model any tensor reads besides the base (for the card), each tensor carries its own sources (and base),
+    /// parameters and weights
     /// (<see cref="ParameterResolver"/>, <see cref="WeightOverride"/> and <see cref="Weights"/> are not used), and the
     /// output config.json's <c>num_hidden_layers</c> is the number of output blocks.
     /// </summary>
     public IReadOnlyList<PlannedTensor>? Layout { get; init; }
 }
 
-/// <summary>One output tensor of a <see cref="MergePlan.Layout"/>: its name, its sources in merge order, and its parameters and weights.</summary>
-public sealed record PlannedTensor(string Name, IReadOnlyList<PlannedSource> Sources, ResolvedParameters Parameters, IReadOnlyList<double> Weights);
+/// <summary>
+/// One output tensor of a <see cref="MergePlan.Layout"/>: its name, its sources in merge order (the base not among them),
+/// its parameters and weights (one per source), and where the base model's tensor is read when the merge has one.
+/// </summary>
+public sealed record PlannedTensor(string Name, IReadOnlyList<PlannedSource> Sources, ResolvedParameters Parameters, IReadOnlyList<double> Weights)
+{
+    /// <summary>The base model's tensor for this output tensor, or null for a merge without a base.</summary>
+    public PlannedSource? Base { get; init; }
+}
 
 /// <summary>Where one input of a <see cref="PlannedTensor"/> is read: a tensor of a model, under its own name there.</summary>
 public sealed record PlannedSource(MergeInput Model, string TensorName);

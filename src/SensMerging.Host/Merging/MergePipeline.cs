@@ -118,7 +118,11 @@ public sealed partial class MergePipeline
         IReadOnlyList<PlannedTensor>? layout = null;
         if (config.Slices is not null)
         {
-            layout = SliceLayout.Plan(config, strategy, reference => inputs.Experts[config.Models.ToList().FindIndex(m => m.Model.SameModelAs(reference))]);
+            var experts = config.Experts(strategy.Traits.RequiresBaseModel).ToList();
+            layout = SliceLayout.Plan(config, strategy, reference =>
+                config.BaseModel is { } b && reference.SameModelAs(b) && inputs.Base is { } baseInput
+                    ? baseInput
+                    : inputs.Experts[experts.FindIndex(m => m.Model.SameModelAs(reference))]);
         }
         else
         {

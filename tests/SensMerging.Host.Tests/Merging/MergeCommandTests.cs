@@ -328,6 +328,78 @@ public sealed class MergeCommandTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Slices_with_a_base_model_merge_each_slice_around_its_own_base_layers()
+    {
+        var parent = Path.Combine(_root, "models");
+        var b = TinyModels.WriteStandIn(Path.Combine(parent, "base"), 1, 4, Core.SafeTensors.SafeTensorsDType.F32, "llama");
+        var x = TinyModels.WriteStandIn(Path.Combine(parent, "x"), 2, 4, Core.SafeTensors.SafeTensorsDType.F32, "llama", b);
+        // task_arithmetic per slice: slice 1 (layers 0-1) with weight 0.5, slice 2 (layers 1-2 again, renumbered 2-3)
+        // with a weight gradient [1, 0] over its two layers.
+        var config = Config("sliced-ta.yaml", $"""
+            slices:
+              - sources:
+                  - model: {Path.Combine(parent, "base")}
+                    layer_range: [0, 2]
+                  - model: {Path.Combine(parent, "x")}
+                    layer_range: [0, 2]
+                    parameters:
+                      weight: 0.5
+              - sources:
+                  - model: {Path.Combine(parent, "base")}
+                    layer_range: [1, 3]
+                  - model: {Path.Combine(parent, "x")}
+                    layer_range: [1, 3]
+                    parameters:
+                      weight: [1, 0]
+            merge_method: task_arithmetic
+            base_model: {Path.Combine(parent, "base")}
+            """);
+        var (exit, stdout, stderr) = await SensMerge("merge", config, "--out", Path.Combine(_root, "sliced-ta"));
+        Assert.True(exit == 0, stderr + stdout);
+        var output = Path.Combine(_root, "sliced-ta");
+        double[] Ta(string name, double weight) => [.. b[name].Select((v, i) => v + (weight * (x[name][i] - v)))];
+        var expected = new Dictionary<string, double[]>
+        {
+            ["model.embed_tokens.weight"] = Ta("model.embed_tokens.weight", 0.5),
+            ["model.norm.weight"] = Ta("model.norm.weight", 1),
+            ["lm_head.weight"] = Ta("lm_head.weight", 1),
+        };
+        foreach (var suffix in b.Keys.Where(k => k.StartsWith("model.layers.0.", StringComparison.Ordinal)).Select(k => k["model.layers.0.".Length..]))
+        {
+            expected[$"model.layers.0.{suffix}"] = Ta($"model.layers.0.{suffix}", 0.5);
+            expected[$"model.layers.1.{suffix}"] = Ta($"model.layers.1.{suffix}", 0.5);
+            expected[$"model.layers.2.{suffix}"] = Ta($"model.layers.1.{suffix}", 1);
+            expected[$"model.layers.3.{suffix}"] = Ta($"model.layers.2.{suffix}", 0);
+        }
+        using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(output, "model.safetensors"));
+        Assert.Equal(expected.Keys.Order(), file.Tensors.Select(t => t.Name).Order());
+        foreach (var (name, values) in expected)
+        {
+            AssertClose(values, ReadF32(output, name), name);
+        }
+
+        // A method that needs a base, over a slice that lacks it, is refused before anything is written.
+        var missing = Config("sliced-missing.yaml", $"""
+            slices:
+              - sources:
+                  - model: {Path.Combine(parent, "base")}
+                    layer_range: [0, 2]
+                  - model: {Path.Combine(parent, "x")}
+                    layer_range: [0, 2]
+              - sources:
+                  - model: {Path.Combine(parent, "x")}
+                    layer_range: [2, 4]
+            merge_method: task_arithmetic
+            base_model: {Path.Combine(parent, "base")}
+            """);
+        (exit, stdout, stderr) = await SensMerge("merge", missing, "--out", Path.Combine(_root, "sliced-missing"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("slice 2", stderr, StringComparison.Ordinal);
+        Assert.Contains("has no source from base_model", stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(_root, "sliced-missing")));
+    }
+
     private static float[] ReadF32(string folder, string tensor)
     {
         using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
