@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Common;
 using TorchSharp;
@@ -55,6 +56,10 @@ public sealed class RamStrategy : IMergeStrategy
     {
         var baseTensor = RequestChecks.Check(request, Name, Traits)!;
         var epsilon = request.Parameters.Float("epsilon");
+        if (Fused(request, baseTensor, epsilon))
+        {
+            return;
+        }
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var vectors = stack([.. request.Models.Select(m => (m - baseTensor).view(-1))], 0);
@@ -74,5 +79,82 @@ public sealed class RamStrategy : IMergeStrategy
         }
         var merged = (uniquePart + (zeroed * overlap / counts.clamp_min(1))).sum(0L);
         request.Output.copy_(baseTensor + merged.view(baseTensor.shape));
+    }
+
+    /// <summary>
+    /// The same rule in managed loops over float32 CPU tensors (no libtorch temporaries: on large tensors their fresh pages
+    /// cost more than the arithmetic), with the libtorch chain's float32 operations in its order: t = x - b, counted when
+    /// |t| &gt; epsilon; a count per entry (in a scratch buffer); for RAM+ each model's shared and unique counts and its
+    /// lambda; then, model by model in order, a unique entry's t (times lambda) or a shared one's t / count added up, and
+    /// the sum added to the base. False (the libtorch path) for other tensors.
+    /// </summary>
+    private bool Fused(MergeTensorRequest request, Tensor baseTensor, double epsilon)
+    {
+        Tensor[] all = [baseTensor, request.Output, .. request.Models];
+        if (all.Any(t => t.dtype != ScalarType.Float32 || t.device_type != DeviceType.CPU || !t.is_contiguous()))
+        {
+            return false;
+        }
+        var eps = (float)epsilon;
+        var k = request.Models.Count;
+        var b = MemoryMarshal.Cast<byte, float>(baseTensor.bytes);
+        var countTensor = request.Scratch.Rent();
+        var count = MemoryMarshal.Cast<byte, float>(countTensor.bytes);
+        count.Clear();
+        for (var i = 0; i < k; i++)
+        {
+            var x = MemoryMarshal.Cast<byte, float>(request.Models[i].bytes);
+            for (var e = 0; e < b.Length; e++)
+            {
+                count[e] += MathF.Abs(x[e] - b[e]) > eps ? 1f : 0f;
+            }
+        }
+        var lambda = new float[k];
+        Array.Fill(lambda, 1f);
+        if (_plus)
+        {
+            var (r, alpha) = ((float)request.Parameters.Float("r"), (float)request.Parameters.Float("alpha"));
+            for (var i = 0; i < k; i++)
+            {
+                var x = MemoryMarshal.Cast<byte, float>(request.Models[i].bytes);
+                long shared = 0, alone = 0;
+                for (var e = 0; e < b.Length; e++)
+                {
+                    if (MathF.Abs(x[e] - b[e]) > eps)
+                    {
+                        if (count[e] == 1f)
+                        {
+                            alone++;
+                        }
+                        else
+                        {
+                            shared++;
+                        }
+                    }
+                }
+                var rho = shared / Math.Max((float)alone, eps);
+                lambda[i] = (Math.Clamp(rho, 0f, alpha) * r) + 1f;
+            }
+        }
+        var output = MemoryMarshal.Cast<byte, float>(request.Output.bytes);
+        output.Clear();
+        for (var i = 0; i < k; i++)
+        {
+            var x = MemoryMarshal.Cast<byte, float>(request.Models[i].bytes);
+            var boost = lambda[i];
+            for (var e = 0; e < b.Length; e++)
+            {
+                var t = x[e] - b[e];
+                if (MathF.Abs(t) > eps)
+                {
+                    output[e] += count[e] == 1f ? t * boost : t / count[e];
+                }
+            }
+        }
+        for (var e = 0; e < b.Length; e++)
+        {
+            output[e] = b[e] + output[e];
+        }
+        return true;
     }
 }
