@@ -62,7 +62,7 @@ public sealed class RamStrategy : IMergeStrategy
         }
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var vectors = stack([.. request.Models.Select(m => (m - baseTensor).view(-1))], 0);
+        var vectors = stack([.. request.Models.Select(m => (m - baseTensor).reshape(-1))], 0);
         var counted = vectors.abs().gt(epsilon);
         var counts = counted.sum(0L, keepdim: true);
         var overlap = counts.gt(1);

@@ -6,11 +6,15 @@ namespace SensMerging.Strategies.Tests;
 /// <summary>ram and ramplus_tl against the paper's rule as mergekit implements it, written out here in double.</summary>
 public sealed class RamTests
 {
+    /// <param name="torchPath">Non-contiguous inputs, which take the libtorch chain instead of the managed loops.</param>
     [Theory]
-    [InlineData(false, 1e-5, 0.1, 0.2)]
-    [InlineData(true, 1e-5, 0.1, 0.2)]
-    [InlineData(true, 0.05, 0.5, 10.0)]
-    public void Ram_keeps_unique_entries_and_averages_shared_ones(bool plus, double epsilon, double r, double alpha)
+    [InlineData(false, 1e-5, 0.1, 0.2, false)]
+    [InlineData(false, 1e-5, 0.1, 0.2, true)]
+    [InlineData(true, 1e-5, 0.1, 0.2, false)]
+    [InlineData(true, 1e-5, 0.1, 0.2, true)]
+    [InlineData(true, 0.05, 0.5, 10.0, false)]
+    [InlineData(true, 0.05, 0.5, 10.0, true)]
+    public void Ram_keeps_unique_entries_and_averages_shared_ones(bool plus, double epsilon, double r, double alpha, bool torchPath)
     {
         var rng = new Random(5);
         const int n = 240;
@@ -39,7 +43,7 @@ public sealed class RamTests
             global["r"] = r;
             global["alpha"] = alpha;
         }
-        var result = Run(strategy, b, xs, [2.0, 2.0, 2.0], global: global, shape: [24, 10]);
+        var result = Run(strategy, b, xs, [2.0, 2.0, 2.0], global: global, shape: [24, 10], torchPath: torchPath);
         Close(Reference(b, xs, plus, epsilon, r, alpha), result, 1e-5);
     }
 
