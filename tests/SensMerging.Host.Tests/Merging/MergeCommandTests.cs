@@ -30,6 +30,17 @@ public sealed class MergeCommandTests : IDisposable
         return (baseDir, a, b);
     }
 
+    /// <summary>A base and two experts under models/ (expert-b's deltas three times expert-a's), with their values.</summary>
+    private (string Parent, string BaseDir, Dictionary<string, float[]> Base, Dictionary<string, float[]> A, Dictionary<string, float[]> B) BaseAndTwoExperts()
+    {
+        var parent = Path.Combine(_root, "models");
+        var baseDir = Path.Combine(parent, "base");
+        var baseWeights = TinyModels.Write(baseDir, 1);
+        var a = TinyModels.Write(Path.Combine(parent, "expert-a"), 2, baseWeights);
+        var b = TinyModels.Write(Path.Combine(parent, "expert-b"), 3, baseWeights, deltaScale: 0.3f);
+        return (parent, baseDir, baseWeights, a, b);
+    }
+
     private string Config(string name, string yaml)
     {
         var path = Path.Combine(_root, name);
@@ -165,11 +176,7 @@ public sealed class MergeCommandTests : IDisposable
     [Fact]
     public async Task Slerp_and_model_stock_configs_merge_through_the_engine_to_the_published_formulas()
     {
-        var parent = Path.Combine(_root, "models");
-        var baseDir = Path.Combine(parent, "base");
-        var baseWeights = TinyModels.Write(baseDir, 1);
-        var a = TinyModels.Write(Path.Combine(parent, "expert-a"), 2, baseWeights);
-        var b = TinyModels.Write(Path.Combine(parent, "expert-b"), 3, baseWeights, deltaScale: 0.3f);
+        var (parent, baseDir, baseWeights, a, b) = BaseAndTwoExperts();
         var slerp = Config("slerp.yaml", $$"""
             merge_method: slerp
             base_model: {{baseDir}}
@@ -217,11 +224,7 @@ public sealed class MergeCommandTests : IDisposable
     [Fact]
     public async Task Every_further_mergekit_method_merges_real_files_through_the_engine()
     {
-        var parent = Path.Combine(_root, "models");
-        var baseDir = Path.Combine(parent, "base");
-        var baseWeights = TinyModels.Write(baseDir, 1);
-        var a = TinyModels.Write(Path.Combine(parent, "expert-a"), 2, baseWeights);
-        var b = TinyModels.Write(Path.Combine(parent, "expert-b"), 3, baseWeights, deltaScale: 0.3f);
+        var (parent, baseDir, baseWeights, a, b) = BaseAndTwoExperts();
         var pathA = Path.Combine(parent, "expert-a");
         var pathB = Path.Combine(parent, "expert-b");
         // Shapes as mergekit's examples write them: arcee_fusion with the base listed among the models.
