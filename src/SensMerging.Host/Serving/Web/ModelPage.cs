@@ -370,13 +370,17 @@ internal sealed partial class RegistryPages
             budget--;
             html.Raw("<li>").Link("/merges/" + HtmlWriter.Url(m.Id), m.Id, "lineage-link mono").Raw(" ").Text(m.Method).Raw(" ");
             Status(html, m.Status);
-            if (depth < DescendantDepth && m.OutputFolder is not null)
+            if (depth < DescendantDepth && m.OutputFolder is { } folder)
             {
-                var next = await _registry.LineageAsync(m.OutputFolder, ct);
-                if (next.UsedBy.Count > 0)
+                // The merges that used this output: `registry list --model FOLDER` less the merges that produced it
+                // (cheaper than a lineage query, which would also rebuild this merge's whole ancestry).
+                var next = (await _registry.ListAsync(new MergeQuery { Model = folder, Limit = LineageListLimit }, ct))
+                    .Where(x => x.Id != m.Id && !string.Equals(x.OutputFolder, folder, StringComparison.Ordinal))
+                    .ToList();
+                if (next.Count > 0)
                 {
                     html.Raw("<ul>");
-                    budget = await DescendantsAsync(html, next.UsedBy, visited, depth + 1, budget, ct);
+                    budget = await DescendantsAsync(html, next, visited, depth + 1, budget, ct);
                     html.Raw("</ul>");
                 }
             }
