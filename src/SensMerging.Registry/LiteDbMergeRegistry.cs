@@ -19,6 +19,9 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
 
     private const int LineageDepthLimit = 8;
 
+    /// <summary>Pages that start this deep are answered from the in-process summary index (walking to them reads as much).</summary>
+    private const int IndexedOffset = 500;
+
     private readonly LiteDatabase _db;
 
     // Reads go through a read-only connection: LiteDB flags a file it finds damaged by writing to its header, and a
@@ -27,6 +30,7 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     private readonly RegistryOptions _options;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
+    private SummaryIndex? _index;
     private bool _disposed;
 
     private LiteDbMergeRegistry(string filePath, LiteDatabase db, LiteDatabase reader, RegistryOptions options, ILogger logger)
@@ -315,10 +319,26 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
         var sinceTicks = query.Since?.ToUniversalTime().Ticks;
         var untilTicks = query.Until?.ToUniversalTime().Ticks;
         var ascending = query.Sort == MergeSort.Oldest;
-        IReadOnlyList<MergeSummary> result;
-        if (!string.IsNullOrWhiteSpace(query.Model))
+        var decorator = string.IsNullOrWhiteSpace(query.Decorator) ? null : query.Decorator.Trim();
+        var search = string.IsNullOrWhiteSpace(query.Search) ? null : query.Search.Trim();
+        var byModel = !string.IsNullOrWhiteSpace(query.Model);
+        // Queries that would read every summary build the in-process index (one scan) and reuse it until the next
+        // write; others use it when it is current, and otherwise walk the indexes of the file as before.
+        var scans = !byModel && (decorator is not null || search is not null || query.Sort == MergeSort.Score || query.Offset >= IndexedOffset);
+        var fromIndex = Locked("list merges", () =>
         {
-            var keys = ModelKeys.ForQuery(query.Model);
+            var index = CurrentIndex(build: scans);
+            return index is null ? null : (IReadOnlyList<MergeSummary>)ListFromIndex(index, query, byModel ? ModelKeys.ForQuery(query.Model!) : null,
+                status, strategy, sinceTicks, untilTicks, decorator, search);
+        });
+        if (fromIndex is not null)
+        {
+            return Task.FromResult(fromIndex);
+        }
+        IReadOnlyList<MergeSummary> result;
+        if (byModel)
+        {
+            var keys = ModelKeys.ForQuery(query.Model!);
             result = Locked("list merges by model", () =>
             {
                 // Filter and order the tiny model-key rows; load only the summaries the page needs.
@@ -352,6 +372,51 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
             result = Locked("list merges", () => (IReadOnlyList<MergeSummary>)Page(ScanSummaries(status, strategy, sinceTicks, untilTicks, ascending), query));
         }
         return Task.FromResult(result);
+    }
+
+    /// <summary>The summary index when it matches the file's change counter; rebuilt when stale and <paramref name="build"/> is set (else null).</summary>
+    private SummaryIndex? CurrentIndex(bool build)
+    {
+        var changes = SummaryIndex.ReadChanges(_reader);
+        if (_index is { } index && index.Changes == changes)
+        {
+            return index;
+        }
+        if (!build)
+        {
+            return null;
+        }
+        _index = SummaryIndex.Build(_reader, changes);
+        return _index;
+    }
+
+    private List<MergeSummary> ListFromIndex(SummaryIndex index, MergeQuery query, IReadOnlyList<string>? modelKeys,
+        string? status, string? strategy, long? sinceTicks, long? untilTicks, string? decorator, string? search)
+    {
+        var keys = modelKeys?.SelectMany(k => new[] { "in:" + k, "out:" + k }).ToHashSet(StringComparer.Ordinal);
+        var rows = (query.Sort == MergeSort.Oldest ? index.Rows.Reverse() : index.Rows).Where(r =>
+            (status is null || r.Status == status)
+            && (strategy is null || r.Strategy == strategy)
+            && (sinceTicks is null || r.Ticks >= sinceTicks)
+            && (untilTicks is null || r.Ticks < untilTicks)
+            && (keys is null || r.ModelKeys.Overlaps(keys))
+            && r.Matches(decorator, search));
+        if (query.Sort == MergeSort.Score)
+        {
+            var key = string.IsNullOrWhiteSpace(query.ScoreKey) ? null : query.ScoreKey.Trim();
+            rows = rows
+                .Select((row, order) => (Row: row, Score: row.Score(key), Order: order))
+                .OrderBy(x => x.Score is null ? 1 : 0)
+                .ThenByDescending(x => x.Score ?? 0)
+                .ThenBy(x => x.Order)
+                .Select(x => x.Row);
+        }
+        var page = rows.Skip(query.Offset);
+        if (query.Limit > 0)
+        {
+            page = page.Take(query.Limit);
+        }
+        return [.. SummariesOf([.. page.Select(r => r.Id)]).Select(RecordDocuments.ReadSummary)];
     }
 
     /// <summary>
@@ -497,7 +562,8 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     public Task<int> CountAsync(CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        return Task.FromResult(Locked("count merges", () => _reader.GetCollection(Migrations.SummaryCollection).Count()));
+        return Task.FromResult(Locked("count merges", () =>
+            CurrentIndex(build: false) is { } index ? index.Rows.Count : _reader.GetCollection(Migrations.SummaryCollection).Count()));
     }
 
     private async Task<LineageNode?> BuildLineageNodeAsync(MergeSummary merge, HashSet<string> visited, int depth, CancellationToken cancellationToken)

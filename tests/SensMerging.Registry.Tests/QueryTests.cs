@@ -95,6 +95,29 @@ public sealed class QueryTests
     }
 
     [Fact]
+    public async Task Searches_answered_from_the_in_process_index_see_writes_of_another_connection()
+    {
+        using var temp = new TempFolder();
+        using var reader = LiteDbMergeRegistry.Open(temp.File("merges.db"));
+        using var writer = LiteDbMergeRegistry.Open(temp.File("merges.db"));
+        var first = await Samples.CompletedAsync(writer, temp, Samples.Draft(temp, "ties", ["org/poetry"]), "out-1");
+        Assert.Equal([first.Id], (await reader.ListAsync(new MergeQuery { Search = "poetry" })).Select(s => s.Id));
+
+        // Another connection (as another process would) adds a merge, tags one and fails one: the next searches see it.
+        var second = await Samples.CompletedAsync(writer, temp, Samples.Draft(temp, "ties", ["org/poetry"]), "out-2");
+        Assert.Equal([second.Id, first.Id], (await reader.ListAsync(new MergeQuery { Search = "poetry" })).Select(s => s.Id));
+        await writer.UpdateAsync(first.Id, r => r with { Tags = ["keeper"] });
+        Assert.Equal([first.Id], (await reader.ListAsync(new MergeQuery { Search = "KEEPER" })).Select(s => s.Id));
+        Assert.Equal([first.Id], (await reader.ListAsync(new MergeQuery { Model = "org/poetry", Search = "keeper" })).Select(s => s.Id));
+        var running = await writer.BeginAsync(Samples.Draft(temp, "linear", ["org/poetry"]));
+        await writer.FailAsync(running.Id, new InvalidOperationException("boom"));
+        Assert.Equal([running.Id], (await reader.ListAsync(new MergeQuery { Search = "poetry", Status = MergeStatus.Failed })).Select(s => s.Id));
+        Assert.Equal([running.Id, second.Id, first.Id], (await reader.ListAsync(new MergeQuery { Model = "org/poetry" })).Select(s => s.Id));
+        Assert.Equal([first.Id, second.Id, running.Id], (await reader.ListAsync(new MergeQuery { Model = "org/poetry", Sort = MergeSort.Oldest })).Select(s => s.Id));
+        Assert.Equal([second.Id, first.Id], (await reader.ListAsync(new MergeQuery { Offset = 1, Search = "org/" })).Select(s => s.Id));
+    }
+
+    [Fact]
     public async Task Get_accepts_unique_prefix_and_rejects_ambiguous_one()
     {
         using var temp = new TempFolder();

@@ -79,6 +79,7 @@ internal static class Migrations
             var summary = RecordDocuments.Summary(record);
             summaries.Upsert(summary);
         }
+        SummaryIndex.BumpChanges(db);
     }
 
     private static void MigrateV1ToV2(LiteDatabase db)

@@ -29,6 +29,7 @@ internal static class RecordDocuments
             keys.DeleteMany(BsonExpression.Create("$.m = @0", new BsonValue(record.Id)));
         }
         keys.InsertBulk(KeyRows(record));
+        SummaryIndex.BumpChanges(db);
     }
 
     /// <summary>
