@@ -39,7 +39,7 @@ public sealed class RegistryWebUiBrowserTests
         await page.SelectOptionAsync("select[name=decorator]", "sens");
         await page.Locator("form.filters button").FocusAsync();
         await page.Keyboard.PressAsync("Enter");
-        await Navigated(page, "**/?*decorator=sens*");
+        await Navigated(page, "decorator=sens");
         Assert.Equal([_site.SensId], await page.Locator("tr.merge-row").EvaluateAllAsync<string[]>("rows => rows.map(r => r.dataset.id)"));
 
         // Strategy, status, search by tag and by input model, date, sort by score, pages.
@@ -58,6 +58,7 @@ public sealed class RegistryWebUiBrowserTests
         await page.GotoAsync("/?limit=2");
         Assert.Equal(2, await page.Locator("tr.merge-row").CountAsync());
         await page.Locator("a.next").ClickAsync();
+        await Navigated(page, "offset=2");
         Assert.Equal([_site.SensId], await Ids(page));
         Assert.Equal(1, await page.Locator("a.prev").CountAsync());
     }
@@ -86,11 +87,11 @@ public sealed class RegistryWebUiBrowserTests
 
         // Lineage: the ties merge was made from this one; follow the link, and back through its ancestry.
         await page.Locator($"#descendants a.lineage-link[href='/merges/{_site.TiesId}']").ClickAsync();
-        await Navigated(page, "**/merges/" + _site.TiesId);
+        await Navigated(page, "/merges/" + _site.TiesId);
         Assert.Equal("ties", await page.Locator(".method").InnerTextAsync());
         Assert.Equal(1, await page.Locator($"#inputs a.lineage-link[href='/merges/{_site.SensId}']").CountAsync());
         await page.Locator($"#ancestry a.lineage-link[href='/merges/{_site.SensId}']").First.ClickAsync();
-        await Navigated(page, "**/merges/" + _site.SensId);
+        await Navigated(page, "/merges/" + _site.SensId);
 
         // A repository's page links the merges that used it.
         await page.GotoAsync("/zoo/math");
@@ -115,7 +116,7 @@ public sealed class RegistryWebUiBrowserTests
         await page.FillAsync("input[name=left]", _site.SensId);
         await page.FillAsync("input[name=right]", _site.TiesId);
         await page.Locator("form.filters button").ClickAsync();
-        await Navigated(page, "**/compare?*right=*");
+        await Navigated(page, "right=");
         var summary = await page.Locator("#compare-summary").InnerTextAsync();
         Assert.Contains("sens(task_arithmetic)", summary, StringComparison.Ordinal);
         Assert.Contains("ties", summary, StringComparison.Ordinal);
@@ -210,11 +211,35 @@ public sealed class RegistryWebUiBrowserTests
     }
 
     /// <summary>
-    /// Waits until a navigation started by a click or a key reaches <paramref name="glob"/> (committed; the locators used
-    /// next wait for their elements). With this Chromium the "load" wait after such navigations does not return.
+    /// Waits until a navigation started by a click or a key has reached a URL containing <paramref name="part"/> and its
+    /// document has been parsed, asking the page itself (<c>location.href</c>, <c>document.readyState</c>). Playwright
+    /// 1.64's own navigation waits do not always see navigations of this newer Chromium (the "load" wait after a click
+    /// never returned; rarely, under load, not even the commit), so they are not used.
     /// </summary>
-    private static Task Navigated(IPage page, string glob) =>
-        page.WaitForURLAsync(glob, new() { WaitUntil = WaitUntilState.Commit, Timeout = 60_000 });
+    private static async Task Navigated(IPage page, string part)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            try
+            {
+                var state = await page.EvaluateAsync<string[]>("[location.href, document.readyState]");
+                if (state[0].Contains(part, StringComparison.Ordinal) && state[1] != "loading")
+                {
+                    return;
+                }
+            }
+            catch (PlaywrightException) when (DateTime.UtcNow < deadline)
+            {
+                // The old document went away under the evaluation: the navigation is under way.
+            }
+            if (DateTime.UtcNow >= deadline)
+            {
+                throw new TimeoutException($"the page did not navigate to a URL containing '{part}' (at {page.Url})");
+            }
+            await Task.Delay(100);
+        }
+    }
 
     private static Task<string[]> Ids(IPage page) =>
         page.Locator("tr.merge-row").EvaluateAllAsync<string[]>("rows => rows.map(r => r.dataset.id)");
