@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian/Ubuntu machine: checks the .NET SDK, installs the two native build tools the TorchSharp
-# libstdc++ shim needs when the system libstdc++ predates GCC 13 (patchelf, g++), and restores/builds the solution.
+# libstdc++ shim needs when the system libstdc++ predates GCC 13 (patchelf, g++) and the headless browser the web UI's
+# end-to-end tests drive (Debian's chromium at /usr/bin/chromium; Playwright never downloads one), and restores/builds
+# the solution.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ fi
 need=()
 command -v patchelf >/dev/null 2>&1 || need+=(patchelf)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]}"

@@ -6,8 +6,12 @@ using SensMerging.Abstractions;
 using SensMerging.Registry;
 
 // Fills a registry with realistic merges, then times list (newest 50; by strategy; by model) and show (by id, by prefix).
-// Usage: dotnet run -c Release --project bench/SensMerging.RegistryBench [-- COUNT]
-var count = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 10_000;
+// With --web it times the pages and the JSON API of a real `sensmerge serve` over that registry instead (build the
+// host in Release first): the server's own time per page (its Server-Timing header) and the time the client saw.
+// Usage: dotnet run -c Release --project bench/SensMerging.RegistryBench [-- COUNT] [--web]
+var web = args.Contains("--web");
+var numbers = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
+var count = numbers.Length > 0 ? int.Parse(numbers[0], CultureInfo.InvariantCulture) : 10_000;
 var folder = Path.Combine(Path.GetTempPath(), "sensmerge-registry-bench-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
 Directory.CreateDirectory(folder);
 var db = Path.Combine(folder, "merges.db");
@@ -34,6 +38,12 @@ using (var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = db }
 fill.Stop();
 var size = new FileInfo(db).Length;
 Console.WriteLine($"filled {count:N0} merges in {fill.Elapsed.TotalSeconds:F1} s; file {size / 1048576.0:F1} MiB");
+if (web)
+{
+    await WebBench.RunAsync(db, ids);
+    Directory.Delete(folder, recursive: true);
+    return 0;
+}
 
 foreach (var mode in new[] { RegistryConnection.Shared, RegistryConnection.Exclusive })
 {
@@ -92,6 +102,12 @@ MergeRecord MakeRecord(int i, Random rng, DateTime created)
         new() { Name = "base", Reference = "org/base@main", RequestedRevision = "main", ResolvedCommit = Sha("base")[..40], LocalPath = "/cache/org--base/" + Sha("base")[..40], Role = ModelRole.Base,
             Files = [new("model-00001-of-00002.safetensors", Sha("b1"), 4_900_000_000), new("model-00002-of-00002.safetensors", Sha("b2"), 1_200_000_000), new("config.json", Sha("bc"), 700)] },
     };
+    if (i % 10 == 5)
+    {
+        // Every tenth merge re-merges the previous merge's output: lineage chains for the model pages.
+        var previous = IdOf(i - 1, created.AddMinutes(-7));
+        inputs.Add(new ModelInput { Name = "previous", Reference = "/data/merged/" + previous, LocalPath = "/data/merged/" + previous, Role = ModelRole.Expert });
+    }
     inputs.AddRange(chosen.Select(e => new ModelInput
     {
         Name = e, Reference = "org/" + e + "@v" + (i % 4).ToString(CultureInfo.InvariantCulture), RequestedRevision = "v" + (i % 4).ToString(CultureInfo.InvariantCulture),
@@ -101,7 +117,7 @@ MergeRecord MakeRecord(int i, Random rng, DateTime created)
     double[][] Table(int cols) => [.. chosen.Select(_ => Enumerable.Range(0, cols).Select(_ => rng.NextDouble() * 2).ToArray())];
     var coef = Table(groups.Count);
     var failed = i % 23 == 0;
-    var id = "m-" + created.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture) + "-" + (i & 0xffffff).ToString("x6", CultureInfo.InvariantCulture);
+    var id = IdOf(i, created);
     var plugin = new PluginRef("sensmerging.strategies", strategy, "0.1.0", Sha(strategy), "1.0");
     return new MergeRecord
     {
@@ -131,6 +147,10 @@ MergeRecord MakeRecord(int i, Random rng, DateTime created)
             Files = [new("model-00001-of-00002.safetensors", Sha(id + "1"), 4_900_000_000), new("model-00002-of-00002.safetensors", Sha(id + "2"), 1_200_000_000), new("config.json", Sha(id + "c"), 700)],
         },
         Durations = new Dictionary<string, double> { ["resolve"] = 1.5, ["scoring"] = 40, ["merge"] = 50, ["hashing"] = 3.5, ["total"] = 95 },
-        Tags = ["bench"],
+        Evaluations = failed ? [] : [new EvaluationResult("/data/merged/" + id, "math", "exact_match", rng.NextDouble(), 100, created.AddMinutes(2))],
+        Tags = ["bench", chosen[0] + "-heavy"],
     };
 }
+
+static string IdOf(int i, DateTime created) =>
+    "m-" + created.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture) + "-" + (i & 0xffffff).ToString("x6", CultureInfo.InvariantCulture);

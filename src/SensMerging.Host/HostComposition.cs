@@ -67,6 +67,7 @@ public static class HostComposition
         builder.Services.AddSingleton<MergeEngine>();
         builder.Services.AddSingleton<ScoreCache>();
         builder.Services.AddSingleton<MergePipeline>();
+        builder.Services.AddSingleton<SensMerging.Host.Serving.Web.RegistryWebUi>();
         builder.Services.AddSingleton<SensMerging.Host.Demo.ModelEvaluator>();
         builder.Services.AddSingleton<SensMerging.Host.Demo.DemoRunner>();
         return builder.Build();

@@ -45,7 +45,11 @@ public interface IMergeRegistry
     /// </summary>
     Task<string> AddEvaluationAsync(string idOrModelRef, EvaluationResult evaluation, CancellationToken cancellationToken = default);
 
-    /// <summary>Summaries, newest first, matching every given filter.</summary>
+    /// <summary>
+    /// Summaries matching every given filter, in <see cref="MergeQuery.Sort"/> order (newest first by default), after
+    /// skipping <see cref="MergeQuery.Offset"/> of them. The one listing query: <c>registry list</c>, the web pages of
+    /// <c>serve</c> and its <c>/api/registry/merges</c> all call it.
+    /// </summary>
     Task<IReadOnlyList<MergeSummary>> ListAsync(MergeQuery query, CancellationToken cancellationToken = default);
 
     /// <summary>The record with this id or unique id prefix; null when none. Throws <see cref="AmbiguousMergeIdException"/> for a prefix of several.</summary>
@@ -73,12 +77,48 @@ public sealed record MergeQuery
     /// <summary>Only merges created at or after this time (UTC).</summary>
     public DateTime? Since { get; init; }
 
+    /// <summary>Only merges created before this time (UTC).</summary>
+    public DateTime? Until { get; init; }
+
     public MergeStatus? Status { get; init; }
 
-    /// <summary>At most this many summaries (newest first); 0 means no limit.</summary>
+    /// <summary>A decorator component name in the chain (for example <c>sens</c>), case-insensitive.</summary>
+    public string? Decorator { get; init; }
+
+    /// <summary>
+    /// Text found (case-insensitive) in the id, the method, an input reference, a tag or the output (repo id or folder).
+    /// </summary>
+    public string? Search { get; init; }
+
+    /// <summary>Order of the result.</summary>
+    public MergeSort Sort { get; init; } = MergeSort.Newest;
+
+    /// <summary>
+    /// For <see cref="MergeSort.Score"/>: the evaluation to sort by, <c>task/metric</c> (a key of
+    /// <see cref="MergeSummary.Scores"/>); null sorts by each merge's first score. Highest first; merges without it last.
+    /// </summary>
+    public string? ScoreKey { get; init; }
+
+    /// <summary>Matches to skip (in result order) before the first one returned: the start of a page.</summary>
+    public int Offset { get; init; }
+
+    /// <summary>At most this many summaries; 0 means no limit.</summary>
     public int Limit { get; init; } = 50;
 
     public static MergeQuery All { get; } = new() { Limit = 0 };
+}
+
+/// <summary>Orders of <see cref="IMergeRegistry.ListAsync"/>.</summary>
+public enum MergeSort
+{
+    /// <summary>Newest first (creation time).</summary>
+    Newest,
+
+    /// <summary>Oldest first.</summary>
+    Oldest,
+
+    /// <summary>Highest evaluation score first (<see cref="MergeQuery.ScoreKey"/>), then newest.</summary>
+    Score,
 }
 
 /// <summary>One line of <c>registry list</c>.</summary>
@@ -114,6 +154,12 @@ public sealed record MergeSummary
 
     public IReadOnlyList<string> Tags { get; init; } = [];
 
+    /// <summary>
+    /// The latest evaluation of the merged model per <c>task/metric</c> (evaluations of its inputs left out), in the
+    /// order first recorded. Empty for summaries written by a registry before schema version 3 until migrated.
+    /// </summary>
+    public IReadOnlyDictionary<string, double> Scores { get; init; } = new Dictionary<string, double>();
+
     public static MergeSummary From(MergeRecord record)
     {
         ArgumentNullException.ThrowIfNull(record);
@@ -134,7 +180,26 @@ public sealed record MergeSummary
             TotalSeconds = record.Durations.TryGetValue(Phases.Total, out var t) ? t : null,
             Error = record.Error?.Message,
             Tags = record.Tags,
+            Scores = ScoresOf(record),
         };
+    }
+
+    /// <summary>The key of an evaluation in <see cref="Scores"/>: <c>task/metric</c>.</summary>
+    public static string ScoreKeyOf(EvaluationResult evaluation)
+    {
+        ArgumentNullException.ThrowIfNull(evaluation);
+        return evaluation.Task + "/" + evaluation.Metric;
+    }
+
+    private static Dictionary<string, double> ScoresOf(MergeRecord record)
+    {
+        var inputNames = new HashSet<string>(record.Inputs.SelectMany(i => new[] { i.Name, i.Reference }), StringComparer.Ordinal);
+        var scores = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var e in record.Evaluations.Where(e => !inputNames.Contains(e.Model)).OrderBy(e => e.RecordedAt))
+        {
+            scores[ScoreKeyOf(e)] = e.Value;
+        }
+        return scores;
     }
 
     /// <summary>The strategy wrapped by its decorators, outermost first: <c>sens(ties)</c>.</summary>

@@ -15,9 +15,12 @@ namespace SensMerging.Registry;
 public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
 {
     /// <summary>The schema version this build writes (see docs/registry.md, "Schema versions").</summary>
-    public const int CurrentSchemaVersion = 2;
+    public const int CurrentSchemaVersion = 3;
 
     private const int LineageDepthLimit = 8;
+
+    /// <summary>Pages that start this deep are answered from the in-process summary index (walking to them reads as much).</summary>
+    private const int IndexedOffset = 500;
 
     private readonly LiteDatabase _db;
 
@@ -27,6 +30,7 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     private readonly RegistryOptions _options;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
+    private SummaryIndex? _index;
     private bool _disposed;
 
     private LiteDbMergeRegistry(string filePath, LiteDatabase db, LiteDatabase reader, RegistryOptions options, ILogger logger)
@@ -302,20 +306,42 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
         {
             throw new ArgumentOutOfRangeException(nameof(query), query.Limit, "limit must be 0 (no limit) or positive");
         }
+        if (query.Offset < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(query), query.Offset, "offset must be 0 or positive");
+        }
         if (_options.MarkAbandoned)
         {
             MarkAbandoned();
         }
-        IReadOnlyList<MergeSummary> result;
-        if (!string.IsNullOrWhiteSpace(query.Model))
+        var status = query.Status is { } st ? RecordDocuments.StatusText(st) : null;
+        var strategy = string.IsNullOrWhiteSpace(query.Strategy) ? null : query.Strategy.Trim().ToLowerInvariant();
+        var sinceTicks = query.Since?.ToUniversalTime().Ticks;
+        var untilTicks = query.Until?.ToUniversalTime().Ticks;
+        var ascending = query.Sort == MergeSort.Oldest;
+        var decorator = string.IsNullOrWhiteSpace(query.Decorator) ? null : query.Decorator.Trim();
+        var search = string.IsNullOrWhiteSpace(query.Search) ? null : query.Search.Trim();
+        var byModel = !string.IsNullOrWhiteSpace(query.Model);
+        // Queries that would read every summary build the in-process index (one scan) and reuse it until the next
+        // write; others use it when it is current, and otherwise walk the indexes of the file as before.
+        var scans = !byModel && (decorator is not null || search is not null || query.Sort == MergeSort.Score || query.Offset >= IndexedOffset);
+        var fromIndex = Locked("list merges", () =>
         {
-            var keys = ModelKeys.ForQuery(query.Model);
-            var status = query.Status is { } st ? RecordDocuments.StatusText(st) : null;
-            var strategy = string.IsNullOrWhiteSpace(query.Strategy) ? null : query.Strategy.Trim().ToLowerInvariant();
-            var sinceTicks = query.Since?.ToUniversalTime().Ticks;
+            var index = CurrentIndex(build: scans);
+            return index is null ? null : (IReadOnlyList<MergeSummary>)ListFromIndex(index, query, byModel ? ModelKeys.ForQuery(query.Model!) : null,
+                status, strategy, sinceTicks, untilTicks, decorator, search);
+        });
+        if (fromIndex is not null)
+        {
+            return Task.FromResult(fromIndex);
+        }
+        IReadOnlyList<MergeSummary> result;
+        if (byModel)
+        {
+            var keys = ModelKeys.ForQuery(query.Model!);
             result = Locked("list merges by model", () =>
             {
-                // Filter and order the tiny model-key rows; load only the summaries returned.
+                // Filter and order the tiny model-key rows; load only the summaries the page needs.
                 var byId = new Dictionary<string, BsonDocument>(StringComparer.Ordinal);
                 var keyRows = _reader.GetCollection(Migrations.ModelKeyCollection);
                 foreach (var side in new[] { "in:", "out:" })
@@ -328,57 +354,154 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
                         }
                     }
                 }
-                var ids = byId.Values.Where(row =>
+                var rows = byId.Values.Where(row =>
                         (status is null || row["s"].AsString == status)
                         && (strategy is null || (row["g"].IsString && row["g"].AsString == strategy))
-                        && (sinceTicks is null || row["t"].AsInt64 >= sinceTicks))
-                    .OrderByDescending(row => row["t"].AsInt64)
-                    .ThenByDescending(row => row["m"].AsString, StringComparer.Ordinal)
-                    .Select(row => row["m"].AsString);
-                var wanted = (query.Limit > 0 ? ids.Take(query.Limit) : ids).ToList();
-                // One query for all of them (in shared mode every query opens the file once).
-                var docs = _reader.GetCollection(Migrations.SummaryCollection)
-                    .Find(Query.In("_id", new BsonArray(wanted.Select(id => new BsonValue(id)))))
-                    .ToDictionary(d => d["_id"].AsString, StringComparer.Ordinal);
-                return (IReadOnlyList<MergeSummary>)[.. wanted.Where(docs.ContainsKey).Select(id => RecordDocuments.ReadSummary(docs[id]))];
+                        && (sinceTicks is null || row["t"].AsInt64 >= sinceTicks)
+                        && (untilTicks is null || row["t"].AsInt64 < untilTicks));
+                var ids = (ascending
+                        ? rows.OrderBy(row => row["t"].AsInt64).ThenBy(row => row["m"].AsString, StringComparer.Ordinal)
+                        : rows.OrderByDescending(row => row["t"].AsInt64).ThenByDescending(row => row["m"].AsString, StringComparer.Ordinal))
+                    .Select(row => row["m"].AsString)
+                    .ToList();
+                return (IReadOnlyList<MergeSummary>)Page(SummariesOf(ids), query);
             });
         }
         else
         {
-            result = Locked("list merges", () =>
-            {
-                // Walk the creation-time index newest first and filter the small summary documents as they stream
-                // by, stopping at the limit (or at the first one older than --since): no sort of all matches.
-                var status = query.Status is { } st ? RecordDocuments.StatusText(st) : null;
-                var strategy = string.IsNullOrWhiteSpace(query.Strategy) ? null : query.Strategy.Trim().ToLowerInvariant();
-                var sinceTicks = query.Since?.ToUniversalTime().Ticks;
-                var rows = new List<MergeSummary>();
-                var summaries = _reader.GetCollection(Migrations.SummaryCollection);
-                // A status filter alone (failed, running: usually rare) is answered from the status index.
-                var source = status is not null && strategy is null
-                    ? summaries.Query().Where(BsonExpression.Create("$.status = @0", new BsonValue(status)))
-                        .OrderByDescending(BsonExpression.Create("$.createdTicks")).ToEnumerable()
-                    : summaries.Find(Query.All("createdTicks", Query.Descending));
-                foreach (var doc in source)
-                {
-                    if (sinceTicks is { } min && doc["createdTicks"].AsInt64 < min)
-                    {
-                        break;
-                    }
-                    if ((status is null || doc["status"].AsString == status)
-                        && (strategy is null || (doc["strategyKey"].IsString && doc["strategyKey"].AsString == strategy)))
-                    {
-                        rows.Add(RecordDocuments.ReadSummary(doc));
-                        if (query.Limit > 0 && rows.Count >= query.Limit)
-                        {
-                            break;
-                        }
-                    }
-                }
-                return (IReadOnlyList<MergeSummary>)rows;
-            });
+            result = Locked("list merges", () => (IReadOnlyList<MergeSummary>)Page(ScanSummaries(status, strategy, sinceTicks, untilTicks, ascending), query));
         }
         return Task.FromResult(result);
+    }
+
+    /// <summary>The summary index when it matches the file's change counter; rebuilt when stale and <paramref name="build"/> is set (else null).</summary>
+    private SummaryIndex? CurrentIndex(bool build)
+    {
+        var changes = SummaryIndex.ReadChanges(_reader);
+        if (_index is { } index && index.Changes == changes)
+        {
+            return index;
+        }
+        if (!build)
+        {
+            return null;
+        }
+        _index = SummaryIndex.Build(_reader, changes);
+        return _index;
+    }
+
+    private List<MergeSummary> ListFromIndex(SummaryIndex index, MergeQuery query, IReadOnlyList<string>? modelKeys,
+        string? status, string? strategy, long? sinceTicks, long? untilTicks, string? decorator, string? search)
+    {
+        var keys = modelKeys?.SelectMany(k => new[] { "in:" + k, "out:" + k }).ToHashSet(StringComparer.Ordinal);
+        var rows = (query.Sort == MergeSort.Oldest ? index.Rows.Reverse() : index.Rows).Where(r =>
+            (status is null || r.Status == status)
+            && (strategy is null || r.Strategy == strategy)
+            && (sinceTicks is null || r.Ticks >= sinceTicks)
+            && (untilTicks is null || r.Ticks < untilTicks)
+            && (keys is null || r.ModelKeys.Overlaps(keys))
+            && r.Matches(decorator, search));
+        if (query.Sort == MergeSort.Score)
+        {
+            var key = string.IsNullOrWhiteSpace(query.ScoreKey) ? null : query.ScoreKey.Trim();
+            rows = rows
+                .Select((row, order) => (Row: row, Score: row.Score(key), Order: order))
+                .OrderBy(x => x.Score is null ? 1 : 0)
+                .ThenByDescending(x => x.Score ?? 0)
+                .ThenBy(x => x.Order)
+                .Select(x => x.Row);
+        }
+        var page = rows.Skip(query.Offset);
+        if (query.Limit > 0)
+        {
+            page = page.Take(query.Limit);
+        }
+        return [.. SummariesOf([.. page.Select(r => r.Id)]).Select(RecordDocuments.ReadSummary)];
+    }
+
+    /// <summary>
+    /// Walks the creation-time index (newest first, or oldest first) and yields the summary documents that pass the
+    /// indexed filters as they stream by, stopping at the first one past the date range: no sort of all matches.
+    /// </summary>
+    private IEnumerable<BsonDocument> ScanSummaries(string? status, string? strategy, long? sinceTicks, long? untilTicks, bool ascending)
+    {
+        var summaries = _reader.GetCollection(Migrations.SummaryCollection);
+        // A status filter alone (failed, running: usually rare) is answered from the status index.
+        IEnumerable<BsonDocument> source;
+        if (status is not null && strategy is null)
+        {
+            var byStatus = summaries.Query().Where(BsonExpression.Create("$.status = @0", new BsonValue(status)));
+            source = (ascending ? byStatus.OrderBy(BsonExpression.Create("$.createdTicks")) : byStatus.OrderByDescending(BsonExpression.Create("$.createdTicks"))).ToEnumerable();
+        }
+        else
+        {
+            source = summaries.Find(Query.All("createdTicks", ascending ? Query.Ascending : Query.Descending));
+        }
+        foreach (var doc in source)
+        {
+            var ticks = doc["createdTicks"].AsInt64;
+            if (ascending ? untilTicks is { } max && ticks >= max : sinceTicks is { } min && ticks < min)
+            {
+                yield break;
+            }
+            if ((sinceTicks is { } from && ticks < from) || (untilTicks is { } to && ticks >= to))
+            {
+                continue;
+            }
+            if ((status is null || doc["status"].AsString == status)
+                && (strategy is null || (doc["strategyKey"].IsString && doc["strategyKey"].AsString == strategy)))
+            {
+                yield return doc;
+            }
+        }
+    }
+
+    /// <summary>The summary documents of <paramref name="ids"/>, in that order, read a chunk at a time as enumerated.</summary>
+    private IEnumerable<BsonDocument> SummariesOf(List<string> ids)
+    {
+        const int chunk = 256;
+        var summaries = _reader.GetCollection(Migrations.SummaryCollection);
+        for (var start = 0; start < ids.Count; start += chunk)
+        {
+            var part = ids.GetRange(start, Math.Min(chunk, ids.Count - start));
+            // One query per chunk (in shared mode every query opens the file once).
+            var docs = summaries.Find(Query.In("_id", new BsonArray(part.Select(id => new BsonValue(id)))))
+                .ToDictionary(d => d["_id"].AsString, StringComparer.Ordinal);
+            foreach (var id in part)
+            {
+                if (docs.TryGetValue(id, out var doc))
+                {
+                    yield return doc;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Applies the filters no index answers (decorator, text), the score order, the offset and the limit to ordered
+    /// candidate documents, and reads only the summaries returned.
+    /// </summary>
+    private static List<MergeSummary> Page(IEnumerable<BsonDocument> candidates, MergeQuery query)
+    {
+        var decorator = string.IsNullOrWhiteSpace(query.Decorator) ? null : query.Decorator.Trim();
+        var search = string.IsNullOrWhiteSpace(query.Search) ? null : query.Search.Trim();
+        var matches = decorator is null && search is null ? candidates : candidates.Where(d => RecordDocuments.Matches(d, decorator, search));
+        if (query.Sort == MergeSort.Score)
+        {
+            var key = string.IsNullOrWhiteSpace(query.ScoreKey) ? null : query.ScoreKey.Trim();
+            matches = matches
+                .Select((doc, order) => (Doc: doc, Score: RecordDocuments.Score(doc, key), Order: order))
+                .OrderBy(x => x.Score is null ? 1 : 0)
+                .ThenByDescending(x => x.Score ?? 0)
+                .ThenBy(x => x.Order)
+                .Select(x => x.Doc);
+        }
+        var page = matches.Skip(query.Offset);
+        if (query.Limit > 0)
+        {
+            page = page.Take(query.Limit);
+        }
+        return [.. page.Select(RecordDocuments.ReadSummary)];
     }
 
     public Task<MergeRecord?> GetAsync(string idOrPrefix, CancellationToken cancellationToken = default)
@@ -439,7 +562,8 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     public Task<int> CountAsync(CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        return Task.FromResult(Locked("count merges", () => _reader.GetCollection(Migrations.SummaryCollection).Count()));
+        return Task.FromResult(Locked("count merges", () =>
+            CurrentIndex(build: false) is { } index ? index.Rows.Count : _reader.GetCollection(Migrations.SummaryCollection).Count()));
     }
 
     private async Task<LineageNode?> BuildLineageNodeAsync(MergeSummary merge, HashSet<string> visited, int depth, CancellationToken cancellationToken)

@@ -56,6 +56,68 @@ public sealed class QueryTests
     }
 
     [Fact]
+    public async Task Filters_by_decorator_text_and_date_range_sorts_by_age_and_score_and_pages()
+    {
+        using var temp = new TempFolder();
+        using var registry = LiteDbMergeRegistry.Open(temp.File("merges.db"));
+        var sens = await Samples.CompletedAsync(registry, temp, Samples.Draft(temp, "ties"), "out-sens");
+        var plain = await Samples.CompletedAsync(registry, temp, Samples.Draft(temp, "dare_ties", ["org/poetry"]) with { Decorators = [], Tags = ["Ablation:tau-off"] }, "out-plain");
+        var third = await Samples.CompletedAsync(registry, temp, Samples.Draft(temp, "linear", ["org/code"]) with { Decorators = [] }, "out-third", "me/third");
+        var now = DateTime.UtcNow;
+        await registry.AddEvaluationAsync(sens.Id, new EvaluationResult(temp.File("out-sens"), "math", "exact_match", 0.5, 10, now));
+        await registry.AddEvaluationAsync(plain.Id, new EvaluationResult(temp.File("out-plain"), "math", "exact_match", 0.9, 10, now));
+        await registry.AddEvaluationAsync(plain.Id, new EvaluationResult(temp.File("out-plain"), "code", "pass_at_1", 0.1, 10, now));
+        // An evaluation of an input is not the merged model's score.
+        await registry.AddEvaluationAsync(third.Id, new EvaluationResult("org/code", "math", "exact_match", 1.0, 10, now));
+
+        async Task<string[]> Ids(MergeQuery q) => [.. (await registry.ListAsync(q)).Select(s => s.Id)];
+
+        Assert.Equal([sens.Id], await Ids(new MergeQuery { Decorator = "SENS" }));
+        Assert.Equal([plain.Id], await Ids(new MergeQuery { Search = "ABLATION:tau" }));
+        Assert.Equal([plain.Id], await Ids(new MergeQuery { Search = "POETRY" }));
+        Assert.Equal([third.Id], await Ids(new MergeQuery { Search = "me/third" }));
+        Assert.Equal([third.Id], await Ids(new MergeQuery { Search = third.Id[^6..] }));
+        Assert.Equal([plain.Id], await Ids(new MergeQuery { Model = "org/poetry", Search = "tau" }));
+        Assert.Empty(await Ids(new MergeQuery { Model = "org/poetry", Decorator = "sens" }));
+        Assert.Equal([sens.Id, plain.Id, third.Id], await Ids(new MergeQuery { Sort = MergeSort.Oldest }));
+        Assert.Equal([plain.Id, third.Id], await Ids(new MergeQuery { Sort = MergeSort.Oldest, Offset = 1 }));
+        Assert.Equal([plain.Id], await Ids(new MergeQuery { Sort = MergeSort.Oldest, Offset = 1, Limit = 1 }));
+        Assert.Equal([plain.Id, sens.Id], await Ids(new MergeQuery { Until = third.CreatedAt }));
+        Assert.Equal([plain.Id], await Ids(new MergeQuery { Since = plain.CreatedAt, Until = third.CreatedAt }));
+        Assert.Equal([plain.Id, sens.Id, third.Id], await Ids(new MergeQuery { Sort = MergeSort.Score, ScoreKey = "math/exact_match" }));
+        Assert.Equal([sens.Id, third.Id], await Ids(new MergeQuery { Sort = MergeSort.Score, Model = "org/code", ScoreKey = "math/exact_match" }));
+        Assert.Equal([plain.Id, third.Id, sens.Id], await Ids(new MergeQuery { Sort = MergeSort.Score, ScoreKey = "code/pass_at_1" }));
+
+        var summary = (await registry.ListAsync(new MergeQuery { Search = plain.Id })).Single();
+        Assert.Equal(new Dictionary<string, double> { ["math/exact_match"] = 0.9, ["code/pass_at_1"] = 0.1 }, summary.Scores);
+        Assert.Empty((await registry.ListAsync(new MergeQuery { Search = third.Id })).Single().Scores);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => registry.ListAsync(new MergeQuery { Offset = -1 }));
+    }
+
+    [Fact]
+    public async Task Searches_answered_from_the_in_process_index_see_writes_of_another_connection()
+    {
+        using var temp = new TempFolder();
+        using var reader = LiteDbMergeRegistry.Open(temp.File("merges.db"));
+        using var writer = LiteDbMergeRegistry.Open(temp.File("merges.db"));
+        var first = await Samples.CompletedAsync(writer, temp, Samples.Draft(temp, "ties", ["org/poetry"]), "out-1");
+        Assert.Equal([first.Id], (await reader.ListAsync(new MergeQuery { Search = "poetry" })).Select(s => s.Id));
+
+        // Another connection (as another process would) adds a merge, tags one and fails one: the next searches see it.
+        var second = await Samples.CompletedAsync(writer, temp, Samples.Draft(temp, "ties", ["org/poetry"]), "out-2");
+        Assert.Equal([second.Id, first.Id], (await reader.ListAsync(new MergeQuery { Search = "poetry" })).Select(s => s.Id));
+        await writer.UpdateAsync(first.Id, r => r with { Tags = ["keeper"] });
+        Assert.Equal([first.Id], (await reader.ListAsync(new MergeQuery { Search = "KEEPER" })).Select(s => s.Id));
+        Assert.Equal([first.Id], (await reader.ListAsync(new MergeQuery { Model = "org/poetry", Search = "keeper" })).Select(s => s.Id));
+        var running = await writer.BeginAsync(Samples.Draft(temp, "linear", ["org/poetry"]));
+        await writer.FailAsync(running.Id, new InvalidOperationException("boom"));
+        Assert.Equal([running.Id], (await reader.ListAsync(new MergeQuery { Search = "poetry", Status = MergeStatus.Failed })).Select(s => s.Id));
+        Assert.Equal([running.Id, second.Id, first.Id], (await reader.ListAsync(new MergeQuery { Model = "org/poetry" })).Select(s => s.Id));
+        Assert.Equal([first.Id, second.Id, running.Id], (await reader.ListAsync(new MergeQuery { Model = "org/poetry", Sort = MergeSort.Oldest })).Select(s => s.Id));
+        Assert.Equal([second.Id, first.Id], (await reader.ListAsync(new MergeQuery { Offset = 1, Search = "org/" })).Select(s => s.Id));
+    }
+
+    [Fact]
     public async Task Get_accepts_unique_prefix_and_rejects_ambiguous_one()
     {
         using var temp = new TempFolder();
@@ -170,7 +232,7 @@ public sealed class QueryTests
         var list = await registry.ListAsync(new MergeQuery());
         using (var listDoc = JsonDocument.Parse(RegistryJson.Serialize(list)))
         {
-            CollectNames(listDoc.RootElement, names, []);
+            CollectNames(listDoc.RootElement, names, ["scores"]);
         }
         using (var diffDoc = JsonDocument.Parse(RegistryJson.Serialize(MergeDiff.Compare(rec, rec with { Seed = 1 }))))
         {

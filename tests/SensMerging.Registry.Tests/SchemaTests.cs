@@ -23,6 +23,38 @@ public sealed class SchemaTests
     }
 
     [Fact]
+    public async Task A_version_2_file_gets_scores_in_its_summaries()
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("merges.db");
+        string id;
+        using (var registry = LiteDbMergeRegistry.Open(db))
+        {
+            id = (await Samples.CompletedAsync(registry, temp, Samples.Draft(temp), "out")).Id;
+            await registry.AddEvaluationAsync(id, new EvaluationResult(temp.File("out"), "math", "exact_match", 0.7, 10, DateTime.UtcNow));
+        }
+        // What a version-2 registry wrote: the same summary without scores.
+        using (var lite = new LiteDatabase(new ConnectionString { Filename = db, Connection = ConnectionType.Shared }))
+        {
+            var merges = lite.GetCollection("merges");
+            var summary = merges.FindById(id);
+            summary.Remove("scores");
+            merges.Update(summary);
+            Migrations.WriteVersion(lite, 2);
+        }
+
+        using (var registry = LiteDbMergeRegistry.Open(db))
+        {
+            Assert.Equal(2, registry.OpenedSchemaVersion);
+            Assert.Equal(0.7, (await registry.ListAsync(new MergeQuery())).Single().Scores["math/exact_match"]);
+        }
+        using (var registry = LiteDbMergeRegistry.Open(db))
+        {
+            Assert.Equal(LiteDbMergeRegistry.CurrentSchemaVersion, registry.OpenedSchemaVersion);
+        }
+    }
+
+    [Fact]
     public async Task A_version_1_file_without_meta_is_migrated()
     {
         using var temp = new TempFolder();

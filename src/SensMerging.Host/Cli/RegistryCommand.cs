@@ -29,19 +29,31 @@ public static class RegistryCommand
     {
         var model = new Option<string?>("--model") { Description = "Merges that used or produced this model (repo id, alias or folder)" };
         var strategy = new Option<string?>("--strategy") { Description = "Strategy name, e.g. ties" };
+        var decorator = new Option<string?>("--decorator") { Description = "Decorator name in the chain, e.g. sens" };
+        var search = new Option<string?>("--search") { Description = "Text in the id, method, an input, a tag or the output (case-insensitive)" };
         var since = new Option<DateTime?>("--since") { Description = "Only merges created at or after this date/time (UTC)" };
+        var until = new Option<DateTime?>("--until") { Description = "Only merges created before this date/time (UTC)" };
         var status = new Option<MergeStatus?>("--status") { Description = "running, succeeded, failed or cancelled" };
+        var sort = new Option<MergeSort>("--sort") { Description = "newest, oldest or score (highest first; see --score)", DefaultValueFactory = _ => MergeSort.Newest };
+        var score = new Option<string?>("--score") { Description = "With --sort score: the evaluation task/metric to sort by (default: each merge's first score)" };
+        var offset = new Option<int>("--offset") { Description = "Skip this many matches first (pages)", DefaultValueFactory = _ => 0 };
         var limit = new Option<int>("--limit") { Description = "Most merges to list (0: all)", DefaultValueFactory = _ => 50 };
         var json = JsonOption();
-        var command = new Command("list", "Merges, newest first") { model, strategy, since, status, limit, json };
+        var command = new Command("list", "Merges, newest first") { model, strategy, decorator, search, since, until, status, sort, score, offset, limit, json };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
             var query = new MergeQuery
             {
                 Model = parse.GetValue(model),
                 Strategy = parse.GetValue(strategy),
+                Decorator = parse.GetValue(decorator),
+                Search = parse.GetValue(search),
                 Since = parse.GetValue(since) is { } s ? DateTime.SpecifyKind(s, DateTimeKind.Utc) : null,
+                Until = parse.GetValue(until) is { } u ? DateTime.SpecifyKind(u, DateTimeKind.Utc) : null,
                 Status = parse.GetValue(status),
+                Sort = parse.GetValue(sort),
+                ScoreKey = parse.GetValue(score),
+                Offset = parse.GetValue(offset),
                 Limit = parse.GetValue(limit),
             };
             var merges = await services.GetRequiredService<IMergeRegistry>().ListAsync(query, token);

@@ -2,12 +2,16 @@ using System.CommandLine;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SensMerging.Host.Serving;
+using SensMerging.Host.Serving.Web;
 using SensMerging.Hub.Server;
 using SensMerging.Registry;
 
 namespace SensMerging.Host.Cli;
 
-/// <summary><c>sensmerge serve [--urls URL] [--repos DIR]</c>: the Hub read API over local repositories and merged models.</summary>
+/// <summary>
+/// <c>sensmerge serve [--urls URL] [--repos DIR]</c>: the Hub read API over local repositories and merged models, and on
+/// the same port the registry's web pages and <c>/api/registry</c> JSON (unless <c>--no-registry</c>).
+/// </summary>
 public static class ServeCommand
 {
     public const string DefaultUrl = "http://127.0.0.1:5080";
@@ -19,8 +23,8 @@ public static class ServeCommand
     {
         var urls = new Option<string>("--urls") { Description = "Address to listen on (loopback by default)", DefaultValueFactory = _ => DefaultUrl };
         var repos = new Option<DirectoryInfo?>("--repos") { Description = "Folder of local repositories DIR/org/name/ to serve" };
-        var noRegistry = new Option<bool>("--no-registry") { Description = "Do not serve the registry's merged models" };
-        var command = new Command("serve", "Serve models over the Hugging Face Hub protocol (read-only): --repos folders and the registry's merged models as merges/<id>")
+        var noRegistry = new Option<bool>("--no-registry") { Description = "Do not serve the registry's merged models, pages and /api/registry" };
+        var command = new Command("serve", "Serve models over the Hugging Face Hub protocol (read-only): --repos folders and the registry's merged models as merges/<id>, with web pages (/) and /api/registry on the same port")
         {
             urls, repos, noRegistry,
         };
@@ -44,8 +48,14 @@ public static class ServeCommand
                 throw new ArgumentException("nothing to serve: give --repos DIR or leave the registry on");
             }
             var loggerFactory = services.GetRequiredService<ILoggerFactory>();
-            await using var server = await HubServer.StartAsync(
-                new CompositeRepositorySource(sources), new HubServerOptions { Url = parse.GetValue(urls)! }, loggerFactory, token);
+            var hub = new CompositeRepositorySource(sources);
+            var options = new HubServerOptions { Url = parse.GetValue(urls)! };
+            if (!parse.GetValue(noRegistry))
+            {
+                var ui = services.GetRequiredService<RegistryWebUi>();
+                options.MapAdditionalEndpoints = endpoints => ui.Map(endpoints, hub, folders);
+            }
+            await using var server = await HubServer.StartAsync(hub, options, loggerFactory, token);
             Console.Out.WriteLine($"serving on {server.Endpoint} (set HF_ENDPOINT={server.Endpoint} for Hub clients); Ctrl-C stops");
             try
             {

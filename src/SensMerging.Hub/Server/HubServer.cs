@@ -26,6 +26,12 @@ public sealed class HubServerOptions
 
     /// <summary>Entries per page of the tree listing (later pages through Link rel="next").</summary>
     public int TreePageSize { get; set; } = 1000;
+
+    /// <summary>
+    /// Maps further endpoints on the same app and port, after the Hub API (<c>serve</c> adds the registry's web pages
+    /// and <c>/api/registry</c> here). Literal routes win over the Hub's <c>/{org}/{name}/...</c> patterns.
+    /// </summary>
+    public Action<IEndpointRouteBuilder>? MapAdditionalEndpoints { get; set; }
 }
 
 /// <summary>Counters of what the server did (for tests and diagnostics).</summary>
@@ -101,6 +107,7 @@ public sealed class HubServer : IAsyncDisposable
         var app = builder.Build();
         var stats = new HubServerStats();
         MapHubApi(app, source, options, stats);
+        options.MapAdditionalEndpoints?.Invoke(app);
         await app.StartAsync(cancellationToken);
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()
             ?? throw new InvalidOperationException("The Hub server started but reports no address.");

@@ -12,6 +12,8 @@ namespace SensMerging.Registry.Storage;
 /// <item>Version 2: <c>merges</c> holds small summary documents with indexed model keys (<c>inputKeys</c>,
 /// <c>outputKeys</c>) and the owner process; the full records live in <c>records</c>; <c>modelkeys</c> holds one
 /// tiny row per (model key, merge) for <c>--model</c> filters. List and lineage read only summaries.</item>
+/// <item>Version 3: summary documents carry the merged model's latest evaluation scores (<c>scores</c>, by
+/// <c>task/metric</c>) so lists sort by a score without reading whole records; the migration rewrites every summary.</item>
 /// </list>
 /// </summary>
 internal static class Migrations
@@ -26,6 +28,7 @@ internal static class Migrations
     public static IReadOnlyList<(int From, string Description, Action<LiteDatabase> Apply)> Steps { get; } =
     [
         (1, "split records from indexed summaries; add model keys for --model and lineage", MigrateV1ToV2),
+        (2, "add evaluation scores to the summaries", MigrateV2ToV3),
     ];
 
     /// <summary>The version stored in the file: 0 for a file with no collections at all (new), 1 for the first layout without meta.</summary>
@@ -65,6 +68,18 @@ internal static class Migrations
         var keys = db.GetCollection(ModelKeyCollection);
         keys.EnsureIndex("k", "$.k");
         keys.EnsureIndex("m", "$.m");
+    }
+
+    private static void MigrateV2ToV3(LiteDatabase db)
+    {
+        var summaries = db.GetCollection(SummaryCollection);
+        foreach (var doc in db.GetCollection(RecordCollection).FindAll().ToList())
+        {
+            var record = RecordDocuments.ReadRecord(doc);
+            var summary = RecordDocuments.Summary(record);
+            summaries.Upsert(summary);
+        }
+        SummaryIndex.BumpChanges(db);
     }
 
     private static void MigrateV1ToV2(LiteDatabase db)

@@ -29,6 +29,7 @@ internal static class RecordDocuments
             keys.DeleteMany(BsonExpression.Create("$.m = @0", new BsonValue(record.Id)));
         }
         keys.InsertBulk(KeyRows(record));
+        SummaryIndex.BumpChanges(db);
     }
 
     /// <summary>
@@ -71,6 +72,44 @@ internal static class RecordDocuments
         doc["owner"] = record.Owner is null ? BsonValue.Null : BsonJson.ToDocument(record.Owner);
         return doc;
     }
+
+    /// <summary>
+    /// True when a summary document has <paramref name="decorator"/> in its chain (case-insensitive) and holds
+    /// <paramref name="search"/> (case-insensitive) in its id, method, an input, a tag or its output; null means any.
+    /// Reads the BSON fields directly, so a scan does not deserialize the summaries it passes over.
+    /// </summary>
+    public static bool Matches(BsonDocument doc, string? decorator, string? search)
+    {
+        if (decorator is not null && !Strings(doc, "decorators").Any(d => string.Equals(d, decorator, StringComparison.OrdinalIgnoreCase)))
+        {
+            return false;
+        }
+        if (search is null)
+        {
+            return true;
+        }
+        bool Has(string? value) => value is not null && value.Contains(search, StringComparison.OrdinalIgnoreCase);
+        return Has(doc["_id"].AsString) || Has(String(doc, "method")) || Has(String(doc, "outputRepoId")) || Has(String(doc, "outputFolder"))
+            || Strings(doc, "inputs").Any(Has) || Strings(doc, "tags").Any(Has);
+    }
+
+    /// <summary>The summary's score under <paramref name="key"/> (<c>task/metric</c>), or its first score when the key is null.</summary>
+    public static double? Score(BsonDocument doc, string? key)
+    {
+        if (!doc.TryGetValue("scores", out var scores) || !scores.IsDocument)
+        {
+            return null;
+        }
+        var table = scores.AsDocument;
+        var value = key is null ? table.Values.FirstOrDefault() : table.TryGetValue(key, out var v) ? v : null;
+        return value is not null && value.IsNumber ? value.AsDouble : null;
+    }
+
+    private static string? String(BsonDocument doc, string field) =>
+        doc.TryGetValue(field, out var v) && v.IsString ? v.AsString : null;
+
+    private static IEnumerable<string> Strings(BsonDocument doc, string field) =>
+        doc.TryGetValue(field, out var v) && v.IsArray ? v.AsArray.Where(x => x.IsString).Select(x => x.AsString) : [];
 
     public static MergeSummary ReadSummary(BsonDocument doc) => BsonJson.FromDocument<MergeSummary>(doc, SummaryIndexFields);
 
