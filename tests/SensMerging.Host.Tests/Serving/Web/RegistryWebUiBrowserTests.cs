@@ -15,9 +15,15 @@ public sealed class RegistryWebUiBrowserTests
 
     public RegistryWebUiBrowserTests(HubSiteFixture site) => _site = site;
 
+    /// <summary>
+    /// Where a screenshot goes: docs/screenshots (the ones the docs show) when SENSMERGE_UPDATE_SCREENSHOTS=1, else a
+    /// temporary folder, so that an ordinary test run does not leave the committed images modified.
+    /// </summary>
     private static string Screenshot(string name)
     {
-        var folder = Path.Combine(TestPaths.RepoRoot, "docs", "screenshots");
+        var folder = Environment.GetEnvironmentVariable("SENSMERGE_UPDATE_SCREENSHOTS") == "1"
+            ? Path.Combine(TestPaths.RepoRoot, "docs", "screenshots")
+            : Path.Combine(Path.GetTempPath(), "sensmerge-screenshots");
         Directory.CreateDirectory(folder);
         return Path.Combine(folder, name);
     }
