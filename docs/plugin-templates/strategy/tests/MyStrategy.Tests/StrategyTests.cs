@@ -5,12 +5,12 @@ using static TorchSharp.torch;
 namespace MyStrategy.Tests;
 
 /// <summary>The strategy on a tiny model (a base and two experts of three small tensors), against the formula in double.</summary>
-public sealed class MyStrategyTests
+public sealed class StrategyTests
 {
     [Fact]
     public void Merges_every_tensor_of_a_tiny_model_as_base_plus_lambda_times_the_weighted_task_vectors()
     {
-        var strategy = new MyStrategy();
+        var strategy = new Strategy();
         var shapes = new Dictionary<string, long[]>
         {
             ["model.embed_tokens.weight"] = [5, 4],

@@ -8,11 +8,11 @@ using static TorchSharp.torch;
 namespace MyStreamingStrategy;
 
 /// <summary>The plugin's one configurator: registers its components as singletons.</summary>
-public sealed class MyStreamingStrategyPlugin : IPluginConfigurator
+public sealed class Plugin : IPluginConfigurator
 {
     /// <inheritdoc />
     public void ConfigureServices(IServiceCollection services, PluginContext context) =>
-        services.AddSingleton<IMergeStrategy, MyStreamingStrategy>();
+        services.AddSingleton<IMergeStrategy, Strategy>();
 }
 
 /// <summary>
@@ -25,7 +25,7 @@ public sealed class MyStreamingStrategyPlugin : IPluginConfigurator
 /// <see cref="IStreamingMergeStrategy"/> so that the host can still hand it blocks: one statistics pass sums the squares,
 /// then the merge pass writes each block.
 /// </summary>
-public sealed class MyStreamingStrategy : IStreamingMergeStrategy
+public sealed class Strategy : IStreamingMergeStrategy
 {
     /// <summary>What a config's <c>merge_method</c> names (not the plugin id).</summary>
     public string Name => "my_component";

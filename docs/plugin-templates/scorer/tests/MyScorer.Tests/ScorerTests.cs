@@ -9,7 +9,7 @@ namespace MyScorer.Tests;
 /// The scorer on a tiny language model (embeddings, one linear layer, a head; five tokens), against gradients
 /// derived by hand and computed in double.
 /// </summary>
-public sealed class MyScorerTests
+public sealed class ScorerTests
 {
     private const int Vocabulary = 5;
     private const int Width = 3;
@@ -37,7 +37,7 @@ public sealed class MyScorerTests
             Logger = NullLogger.Instance,
         };
 
-        var table = await new MyScorer().ScoreAsync(context, CancellationToken.None);
+        var table = await new Scorer().ScoreAsync(context, CancellationToken.None);
 
         Assert.Equal(["math", "code"], table.Rows);
         Assert.Equal(["model.embed_tokens", "model.layers.0", "lm_head"], table.Columns);

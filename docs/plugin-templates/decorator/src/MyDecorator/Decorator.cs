@@ -5,11 +5,11 @@ using SensMerging.Abstractions;
 namespace MyDecorator;
 
 /// <summary>The plugin's one configurator: registers its components as singletons.</summary>
-public sealed class MyDecoratorPlugin : IPluginConfigurator
+public sealed class Plugin : IPluginConfigurator
 {
     /// <inheritdoc />
     public void ConfigureServices(IServiceCollection services, PluginContext context) =>
-        services.AddSingleton<IStrategyDecorator, MyDecorator>();
+        services.AddSingleton<IStrategyDecorator, Decorator>();
 }
 
 /// <summary>
@@ -17,7 +17,7 @@ public sealed class MyDecoratorPlugin : IPluginConfigurator
 /// the tensors of layer group l is multiplied by <c>c_i^l = (S_i^l / mean_j S_j^l)^strength</c> (1 where the group's
 /// scores are all zero), so an expert whose score in a group is above the experts' mean weighs more there.
 /// </summary>
-public sealed partial class MyDecorator : IStrategyDecorator
+public sealed partial class Decorator : IStrategyDecorator
 {
     /// <summary>What a config's <c>decorators[].name</c> names.</summary>
     public string Name => "my_component";

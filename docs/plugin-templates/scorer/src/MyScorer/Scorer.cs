@@ -6,11 +6,11 @@ using static TorchSharp.torch;
 namespace MyScorer;
 
 /// <summary>The plugin's one configurator: registers its components as singletons.</summary>
-public sealed class MyScorerPlugin : IPluginConfigurator
+public sealed class Plugin : IPluginConfigurator
 {
     /// <inheritdoc />
     public void ConfigureServices(IServiceCollection services, PluginContext context) =>
-        services.AddSingleton<IScorer, MyScorer>();
+        services.AddSingleton<IScorer, Scorer>();
 }
 
 /// <summary>
@@ -19,7 +19,7 @@ public sealed class MyScorerPlugin : IPluginConfigurator
 /// next-token loss of the sample. Rows: experts; columns: layer groups in model order. A decorator such as
 /// <c>sens</c> uses it with <c>task_scorer: my_component</c>.
 /// </summary>
-public sealed class MyScorer : IScorer
+public sealed class Scorer : IScorer
 {
     /// <summary>What decorators (and configs) name this scorer by.</summary>
     public string Name => "my_component";

@@ -5,11 +5,11 @@ using TorchSharp;
 namespace MyStrategy;
 
 /// <summary>The plugin's one configurator: registers its components as singletons.</summary>
-public sealed class MyStrategyPlugin : IPluginConfigurator
+public sealed class Plugin : IPluginConfigurator
 {
     /// <inheritdoc />
     public void ConfigureServices(IServiceCollection services, PluginContext context) =>
-        services.AddSingleton<IMergeStrategy, MyStrategy>();
+        services.AddSingleton<IMergeStrategy, Strategy>();
 }
 
 /// <summary>
@@ -17,7 +17,7 @@ public sealed class MyStrategyPlugin : IPluginConfigurator
 /// <see cref="MergeTensorRequest.Weights"/>[i]: the configured <c>weight</c> times any decorator's coefficient.
 /// Each output element depends on the same element of the inputs only, so the host may hand it row blocks of a tensor.
 /// </summary>
-public sealed class MyStrategy : IMergeStrategy
+public sealed class Strategy : IMergeStrategy
 {
     /// <summary>What a config's <c>merge_method</c> names (not the plugin id).</summary>
     public string Name => "my_component";

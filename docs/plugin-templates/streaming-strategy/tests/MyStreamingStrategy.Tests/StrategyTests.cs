@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace MyStreamingStrategy.Tests;
 
 /// <summary>The strategy on a tensor of a tiny model, whole and streamed in blocks, against the formula in double.</summary>
-public sealed class MyStreamingStrategyTests
+public sealed class StrategyTests
 {
     [Fact]
     public void Whole_and_streamed_merges_match_the_norm_matched_mean_computed_in_double()
@@ -25,7 +25,7 @@ public sealed class MyStreamingStrategyTests
         var scale = target / Math.Sqrt(m.Sum(x => x * x));
         var expected = Enumerable.Range(0, n).Select(e => values[0][e] + (scale * m[e])).ToArray();
 
-        var strategy = new MyStreamingStrategy();
+        var strategy = new Strategy();
         using var baseTensor = tensor(values[0]).reshape(shape);
         var models = Enumerable.Range(1, 3).Select(i => tensor(values[i]).reshape(shape)).ToArray();
         var parameters = new ResolvedParameters(new Dictionary<string, object>(), []);

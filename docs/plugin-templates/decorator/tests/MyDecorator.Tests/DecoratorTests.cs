@@ -9,7 +9,7 @@ namespace MyDecorator.Tests;
 /// The decorator around a weighted mean, on the tensors of a tiny two-expert model, with a scorer table given by the
 /// test: the merged values must be the weighted mean with weights w_i (S_i^l / mean_j S_j^l)^strength, in double.
 /// </summary>
-public sealed class MyDecoratorTests
+public sealed class DecoratorTests
 {
     [Fact]
     public async Task Steers_the_inner_strategy_with_each_experts_score_share_per_layer_group()
@@ -18,7 +18,7 @@ public sealed class MyDecoratorTests
         double[][] scores = [[1.0, 3.0, 2.0], [3.0, 1.0, 2.0]];
         const double strength = 0.5;
         var experts = new[] { "math", "code" }.Select(n => new ScoredModel(n, "/models/" + n, null)).ToArray();
-        var decorator = new MyDecorator();
+        var decorator = new Decorator();
         var decorated = await decorator.DecorateAsync(new WeightedMean(), new DecoratorContext
         {
             Experts = experts,
