@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using System.Xml.Linq;
 using SensMerging.Host.Plugins;
 
@@ -57,5 +58,25 @@ public sealed class PluginTemplateFilesTests
         }
         // TorchSharp-cpu's native libraries must be those of the TorchSharp the contract references.
         Assert.Equal(repository["TorchSharp"], template["TorchSharp-cpu"]);
+    }
+
+    /// <summary>
+    /// The guide's worked example is the streaming-strategy template's source, copied in by scripts/plugins-guide.py:
+    /// every <c>&lt;!-- include: PATH --&gt;</c> block of docs/plugins.md must be the file's text, so the docs cannot drift
+    /// from the code that <see cref="PluginTemplateTests"/> builds, tests and merges with.
+    /// </summary>
+    [Fact]
+    public void The_guides_worked_example_is_the_tested_streaming_template_file()
+    {
+        var docs = Path.Combine(TestPaths.RepoRoot, "docs");
+        var guide = File.ReadAllText(Path.Combine(docs, "plugins.md"));
+        var includes = Regex.Matches(guide, "<!-- include: (?<path>[^ ]+) -->\n(?<body>.*?)<!-- /include -->", RegexOptions.Singleline);
+        Assert.Contains(includes, m => m.Groups["path"].Value == "plugin-templates/streaming-strategy/src/MyStreamingStrategy/Strategy.cs");
+        foreach (Match include in includes)
+        {
+            var source = File.ReadAllText(Path.Combine(docs, include.Groups["path"].Value));
+            Assert.True("```csharp\n" + source + "```\n" == include.Groups["body"].Value,
+                $"docs/plugins.md's copy of {include.Groups["path"].Value} is stale: run /usr/bin/python3 scripts/plugins-guide.py");
+        }
     }
 }
