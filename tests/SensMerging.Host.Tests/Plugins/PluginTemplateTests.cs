@@ -18,7 +18,7 @@ public sealed class PackedContractFixture : IAsyncLifetime
 
     public string Feed => Path.Combine(Root, "feed");
 
-    public string ContractVersion { get; } = $"{PluginContract.Version}.0-templates{DateTime.UtcNow:yyyyMMddHHmmssfff}";
+    public string ContractVersion { get; } = $"{PluginContract.Version}.0-templates{DateTime.UtcNow:yyyyMMddHHmmss}{Guid.NewGuid():N}";
 
     public string Base => Path.Combine(Root, "llamas", "base");
 
@@ -54,9 +54,10 @@ public sealed class PackedContractFixture : IAsyncLifetime
 /// (its own nuget.config names the packed contract's folder; the user-wide NuGet configuration is not touched), the
 /// generated projects build as generated and their one test passes, the plugin folder loads in the unchanged host, and
 /// the host uses it: a merge for the strategies, <c>sensmerge scores</c> for the scorer, a decorated merge for the
-/// decorator, each checked against the plugin's formula computed here in double.
+/// decorator, each checked against the plugin's formula computed here in double. The strategies run in one test class
+/// and the scorer and decorator in another, so that at most two generated projects build at a time.
 /// </summary>
-public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassFixture<PackedContractFixture>
+public sealed class StrategyTemplateTests(PackedContractFixture fixture) : PluginTemplateTests(fixture), IClassFixture<PackedContractFixture>
 {
     [Fact]
     public async Task Strategy_template_builds_passes_its_test_and_merges_in_the_host()
@@ -64,11 +65,11 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         var (component, hostDir) = await GenerateBuildAndTestAsync("strategy", "AcmeBlend");
         var config = Write(hostDir, "merge.yaml", $$"""
             merge_method: {{component}}
-            base_model: {{fixture.Base}}
+            base_model: {{Fixture.Base}}
             models:
-              - model: {{fixture.Math}}
+              - model: {{Fixture.Math}}
                 parameters: {weight: 0.7}
-              - model: {{fixture.Code}}
+              - model: {{Fixture.Code}}
                 parameters: {weight: 1.3}
             parameters:
               lambda: 0.5
@@ -89,11 +90,11 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         var (component, hostDir) = await GenerateBuildAndTestAsync("streaming-strategy", "AcmeNormMatch");
         var config = Write(hostDir, "merge.yaml", $$"""
             merge_method: {{component}}
-            base_model: {{fixture.Base}}
+            base_model: {{Fixture.Base}}
             models:
-              - model: {{fixture.Math}}
+              - model: {{Fixture.Math}}
                 parameters: {weight: 1.0}
-              - model: {{fixture.Code}}
+              - model: {{Fixture.Code}}
                 parameters: {weight: 3.0}
             """);
         var output = await MergeAsync(hostDir, config);
@@ -110,6 +111,11 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         });
     }
 
+}
+
+/// <summary>The scorer and decorator templates (see <see cref="StrategyTemplateTests"/>).</summary>
+public sealed class ScorerAndDecoratorTemplateTests(PackedContractFixture fixture) : PluginTemplateTests(fixture), IClassFixture<PackedContractFixture>
+{
     [Fact]
     public async Task Scorer_template_builds_passes_its_test_and_scores_in_the_host()
     {
@@ -119,10 +125,10 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         var config = Write(hostDir, "scores.yaml", $$"""
             merge_method: linear
             models:
-              - model: {{fixture.Math}}
-                calibration: {path: {{fixture.MathData}}, samples: 1, max_length: 24}
-              - model: {{fixture.Code}}
-                calibration: {path: {{fixture.CodeData}}, samples: 1, max_length: 24}
+              - model: {{Fixture.Math}}
+                calibration: {path: {{Fixture.MathData}}, samples: 1, max_length: 24}
+              - model: {{Fixture.Code}}
+                calibration: {path: {{Fixture.CodeData}}, samples: 1, max_length: 24}
             decorators:
               - name: sens
                 parameters: {task_scorer: {{component}}, cross_scaling: false}
@@ -156,10 +162,10 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         var config = Write(hostDir, "merge.yaml", $$"""
             merge_method: linear
             models:
-              - model: {{fixture.Math}}
-                calibration: {path: {{fixture.MathData}}, samples: 2, max_length: 24}
-              - model: {{fixture.Code}}
-                calibration: {path: {{fixture.CodeData}}, samples: 2, max_length: 24}
+              - model: {{Fixture.Math}}
+                calibration: {path: {{Fixture.MathData}}, samples: 2, max_length: 24}
+              - model: {{Fixture.Code}}
+                calibration: {path: {{Fixture.CodeData}}, samples: 2, max_length: 24}
             decorators:
               - name: {{component}}
                 parameters: {scorer: fisher, strength: 1.0}
@@ -196,12 +202,19 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         Assert.True(steered > 0, "every coefficient pair is equal: the decorator steered nothing");
     }
 
+}
+
+/// <summary>What the template tests share: generate, build and test a template, install it, merge and check.</summary>
+public abstract class PluginTemplateTests(PackedContractFixture fixture)
+{
+    protected PackedContractFixture Fixture => fixture;
+
     /// <summary>
     /// <c>sensmerge plugins new KIND NAME</c> into the fixture's folder; <c>dotnet test</c> on the generated folder (plugin and
     /// test project); the plugin's build output dropped into a host folder's plugins.d with a plugins.json that also lists
     /// <paramref name="builtIns"/>; <c>plugins list</c> shows it Loaded. Returns the component's name and the host folder.
     /// </summary>
-    private async Task<(string Component, string HostDir)> GenerateBuildAndTestAsync(string kind, string name, params string[] builtIns)
+    protected async Task<(string Component, string HostDir)> GenerateBuildAndTestAsync(string kind, string name, params string[] builtIns)
     {
         var project = Path.Combine(fixture.Root, kind);
         var (exit, stdout, stderr) = await Processes.SensMergeAsync("plugins", "new", kind, name, "--out", project,
@@ -244,14 +257,14 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         return (component, hostDir);
     }
 
-    private static string Write(string folder, string file, string text)
+    protected static string Write(string folder, string file, string text)
     {
         var path = Path.Combine(folder, file);
         File.WriteAllText(path, text);
         return path;
     }
 
-    private static async Task<MergedOutput> MergeAsync(string hostDir, string config, string? registry = null)
+    protected static async Task<MergedOutput> MergeAsync(string hostDir, string config, string? registry = null)
     {
         var output = Path.Combine(hostDir, "merged");
         var (exit, stdout, stderr) = await Processes.SensMergeAsync("merge", config, "--out", output,
@@ -264,7 +277,7 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
     /// For every tensor of the merged model: <paramref name="expected"/>(base, experts, merged) in double (inputs widened)
     /// returns the float32 tensor the plugin's formula gives, which the merged tensor must match.
     /// </summary>
-    private void ForEachTensor(MergedOutput output, Func<Tensor, Tensor[], Tensor, Tensor> expected)
+    protected void ForEachTensor(MergedOutput output, Func<Tensor, Tensor[], Tensor, Tensor> expected)
     {
         using var baseModel = ModelFolder.Open(fixture.Base);
         using var math = ModelFolder.Open(fixture.Math);
@@ -284,7 +297,7 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
         }
     }
 
-    private static (string[] Columns, double[][] Values) Table(JsonElement report, string name)
+    protected static (string[] Columns, double[][] Values) Table(JsonElement report, string name)
     {
         var table = report.GetProperty("tables").EnumerateArray().Single(t => t.GetProperty("scorer").GetString() == name);
         return ([.. table.GetProperty("columns").EnumerateArray().Select(c => c.GetString()!)],
@@ -300,7 +313,7 @@ public sealed class PluginTemplateTests(PackedContractFixture fixture) : IClassF
             ["MSBUILDDISABLENODEREUSE"] = "1",
         }, TimeSpan.FromMinutes(8));
 
-    private sealed class MergedOutput(string folder, string recordId)
+    protected sealed class MergedOutput(string folder, string recordId)
     {
         public string Folder => folder;
 
