@@ -45,6 +45,14 @@ public sealed class PackedContractFixture : IAsyncLifetime
     public Task DisposeAsync()
     {
         Directory.Delete(Root, recursive: true);
+        // Restore extracted this run's unique contract version into the global packages folder: nothing else uses it.
+        var packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        var cached = Path.Combine(packages, "sensmerging.abstractions", ContractVersion.ToLowerInvariant());
+        if (Directory.Exists(cached))
+        {
+            Directory.Delete(cached, recursive: true);
+        }
         return Task.CompletedTask;
     }
 }
