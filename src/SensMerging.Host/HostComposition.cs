@@ -48,6 +48,7 @@ public static class HostComposition
             .ValidateDataAnnotations()
             .ValidateOnStart();
         builder.Services.AddSingleton<PluginLoader>();
+        builder.Services.AddSingleton<PluginTemplates>();
         builder.Services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<IOptions<SensMergeOptions>>().Value;

@@ -7,7 +7,7 @@ using Spectre.Console;
 
 namespace SensMerging.Host.Cli;
 
-/// <summary><c>sensmerge plugins list [--json]</c>.</summary>
+/// <summary><c>sensmerge plugins list [--json]</c> and <c>sensmerge plugins new KIND NAME [--out DIR]</c>.</summary>
 public static class PluginsCommand
 {
     public static Command Create()
@@ -31,7 +31,28 @@ public static class PluginsCommand
             }
             return Task.FromResult(0);
         }, ct));
-        return new Command("plugins", "Inspect the plugins the host discovers") { list };
+        return new Command("plugins", "Inspect the plugins the host discovers, or start a new one") { list, New() };
+    }
+
+    private static Command New()
+    {
+        var kinds = string.Join("; ", PluginTemplates.Kinds.Select(k => $"{k.Kind}: {k.Summary}"));
+        var kind = new Argument<string>("kind") { Description = $"What to create ({kinds})" };
+        var name = new Argument<string>("name") { Description = "Project, namespace and class name (e.g. AcmeMedian); the component is named acme_median, the plugin acme-median" };
+        var output = new Option<string?>("--out", "-o") { Description = "Folder to create (default: ./NAME); must not exist or be empty" };
+        var contract = new Option<string?>("--contract-version") { Description = $"SensMerging.Abstractions package version to reference (default: {PluginTemplates.DefaultContractVersion}, this host's contract)" };
+        var feed = new Option<string?>("--feed") { Description = "Folder holding the packed contract, written to the project's nuget.config (default: ../sensmerge-feed beside the project)" };
+        var command = new Command("new", "Create a plugin project (plugin + xunit test, local nuget.config) from the dotnet new templates") { kind, name, output, contract, feed };
+        command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
+        {
+            var created = await services.GetRequiredService<PluginTemplates>().CreateAsync(
+                parse.GetValue(kind)!, parse.GetValue(name)!, parse.GetValue(output), parse.GetValue(contract), parse.GetValue(feed), token);
+            Console.Out.WriteLine($"created {created.Folder}: component '{created.ComponentName}', plugin id '{created.PluginId}', contract package {created.ContractVersion}");
+            Console.Out.WriteLine("next: dotnet pack src/SensMerging.Abstractions -o <the feed in its nuget.config> (a new -p:PackageVersion for every repack),");
+            Console.Out.WriteLine($"      dotnet test {created.Folder}, then copy {Path.Combine(created.Folder, "src", parse.GetValue(name)!, "bin", "Release", "net10.0")} (after dotnet build -c Release) into a plugins.json search path");
+            return 0;
+        }, ct));
+        return command;
     }
 
     internal static PluginListJson ToJson(PluginCatalog catalog) => new(
