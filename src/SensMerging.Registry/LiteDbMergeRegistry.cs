@@ -401,21 +401,7 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
             && (untilTicks is null || r.Ticks < untilTicks)
             && (keys is null || r.ModelKeys.Overlaps(keys))
             && r.Matches(decorator, search));
-        if (query.Sort == MergeSort.Score)
-        {
-            var key = string.IsNullOrWhiteSpace(query.ScoreKey) ? null : query.ScoreKey.Trim();
-            rows = rows
-                .Select((row, order) => (Row: row, Score: row.Score(key), Order: order))
-                .OrderBy(x => x.Score is null ? 1 : 0)
-                .ThenByDescending(x => x.Score ?? 0)
-                .ThenBy(x => x.Order)
-                .Select(x => x.Row);
-        }
-        var page = rows.Skip(query.Offset);
-        if (query.Limit > 0)
-        {
-            page = page.Take(query.Limit);
-        }
+        var page = SortAndPage(rows, query, (row, key) => row.Score(key));
         return [.. SummariesOf([.. page.Select(r => r.Id)]).Select(RecordDocuments.ReadSummary)];
     }
 
@@ -486,22 +472,28 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
         var decorator = string.IsNullOrWhiteSpace(query.Decorator) ? null : query.Decorator.Trim();
         var search = string.IsNullOrWhiteSpace(query.Search) ? null : query.Search.Trim();
         var matches = decorator is null && search is null ? candidates : candidates.Where(d => RecordDocuments.Matches(d, decorator, search));
+        return [.. SortAndPage(matches, query, RecordDocuments.Score).Select(RecordDocuments.ReadSummary)];
+    }
+
+    /// <summary>
+    /// The query's page of <paramref name="rows"/> (given newest or oldest first): by evaluation score when the query sorts
+    /// by score (highest first, merges without that score last, ties in the given order), then offset and limit. The
+    /// index-backed and the scanning list both page through this.
+    /// </summary>
+    private static IEnumerable<T> SortAndPage<T>(IEnumerable<T> rows, MergeQuery query, Func<T, string?, double?> score)
+    {
         if (query.Sort == MergeSort.Score)
         {
             var key = string.IsNullOrWhiteSpace(query.ScoreKey) ? null : query.ScoreKey.Trim();
-            matches = matches
-                .Select((doc, order) => (Doc: doc, Score: RecordDocuments.Score(doc, key), Order: order))
+            rows = rows
+                .Select((row, order) => (Row: row, Score: score(row, key), Order: order))
                 .OrderBy(x => x.Score is null ? 1 : 0)
                 .ThenByDescending(x => x.Score ?? 0)
                 .ThenBy(x => x.Order)
-                .Select(x => x.Doc);
+                .Select(x => x.Row);
         }
-        var page = matches.Skip(query.Offset);
-        if (query.Limit > 0)
-        {
-            page = page.Take(query.Limit);
-        }
-        return [.. page.Select(RecordDocuments.ReadSummary)];
+        var page = rows.Skip(query.Offset);
+        return query.Limit > 0 ? page.Take(query.Limit) : page;
     }
 
     public Task<MergeRecord?> GetAsync(string idOrPrefix, CancellationToken cancellationToken = default)
