@@ -22,6 +22,9 @@ internal static class ModelCardRenderer
         .UseAutoLinks()
         .Build();
 
+    /// <summary>Renders a small card once, so that the first real one does not pay for the libraries' first use.</summary>
+    public static void WarmUp() => Render("# Card\n\nSome *text*, a [link](https://example.com) and a table:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
+
     /// <summary>The card as sanitised HTML.</summary>
     public static string Render(string markdown)
     {
