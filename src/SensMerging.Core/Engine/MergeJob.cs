@@ -26,16 +26,19 @@ internal sealed record MergeJob(
     int LayerIndex,
     IReadOnlyList<string> InputNames)
 {
-    /// <summary>The names of the models merged (the inputs without the base), as strategies see them.</summary>
-    public IReadOnlyList<string> ModelNames => HasBase ? [.. InputNames.Skip(1)] : InputNames;
+    /// <summary>
+    /// The names of the models merged (the inputs without the base), as strategies see them. Derived once per job, as
+    /// the values below: every block's request reads them.
+    /// </summary>
+    public IReadOnlyList<string> ModelNames { get; } = HasBase ? [.. InputNames.Skip(1)] : InputNames;
 
     public long OutputBytes => checked(TensorShape.ElementCount(Shape) * OutputDType.Size);
 
     /// <summary>Bytes the inputs of one element take in their files, summed over the inputs.</summary>
-    public long InputBytesPerElement => Inputs.Sum(i => (long)i.DType.Size);
+    public long InputBytesPerElement { get; } = Inputs.Sum(i => (long)i.DType.Size);
 
-    /// <summary>Whether every input is stored in <paramref name="dtype"/>.</summary>
-    public bool AllStoredAs(SafeTensorsDType dtype) => Inputs.All(i => i.DType == dtype);
+    /// <summary>Whether every input is stored in bfloat16.</summary>
+    public bool StoredAsBFloat16 { get; } = Inputs.All(i => i.DType == SafeTensorsDType.BF16);
 }
 
 /// <summary>

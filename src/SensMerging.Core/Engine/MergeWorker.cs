@@ -229,7 +229,7 @@ internal sealed class MergeWorker : IDisposable
     /// (<see cref="StrategyTraits.AcceptsBFloat16"/>), the device is the CPU, and inputs and output are both BF16.
     /// </summary>
     private bool AsStored(MergeJob job) =>
-        _acceptsBFloat16 && job.CastDType == SafeTensorsDType.BF16 && job.OutputDType == SafeTensorsDType.BF16 && job.AllStoredAs(SafeTensorsDType.BF16);
+        _acceptsBFloat16 && job.CastDType == SafeTensorsDType.BF16 && job.OutputDType == SafeTensorsDType.BF16 && job.StoredAsBFloat16;
 
     /// <summary>Where the strategy writes an item's result: the set's float32 buffer, or its BF16 buffer when <see cref="AsStored"/>.</summary>
     private Tensor OutputView(OutputSet set, MergeJob job, long[] shape) =>
