@@ -91,7 +91,7 @@ internal static class EngineOnly
                     var outPath = Path.Combine(options.Root, "merged-" + method);
                     var before = RssAnonSampler.CurrentKb() / 1000;
                     sampler.Reset();
-                    var result = new MergeEngine().Run(Plan(method, models, weights, options.Density), new MergeOptions
+                    var result = new MergeEngine().Run(Plan(method, models, weights, options.Density) with { ComputeInFloat32 = options.ComputeInFloat32 }, new MergeOptions
                     {
                         OutputPath = outPath,
                         Overwrite = true,

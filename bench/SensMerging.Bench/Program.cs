@@ -85,13 +85,13 @@ foreach (var dtype in options.DTypes)
         Console.WriteLine($"\n== {dtype}: {models.Count} models x {Mb(models[0].TotalTensorBytes)} MB ({models[0].Tensors.Count} tensors), {options.Experts} experts");
         foreach (var method in options.Methods)
         {
-            var plan = EngineOnly.Plan(method, models, weights, options.Density);
+            var plan = EngineOnly.Plan(method, models, weights, options.Density) with { ComputeInFloat32 = options.ComputeInFloat32 };
             var outPath = Path.Combine(options.Root, "merged-" + method);
             var outFloor = Path.Combine(options.Root, "floor");
             // Interleaved rounds on this shared machine: floor, engine, floor, engine, ..., floor. Each engine run is compared
             // with the mean rate of the two floor runs next to it (same minutes, same neighbours' load); the median of those
             // per-round ratios is the figure, so one slow burst of writeback or of another process moves it little.
-            Console.WriteLine(string.Create(inv, $"-- {dtype} {method}: {options.Rounds} rounds, load average {LoadAverage()}"));
+            Console.WriteLine(string.Create(inv, $"-- {dtype} {method}{(options.ComputeInFloat32 ? " (float32 compute)" : string.Empty)}: {options.Rounds} rounds, load average {LoadAverage()}"));
             double Floor()
             {
                 sampler.Reset();
@@ -192,7 +192,7 @@ static string Mb(long bytes) => (bytes / 1_000_000).ToString(CultureInfo.Invaria
 internal sealed record BenchOptions(
     int Layers, int Experts, IReadOnlyList<SafeTensorsDType> DTypes, IReadOnlyList<string> Methods, string Root, int Parallelism,
     long BlockElements, long ShardBytes, double Density, bool Naive, bool Keep, int TorchThreads = 0, bool GenerateOnly = false, bool Micro = false,
-    bool EngineOnly = false, string? MicroModel = null, int Rounds = 3)
+    bool EngineOnly = false, string? MicroModel = null, int Rounds = 3, bool ComputeInFloat32 = false)
 {
     public static BenchOptions Parse(string[] args)
     {
@@ -220,7 +220,8 @@ internal sealed record BenchOptions(
                 "--micro-model" => o with { Micro = true, MicroModel = Next() },
                 "--engine-only" => o with { EngineOnly = true },
                 "--rounds" => o with { Rounds = Math.Max(1, int.Parse(Next(), CultureInfo.InvariantCulture)) },
-                _ => throw new ArgumentException($"unknown option {args[i]} (--layers N --experts N --dtypes f32,bf16 --methods a,b --dir D --parallel P --block N --shard-size 2GB --density D --no-naive --keep --torch-threads N --micro --engine-only --rounds N)"),
+                "--compute-dtype" => Next() == "float32" ? o with { ComputeInFloat32 = true } : throw new ArgumentException("--compute-dtype takes float32 (the default is mergekit's rounding in half precision)"),
+                _ => throw new ArgumentException($"unknown option {args[i]} (--layers N --experts N --dtypes f32,bf16 --methods a,b --dir D --parallel P --block N --shard-size 2GB --density D --no-naive --keep --torch-threads N --micro --engine-only --rounds N --compute-dtype float32)"),
             };
         }
         return o;

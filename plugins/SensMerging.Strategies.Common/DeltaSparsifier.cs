@@ -45,7 +45,12 @@ internal sealed class DeltaSparsifier
         {
             return;
         }
-        var total = _settings.RescalesL1(model) ? L1(delta) : 0;
+        // In a half-precision compute dtype the norms and their ratio are 0-dim tensors of that dtype, as mergekit's are
+        // (except DARE in float16, which mergekit rescales in float32 because CPU bernoulli lacks float16).
+        var half = HalfPrecisionTaskArithmetic.IsHalf(delta.dtype)
+            && !(_variant.Sparsification == SparsificationMethod.Random && delta.dtype == ScalarType.Float16);
+        using var totalHalf = _settings.RescalesL1(model) && half ? L1InDType(delta) : null;
+        var total = _settings.RescalesL1(model) && !half ? L1(delta) : 0;
         switch (_variant.Sparsification)
         {
             case SparsificationMethod.Magnitude:
@@ -62,7 +67,11 @@ internal sealed class DeltaSparsifier
             default:
                 break;
         }
-        if (_settings.RescalesL1(model))
+        if (totalHalf is not null)
+        {
+            RescaleInDType(delta, totalHalf);
+        }
+        else if (_settings.RescalesL1(model))
         {
             var factor = TaskArithmeticSettings.L1RescaleFactor(total, L1(delta));
             if (factor != 1f)
@@ -70,6 +79,25 @@ internal sealed class DeltaSparsifier
                 delta.mul_(factor);
             }
         }
+    }
+
+    /// <summary>The L1 norm as a 0-dim tensor of the delta's dtype (float32 accumulation, rounded once, as torch sums).</summary>
+    private static Tensor L1InDType(Tensor delta)
+    {
+        using var magnitudes = delta.abs();
+        return magnitudes.sum();
+    }
+
+    /// <summary>mergekit's L1 rescale in the delta's own dtype: <c>delta * (before / after)</c> unless either norm is below epsilon.</summary>
+    private static void RescaleInDType(Tensor delta, Tensor before)
+    {
+        using var scope = NewDisposeScope();
+        var after = L1InDType(delta);
+        if (before.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>() || after.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>())
+        {
+            return;
+        }
+        delta.mul_(before.div(after));
     }
 
     private static double L1(Tensor delta)
@@ -90,10 +118,54 @@ internal sealed class DeltaSparsifier
             delta.zero_();
             return;
         }
-        _counter ??= _scratch.Rent(ScalarType.Int64);
-        _counterTemp ??= _scratch.Rent(ScalarType.Int64);
-        CounterRandom.KeepMask(mask, _elementStart, CounterRandom.StreamKey(_seed + model), CounterRandom.Threshold(density), _counter, _counterTemp);
+        var key = CounterRandom.StreamKey(_seed + model);
+        var threshold = CounterRandom.Threshold(density);
+        if (!TryFillKeepMask(mask, _elementStart, key, threshold))
+        {
+            _counter ??= _scratch.Rent(ScalarType.Int64);
+            _counterTemp ??= _scratch.Rent(ScalarType.Int64);
+            CounterRandom.KeepMask(mask, _elementStart, key, threshold, _counter, _counterTemp);
+        }
         delta.mul_(mask);
+    }
+
+    /// <summary>
+    /// <see cref="CounterRandom.KeepMask"/>'s 0/1 mask written in managed code into a contiguous CPU float32, bfloat16 or
+    /// float16 tensor, in parallel chunks (the same decisions, without two int64 buffers of the tensor's size); false for
+    /// other tensors.
+    /// </summary>
+    private static unsafe bool TryFillKeepMask(Tensor mask, long elementStart, ulong key, uint threshold)
+    {
+        if (mask.device_type != DeviceType.CPU || !mask.is_contiguous() || mask.dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+        {
+            return false;
+        }
+        var n = mask.numel();
+        if (n == 0)
+        {
+            return true;
+        }
+        var pointer = (nint)NativeSpans.Address(mask);
+        var wide = mask.dtype == ScalarType.Float32;
+        ushort one = mask.dtype == ScalarType.BFloat16 ? (ushort)0x3F80 : (ushort)0x3C00;
+        const long Chunk = 1L << 18;
+        Parallel.For(0L, (n + Chunk - 1) / Chunk, c =>
+        {
+            var end = Math.Min(n, (c + 1) * Chunk);
+            for (var e = c * Chunk; e < end; e++)
+            {
+                var keep = CounterRandom.Uniform24(key, elementStart + e) < threshold;
+                if (wide)
+                {
+                    ((float*)pointer)[e] = keep ? 1f : 0f;
+                }
+                else
+                {
+                    ((ushort*)pointer)[e] = keep ? one : (ushort)0;
+                }
+            }
+        });
+        return true;
     }
 
     /// <summary>

@@ -47,6 +47,11 @@ public static class TaskArithmeticCore
         // tensor, so DARE's drops do not depend on the host's block size. Callers that set no tensor seed (hosts
         // before 1.1, direct calls) merge whole tensors or independent blocks with the request's own seed.
         var randomSeed = request.TensorSeed != 0 ? request.TensorSeed : request.Seed;
+        if (HalfPrecisionTaskArithmetic.Applies(request))
+        {
+            HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed);
+            return;
+        }
         if (output.numel() > 0 && variant.Streams && TaskArithmeticSession.IsDirect(request))
         {
             using var session = new TaskArithmeticSession(variant, settings, output.numel(), randomSeed, request.TensorName);

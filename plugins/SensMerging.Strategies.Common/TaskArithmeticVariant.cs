@@ -120,6 +120,8 @@ public sealed record TaskArithmeticVariant(
         // The streaming methods' kernels widen bfloat16 in registers and round once; DELLA's whole-tensor path computes
         // with libtorch in the tensors' dtype, so the host widens bfloat16 to float32 for it.
         AcceptsBFloat16 = Streams,
+        // With a half-precision compute dtype every variant computes as mergekit does in it (HalfPrecisionTaskArithmetic).
+        RoundsIntermediates = true,
     };
 
     /// <summary>The parameters the variant reads, with mergekit's names and defaults.</summary>

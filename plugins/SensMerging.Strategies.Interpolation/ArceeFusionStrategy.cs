@@ -21,7 +21,8 @@ public sealed class ArceeFusionStrategy : IMergeStrategy
 
     public IReadOnlyList<ParameterSpec> Parameters { get; } = [];
 
-    public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 1, MaxModels: 1, Elementwise: false);
+    /// <summary>mergekit's arcee_fusion returns float32 (its mask is float32): written so unless an output dtype is asked for.</summary>
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 1, MaxModels: 1, Elementwise: false) { WritesFloat32 = true };
 
     public void Merge(MergeTensorRequest request)
     {

@@ -1,5 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using SensMerging.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace SensMerging.Strategies.Linear;
 
@@ -28,7 +30,11 @@ public sealed class PassthroughStrategy : IMergeStrategy
         ParameterSpec.Float("scale", 1.0, ParameterScope.PerModel, "Factor on the model's tensor (1: unchanged)."),
     ];
 
-    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 1, MaxModels: 1, Elementwise: true);
+    /// <summary>
+    /// Rounds like mergekit in any compute dtype: its one operation, <c>x * scale</c>, is computed in float32 either way
+    /// and rounded once by the host, as torch rounds it in half precision.
+    /// </summary>
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 1, MaxModels: 1, Elementwise: true) { RoundsIntermediates = true };
 
     public void Merge(MergeTensorRequest request)
     {
@@ -58,11 +64,16 @@ public sealed class LinearStrategy : IMergeStrategy
         ParameterSpec.Boolean("normalize", true, ParameterScope.Global, "Divide by the sum of the weights."),
     ];
 
-    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, Elementwise: true);
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, Elementwise: true) { RoundsIntermediates = true };
 
     public void Merge(MergeTensorRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        if (HalfPrecision.Applies(request))
+        {
+            MergeInComputeDType(request);
+            return;
+        }
         var output = request.Output;
         output.zero_();
         double total = 0;
@@ -76,4 +87,36 @@ public sealed class LinearStrategy : IMergeStrategy
             output.div_(total);
         }
     }
+
+    /// <summary>
+    /// mergekit's linear in a half-precision compute dtype: the weights as a tensor of that dtype (each rounded to it),
+    /// <c>(w * x).sum(0)</c> (each product rounded, the sum accumulated in float32 and rounded once), divided by the
+    /// weights' sum when normalizing (a sum of magnitude at most 1e-12 is not divided by, as in float32).
+    /// </summary>
+    private static void MergeInComputeDType(MergeTensorRequest request)
+    {
+        var dtype = request.ComputeDType;
+        var count = request.Models.Count;
+        using var noGrad = torch.no_grad();
+        var products = request.Scratch.Rent([count, .. request.Output.shape], dtype); // rented outside the scope below
+        using var scope = NewDisposeScope();
+        var weights = torch.tensor(request.Weights.ToArray(), ScalarType.Float64).to(dtype);
+        for (var i = 0; i < count; i++)
+        {
+            products[i].copy_(request.Models[i]).mul_(weights[i]);
+        }
+        var merged = products.sum(0L);
+        var total = weights.sum();
+        if (request.Parameters.Boolean("normalize") && Math.Abs(total.ToSingle()) > 1e-12)
+        {
+            merged.div_(total);
+        }
+        request.Output.copy_(merged);
+    }
+}
+
+/// <summary>Whether a request asks for mergekit's arithmetic in a half-precision dtype (<see cref="MergeTensorRequest.ComputeDType"/>).</summary>
+internal static class HalfPrecision
+{
+    public static bool Applies(MergeTensorRequest request) => request.ComputeDType is ScalarType.BFloat16 or ScalarType.Float16;
 }

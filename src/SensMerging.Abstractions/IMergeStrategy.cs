@@ -51,6 +51,25 @@ public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, i
     /// output are stored as bfloat16 and the compute device is the CPU; other strategies keep getting float32.
     /// </summary>
     public bool AcceptsBFloat16 { get; init; }
+
+    /// <summary>
+    /// True when the strategy reproduces mergekit's arithmetic in a half-precision compute dtype (contract 1.3): given a
+    /// request whose <see cref="MergeTensorRequest.ComputeDType"/> is bfloat16 or float16, it rounds every intermediate
+    /// result to that dtype where mergekit's method does (each torch operation on tensors of that dtype rounds its result),
+    /// so a config with <c>dtype: bfloat16</c> gives mergekit's bytes. A host hands such a strategy whole tensors (or
+    /// elementwise blocks) in that case, never streamed blocks: mergekit's whole-tensor statistics are taken on the rounded
+    /// values. Strategies without it compute in float32 and their result is rounded once (more accurate, and it can differ
+    /// from mergekit's by one unit in the last place); the host says so in its log.
+    /// </summary>
+    public bool RoundsIntermediates { get; init; }
+
+    /// <summary>
+    /// True when mergekit's method returns float32 tensors whatever the dtype of its inputs (contract 1.3; arcee_fusion
+    /// multiplies by a float32 mask): the host then writes the merged tensors in float32 unless an output dtype is asked
+    /// for (<c>out_dtype</c>, <c>--dtype</c>), as mergekit does. config.json's <c>torch_dtype</c> still says
+    /// <c>out_dtype</c>, else <c>dtype</c>, as mergekit writes it.
+    /// </summary>
+    public bool WritesFloat32 { get; init; }
 }
 
 /// <summary>One tensor's merge: inputs, weights, parameters, and the buffer to write the result into.</summary>
@@ -116,6 +135,15 @@ public sealed record MergeTensorRequest
 
     /// <summary>Number of transformer blocks in the model (0 when unknown).</summary>
     public int LayerCount { get; init; }
+
+    /// <summary>
+    /// The dtype whose arithmetic the merge reproduces (contract 1.3): mergekit computes in the config's <c>dtype</c> (or,
+    /// without one, the inputs' stored dtype), rounding after every operation. Float32 unless that dtype is bfloat16 or
+    /// float16 and the user did not ask for float32 compute. The inputs and <see cref="Output"/> keep their buffer dtype
+    /// (float32, or bfloat16 as stored); their values are representable in this dtype. Only strategies that declare
+    /// <see cref="StrategyTraits.RoundsIntermediates"/> act on it; hosts before 1.3 leave it float32.
+    /// </summary>
+    public ScalarType ComputeDType { get; init; } = ScalarType.Float32;
 
     /// <summary>
     /// Row-major index, within the whole tensor, of the first element of <see cref="Output"/> (and of the inputs) when the

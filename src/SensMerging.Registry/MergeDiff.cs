@@ -50,6 +50,7 @@ public sealed record MergeDiff(
         AddIfDifferent(fields, "seed", left.Seed?.ToString(CultureInfo.InvariantCulture), right.Seed?.ToString(CultureInfo.InvariantCulture));
         AddIfDifferent(fields, "dtype", left.Dtype, right.Dtype);
         AddIfDifferent(fields, "outDtype", left.OutDtype, right.OutDtype);
+        AddIfDifferent(fields, "computeDtype", left.ComputeDtype, right.ComputeDtype);
         AddIfDifferent(fields, "hostVersion", left.HostVersion, right.HostVersion);
         AddIfDifferent(fields, "status", left.Status.ToString().ToLowerInvariant(), right.Status.ToString().ToLowerInvariant());
         AddIfDifferent(fields, "warnings", left.Warnings.Count.ToString(CultureInfo.InvariantCulture), right.Warnings.Count.ToString(CultureInfo.InvariantCulture));

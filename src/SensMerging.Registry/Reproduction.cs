@@ -20,6 +20,7 @@ public sealed record PinnedInput(string Name, string Reference, string PinnedRef
 /// <param name="PinnedConfigText">The config with every Hub reference rewritten to <c>org/name@commit</c>.</param>
 /// <param name="Seed">The seed to pass (<c>--seed</c>).</param>
 /// <param name="OutDtype">The output dtype the original asked for (<c>--dtype</c> or <c>out_dtype</c>), passed again as <c>--dtype</c>; the config's <c>dtype</c> is in its text.</param>
+/// <param name="ComputeDtype">The compute dtype the original asked for (<c>--compute-dtype</c>), passed again; null: mergekit's rule.</param>
 /// <param name="Inputs">Inputs in merge order.</param>
 /// <param name="Warnings">Why the reproduction may not be exact (unpinned local folders, no seed...).</param>
 public sealed record ReproductionPlan(
@@ -28,6 +29,7 @@ public sealed record ReproductionPlan(
     string PinnedConfigText,
     long? Seed,
     string? OutDtype,
+    string? ComputeDtype,
     IReadOnlyList<PinnedInput> Inputs,
     IReadOnlyList<string> Warnings)
 {
@@ -69,14 +71,14 @@ public sealed record ReproductionPlan(
         {
             warnings.Add("no seed was recorded; a strategy with random dropping will not give identical output");
         }
-        return new ReproductionPlan(record.Id, record.ConfigText, pinned, record.Seed, record.OutDtype, inputs, warnings);
+        return new ReproductionPlan(record.Id, record.ConfigText, pinned, record.Seed, record.OutDtype, record.ComputeDtype, inputs, warnings);
     }
 
     /// <summary>A readable summary for <c>registry reproduce</c>.</summary>
     public string ToText()
     {
         var sb = new StringBuilder();
-        sb.Append(CultureInfo.InvariantCulture, $"reproduce {SourceId}: seed {Seed?.ToString(CultureInfo.InvariantCulture) ?? "none"}{(OutDtype is null ? string.Empty : ", output dtype " + OutDtype)}").AppendLine();
+        sb.Append(CultureInfo.InvariantCulture, $"reproduce {SourceId}: seed {Seed?.ToString(CultureInfo.InvariantCulture) ?? "none"}{(OutDtype is null ? string.Empty : ", output dtype " + OutDtype)}{(ComputeDtype is null ? string.Empty : ", compute dtype " + ComputeDtype)}").AppendLine();
         foreach (var i in Inputs)
         {
             sb.Append(CultureInfo.InvariantCulture, $"  {i.Name}: {i.PinnedReference}").AppendLine();

@@ -16,7 +16,8 @@ internal static class MergeHarness
         Dictionary<string, object>[]? perModel = null,
         long seed = 0,
         long[]? shape = null,
-        bool torchPath = false)
+        bool torchPath = false,
+        ScalarType compute = ScalarType.Float32)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         var n = models[0].Length;
@@ -44,6 +45,7 @@ internal static class MergeHarness
                 Seed = seed,
                 LayerIndex = 0,
                 LayerCount = 1,
+                ComputeDType = compute,
             });
             if (baseValues is not null)
             {

@@ -48,7 +48,12 @@ public sealed partial class MergeEngine
         cancellationToken.ThrowIfCancellationRequested();
 
         var strategy = plan.Strategy;
-        var items = jobs.SelectMany(j => MergeWorkItem.Plan(j, strategy.Traits, Streams(strategy), options.BlockElements)).ToList();
+        var streams = Streams(strategy, jobs);
+        if (!strategy.Traits.RoundsIntermediates && jobs.FirstOrDefault(j => j.IsMerged && j.ComputeDType != SafeTensorsDType.F32) is { } half)
+        {
+            Log.RoundedOnce(_logger, strategy.Name, half.ComputeDType.TorchDtypeName ?? half.ComputeDType.Name);
+        }
+        var items = jobs.SelectMany(j => MergeWorkItem.Plan(j, strategy.Traits, streams, options.BlockElements)).ToList();
         var outputPlan = jobs.Select(j => new TensorPlanEntry(j.Name, j.OutputDType, j.Shape)).ToList();
         Log.Starting(_logger, strategy.Name, jobs.Count, items.Count, options.OutputPath, null);
 
@@ -61,7 +66,7 @@ public sealed partial class MergeEngine
         using (var weights = new ShardedSafeTensorsWriter(output.WorkPath, outputPlan, options.ShardSizeBytes,
             new Dictionary<string, string> { ["merge_method"] = strategy.Name, ["merged_by"] = "SensMerging.Host" }, options.ComputeSha256))
         {
-            (bytesRead, stages) = Stream(plan, options, device, jobs, items, weights, nonFinite, progress, streaming, cancellationToken);
+            (bytesRead, stages) = Stream(plan, options, device, jobs, items, streams, weights, nonFinite, progress, streaming, cancellationToken);
             weightFiles = weights.Complete();
         }
         var mergeDuration = streaming.Elapsed;
@@ -91,8 +96,13 @@ public sealed partial class MergeEngine
         return result;
     }
 
-    /// <summary>True when the engine merges the strategy's tensors through the block protocol.</summary>
-    private static bool Streams(IMergeStrategy strategy) => strategy is IStreamingMergeStrategy && !strategy.Traits.Elementwise;
+    /// <summary>
+    /// True when the engine merges the strategy's tensors through the block protocol: a streaming strategy that is not
+    /// elementwise, unless it must round its intermediates in half precision (mergekit's whole-tensor statistics are
+    /// taken on rounded values: such tensors go whole, <see cref="StrategyTraits.RoundsIntermediates"/>).
+    /// </summary>
+    private static bool Streams(IMergeStrategy strategy, IReadOnlyList<MergeJob> jobs) =>
+        strategy is IStreamingMergeStrategy && !strategy.Traits.Elementwise && !jobs.Any(j => j.RoundsInHalfPrecision(strategy.Traits));
 
     /// <summary>
     /// Output buffer sets per worker: with small blocks more sets (8 Mi elements in all, at most 8 sets) let a worker run
@@ -106,6 +116,7 @@ public sealed partial class MergeEngine
         Device device,
         IReadOnlyList<MergeJob> jobs,
         List<MergeWorkItem> items,
+        bool streams,
         ShardedSafeTensorsWriter writer,
         NonFiniteTally nonFinite,
         IProgress<MergeProgress>? progress,
@@ -120,7 +131,7 @@ public sealed partial class MergeEngine
             .Select(i => i.Blocks is null ? i.ElementCount : i.Blocks.Max(b => b.ElementCount)).DefaultIfEmpty(1).Max());
         // Whole-tensor strategies (neither elementwise nor streaming) are not cut into blocks: their workers' buffers have
         // their own size, so mid-size tensors still run in parallel however small the blocks are.
-        var wholeTensors = !plan.Strategy.Traits.Elementwise && !Streams(plan.Strategy);
+        var wholeTensors = !plan.Strategy.Traits.Elementwise && !streams;
         var capacity = Math.Min(largest, Math.Max(1, wholeTensors ? options.WholeTensorWorkerElements : options.BlockElements));
         var slots = jobs.Count == 0 ? 0 : jobs.Max(j => j.Inputs.Count); // a layout's tensors may have different numbers of sources
         var layerCount = LayerCount(plan, jobs);
@@ -448,8 +459,11 @@ public sealed partial class MergeEngine
             }
             var cast = merged ? plan.CastDType ?? tensors.Select(x => x.DType).Aggregate(SafeTensorsDType.Promote) : t.DType;
             jobs.Add(new MergeJob(
-                jobs.Count, t.Name, [.. t.Shape], t.DType, cast, merged ? plan.OutputDType ?? cast : t.DType, tensors, plan.Base is not null,
-                merged, parameters, weights, LayerGroups.Of(t.Name), LayerGroups.BlockIndex(t.Name), inputNames));
+                jobs.Count, t.Name, [.. t.Shape], t.DType, cast, merged ? MergeJob.OutputFor(plan, cast) : t.DType, tensors, plan.Base is not null,
+                merged, parameters, weights, LayerGroups.Of(t.Name), LayerGroups.BlockIndex(t.Name), inputNames)
+            {
+                ComputeDType = merged ? MergeJob.ComputeFor(plan, cast) : SafeTensorsDType.F32,
+            });
         }
         ThrowIfAny(problems);
         var extra = new List<MergeDataWarning>();
@@ -531,9 +545,12 @@ public sealed partial class MergeEngine
             }
             var cast = merged ? plan.CastDType ?? tensors.Select(x => x.DType).Aggregate(SafeTensorsDType.Promote) : first.DType;
             jobs.Add(new MergeJob(
-                jobs.Count, planned.Name, [.. first.Shape], first.DType, cast, merged ? plan.OutputDType ?? cast : first.DType, tensors, planned.Base is not null,
+                jobs.Count, planned.Name, [.. first.Shape], first.DType, cast, merged ? MergeJob.OutputFor(plan, cast) : first.DType, tensors, planned.Base is not null,
                 merged, planned.Parameters, planned.Weights, LayerGroups.Of(planned.Name), LayerGroups.BlockIndex(planned.Name),
-                [.. sources.Select(x => x.Model.Name)]));
+                [.. sources.Select(x => x.Model.Name)])
+            {
+                ComputeDType = merged ? MergeJob.ComputeFor(plan, cast) : SafeTensorsDType.F32,
+            });
         }
         ThrowIfAny(problems);
         return jobs;
@@ -644,6 +661,10 @@ public sealed partial class MergeEngine
 
         [LoggerMessage(EventId = 3004, EventName = "InputExtraTensors", Level = LogLevel.Warning, Message = "Input data: {Problem}")]
         public static partial void ExtraTensors(ILogger logger, string problem);
+
+        [LoggerMessage(EventId = 3005, EventName = "RoundedOnce", Level = LogLevel.Warning,
+            Message = "'{Method}' computes in float32 and rounds each result once to {DType}; mergekit rounds after every operation, so single values can differ from mergekit's by one unit in the last place (--compute-dtype float32 asks for this on purpose)")]
+        public static partial void RoundedOnce(ILogger logger, string method, string dType);
 
         public static readonly Action<ILogger, string, int, int, string, Exception?> Starting = LoggerMessage.Define<string, int, int, string>(
             LogLevel.Information, new EventId(3001, "MergeStarting"), "Merging with {Method}: {TensorCount} tensors in {ItemCount} work items into {OutputPath}");

@@ -37,6 +37,26 @@ internal sealed record MergeJob(
     /// <summary>Bytes the inputs of one element take in their files, summed over the inputs.</summary>
     public long InputBytesPerElement { get; } = Inputs.Sum(i => (long)i.DType.Size);
 
+    /// <summary>
+    /// The dtype whose arithmetic the strategy reproduces (<see cref="MergeTensorRequest.ComputeDType"/>): the cast dtype
+    /// when it is bfloat16 or float16 and the plan does not compute in float32, else float32.
+    /// </summary>
+    public SafeTensorsDType ComputeDType { get; init; } = SafeTensorsDType.F32;
+
+    /// <summary>The compute dtype of a merged tensor cast to <paramref name="cast"/> under <paramref name="plan"/>.</summary>
+    public static SafeTensorsDType ComputeFor(MergePlan plan, SafeTensorsDType cast) =>
+        !plan.ComputeInFloat32 && (cast == SafeTensorsDType.BF16 || cast == SafeTensorsDType.F16) ? cast : SafeTensorsDType.F32;
+
+    /// <summary>
+    /// The dtype a merged tensor cast to <paramref name="cast"/> is written in: the plan's output dtype, else float32 for a
+    /// strategy whose mergekit method returns float32 (<see cref="StrategyTraits.WritesFloat32"/>), else the cast dtype.
+    /// </summary>
+    public static SafeTensorsDType OutputFor(MergePlan plan, SafeTensorsDType cast) =>
+        plan.OutputDType ?? (plan.Strategy.Traits.WritesFloat32 ? SafeTensorsDType.F32 : cast);
+
+    /// <summary>True when the strategy must round its intermediates to a half-precision <see cref="ComputeDType"/>.</summary>
+    public bool RoundsInHalfPrecision(StrategyTraits traits) => IsMerged && traits.RoundsIntermediates && ComputeDType != SafeTensorsDType.F32;
+
     /// <summary>Whether every input is stored in bfloat16.</summary>
     public bool StoredAsBFloat16 { get; } = Inputs.All(i => i.DType == SafeTensorsDType.BF16);
 }

@@ -41,11 +41,18 @@ public sealed record MergePlan
     /// mergekit's <c>dtype</c>: every floating-point input tensor is cast to it (rounded, as <c>torch.Tensor.to</c> does)
     /// before the strategy sees it, and the output is written in it unless <see cref="OutputDType"/> says otherwise.
     /// Null: each tensor keeps its stored dtype, and inputs stored in different floating-point dtypes are cast to the
-    /// wider one (float32 for bfloat16 with float16), as torch's type promotion does. The strategy computes in float32
-    /// either way (bfloat16 as stored for strategies that take it), so with a half-precision <c>dtype</c> the result is
-    /// rounded once where mergekit rounds after each torch operation (see docs/plugins.md, "dtype").
+    /// wider one (float32 for bfloat16 with float16), as torch's type promotion does. When the dtype a tensor is cast to
+    /// is bfloat16 or float16 the merge reproduces mergekit's arithmetic in it (<see cref="MergeTensorRequest.ComputeDType"/>):
+    /// strategies that declare <see cref="StrategyTraits.RoundsIntermediates"/> round every intermediate as mergekit
+    /// does; the others compute in float32 and round once (see docs/plugins.md, "dtype").
     /// </summary>
     public SafeTensorsDType? CastDType { get; init; }
+
+    /// <summary>
+    /// Compute in float32 and round the result once, even when the inputs are cast to a half-precision dtype (the
+    /// <c>--compute-dtype float32</c> opt-in): more accurate than mergekit's per-operation rounding, and so not its bytes.
+    /// </summary>
+    public bool ComputeInFloat32 { get; init; }
 
     /// <summary>mergekit's <c>out_dtype</c>: the dtype floating-point tensors are written in (null: <see cref="CastDType"/>, else each tensor's own).</summary>
     public SafeTensorsDType? OutputDType { get; init; }

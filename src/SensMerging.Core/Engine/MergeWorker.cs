@@ -395,6 +395,7 @@ internal sealed class MergeWorker : IDisposable
             LayerIndex = job.LayerIndex,
             LayerCount = _layerCount,
             ElementStart = item.ElementStart,
+            ComputeDType = job.ComputeDType.RequireScalarType(),
         };
     }
 

@@ -20,11 +20,16 @@ public static class MergeCommand
         var seed = new Option<long?>("--seed") { Description = "Seed for randomized methods (overrides the config)" };
         var shard = new Option<string>("--out-shard-size") { Description = "Largest shard, e.g. 5B, 500MB, 2GiB", DefaultValueFactory = _ => "5B" };
         var dtype = new Option<string?>("--dtype") { Description = "Output dtype: float32, float16, bfloat16 (overrides out_dtype)" };
+        var compute = new Option<string?>("--compute-dtype")
+        {
+            Description = "float32: compute in float32 and round once, instead of mergekit's rounding after every operation when the config's dtype is bfloat16 or float16",
+        };
+        compute.AcceptOnlyFromAmong(MergeRunRequest.Float32Compute);
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder (only once the new one is complete)" };
         var strict = new Option<bool>("--strict") { Description = "Fail the merge on problems in the input data (NaN/Inf values, tensors the base lacks) instead of recording them as warnings" };
         var command = new Command("merge", "Merge a base model and experts as a config says, recording the merge in the registry")
         {
-            config, output, device, seed, shard, dtype, overwrite, strict,
+            config, output, device, seed, shard, dtype, compute, overwrite, strict,
         };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
@@ -46,6 +51,7 @@ public static class MergeCommand
                 Seed = parse.GetValue(seed),
                 ShardSizeBytes = ByteSize.Parse(parse.GetValue(shard)!),
                 OutputDType = dtypeText,
+                ComputeInFloat32 = parse.GetValue(compute) == MergeRunRequest.Float32Compute,
                 Overwrite = parse.GetValue(overwrite),
                 Strict = parse.GetValue(strict),
             };

@@ -151,6 +151,7 @@ public static class RegistryCommand
                     OutputPath = outDir,
                     Seed = plan.Seed,
                     OutputDType = plan.OutDtype,
+                    ComputeInFloat32 = plan.ComputeDtype == MergeRunRequest.Float32Compute,
                     Tags = [$"reproduces:{original.Id}"],
                 }, null, token);
                 var reproduced = await registry.GetAsync(outcome.RecordId, token) ?? throw new InvalidOperationException($"record {outcome.RecordId} vanished");

@@ -31,6 +31,15 @@ public sealed record MergeRunRequest
     /// <summary>Overrides the config's out_dtype.</summary>
     public string? OutputDType { get; init; }
 
+    /// <summary>The value <c>--compute-dtype</c> accepts (and the registry records) for <see cref="ComputeInFloat32"/>.</summary>
+    public const string Float32Compute = "float32";
+
+    /// <summary>
+    /// Compute in float32 and round once instead of reproducing mergekit's per-operation rounding when the config's
+    /// dtype is half precision (<see cref="Core.Engine.MergePlan.ComputeInFloat32"/>).
+    /// </summary>
+    public bool ComputeInFloat32 { get; init; }
+
     public bool Overwrite { get; init; }
 
     /// <summary>Problems in the input data (NaN/Inf values, tensors the base lacks) fail the merge instead of being recorded as warnings.</summary>
@@ -148,6 +157,7 @@ public sealed partial class MergePipeline
             Seed = seed,
             Dtype = config.Dtype,
             OutDtype = request.OutputDType ?? config.OutDtype,
+            ComputeDtype = request.ComputeInFloat32 ? MergeRunRequest.Float32Compute : null,
             Parameters = config.Parameters.ToDictionary(kv => kv.Key, kv => Recorded(kv.Value), StringComparer.Ordinal),
             ModelParameters = config.Models.ToDictionary(
                 m => m.Model.Text,
@@ -180,6 +190,7 @@ public sealed partial class MergePipeline
                 Layout = layout,
                 CastDType = config.Dtype is null ? null : SafeTensorsDType.Parse(config.Dtype),
                 OutputDType = outDType is null ? null : SafeTensorsDType.Parse(outDType),
+                ComputeInFloat32 = request.ComputeInFloat32,
                 Seed = seed,
             };
             var options = new MergeOptions

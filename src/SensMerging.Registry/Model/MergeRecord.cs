@@ -78,6 +78,12 @@ public sealed record MergeRecord
     /// <summary>The dtype the output was written in when one was asked for: <c>--dtype</c> on the command line, else the config's <c>out_dtype</c>.</summary>
     public string? OutDtype { get; init; }
 
+    /// <summary>
+    /// <c>float32</c> when the merge was asked to compute in float32 (<c>--compute-dtype float32</c>) instead of reproducing
+    /// mergekit's per-operation rounding in a half-precision <see cref="Dtype"/>; null: mergekit's rule.
+    /// </summary>
+    public string? ComputeDtype { get; init; }
+
     /// <summary>Global parameters (mergekit top-level <c>parameters</c>).</summary>
     public IReadOnlyDictionary<string, ParameterValue> Parameters { get; init; } = new Dictionary<string, ParameterValue>();
 

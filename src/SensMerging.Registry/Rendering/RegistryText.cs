@@ -55,6 +55,10 @@ public static class RegistryText
         {
             Line(sb, "out dtype", record.OutDtype);
         }
+        if (record.ComputeDtype is not null)
+        {
+            Line(sb, "compute dtype", record.ComputeDtype);
+        }
         if (record.Tags.Count > 0)
         {
             Line(sb, "tags", string.Join(", ", record.Tags));

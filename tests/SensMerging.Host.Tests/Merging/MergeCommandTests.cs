@@ -174,6 +174,76 @@ public sealed class MergeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task A_bfloat16_config_rounds_like_mergekit_unless_float32_compute_is_asked_for_and_reproduced()
+    {
+        var parent = Path.Combine(_root, "bf16");
+        var bf16 = Core.SafeTensors.SafeTensorsDType.BF16;
+        var b = TinyModels.WriteStandIn(Path.Combine(parent, "base"), 1, 2, bf16, "llama");
+        var x = TinyModels.WriteStandIn(Path.Combine(parent, "x"), 2, 2, bf16, "llama", b);
+        var y = TinyModels.WriteStandIn(Path.Combine(parent, "y"), 3, 2, bf16, "llama", b);
+        var config = Config("bf16.yaml", $$"""
+            merge_method: task_arithmetic
+            base_model: {{Path.Combine(parent, "base")}}
+            models:
+              - model: {{Path.Combine(parent, "x")}}
+                parameters: {weight: 0.6}
+              - model: {{Path.Combine(parent, "y")}}
+                parameters: {weight: 0.9}
+            parameters: {lambda: 0.7}
+            dtype: bfloat16
+            """);
+        var (exit, stdout, stderr) = await SensMerge("merge", config, "--out", Path.Combine(_root, "bf16-mergekit"));
+        Assert.True(exit == 0, stderr + stdout);
+        Assert.DoesNotContain("rounds each result once", stderr, StringComparison.Ordinal);
+        var (e32, o32, s32) = await SensMerge("merge", config, "--out", Path.Combine(_root, "bf16-float32"), "--compute-dtype", "float32");
+        Assert.True(e32 == 0, s32 + o32);
+        var id32 = o32.Split("registry id ")[1].Trim();
+
+        // mergekit in bfloat16 (torch 2.x on the CPU): each operation computes in float32 and rounds; the weights are a
+        // bfloat16 tensor; the sum over the models accumulates in float32; lambda enters as a float32.
+        static float R(float v)
+        {
+            var bits = BitConverter.SingleToUInt32Bits(v);
+            return BitConverter.UInt32BitsToSingle((bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u);
+        }
+        var differ = 0;
+        foreach (var name in b.Keys)
+        {
+            var mergekit = ReadBf16(Path.Combine(_root, "bf16-mergekit"), name);
+            var once = ReadBf16(Path.Combine(_root, "bf16-float32"), name);
+            for (var e = 0; e < mergekit.Length; e++)
+            {
+                var sum = R(R(x[name][e] - b[name][e]) * R(0.6f)) + R(R(y[name][e] - b[name][e]) * R(0.9f));
+                Assert.Equal(R(b[name][e] + R(R(sum) * 0.7f)), mergekit[e]);
+                var exact = b[name][e] + (0.7 * ((0.6 * (x[name][e] - b[name][e])) + (0.9 * (y[name][e] - b[name][e]))));
+                Assert.True(Math.Abs(exact - once[e]) <= Math.Abs(exact) / 128, $"{name}[{e}]: {once[e]} is not {exact} rounded once");
+                differ += mergekit[e] != once[e] ? 1 : 0;
+            }
+        }
+        Assert.True(differ > 0, "float32 compute gave mergekit's bytes: the comparison above proves nothing");
+
+        // The opt-in is recorded and passed again: the reproduction gives the float32-compute bytes.
+        var (rexit, rout, rerr) = await SensMerge("registry", "reproduce", id32, "--out", Path.Combine(_root, "bf16-again"));
+        Assert.True(rexit == 0, rerr + rout);
+        Assert.Contains("compute dtype float32", rerr + rout, StringComparison.Ordinal);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_root, "bf16-float32", "model.safetensors")), File.ReadAllBytes(Path.Combine(_root, "bf16-again", "model.safetensors")));
+
+        var (bad, _, badErr) = await SensMerge("merge", config, "--out", Path.Combine(_root, "bf16-bad"), "--compute-dtype", "float16");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("float32", badErr, StringComparison.Ordinal);
+    }
+
+    private static float[] ReadBf16(string folder, string tensor)
+    {
+        using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
+        var info = file.GetTensor(tensor);
+        Assert.Equal(Core.SafeTensors.SafeTensorsDType.BF16, info.DType);
+        var bytes = new byte[info.ByteLength];
+        file.ReadBytes(info, bytes);
+        return [.. System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(bytes).ToArray().Select(h => BitConverter.UInt32BitsToSingle((uint)h << 16))];
+    }
+
+    [Fact]
     public async Task Slerp_and_model_stock_configs_merge_through_the_engine_to_the_published_formulas()
     {
         var (parent, baseDir, baseWeights, a, b) = BaseAndTwoExperts();
