@@ -40,7 +40,8 @@ var size = new FileInfo(db).Length;
 Console.WriteLine($"filled {count:N0} merges in {fill.Elapsed.TotalSeconds:F1} s; file {size / 1048576.0:F1} MiB");
 if (web)
 {
-    await WebBench.RunAsync(db, ids);
+    // The bench's data: every 23rd merge failed (no output), every tenth re-merges the previous merge's output.
+    await WebBench.RunAsync(db, ids, failed: ids.Where((_, i) => i % 23 == 0).ToList(), chained: ids.Where((_, i) => i % 10 == 5).ToList());
     Directory.Delete(folder, recursive: true);
     return 0;
 }

@@ -8,7 +8,7 @@ using System.Globalization;
 /// </summary>
 internal static class WebBench
 {
-    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids)
+    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids, IReadOnlyList<string> failed, IReadOnlyList<string> chained)
     {
         var root = RepoRoot();
         var host = Path.Combine(root, "src", "SensMerging.Host", "bin", "Release", "net10.0", "sensmerge.dll");
@@ -42,6 +42,8 @@ internal static class WebBench
             await Time(http, "models ?model=org/poetry (~5,000 uses)", () => "/?model=org/poetry");
             await Time(http, "models ?sort=score (all 10,000 sorted)", () => "/?sort=score&score=math%2Fexact_match");
             await Time(http, "model page /merges/<id>", () => "/merges/" + Any());
+            await Time(http, "model page of a failed merge (no output)", () => "/merges/" + failed[rnd.Next(failed.Count)]);
+            await Time(http, "model page of a re-merge (lineage chain)", () => "/merges/" + chained[rnd.Next(chained.Count)]);
             await Time(http, "compare two merges", () => $"/compare?left={Any()}&right={Any()}");
             await Time(http, "plugins page", () => "/plugins");
             await Time(http, "api list (newest 50)", () => "/api/registry/merges");
@@ -65,21 +67,28 @@ internal static class WebBench
         var server = new List<double>();
         var client = new List<double>();
         long bytes = 0;
+        var slowest = (Ms: -1.0, Url: string.Empty);
         for (var i = 0; i < repeats; i++)
         {
+            var path = url();
             var clock = Stopwatch.StartNew();
-            using var response = await http.GetAsync(url());
+            using var response = await http.GetAsync(path);
             var body = await response.Content.ReadAsByteArrayAsync();
             clock.Stop();
             response.EnsureSuccessStatusCode();
             bytes = body.Length;
             client.Add(clock.Elapsed.TotalMilliseconds);
             var timing = response.Headers.GetValues("Server-Timing").Single();
-            server.Add(double.Parse(timing[(timing.IndexOf("dur=", StringComparison.Ordinal) + 4)..], CultureInfo.InvariantCulture));
+            var ms = double.Parse(timing[(timing.IndexOf("dur=", StringComparison.Ordinal) + 4)..], CultureInfo.InvariantCulture);
+            server.Add(ms);
+            if (ms > slowest.Ms)
+            {
+                slowest = (ms, path);
+            }
         }
         server.Sort();
         client.Sort();
-        Console.WriteLine($"  {name,-42} server median {server[repeats / 2],8:F1} ms  max {server[^1],8:F1} ms   client median {client[repeats / 2],8:F1} ms   ({bytes / 1024.0:F0} KiB)");
+        Console.WriteLine($"  {name,-42} server median {server[repeats / 2],8:F1} ms  max {server[^1],8:F1} ms   client median {client[repeats / 2],8:F1} ms   ({bytes / 1024.0:F0} KiB; slowest {slowest.Url})");
     }
 
     private static string RepoRoot()
