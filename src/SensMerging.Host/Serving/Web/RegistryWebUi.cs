@@ -57,6 +57,8 @@ public sealed partial class RegistryWebUi
             RegistryJson.Serialize(await GetAsync(id, ct))));
         endpoints.MapGet("/api/registry/lineage", (HttpContext c) => ApiAsync(c, async (h, ct) =>
             RegistryJson.Serialize(await _registry.LineageAsync(Required(h, "model"), ct))));
+        endpoints.MapGet("/api/registry/merges/{id}/lineage", (HttpContext c, string id) => ApiAsync(c, async (h, ct) =>
+            RegistryJson.Serialize(await _registry.LineageGraphAsync((await GetAsync(id, ct)).Id, LineageBoundsOf(h), ct))));
         endpoints.MapGet("/api/registry/diff", (HttpContext c) => ApiAsync(c, async (h, ct) =>
             RegistryJson.Serialize(MergeDiff.Compare(await GetAsync(Required(h, "left"), ct), await GetAsync(Required(h, "right"), ct)))));
         endpoints.MapGet("/api/registry/plugins", (HttpContext c) => ApiAsync(c, PluginsJsonAsync));
@@ -73,6 +75,19 @@ public sealed partial class RegistryWebUi
 
     private async Task<MergeRecord> GetAsync(string id, CancellationToken ct) =>
         await _registry.GetAsync(id, ct) ?? throw new MergeNotFoundException(id);
+
+    /// <summary>The <c>depth</c> and <c>width</c> query parameters (defaults 4 and 8; 1-16 and 1-64).</summary>
+    private static LineageBounds LineageBoundsOf(HttpContext context)
+    {
+        static int Read(HttpContext c, string name, int fallback, int max) =>
+            c.Request.Query[name].ToString() is { Length: > 0 } v
+                ? int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n >= 1 && n <= max
+                    ? n
+                    : throw new FormatException($"the query parameter '{name}' must be a whole number from 1 to {max}")
+                : fallback;
+        var defaults = new LineageBounds();
+        return new LineageBounds { Depth = Read(context, "depth", defaults.Depth, 16), Width = Read(context, "width", defaults.Width, 64) };
+    }
 
     private static string Required(HttpContext context, string name) =>
         context.Request.Query[name].ToString() is { Length: > 0 } v ? v : throw new FormatException($"the query parameter '{name}' is required");
