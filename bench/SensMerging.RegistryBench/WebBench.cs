@@ -8,7 +8,7 @@ using System.Globalization;
 /// </summary>
 internal static class WebBench
 {
-    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids, IReadOnlyList<string> failed, IReadOnlyList<string> chained)
+    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids, IReadOnlyList<string> failed, IReadOnlyList<string> chained, string? only = null)
     {
         var root = RepoRoot();
         var host = Path.Combine(root, "src", "SensMerging.Host", "bin", "Release", "net10.0", "sensmerge.dll");
@@ -30,6 +30,8 @@ internal static class WebBench
             using var http = new HttpClient { BaseAddress = new Uri(endpoint), Timeout = TimeSpan.FromMinutes(2) };
             var rnd = new Random(3);
             string Any() => ids[rnd.Next(ids.Count)];
+            Task Time(HttpClient http, string name, Func<string> url) =>
+                only is null || name.Contains(only, StringComparison.Ordinal) ? TimeAsync(http, name, url) : Task.CompletedTask;
             Console.WriteLine();
             Console.WriteLine($"web pages of serve over {ids.Count:N0} merges (server time from Server-Timing; client time includes HTTP on loopback)");
             await Time(http, "models page 1 (newest 50)", () => "/");
@@ -58,7 +60,7 @@ internal static class WebBench
         }
     }
 
-    private static async Task Time(HttpClient http, string name, Func<string> url, int repeats = 20)
+    private static async Task TimeAsync(HttpClient http, string name, Func<string> url, int repeats = 20)
     {
         using (var warm = await http.GetAsync(url()))
         {

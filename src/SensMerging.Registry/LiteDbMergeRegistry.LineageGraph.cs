@@ -24,19 +24,31 @@ public sealed partial class LiteDbMergeRegistry
         ArgumentNullException.ThrowIfNull(bounds);
         bounds.Validate();
         cancellationToken.ThrowIfCancellationRequested();
-        // One lock (and, in shared mode, one opening of the file) for the whole walk.
+        // One lock for the whole walk, and one read transaction: in shared mode LiteDB opens the file for every query
+        // outside a transaction (a cold page cache each time), and the walk makes one query per model key.
         return Task.FromResult(Locked("read a merge's lineage", () =>
         {
-            var summaries = _reader.GetCollection(Migrations.SummaryCollection);
-            var rootDoc = summaries.FindById(id.Trim());
-            if (rootDoc is null)
+            var inTransaction = _reader.BeginTrans();
+            try
             {
-                return null;
+                var summaries = _reader.GetCollection(Migrations.SummaryCollection);
+                var rootDoc = summaries.FindById(id.Trim());
+                if (rootDoc is null)
+                {
+                    return null;
+                }
+                var walk = new LineageWalk(summaries, rootDoc, bounds, cancellationToken);
+                walk.Expand(ancestors: true);
+                walk.Expand(ancestors: false);
+                return walk.ToGraph();
             }
-            var walk = new LineageWalk(summaries, rootDoc, bounds, cancellationToken);
-            walk.Expand(ancestors: true);
-            walk.Expand(ancestors: false);
-            return walk.ToGraph();
+            finally
+            {
+                if (inTransaction)
+                {
+                    _reader.Rollback();
+                }
+            }
         }));
     }
 
