@@ -8,7 +8,7 @@ using System.Globalization;
 /// </summary>
 internal static class WebBench
 {
-    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids, IReadOnlyList<string> failed, IReadOnlyList<string> chained, string? only = null)
+    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids, IReadOnlyList<string> failed, IReadOnlyList<string> chained, IReadOnlyList<string> remerged, string? only = null, bool each = false)
     {
         var root = RepoRoot();
         var host = Path.Combine(root, "src", "SensMerging.Host", "bin", "Release", "net10.0", "sensmerge.dll");
@@ -31,7 +31,7 @@ internal static class WebBench
             var rnd = new Random(3);
             string Any() => ids[rnd.Next(ids.Count)];
             Task Time(HttpClient http, string name, Func<string> url) =>
-                only is null || name.Contains(only, StringComparison.Ordinal) ? TimeAsync(http, name, url) : Task.CompletedTask;
+                only is null || name.Contains(only, StringComparison.Ordinal) ? TimeAsync(http, name, url, each) : Task.CompletedTask;
             Console.WriteLine();
             Console.WriteLine($"web pages of serve over {ids.Count:N0} merges (server time from Server-Timing; client time includes HTTP on loopback)");
             await Time(http, "models page 1 (newest 50)", () => "/");
@@ -46,6 +46,7 @@ internal static class WebBench
             await Time(http, "model page /merges/<id>", () => "/merges/" + Any());
             await Time(http, "model page of a failed merge (no output)", () => "/merges/" + failed[rnd.Next(failed.Count)]);
             await Time(http, "model page of a re-merge (lineage chain)", () => "/merges/" + chained[rnd.Next(chained.Count)]);
+            await Time(http, "model page of a re-merged merge (descendant)", () => "/merges/" + remerged[rnd.Next(remerged.Count)]);
             await Time(http, "compare two merges", () => $"/compare?left={Any()}&right={Any()}");
             await Time(http, "plugins page", () => "/plugins");
             await Time(http, "api list (newest 50)", () => "/api/registry/merges");
@@ -60,7 +61,7 @@ internal static class WebBench
         }
     }
 
-    private static async Task TimeAsync(HttpClient http, string name, Func<string> url, int repeats = 20)
+    private static async Task TimeAsync(HttpClient http, string name, Func<string> url, bool each, int repeats = 20)
     {
         using (var warm = await http.GetAsync(url()))
         {
@@ -83,6 +84,10 @@ internal static class WebBench
             var timing = response.Headers.GetValues("Server-Timing").Single();
             var ms = double.Parse(timing[(timing.IndexOf("dur=", StringComparison.Ordinal) + 4)..], CultureInfo.InvariantCulture);
             server.Add(ms);
+            if (each)
+            {
+                Console.WriteLine($"    #{i + 1,-2} {ms,8:F1} ms  {path}");
+            }
             if (ms > slowest.Ms)
             {
                 slowest = (ms, path);
