@@ -101,6 +101,8 @@ public sealed class RegistryWebUiBrowserTests
         Assert.Equal(1, await node.CountAsync());
         Assert.Equal(0, await node.EvaluateAsync<int>("a => a.tabIndex"));
 
+        await page.Locator("#lineage").ScreenshotAsync(new() { Path = Screenshot("lineage.png") });
+
         // Follow it by keyboard: focus the node, press Enter.
         await node.FocusAsync();
         Assert.Equal(_site.TiesId, await page.EvaluateAsync<string>("document.activeElement.getAttribute('data-id')"));
