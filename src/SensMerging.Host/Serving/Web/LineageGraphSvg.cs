@@ -12,6 +12,19 @@ internal static class LineageGraphSvg
 {
     private const int LabelLength = 28;
 
+    /// <summary>
+    /// Lays out and draws a small graph once, so that the first model page with a lineage does not pay for this code's
+    /// first run (86-214 ms measured under load, against 5-8 ms after).
+    /// </summary>
+    public static void WarmUp()
+    {
+        var at = new DateTime(2026, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        LineageGraphNode Node(string id, int generation) => new(new MergeSummary { Id = id, Method = "ties", CreatedAt = at.AddMinutes(generation) }, generation);
+        var graph = new LineageGraph(Node("b", 0).Merge, [Node("b", 0), Node("a", -1), Node("c", 1)],
+            [new LineageGraphEdge("a", "b", "a"), new LineageGraphEdge("b", "c", null)], [new LineageGraphCut(2, 1, false)]);
+        Write(new HtmlWriter(), "warm-up", graph, LineageLayout.Of(graph));
+    }
+
     public static void Write(HtmlWriter html, string id, LineageGraph graph, LineageLayout layout)
     {
         ArgumentNullException.ThrowIfNull(html);

@@ -413,13 +413,19 @@ internal sealed partial class RegistryPages
         html.Raw("</section><section id=\"use\" aria-labelledby=\"use-h\"><h2 id=\"use-h\">Use this model</h2>");
         PullCommands(html, Endpoint(context), snapshot.RepoId);
         html.Raw("</section><section id=\"lineage\" aria-labelledby=\"lin-h\"><h2 id=\"lin-h\">Lineage</h2><h3>Merges that used it</h3>");
-        // Merges name a repository by its id (pulled through a Hub) or by its folder (read in place): ask for both.
-        var usedBy = (await _registry.LineageAsync(snapshot.RepoId, ct)).UsedBy.ToList();
-        if (FolderOf(snapshot) is { } folder)
+        // Merges name a repository by its id (pulled through a Hub) or by its folder (read in place): ask for both, each
+        // a page of the indexed `--model` list (not the full lineage, which reads every merge that used it).
+        // (`--model` also matches the merges that wrote this repository: a few more are asked for, then those left out.)
+        const int asked = LineageListLimit + 4;
+        var usedBy = (await _registry.ListAsync(new MergeQuery { Model = snapshot.RepoId, Limit = asked }, ct)).ToList();
+        var folder = FolderOf(snapshot);
+        if (folder is not null)
         {
             var known = usedBy.Select(m => m.Id).ToHashSet(StringComparer.Ordinal);
-            usedBy.AddRange((await _registry.LineageAsync(folder, ct)).UsedBy.Where(m => known.Add(m.Id)));
+            usedBy.AddRange((await _registry.ListAsync(new MergeQuery { Model = folder, Limit = asked }, ct)).Where(m => known.Add(m.Id)));
         }
+        usedBy.RemoveAll(m => string.Equals(m.OutputRepoId, snapshot.RepoId, StringComparison.OrdinalIgnoreCase)
+            || (folder is not null && m.OutputFolder is { } o && string.Equals(Path.TrimEndingDirectorySeparator(o), Path.TrimEndingDirectorySeparator(folder), StringComparison.Ordinal)));
         usedBy.Sort((a, b) => b.CreatedAt.CompareTo(a.CreatedAt));
         if (usedBy.Count == 0)
         {
@@ -437,7 +443,7 @@ internal sealed partial class RegistryPages
             html.Raw("</ul>");
             if (usedBy.Count > LineageListLimit)
             {
-                html.Raw("<p>").Link("/?model=" + HtmlWriter.Url(snapshot.RepoId), $"All {usedBy.Count} merges").Raw("</p>");
+                html.Raw("<p>").Link("/?model=" + HtmlWriter.Url(snapshot.RepoId), $"All merges that used it (more than {LineageListLimit})").Raw("</p>");
             }
         }
         html.Raw("</section></article>");

@@ -48,9 +48,10 @@ public sealed partial class RegistryWebUi
         ArgumentNullException.ThrowIfNull(endpoints);
         ArgumentNullException.ThrowIfNull(hub);
         var pages = new RegistryPages(_registry, _plugins, hub, folders);
-        // The card renderer's first use builds Markdig's pipeline and the HTML sanitizer's parser (0.4-1.6 s measured);
-        // done here in the background, so no page view pays for it.
+        // The card renderer's first use builds Markdig's pipeline and the HTML sanitizer's parser (0.4-1.6 s measured),
+        // and the lineage graph's code runs for the first time: done here in the background, so no page view pays for it.
         _ = Task.Run(ModelCardRenderer.WarmUp);
+        _ = Task.Run(LineageGraphSvg.WarmUp);
         endpoints.MapGet("/api/registry/merges", (HttpContext c) => ApiAsync(c, async (h, ct) =>
             RegistryJson.Serialize(await _registry.ListAsync(ListRequest.Parse(h.Request.Query).Query, ct))));
         endpoints.MapGet("/api/registry/merges/{id}", (HttpContext c, string id) => ApiAsync(c, async (_, ct) =>
