@@ -10,7 +10,8 @@ using SensMerging.Registry;
 // host in Release first): the server's own time per page (its Server-Timing header) and the time the client saw.
 // Usage: dotnet run -c Release --project bench/SensMerging.RegistryBench [-- COUNT] [--web [--only TEXT] [--each]]
 var web = args.Contains("--web");
-// --only TEXT: with --web, time only the rows whose name contains TEXT (for example --only "model page").
+// --only TEXT: with --web, time only the rows whose name contains TEXT, or one of TEXT's |-separated parts
+// (for example --only "model page|api show").
 var only = Array.IndexOf(args, "--only") is var at and >= 0 && at + 1 < args.Length ? args[at + 1] : null;
 // --each: with --web, also print every request's URL and server time (which request of a row was slow, and for which merge).
 var each = args.Contains("--each");

@@ -31,7 +31,7 @@ internal static class WebBench
             var rnd = new Random(3);
             string Any() => ids[rnd.Next(ids.Count)];
             Task Time(HttpClient http, string name, Func<string> url) =>
-                only is null || name.Contains(only, StringComparison.Ordinal) ? TimeAsync(http, name, url, each) : Task.CompletedTask;
+                only is null || only.Split('|').Any(o => name.Contains(o, StringComparison.Ordinal)) ? TimeAsync(http, name, url, each) : Task.CompletedTask;
             Console.WriteLine();
             Console.WriteLine($"web pages of serve over {ids.Count:N0} merges (server time from Server-Timing; client time includes HTTP on loopback)");
             await Time(http, "models page 1 (newest 50)", () => "/");
