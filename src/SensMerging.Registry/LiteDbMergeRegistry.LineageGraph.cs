@@ -106,16 +106,9 @@ public sealed partial class LiteDbMergeRegistry
                 var fresh = found.Values.Where(d => !_nodes.ContainsKey(d["_id"].AsString)).OrderByDescending(d => d["createdTicks"].AsInt64)
                     .ThenByDescending(d => d["_id"].AsString, StringComparer.Ordinal).ToList();
                 var generation = sign * step;
-                if (step > _bounds.Depth)
-                {
-                    if (fresh.Count > 0)
-                    {
-                        _cuts.Add(new LineageGraphCut(generation, fresh.Count, atLeast));
-                    }
-                    break;
-                }
-                var kept = fresh.Take(_bounds.Width).ToList();
-                if (fresh.Count > kept.Count || atLeast)
+                // Past the depth bound only counted; within it, the newest Width merges kept and the rest counted.
+                var kept = step > _bounds.Depth ? [] : fresh.Take(_bounds.Width).ToList();
+                if (fresh.Count > kept.Count)
                 {
                     _cuts.Add(new LineageGraphCut(generation, fresh.Count - kept.Count, atLeast));
                 }
@@ -123,6 +116,7 @@ public sealed partial class LiteDbMergeRegistry
                 {
                     Add(doc, generation);
                 }
+                // Edges to the merges kept, and to merges already in the graph (a model that two of them share).
                 foreach (var (producer, consumer) in links)
                 {
                     Link(producer, consumer);

@@ -213,6 +213,15 @@ public sealed class QueryTests
         var ofFailed = (await registry.LineageGraphAsync(failed.Id, new LineageBounds()))!;
         Assert.Equal(new[] { (failed.Id, 0), (b.Id, -1), (a.Id, -2) }, ofFailed.Nodes.Select(n => (n.Merge.Id, n.Generation)));
 
+        // A merge of b's output and a's: a is both a parent and a grandparent; one generation deep, every edge is there.
+        var both = await registry.BeginAsync(Samples.Draft(temp, "linear", [temp.File("b"), temp.File("a")]));
+        var diamond = (await registry.LineageGraphAsync(both.Id, new LineageBounds { Depth = 1 }))!;
+        Assert.Equal(new[] { (both.Id, 0), (b.Id, -1), (a.Id, -1) }, diamond.Nodes.Select(n => (n.Merge.Id, n.Generation)));
+        Assert.Equal(
+            new[] { (a.Id, b.Id), (a.Id, both.Id), (b.Id, both.Id) }.Order(),
+            diamond.Edges.Select(e => (e.From, e.To)).Order());
+        Assert.Empty(diamond.Cuts);
+
         Assert.Null(await registry.LineageGraphAsync("m-none", new LineageBounds()));
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => registry.LineageGraphAsync(b.Id, new LineageBounds { Width = 0 }));
         Assert.Equal(a.Id, Assert.Single(await registry.ProducersAsync("me/a")).Id);
