@@ -8,9 +8,14 @@ using SensMerging.Registry;
 // Fills a registry with realistic merges, then times list (newest 50; by strategy; by model) and show (by id, by prefix).
 // With --web it times the pages and the JSON API of a real `sensmerge serve` over that registry instead (build the
 // host in Release first): the server's own time per page (its Server-Timing header) and the time the client saw.
-// Usage: dotnet run -c Release --project bench/SensMerging.RegistryBench [-- COUNT] [--web]
+// Usage: dotnet run -c Release --project bench/SensMerging.RegistryBench [-- COUNT] [--web [--only TEXT] [--each]]
 var web = args.Contains("--web");
-var numbers = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
+// --only TEXT: with --web, time only the rows whose name contains TEXT, or one of TEXT's |-separated parts
+// (for example --only "model page|api show").
+var only = Array.IndexOf(args, "--only") is var at and >= 0 && at + 1 < args.Length ? args[at + 1] : null;
+// --each: with --web, also print every request's URL and server time (which request of a row was slow, and for which merge).
+var each = args.Contains("--each");
+var numbers = args.Where((a, i) => !a.StartsWith("--", StringComparison.Ordinal) && (i == 0 || args[i - 1] != "--only")).ToArray();
 var count = numbers.Length > 0 ? int.Parse(numbers[0], CultureInfo.InvariantCulture) : 10_000;
 var folder = Path.Combine(Path.GetTempPath(), "sensmerge-registry-bench-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
 Directory.CreateDirectory(folder);
@@ -40,7 +45,8 @@ var size = new FileInfo(db).Length;
 Console.WriteLine($"filled {count:N0} merges in {fill.Elapsed.TotalSeconds:F1} s; file {size / 1048576.0:F1} MiB");
 if (web)
 {
-    await WebBench.RunAsync(db, ids);
+    // The bench's data: every 23rd merge failed (no output), every tenth re-merges the previous merge's output (so that one has a descendant).
+    await WebBench.RunAsync(db, ids, failed: ids.Where((_, i) => i % 23 == 0).ToList(), chained: ids.Where((_, i) => i % 10 == 5).ToList(), remerged: ids.Where((_, i) => i % 10 == 4).ToList(), only, each);
     Directory.Delete(folder, recursive: true);
     return 0;
 }

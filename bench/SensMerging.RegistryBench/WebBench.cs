@@ -8,7 +8,7 @@ using System.Globalization;
 /// </summary>
 internal static class WebBench
 {
-    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids)
+    public static async Task RunAsync(string registryPath, IReadOnlyList<string> ids, IReadOnlyList<string> failed, IReadOnlyList<string> chained, IReadOnlyList<string> remerged, string? only = null, bool each = false)
     {
         var root = RepoRoot();
         var host = Path.Combine(root, "src", "SensMerging.Host", "bin", "Release", "net10.0", "sensmerge.dll");
@@ -30,6 +30,8 @@ internal static class WebBench
             using var http = new HttpClient { BaseAddress = new Uri(endpoint), Timeout = TimeSpan.FromMinutes(2) };
             var rnd = new Random(3);
             string Any() => ids[rnd.Next(ids.Count)];
+            Task Time(HttpClient http, string name, Func<string> url) =>
+                only is null || only.Split('|').Any(o => name.Contains(o, StringComparison.Ordinal)) ? TimeAsync(http, name, url, each) : Task.CompletedTask;
             Console.WriteLine();
             Console.WriteLine($"web pages of serve over {ids.Count:N0} merges (server time from Server-Timing; client time includes HTTP on loopback)");
             await Time(http, "models page 1 (newest 50)", () => "/");
@@ -42,6 +44,9 @@ internal static class WebBench
             await Time(http, "models ?model=org/poetry (~5,000 uses)", () => "/?model=org/poetry");
             await Time(http, "models ?sort=score (all 10,000 sorted)", () => "/?sort=score&score=math%2Fexact_match");
             await Time(http, "model page /merges/<id>", () => "/merges/" + Any());
+            await Time(http, "model page of a failed merge (no output)", () => "/merges/" + failed[rnd.Next(failed.Count)]);
+            await Time(http, "model page of a re-merge (lineage chain)", () => "/merges/" + chained[rnd.Next(chained.Count)]);
+            await Time(http, "model page of a re-merged merge (descendant)", () => "/merges/" + remerged[rnd.Next(remerged.Count)]);
             await Time(http, "compare two merges", () => $"/compare?left={Any()}&right={Any()}");
             await Time(http, "plugins page", () => "/plugins");
             await Time(http, "api list (newest 50)", () => "/api/registry/merges");
@@ -56,7 +61,7 @@ internal static class WebBench
         }
     }
 
-    private static async Task Time(HttpClient http, string name, Func<string> url, int repeats = 20)
+    private static async Task TimeAsync(HttpClient http, string name, Func<string> url, bool each, int repeats = 20)
     {
         using (var warm = await http.GetAsync(url()))
         {
@@ -65,21 +70,32 @@ internal static class WebBench
         var server = new List<double>();
         var client = new List<double>();
         long bytes = 0;
+        var slowest = (Ms: -1.0, Url: string.Empty);
         for (var i = 0; i < repeats; i++)
         {
+            var path = url();
             var clock = Stopwatch.StartNew();
-            using var response = await http.GetAsync(url());
+            using var response = await http.GetAsync(path);
             var body = await response.Content.ReadAsByteArrayAsync();
             clock.Stop();
             response.EnsureSuccessStatusCode();
             bytes = body.Length;
             client.Add(clock.Elapsed.TotalMilliseconds);
             var timing = response.Headers.GetValues("Server-Timing").Single();
-            server.Add(double.Parse(timing[(timing.IndexOf("dur=", StringComparison.Ordinal) + 4)..], CultureInfo.InvariantCulture));
+            var ms = double.Parse(timing[(timing.IndexOf("dur=", StringComparison.Ordinal) + 4)..], CultureInfo.InvariantCulture);
+            server.Add(ms);
+            if (each)
+            {
+                Console.WriteLine($"    #{i + 1,-2} {ms,8:F1} ms  {path}");
+            }
+            if (ms > slowest.Ms)
+            {
+                slowest = (ms, path);
+            }
         }
         server.Sort();
         client.Sort();
-        Console.WriteLine($"  {name,-42} server median {server[repeats / 2],8:F1} ms  max {server[^1],8:F1} ms   client median {client[repeats / 2],8:F1} ms   ({bytes / 1024.0:F0} KiB)");
+        Console.WriteLine($"  {name,-42} server median {server[repeats / 2],8:F1} ms  max {server[^1],8:F1} ms   client median {client[repeats / 2],8:F1} ms   ({bytes / 1024.0:F0} KiB; slowest {slowest.Url})");
     }
 
     private static string RepoRoot()

@@ -58,6 +58,21 @@ public interface IMergeRegistry
     /// <summary>The merges that produced a model (by output folder or served repo id) and those that used it as input, with the producers' own ancestry.</summary>
     Task<ModelLineage> LineageAsync(string modelRef, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Only the merges that produced a model (by output folder or served repo id), newest first: one index lookup per
+    /// key of the reference, without the merges that used it or anyone's ancestry.
+    /// </summary>
+    Task<IReadOnlyList<MergeSummary>> ProducersAsync(string modelRef, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// The lineage of one merge as a bounded graph: the merges that produced its inputs and, transitively, theirs; the
+    /// merges that used its output and, transitively, what was made from those. At most <see cref="LineageBounds.Depth"/>
+    /// generations each way and <see cref="LineageBounds.Width"/> merges per generation; what is left out is counted in
+    /// <see cref="LineageGraph.Cuts"/>. Every step is an index lookup on the model keys, so the cost follows the bounds,
+    /// not the size of the registry. Null when no merge has the id <paramref name="id"/>.
+    /// </summary>
+    Task<LineageGraph?> LineageGraphAsync(string id, LineageBounds bounds, CancellationToken cancellationToken = default);
+
     /// <summary>The record as JSON (schema in docs/registry.md). Throws <see cref="MergeNotFoundException"/> when absent.</summary>
     Task<string> ExportAsync(string idOrPrefix, CancellationToken cancellationToken = default);
 
@@ -227,3 +242,46 @@ public sealed record LineageNode(MergeSummary Merge, IReadOnlyList<LineageInput>
 
 /// <summary>An input of a merge in the ancestry; <see cref="ProducedBy"/> is empty for models not made by a recorded merge.</summary>
 public sealed record LineageInput(string Reference, string? ResolvedCommit, IReadOnlyList<LineageNode> ProducedBy);
+
+/// <summary>Bounds of <see cref="IMergeRegistry.LineageGraphAsync"/>.</summary>
+public sealed record LineageBounds
+{
+    /// <summary>The most generations followed each way (1 to 16).</summary>
+    public int Depth { get; init; } = 4;
+
+    /// <summary>The most merges kept per generation each way (1 to 64), newest first; the others are counted as cut.</summary>
+    public int Width { get; init; } = 8;
+
+    /// <summary>Throws when a bound is out of its range.</summary>
+    public void Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(Depth, 1, nameof(Depth));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(Depth, 16, nameof(Depth));
+        ArgumentOutOfRangeException.ThrowIfLessThan(Width, 1, nameof(Width));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(Width, 64, nameof(Width));
+    }
+}
+
+/// <summary>A merge's lineage as a graph (see <see cref="IMergeRegistry.LineageGraphAsync"/>).</summary>
+/// <param name="Root">The merge asked about (also the node of generation 0).</param>
+/// <param name="Nodes">Every merge kept: the root, then the ancestors nearest first, then the descendants nearest first; newest first within a generation.</param>
+/// <param name="Edges">Producer to consumer, between kept merges only.</param>
+/// <param name="Cuts">Per generation, the merges left out by the width bound, or found one generation past the depth bound.</param>
+public sealed record LineageGraph(MergeSummary Root, IReadOnlyList<LineageGraphNode> Nodes, IReadOnlyList<LineageGraphEdge> Edges, IReadOnlyList<LineageGraphCut> Cuts);
+
+/// <summary>A merge in a lineage graph.</summary>
+/// <param name="Merge">Its summary.</param>
+/// <param name="Generation">0 for the root; -1 for the merges that produced its inputs, -2 for theirs; +1 for the merges that used its output, +2 for theirs.</param>
+public sealed record LineageGraphNode(MergeSummary Merge, int Generation);
+
+/// <summary>The output of merge <paramref name="From"/> was an input of merge <paramref name="To"/>.</summary>
+/// <param name="From">The producing merge's id.</param>
+/// <param name="To">The consuming merge's id.</param>
+/// <param name="Input">The consumer's input reference that named the output, when it names it by folder or repo id (null when only a resolved path or commit matched).</param>
+public sealed record LineageGraphEdge(string From, string To, string? Input);
+
+/// <summary>Merges of one generation that a lineage graph leaves out.</summary>
+/// <param name="Generation">The generation (negative: ancestors; positive: descendants); one past the depth bound when the graph stops there.</param>
+/// <param name="Count">How many were found and left out.</param>
+/// <param name="AtLeast">True when a lookup stopped at its scan limit, so there may be more than <paramref name="Count"/>.</param>
+public sealed record LineageGraphCut(int Generation, int Count, bool AtLeast);

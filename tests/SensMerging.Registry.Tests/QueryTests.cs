@@ -168,6 +168,68 @@ public sealed class QueryTests
     }
 
     [Fact]
+    public async Task Lineage_graph_walks_both_ways_within_its_bounds_and_counts_what_it_cuts()
+    {
+        using var temp = new TempFolder();
+        using var registry = LiteDbMergeRegistry.Open(temp.File("merges.db"));
+        // a -> b (by served repo id) -> four merges of b's folder (one failed); d also uses a, but is no relative of b.
+        var a = await Samples.CompletedAsync(registry, temp, Samples.Draft(temp, "ties"), "a", "me/a");
+        var b = await Samples.CompletedAsync(registry, temp, Samples.Draft(temp, "dare_ties", ["org/poetry"], baseRef: "me/a@main"), "b");
+        var users = new List<MergeRecord>();
+        for (var i = 0; i < 3; i++)
+        {
+            users.Add(await registry.BeginAsync(Samples.Draft(temp, "linear", ["org/poetry", temp.File("b")]) with { CreatedAt = DateTime.UtcNow.AddMinutes(i + 1) }));
+        }
+        var failed = await registry.BeginAsync(Samples.Draft(temp, "ties", [temp.File("b")]) with { CreatedAt = DateTime.UtcNow.AddMinutes(10) });
+        await registry.FailAsync(failed.Id, new InvalidDataException("bad header"));
+        var d = await Samples.CompletedAsync(registry, temp, Samples.Draft(temp, "linear", [temp.File("a")]), "d");
+
+        var graph = (await registry.LineageGraphAsync(b.Id, new LineageBounds()))!;
+        Assert.Equal(b.Id, graph.Root.Id);
+        Assert.Equal(b.Id, graph.Nodes[0].Merge.Id);
+        var generations = graph.Nodes.ToDictionary(n => n.Merge.Id, n => n.Generation);
+        Assert.Equal(-1, generations[a.Id]);
+        Assert.All(users, u => Assert.Equal(1, generations[u.Id]));
+        Assert.Equal(1, generations[failed.Id]);
+        Assert.False(generations.ContainsKey(d.Id), "a sibling (another use of an ancestor) is not in the lineage");
+        Assert.Equal(6, graph.Nodes.Count);
+        Assert.Contains(new LineageGraphEdge(a.Id, b.Id, "me/a@main"), graph.Edges);
+        Assert.Contains(new LineageGraphEdge(b.Id, failed.Id, temp.File("b")), graph.Edges);
+        Assert.Equal(5, graph.Edges.Count);
+        Assert.Empty(graph.Cuts);
+
+        // Width 2: the two newest users of b are kept, two are counted.
+        var narrow = (await registry.LineageGraphAsync(b.Id, new LineageBounds { Width = 2 }))!;
+        Assert.Equal([failed.Id, users[2].Id], narrow.Nodes.Where(n => n.Generation == 1).Select(n => n.Merge.Id));
+        Assert.Equal(new LineageGraphCut(1, 2, false), Assert.Single(narrow.Cuts));
+        Assert.All(narrow.Edges, e => Assert.True(narrow.Nodes.Any(n => n.Merge.Id == e.To) && narrow.Nodes.Any(n => n.Merge.Id == e.From)));
+
+        // Depth 1 from a user: b is kept, a (two generations back) is counted.
+        var shallow = (await registry.LineageGraphAsync(users[0].Id, new LineageBounds { Depth = 1 }))!;
+        Assert.Equal([users[0].Id, b.Id], shallow.Nodes.Select(n => n.Merge.Id));
+        Assert.Equal(new LineageGraphCut(-2, 1, false), Assert.Single(shallow.Cuts));
+
+        // A failed merge has ancestors, transitively, and no descendants.
+        var ofFailed = (await registry.LineageGraphAsync(failed.Id, new LineageBounds()))!;
+        Assert.Equal(new[] { (failed.Id, 0), (b.Id, -1), (a.Id, -2) }, ofFailed.Nodes.Select(n => (n.Merge.Id, n.Generation)));
+
+        // A merge of b's output and a's: a is both a parent and a grandparent; one generation deep, every edge is there.
+        var both = await registry.BeginAsync(Samples.Draft(temp, "linear", [temp.File("b"), temp.File("a")]));
+        var diamond = (await registry.LineageGraphAsync(both.Id, new LineageBounds { Depth = 1 }))!;
+        Assert.Equal(new[] { (both.Id, 0), (b.Id, -1), (a.Id, -1) }, diamond.Nodes.Select(n => (n.Merge.Id, n.Generation)));
+        Assert.Equal(
+            new[] { (a.Id, b.Id), (a.Id, both.Id), (b.Id, both.Id) }.Order(),
+            diamond.Edges.Select(e => (e.From, e.To)).Order());
+        Assert.Empty(diamond.Cuts);
+
+        Assert.Null(await registry.LineageGraphAsync("m-none", new LineageBounds()));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => registry.LineageGraphAsync(b.Id, new LineageBounds { Width = 0 }));
+        Assert.Equal(a.Id, Assert.Single(await registry.ProducersAsync("me/a")).Id);
+        Assert.Equal(b.Id, Assert.Single(await registry.ProducersAsync(temp.File("b"))).Id);
+        Assert.Empty(await registry.ProducersAsync("org/poetry"));
+    }
+
+    [Fact]
     public async Task Diff_reports_parameters_inputs_and_coefficients()
     {
         using var temp = new TempFolder();

@@ -65,6 +65,14 @@ internal static class ModelKeys
         return [.. keys];
     }
 
+    /// <summary>The keys an input reference names by itself (repo id with and without revision, or folder), without alias, pins or local path.</summary>
+    public static IReadOnlyList<string> ForReference(string reference)
+    {
+        var keys = new SortedSet<string>(StringComparer.Ordinal);
+        AddReference(keys, reference);
+        return [.. keys];
+    }
+
     public static string PathKey(string path)
     {
         var full = Path.GetFullPath(path.Trim());

@@ -8,10 +8,11 @@ namespace SensMerging.Host.Serving.Web;
 /// <summary>The model page: a merge (<c>/merges/&lt;id&gt;</c>, or the repo id it is served as) or a <c>--repos</c> repository.</summary>
 internal sealed partial class RegistryPages
 {
-    /// <summary>Most merges listed per lineage list, and most nodes of a descendants tree.</summary>
+    /// <summary>Most merges listed on a repository page as having used it.</summary>
     private const int LineageListLimit = 50;
 
-    private const int DescendantDepth = 4;
+    /// <summary>The model page's lineage: four generations each way, eight merges per generation (the rest counted).</summary>
+    private static readonly LineageBounds PageLineage = new() { Depth = 4, Width = 8 };
 
     public async Task<PageResult> ModelAsync(HttpContext context, string org, string name, CancellationToken ct)
     {
@@ -26,9 +27,8 @@ internal sealed partial class RegistryPages
         {
             return await RepositoryAsync(context, snapshot, ct);
         }
-        // A merge served under the repo id its record names.
-        var lineage = await _registry.LineageAsync(repoId, ct);
-        var producer = lineage.ProducedBy.FirstOrDefault(m => string.Equals(m.OutputRepoId, repoId, StringComparison.OrdinalIgnoreCase));
+        // A merge served under the repo id its record names (only its producers are looked up, not what used it).
+        var producer = (await _registry.ProducersAsync(repoId, ct)).FirstOrDefault(m => string.Equals(m.OutputRepoId, repoId, StringComparison.OrdinalIgnoreCase));
         if (producer is not null && await _registry.GetAsync(producer.Id, ct) is { } produced)
         {
             return await MergeAsync(context, produced, ct);
@@ -48,25 +48,11 @@ internal sealed partial class RegistryPages
         var served = record.Status == MergeStatus.Succeeded && record.Outputs is { } o && Directory.Exists(o.Folder);
         var folderRepos = await FolderReposAsync(ct);
 
-        // Lineage: the same query as `registry lineage`, asked about this merge's output.
-        ModelLineage? lineage = record.Outputs is { } outputs ? await _registry.LineageAsync(outputs.Folder, ct) : null;
-        var self = lineage?.Ancestry.FirstOrDefault(n => n.Merge.Id == record.Id);
-        var inputProducers = new Dictionary<string, IReadOnlyList<LineageNode>>(StringComparer.Ordinal);
-        if (self is not null)
-        {
-            foreach (var input in self.Inputs)
-            {
-                inputProducers.TryAdd(input.Reference, input.ProducedBy);
-            }
-        }
-        else
-        {
-            foreach (var input in record.Inputs)
-            {
-                var of = await _registry.LineageAsync(input.Reference, ct);
-                inputProducers.TryAdd(input.Reference, [.. of.ProducedBy.Where(m => m.Id != record.Id).Select(m => new LineageNode(m, []))]);
-            }
-        }
+        // Lineage: one bounded walk over the registry's model-key indexes, both ways (what made its inputs, what used
+        // its output), whatever the size of the registry or the popularity of its inputs.
+        var graph = await _registry.LineageGraphAsync(record.Id, PageLineage, ct)
+            ?? new LineageGraph(summary, [new LineageGraphNode(summary, 0)], [], []);
+        var lineage = new LineageView(graph);
 
         var html = new HtmlWriter();
         Layout.Begin(html, repoId, string.Empty);
@@ -150,12 +136,9 @@ internal sealed partial class RegistryPages
             }
             html.Raw("</td>").Cell(input.RequestedRevision ?? "-").Raw("<td class=\"mono\">").Text(input.ResolvedCommit ?? "-").Raw("</td>")
                 .Cell(input.Files.Count.ToString(CultureInfo.InvariantCulture)).Raw("<td>");
-            if (inputProducers.TryGetValue(input.Reference, out var producers))
+            foreach (var p in lineage.ProducersOf(record.Id, input.Reference))
             {
-                foreach (var p in producers)
-                {
-                    html.Link("/merges/" + HtmlWriter.Url(p.Merge.Id), p.Merge.Id, "lineage-link mono").Raw(" ");
-                }
+                html.Link("/merges/" + HtmlWriter.Url(p.Id), p.Id, "lineage-link mono").Raw(" ");
             }
             html.Raw("</td></tr>");
         }
@@ -272,121 +255,141 @@ internal sealed partial class RegistryPages
         }
         html.Raw("</section>");
 
-        // Lineage
-        html.Raw("<section id=\"lineage\" aria-labelledby=\"lin-h\"><h2 id=\"lin-h\">Lineage</h2><div class=\"lineage\"><div><h3>Made from</h3>");
-        if (self is not null)
+        // Lineage: the graph, and the same as lists (its text alternative).
+        html.Raw("<section id=\"lineage\" aria-labelledby=\"lin-h\"><h2 id=\"lin-h\">Lineage</h2>");
+        if (graph.Nodes.Count > 1 || graph.Cuts.Count > 0)
         {
-            html.Raw("<ul class=\"tree\" id=\"ancestry\">");
-            AncestryNode(html, self, record.Id);
-            html.Raw("</ul>");
+            LineageGraphSvg.Write(html, "lineage-graph", graph, LineageLayout.Of(graph));
         }
-        else
-        {
-            html.Raw("<ul class=\"tree\" id=\"ancestry\">");
-            foreach (var input in record.Inputs)
-            {
-                html.Raw("<li><span class=\"mono\">").Text(input.Reference).Raw("</span>");
-                if (inputProducers.TryGetValue(input.Reference, out var ps) && ps.Count > 0)
-                {
-                    html.Raw("<ul>");
-                    foreach (var p in ps)
-                    {
-                        html.Raw("<li>").Link("/merges/" + HtmlWriter.Url(p.Merge.Id), p.Merge.Id, "lineage-link mono").Raw(" ").Text(p.Merge.Method).Raw("</li>");
-                    }
-                    html.Raw("</ul>");
-                }
-                html.Raw("</li>");
-            }
-            html.Raw("</ul>");
-        }
-        html.Raw("</div><div><h3>Made from it</h3>");
-        if (lineage is null || lineage.UsedBy.Count == 0)
-        {
-            html.Raw("<p class=\"empty\" id=\"descendants\">No recorded merge used this model.</p>");
-        }
-        else
-        {
-            var budget = LineageListLimit;
-            var visited = new HashSet<string>(StringComparer.Ordinal) { record.Id };
-            html.Raw("<ul class=\"tree\" id=\"descendants\">");
-            budget = await DescendantsAsync(html, lineage.UsedBy, visited, 1, budget, ct);
-            html.Raw("</ul>");
-            if (budget <= 0)
-            {
-                html.Raw("<p class=\"muted\">").Text($"Cut at {LineageListLimit} merges.").Raw("</p>");
-            }
-        }
-        html.Raw("</div></div></section></article>");
-        Layout.End(html);
-        return new PageResult(StatusCodes.Status200OK, html.ToString());
-    }
-
-    private static void AncestryNode(HtmlWriter html, LineageNode node, string? current)
-    {
-        html.Raw("<li>");
-        if (node.Merge.Id == current)
-        {
-            html.Raw("<strong class=\"mono\">").Text(node.Merge.Id).Raw("</strong>");
-        }
-        else
-        {
-            html.Link("/merges/" + HtmlWriter.Url(node.Merge.Id), node.Merge.Id, "lineage-link mono");
-        }
-        html.Raw(" ").Text(node.Merge.Method).Raw("<ul>");
-        foreach (var input in node.Inputs)
+        html.Raw("<div class=\"lineage\"><div><h3>Made from</h3><ul class=\"tree\" id=\"ancestry\"><li><strong class=\"mono\">").Text(record.Id).Raw("</strong> ")
+            .Text(summary.Method).Raw("<ul>");
+        var shown = new HashSet<string>(StringComparer.Ordinal) { record.Id };
+        foreach (var input in record.Inputs)
         {
             html.Raw("<li><span class=\"mono\">").Text(input.Reference).Raw("</span>");
             if (input.ResolvedCommit is not null)
             {
                 html.Raw(" <span class=\"muted mono\">@").Text(input.ResolvedCommit[..Math.Min(12, input.ResolvedCommit.Length)]).Raw("</span>");
             }
-            if (input.ProducedBy.Count > 0)
+            AncestorList(html, lineage, lineage.ProducersOf(record.Id, input.Reference), shown);
+            html.Raw("</li>");
+        }
+        UnattributedAncestors(html, lineage, record.Id, record.Inputs.Select(i => i.Reference), shown);
+        html.Raw("</ul></li></ul>");
+        CutNotes(html, graph.Cuts.Where(c => c.Generation < 0));
+        html.Raw("</div><div><h3>Made from it</h3>");
+        var children = lineage.ConsumersOf(record.Id);
+        if (children.Count == 0)
+        {
+            html.Raw("<p class=\"empty\" id=\"descendants\">No recorded merge used this model.</p>");
+        }
+        else
+        {
+            html.Raw("<ul class=\"tree\" id=\"descendants\">");
+            DescendantItems(html, lineage, children, [record.Id]);
+            html.Raw("</ul>");
+        }
+        CutNotes(html, graph.Cuts.Where(c => c.Generation > 0));
+        html.Raw("</div></div></section></article>");
+        Layout.End(html);
+        return new PageResult(StatusCodes.Status200OK, html.ToString());
+    }
+
+    /// <summary>A nested list of the merges that produced an input, each with its own inputs and their producers (each merge expanded once).</summary>
+    private static void AncestorList(HtmlWriter html, LineageView lineage, IReadOnlyList<MergeSummary> producers, HashSet<string> shown)
+    {
+        if (producers.Count == 0)
+        {
+            return;
+        }
+        html.Raw("<ul>");
+        foreach (var p in producers)
+        {
+            html.Raw("<li>").Link("/merges/" + HtmlWriter.Url(p.Id), p.Id, "lineage-link mono").Raw(" ").Text(p.Method).Raw(" ");
+            Status(html, p.Status);
+            if (shown.Add(p.Id))
             {
                 html.Raw("<ul>");
-                foreach (var p in input.ProducedBy)
+                foreach (var reference in p.Inputs)
                 {
-                    AncestryNode(html, p, null);
+                    html.Raw("<li><span class=\"mono\">").Text(reference).Raw("</span>");
+                    AncestorList(html, lineage, lineage.ProducersOf(p.Id, reference), shown);
+                    html.Raw("</li>");
                 }
+                UnattributedAncestors(html, lineage, p.Id, p.Inputs, shown);
                 html.Raw("</ul>");
             }
             html.Raw("</li>");
         }
-        html.Raw("</ul></li>");
+        html.Raw("</ul>");
     }
 
-    /// <summary>Merges that used the model, and (transitively, through their outputs) what was made from those.</summary>
-    private async Task<int> DescendantsAsync(HtmlWriter html, IReadOnlyList<MergeSummary> usedBy, HashSet<string> visited, int depth, int budget, CancellationToken ct)
+    /// <summary>Producers matched through an input's resolved path or commit rather than its reference as written.</summary>
+    private static void UnattributedAncestors(HtmlWriter html, LineageView lineage, string id, IEnumerable<string> references, HashSet<string> shown)
     {
-        foreach (var m in usedBy)
+        var others = lineage.ProducersNotNamedBy(id, references);
+        if (others.Count > 0)
         {
-            if (budget <= 0)
-            {
-                break;
-            }
-            if (!visited.Add(m.Id))
-            {
-                continue;
-            }
-            budget--;
+            html.Raw("<li><span class=\"muted\">an input by its resolved path or commit</span>");
+            AncestorList(html, lineage, others, shown);
+            html.Raw("</li>");
+        }
+    }
+
+    /// <summary>List items for merges made from a model and, nested, what was made from them (each merge expanded once).</summary>
+    private static void DescendantItems(HtmlWriter html, LineageView lineage, IReadOnlyList<MergeSummary> consumers, HashSet<string> shown)
+    {
+        foreach (var m in consumers)
+        {
             html.Raw("<li>").Link("/merges/" + HtmlWriter.Url(m.Id), m.Id, "lineage-link mono").Raw(" ").Text(m.Method).Raw(" ");
             Status(html, m.Status);
-            if (depth < DescendantDepth && m.OutputFolder is { } folder)
+            var next = lineage.ConsumersOf(m.Id);
+            if (shown.Add(m.Id) && next.Count > 0)
             {
-                // The merges that used this output: `registry list --model FOLDER` less the merges that produced it
-                // (cheaper than a lineage query, which would also rebuild this merge's whole ancestry).
-                var next = (await _registry.ListAsync(new MergeQuery { Model = folder, Limit = LineageListLimit }, ct))
-                    .Where(x => x.Id != m.Id && !string.Equals(x.OutputFolder, folder, StringComparison.Ordinal))
-                    .ToList();
-                if (next.Count > 0)
-                {
-                    html.Raw("<ul>");
-                    budget = await DescendantsAsync(html, next, visited, depth + 1, budget, ct);
-                    html.Raw("</ul>");
-                }
+                html.Raw("<ul>");
+                DescendantItems(html, lineage, next, shown);
+                html.Raw("</ul>");
             }
             html.Raw("</li>");
         }
-        return budget;
+    }
+
+    private static void CutNotes(HtmlWriter html, IEnumerable<LineageGraphCut> cuts)
+    {
+        foreach (var cut in cuts)
+        {
+            html.Raw("<p class=\"muted lineage-more\">").Text(LineageGraphSvg.MoreText(cut) + ".").Raw("</p>");
+        }
+    }
+
+    /// <summary>A lineage graph's edges by merge: who produced a merge's inputs, who used its output.</summary>
+    private sealed class LineageView
+    {
+        private readonly Dictionary<string, MergeSummary> _merges;
+        private readonly LineageGraph _graph;
+
+        public LineageView(LineageGraph graph)
+        {
+            _graph = graph;
+            _merges = graph.Nodes.ToDictionary(n => n.Merge.Id, n => n.Merge, StringComparer.Ordinal);
+        }
+
+        /// <summary>The merges whose output <paramref name="id"/> took as the input <paramref name="reference"/>, newest first.</summary>
+        public IReadOnlyList<MergeSummary> ProducersOf(string id, string reference) =>
+            Newest(_graph.Edges.Where(e => e.To == id && string.Equals(e.Input, reference, StringComparison.Ordinal)).Select(e => e.From));
+
+        /// <summary>The merges that produced an input of <paramref name="id"/> that none of <paramref name="references"/> names.</summary>
+        public IReadOnlyList<MergeSummary> ProducersNotNamedBy(string id, IEnumerable<string> references)
+        {
+            var named = references.ToHashSet(StringComparer.Ordinal);
+            return Newest(_graph.Edges.Where(e => e.To == id && (e.Input is null || !named.Contains(e.Input))).Select(e => e.From));
+        }
+
+        /// <summary>The merges that used <paramref name="id"/>'s output, newest first.</summary>
+        public IReadOnlyList<MergeSummary> ConsumersOf(string id) => Newest(_graph.Edges.Where(e => e.From == id).Select(e => e.To));
+
+        private List<MergeSummary> Newest(IEnumerable<string> ids) =>
+            [.. ids.Distinct(StringComparer.Ordinal).Select(i => _merges[i]).OrderByDescending(m => m.CreatedAt).ThenByDescending(m => m.Id, StringComparer.Ordinal)];
     }
 
     private async Task<PageResult> RepositoryAsync(HttpContext context, HubRepositorySnapshot snapshot, CancellationToken ct)
@@ -410,13 +413,19 @@ internal sealed partial class RegistryPages
         html.Raw("</section><section id=\"use\" aria-labelledby=\"use-h\"><h2 id=\"use-h\">Use this model</h2>");
         PullCommands(html, Endpoint(context), snapshot.RepoId);
         html.Raw("</section><section id=\"lineage\" aria-labelledby=\"lin-h\"><h2 id=\"lin-h\">Lineage</h2><h3>Merges that used it</h3>");
-        // Merges name a repository by its id (pulled through a Hub) or by its folder (read in place): ask for both.
-        var usedBy = (await _registry.LineageAsync(snapshot.RepoId, ct)).UsedBy.ToList();
-        if (FolderOf(snapshot) is { } folder)
+        // Merges name a repository by its id (pulled through a Hub) or by its folder (read in place): ask for both, each
+        // a page of the indexed `--model` list (not the full lineage, which reads every merge that used it).
+        // (`--model` also matches the merges that wrote this repository: a few more are asked for, then those left out.)
+        const int asked = LineageListLimit + 4;
+        var usedBy = (await _registry.ListAsync(new MergeQuery { Model = snapshot.RepoId, Limit = asked }, ct)).ToList();
+        var folder = FolderOf(snapshot);
+        if (folder is not null)
         {
             var known = usedBy.Select(m => m.Id).ToHashSet(StringComparer.Ordinal);
-            usedBy.AddRange((await _registry.LineageAsync(folder, ct)).UsedBy.Where(m => known.Add(m.Id)));
+            usedBy.AddRange((await _registry.ListAsync(new MergeQuery { Model = folder, Limit = asked }, ct)).Where(m => known.Add(m.Id)));
         }
+        usedBy.RemoveAll(m => string.Equals(m.OutputRepoId, snapshot.RepoId, StringComparison.OrdinalIgnoreCase)
+            || (folder is not null && m.OutputFolder is { } o && string.Equals(Path.TrimEndingDirectorySeparator(o), Path.TrimEndingDirectorySeparator(folder), StringComparison.Ordinal)));
         usedBy.Sort((a, b) => b.CreatedAt.CompareTo(a.CreatedAt));
         if (usedBy.Count == 0)
         {
@@ -434,7 +443,7 @@ internal sealed partial class RegistryPages
             html.Raw("</ul>");
             if (usedBy.Count > LineageListLimit)
             {
-                html.Raw("<p>").Link("/?model=" + HtmlWriter.Url(snapshot.RepoId), $"All {usedBy.Count} merges").Raw("</p>");
+                html.Raw("<p>").Link("/?model=" + HtmlWriter.Url(snapshot.RepoId), $"All merges that used it (more than {LineageListLimit})").Raw("</p>");
             }
         }
         html.Raw("</section></article>");

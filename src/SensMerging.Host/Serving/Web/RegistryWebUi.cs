@@ -48,15 +48,18 @@ public sealed partial class RegistryWebUi
         ArgumentNullException.ThrowIfNull(endpoints);
         ArgumentNullException.ThrowIfNull(hub);
         var pages = new RegistryPages(_registry, _plugins, hub, folders);
-        // The card renderer's first use builds Markdig's pipeline and the HTML sanitizer's parser (0.4-1.6 s measured);
-        // done here in the background, so no page view pays for it.
+        // The card renderer's first use builds Markdig's pipeline and the HTML sanitizer's parser (0.4-1.6 s measured),
+        // and the lineage graph's code runs for the first time: done here in the background, so no page view pays for it.
         _ = Task.Run(ModelCardRenderer.WarmUp);
+        _ = Task.Run(LineageGraphSvg.WarmUp);
         endpoints.MapGet("/api/registry/merges", (HttpContext c) => ApiAsync(c, async (h, ct) =>
             RegistryJson.Serialize(await _registry.ListAsync(ListRequest.Parse(h.Request.Query).Query, ct))));
         endpoints.MapGet("/api/registry/merges/{id}", (HttpContext c, string id) => ApiAsync(c, async (_, ct) =>
             RegistryJson.Serialize(await GetAsync(id, ct))));
         endpoints.MapGet("/api/registry/lineage", (HttpContext c) => ApiAsync(c, async (h, ct) =>
             RegistryJson.Serialize(await _registry.LineageAsync(Required(h, "model"), ct))));
+        endpoints.MapGet("/api/registry/merges/{id}/lineage", (HttpContext c, string id) => ApiAsync(c, async (h, ct) =>
+            RegistryJson.Serialize(await _registry.LineageGraphAsync((await GetAsync(id, ct)).Id, LineageBoundsOf(h), ct))));
         endpoints.MapGet("/api/registry/diff", (HttpContext c) => ApiAsync(c, async (h, ct) =>
             RegistryJson.Serialize(MergeDiff.Compare(await GetAsync(Required(h, "left"), ct), await GetAsync(Required(h, "right"), ct)))));
         endpoints.MapGet("/api/registry/plugins", (HttpContext c) => ApiAsync(c, PluginsJsonAsync));
@@ -73,6 +76,19 @@ public sealed partial class RegistryWebUi
 
     private async Task<MergeRecord> GetAsync(string id, CancellationToken ct) =>
         await _registry.GetAsync(id, ct) ?? throw new MergeNotFoundException(id);
+
+    /// <summary>The <c>depth</c> and <c>width</c> query parameters (defaults 4 and 8; 1-16 and 1-64).</summary>
+    private static LineageBounds LineageBoundsOf(HttpContext context)
+    {
+        static int Read(HttpContext c, string name, int fallback, int max) =>
+            c.Request.Query[name].ToString() is { Length: > 0 } v
+                ? int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n >= 1 && n <= max
+                    ? n
+                    : throw new FormatException($"the query parameter '{name}' must be a whole number from 1 to {max}")
+                : fallback;
+        var defaults = new LineageBounds();
+        return new LineageBounds { Depth = Read(context, "depth", defaults.Depth, 16), Width = Read(context, "width", defaults.Width, 64) };
+    }
 
     private static string Required(HttpContext context, string name) =>
         context.Request.Query[name].ToString() is { Length: > 0 } v ? v : throw new FormatException($"the query parameter '{name}' is required");

@@ -59,6 +59,21 @@ public sealed class RegistryApiTests
     }
 
     [Fact]
+    public async Task The_lineage_graph_API_answers_the_model_pages_bounded_query()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(_site.Endpoint) };
+        var graph = JsonDocument.Parse(await http.GetStringAsync($"/api/registry/merges/{_site.TiesId}/lineage?depth=2&width=4")).RootElement;
+        Assert.Equal(_site.TiesId, graph.GetProperty("root").GetProperty("id").GetString());
+        Assert.Contains(graph.GetProperty("nodes").EnumerateArray(), n => n.GetProperty("merge").GetProperty("id").GetString() == _site.SensId && n.GetProperty("generation").GetInt32() == -1);
+        var edge = Assert.Single(graph.GetProperty("edges").EnumerateArray());
+        Assert.Equal((_site.SensId, _site.TiesId), (edge.GetProperty("from").GetString(), edge.GetProperty("to").GetString()));
+        Assert.Equal(Path.Combine(_site.Root, "out", "sens"), edge.GetProperty("input").GetString());
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await http.GetAsync($"/api/registry/merges/{_site.TiesId}/lineage?depth=0")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync("/api/registry/merges/m-nope/lineage")).StatusCode);
+    }
+
+    [Fact]
     public async Task Pages_forbid_scripts_and_report_their_server_time()
     {
         using var http = new HttpClient { BaseAddress = new Uri(_site.Endpoint) };

@@ -91,13 +91,32 @@ public sealed class RegistryWebUiBrowserTests
         Assert.Contains("decorators:", await page.Locator("pre.config").First.InnerTextAsync(), StringComparison.Ordinal);
         await page.ScreenshotAsync(new() { Path = Screenshot("model.png"), FullPage = true });
 
-        // Lineage: the ties merge was made from this one; follow the link, and back through its ancestry.
-        await page.Locator($"#descendants a.lineage-link[href='/merges/{_site.TiesId}']").ClickAsync();
+        // The lineage graph: this merge highlighted, the ties merge made from it a link, a directed edge between them.
+        var graph = page.Locator("#lineage-graph svg");
+        Assert.True(await graph.IsVisibleAsync());
+        Assert.Equal(1, await graph.Locator($"g.current[data-id='{_site.SensId}']").CountAsync());
+        Assert.Equal(1, await graph.Locator($"path.edge[data-from='{_site.SensId}'][data-to='{_site.TiesId}']").CountAsync());
+        Assert.Equal("url(#lineage-arrow)", await graph.Locator("path.edge").First.GetAttributeAsync("marker-end"));
+        var node = graph.Locator($"a.lineage-node[href='/merges/{_site.TiesId}']");
+        Assert.Equal(1, await node.CountAsync());
+        Assert.Equal(0, await node.EvaluateAsync<int>("a => a.tabIndex"));
+
+        await page.Locator("#lineage").ScreenshotAsync(new() { Path = Screenshot("lineage.png") });
+
+        // Follow it by keyboard: focus the node, press Enter.
+        await node.FocusAsync();
+        Assert.Equal(_site.TiesId, await page.EvaluateAsync<string>("document.activeElement.getAttribute('data-id')"));
+        await page.Keyboard.PressAsync("Enter");
         await Navigated(page, "/merges/" + _site.TiesId);
         Assert.Equal("ties", await page.Locator(".method").InnerTextAsync());
+        Assert.Equal(1, await page.Locator($"#lineage-graph g.current[data-id='{_site.TiesId}']").CountAsync());
+        Assert.Equal(1, await page.Locator($"#lineage-graph path.edge[data-from='{_site.SensId}'][data-to='{_site.TiesId}']").CountAsync());
+
+        // The lists say the same in text: the ties merge's input made by the sens merge, and its ancestry; follow that back.
         Assert.Equal(1, await page.Locator($"#inputs a.lineage-link[href='/merges/{_site.SensId}']").CountAsync());
         await page.Locator($"#ancestry a.lineage-link[href='/merges/{_site.SensId}']").First.ClickAsync();
         await Navigated(page, "/merges/" + _site.SensId);
+        Assert.Equal(1, await page.Locator($"#descendants a.lineage-link[href='/merges/{_site.TiesId}']").CountAsync());
 
         // A repository's page links the merges that used it.
         await page.GotoAsync("/zoo/math");
@@ -158,6 +177,8 @@ public sealed class RegistryWebUiBrowserTests
 
         await page.GotoAsync("/merges/" + _site.TiesId);
         Assert.Contains(HubSiteFixture.ScriptTag, await page.Locator("p.tags").InnerTextAsync(), StringComparison.Ordinal);
+        // In the lineage graph too, the tag is text (the highlighted node's title).
+        Assert.Contains(HubSiteFixture.ScriptTag, await page.Locator("#lineage-graph g.current > title").TextContentAsync(), StringComparison.Ordinal);
         Assert.Equal(0, await page.Locator("script").CountAsync());
 
         await page.GotoAsync("/zoo/evil");
@@ -178,6 +199,7 @@ public sealed class RegistryWebUiBrowserTests
         await noScript.GotoAsync("/merges/" + _site.SensId);
         Assert.True(await noScript.Locator("#coefficient-heatmap rect.cell").CountAsync() > 0);
         Assert.True(await noScript.Locator("table.scores").CountAsync() > 0);
+        Assert.Equal(1, await noScript.Locator($"#lineage-graph a.lineage-node[href='/merges/{_site.TiesId}']").CountAsync());
 
         var page = await _site.NewPageAsync();
         await page.GotoAsync("/");
