@@ -1,4 +1,5 @@
 using System.Text.Json;
+using SensMerging.Core.Lora;
 using SensMerging.Core.PyTorch;
 using SensMerging.Core.SafeTensors;
 using static TorchSharp.torch;
@@ -45,7 +46,10 @@ public sealed class ModelFolder : IDisposable
     public bool IsSharded { get; }
 
     /// <summary>The weight files, in index order.</summary>
-    public IReadOnlyList<string> WeightFiles => [.. _files.Select(f => f.Path)];
+    public IReadOnlyList<string> WeightFiles => [.. _files.Where(f => f.Owner is not LoraAdapter).Select(f => f.Path)];
+
+    /// <summary>The LoRA adapter folder applied to the weights, or null.</summary>
+    public string? LoraAdapterPath { get; private init; }
 
     /// <summary>Every tensor, file by file in offset order (the model's natural order).</summary>
     public IReadOnlyList<ModelTensor> Tensors { get; }
@@ -61,7 +65,14 @@ public sealed class ModelFolder : IDisposable
     /// <exception cref="ModelFolderException">Missing folder, weights or index files, or an index that disagrees with the files.</exception>
     /// <exception cref="SafeTensorsFormatException">A weight file breaks the safetensors format.</exception>
     /// <exception cref="PyTorchCheckpointException">A <c>.bin</c> checkpoint is malformed or names a forbidden pickle global.</exception>
-    public static ModelFolder Open(string path)
+    public static ModelFolder Open(string path) => Open(path, null);
+
+    /// <summary>
+    /// Opens a folder with a PEFT LoRA adapter applied (a <c>model+lora</c> reference): every weight the adapter targets
+    /// reads as <c>W + scale * B A</c> (<see cref="LoraAdapter"/>); null opens the folder as it is.
+    /// </summary>
+    /// <exception cref="ModelFolderException">As <see cref="Open(string)"/>, or an adapter that is invalid or does not fit the model.</exception>
+    public static ModelFolder Open(string path, string? loraAdapterPath)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var full = System.IO.Path.GetFullPath(path);
@@ -115,6 +126,12 @@ public sealed class ModelFolder : IDisposable
                     }
                     tensors.Add(t);
                 }
+            }
+            if (loraAdapterPath is not null)
+            {
+                var adapter = LoraAdapter.Open(loraAdapterPath);
+                files.Add(new WeightFile(adapter.Path, adapter, []));
+                return new ModelFolder(full, config, files, adapter.ApplyTo(full, tensors), sharded) { LoraAdapterPath = adapter.Path };
             }
             return new ModelFolder(full, config, files, tensors, sharded);
         }
@@ -175,6 +192,10 @@ public sealed class ModelFolder : IDisposable
             f.Owner.Dispose();
         }
     }
+
+    /// <summary>Opens one weight file by its extension (<c>.safetensors</c>, else a PyTorch checkpoint).</summary>
+    internal static WeightFile OpenWeightFile(string path) =>
+        path.EndsWith(".safetensors", StringComparison.Ordinal) ? OpenSafeTensors(path) : OpenPyTorch(path);
 
     private static WeightFile OpenSafeTensors(string path)
     {
