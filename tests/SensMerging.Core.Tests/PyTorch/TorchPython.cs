@@ -12,8 +12,8 @@ internal static class TorchPython
     /// <summary>Why the fixtures cannot be made here, or null when they can.</summary>
     public static string? WhyUnavailable => Missing.Value;
 
-    /// <summary>Runs one fixture command; throws with its stderr when it fails.</summary>
-    public static void Run(params string[] args)
+    /// <summary>Runs one fixture command and returns its output; throws with its stderr when it fails.</summary>
+    public static string Run(params string[] args)
     {
         var script = Path.Combine(AppContext.BaseDirectory, "PyTorch", "torch_fixtures.py");
         var (code, output) = Exec([script, .. args]);
@@ -21,6 +21,7 @@ internal static class TorchPython
         {
             throw new InvalidOperationException($"torch_fixtures.py {string.Join(' ', args)} failed ({code}): {output}");
         }
+        return output;
     }
 
     /// <summary>Runs python with a snippet; returns its exit code and output.</summary>

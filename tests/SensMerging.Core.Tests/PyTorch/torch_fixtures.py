@@ -7,6 +7,9 @@
   legacy PATH                          a state dict in torch.save's legacy (non-zip) format
   strip-storage SRC DST                copy of a checkpoint without its first storage entry
   lora BASE ADAPTER OUT                explicitly merged model: W + scale * B @ A in float64, cast to W's dtype
+  svd BASE FT RANK ENERGY              prints JSON: per linear weight that differs, the Frobenius norm of (FT - BASE)
+                                       and of its best rank-RANK approximation's residual (float64 SVD), and the
+                                       smallest rank keeping ENERGY of every module's squared singular values
 """
 import collections
 import json
@@ -165,6 +168,23 @@ def main(argv):
         os.makedirs(out, exist_ok=True)
         write_bin(weights, out, 1)
         copy_side_files(base, out)
+    elif cmd == "svd":
+        base, ft = read_folder(argv[1]), read_folder(argv[2])
+        rank, energy = int(argv[3]), float(argv[4])
+        result = {"norm": {}, "residual": {}, "rank_for_energy": 1}
+        for name, w in ft.items():
+            parts = name.split(".")
+            if w.dim() != 2 or not name.endswith(".weight") or "embed_tokens" in parts or "lm_head" in parts:
+                continue
+            delta = w.double() - base[name].double()
+            if not delta.any():
+                continue
+            s = torch.linalg.svdvals(delta)
+            result["norm"][name] = float(delta.norm())
+            result["residual"][name] = float(s[rank:].square().sum().sqrt())
+            share = s.square().cumsum(0) / s.square().sum()
+            result["rank_for_energy"] = max(result["rank_for_energy"], int((share < energy).sum()) + 1)
+        print(json.dumps(result))
     else:
         raise SystemExit("unknown command " + cmd)
 

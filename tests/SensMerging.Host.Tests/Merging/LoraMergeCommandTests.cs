@@ -83,13 +83,76 @@ public sealed class LoraMergeCommandTests : IDisposable
         Assert.True(exit != 0, stdout);
         Assert.Contains("has rank 2 ([2, 16]), but adapter_config.json says r = 3", stderr, StringComparison.Ordinal);
         Assert.False(Directory.Exists(Path.Combine(_root, "out-rank")));
+
+        var inside = Path.Combine(adapter, "merged");
+        (exit, stdout, stderr) = await Processes.SensMergeAsync(["merge", Path.Combine(_root, "rank.yaml"), "--out", inside, "--plugins", _plugins, "--registry", _registry]);
+        Assert.True(exit != 0, stdout);
+        Assert.Contains($"lies inside the LoRA adapter folder '{adapter}'", stderr, StringComparison.Ordinal);
     }
 
-    private async Task<(string Output, string Id)> Merge(string name, string loraModel, string baseDir, string expert)
+    [Fact]
+    public async Task Extract_lora_writes_an_adapter_that_merges_back_to_the_fine_tune()
+    {
+        var baseDir = Path.Combine(_root, "base");
+        var baseWeights = TinyModels.Write(baseDir, 1);
+        // A fine-tune whose linear updates have rank 2 (and a changed norm, which an adapter does not carry).
+        var finetune = Path.Combine(_root, "finetune");
+        var random = new Random(3);
+        var ft = TinyModels.Write(finetune, 1, edit: (name, data) =>
+        {
+            if (name.EndsWith("_proj.weight", StringComparison.Ordinal))
+            {
+                const int columns = 16;
+                for (var k = 0; k < 2; k++)
+                {
+                    var u = Enumerable.Range(0, data.Length / columns).Select(_ => (random.NextDouble() * 2) - 1).ToArray();
+                    var v = Enumerable.Range(0, columns).Select(_ => (random.NextDouble() * 2) - 1).ToArray();
+                    for (var i = 0; i < data.Length; i++)
+                    {
+                        data[i] += (float)(0.3 * u[i / columns] * v[i % columns]);
+                    }
+                }
+            }
+            else if (name == "model.norm.weight")
+            {
+                data[0] += 1;
+            }
+        });
+        var adapter = Path.Combine(_root, "extracted");
+
+        var (exit, stdout, stderr) = await Processes.SensMergeAsync(["extract-lora", baseDir, finetune, "--out", adapter, "--energy", "0.999999", "--plugins", _plugins, "--registry", _registry]);
+
+        Assert.True(exit == 0, stderr + stdout);
+        Assert.Contains($"wrote a rank-2 LoRA adapter of 4 modules to {adapter}", stdout, StringComparison.Ordinal);
+        Assert.Contains("model.layers.0.self_attn.q_proj [16, 16]: energy kept 100.00%", stdout, StringComparison.Ordinal);
+        Assert.Contains("warning: 1 tensors differ but are not linear weights, so the adapter does not carry them: model.norm.weight", stderr, StringComparison.Ordinal);
+        using (var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(adapter, "adapter_config.json"))))
+        {
+            Assert.Equal((2, 2), (config.RootElement.GetProperty("r").GetInt32(), config.RootElement.GetProperty("lora_alpha").GetInt32()));
+            Assert.Equal(["q_proj", "up_proj"], config.RootElement.GetProperty("target_modules").EnumerateArray().Select(e => e.GetString()));
+        }
+
+        var (merged, _) = await Merge("extracted", $"{baseDir}+{adapter}", baseDir, null);
+        using var folder = SensMerging.Core.Models.ModelFolder.Open(merged);
+        foreach (var name in TinyModels.Tensors.Select(t => t.Name).Where(n => n.EndsWith("_proj.weight", StringComparison.Ordinal)))
+        {
+            using var tensor = folder.ReadTensor(name);
+            var got = tensor.data<float>().ToArray();
+            for (var i = 0; i < got.Length; i++)
+            {
+                Assert.True(Math.Abs(got[i] - ft[name][i]) <= 1e-5f, $"{name}[{i}]: {got[i]} != {ft[name][i]}");
+            }
+        }
+        Assert.NotEqual(baseWeights["model.layers.0.self_attn.q_proj.weight"][0], ft["model.layers.0.self_attn.q_proj.weight"][0]);
+    }
+
+    private async Task<(string Output, string Id)> Merge(string name, string loraModel, string baseDir, string? expert)
     {
         var output = Path.Combine(_root, "out-" + name);
         var config = Path.Combine(_root, name + ".yaml");
-        File.WriteAllText(config, $$"""
+        File.WriteAllText(config, expert is null
+            ? $"merge_method: task_arithmetic\nbase_model: {baseDir}\nmodels:\n  - model: {loraModel}\n    parameters: {{weight: 1.0}}\ndtype: float32\n"
+            : $$"""
             merge_method: task_arithmetic
             base_model: {{baseDir}}
             models:
