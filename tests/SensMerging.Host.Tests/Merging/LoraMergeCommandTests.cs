@@ -67,6 +67,43 @@ public sealed class LoraMergeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task A_hub_model_plus_hub_adapter_is_pulled_and_pinned_on_both_sides()
+    {
+        var repos = Path.Combine(_root, "repos");
+        var baseDir = Path.Combine(repos, "acme", "base");
+        TinyModels.Write(baseDir, 1);
+        var adapter = Path.Combine(repos, "acme", "adapter");
+        WriteAdapter(adapter);
+        await using var server = await SensMerging.Hub.Server.HubServer.StartAsync(new SensMerging.Hub.Server.FolderRepositorySource(repos));
+        var config = Path.Combine(_root, "hub.yaml");
+        File.WriteAllText(config, "merge_method: task_arithmetic\nbase_model: acme/base\nmodels:\n  - model: acme/base@main+acme/adapter\n    parameters: {weight: 1.0}\n");
+        var env = new Dictionary<string, string>
+        {
+            ["HF_ENDPOINT"] = server.Endpoint,
+            ["HF_HUB_CACHE"] = Path.Combine(_root, "hf-cache"),
+            ["HF_HUB_OFFLINE"] = "0",
+        };
+        var output = Path.Combine(_root, "hub-out");
+
+        var (exit, stdout, stderr) = await Processes.RunAsync("dotnet",
+            [TestPaths.HostDll, "merge", config, "--out", output, "--plugins", _plugins, "--registry", _registry], environment: env);
+
+        Assert.True(exit == 0, stderr + stdout);
+        var (local, _) = await Merge("local", $"{baseDir}+{adapter}", baseDir, null);
+        Assert.Equal(Sha256(Path.Combine(local, "model.safetensors")), Sha256(Path.Combine(output, "model.safetensors")));
+        using var http = new HttpClient();
+        string Sha(string repo) => JsonDocument.Parse(http.GetStringAsync($"{server.Endpoint}/api/models/{repo}").GetAwaiter().GetResult()).RootElement.GetProperty("sha").GetString()!;
+        var id = stdout.Split("registry id ")[1].Trim();
+        using var registry = LiteDbMergeRegistry.Open(new RegistryOptions { Path = _registry });
+        var record = await registry.GetAsync(id) ?? throw new InvalidOperationException("no record");
+        var adapterInput = record.Inputs.Single(i => i.Name == "acme/base@main+acme/adapter (LoRA adapter)");
+        Assert.Equal(("acme/adapter", Sha("acme/adapter")), (adapterInput.Reference, adapterInput.ResolvedCommit));
+        Assert.StartsWith(Path.Combine(_root, "hf-cache"), adapterInput.LocalPath, StringComparison.Ordinal);
+        Assert.Equal(("acme/base@main", Sha("acme/base")), (record.Inputs.Single(i => i.Name == "acme/base@main+acme/adapter").Reference, record.Inputs.Single(i => i.Name == "acme/base@main+acme/adapter").ResolvedCommit));
+        Assert.Contains($"acme/base@{Sha("acme/base")}+acme/adapter@{Sha("acme/adapter")}", File.ReadAllText(Path.Combine(output, "README.md")), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_missing_adapter_or_one_that_does_not_fit_fails_the_merge_naming_it()
     {
         var baseDir = Path.Combine(_root, "base");
