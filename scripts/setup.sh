@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian/Ubuntu machine: checks the .NET SDK, installs the two native build tools the TorchSharp
-# libstdc++ shim needs when the system libstdc++ predates GCC 13 (patchelf, g++) and the headless browser the web UI's
-# end-to-end tests drive (Debian's chromium at /usr/bin/chromium; Playwright never downloads one), and restores/builds
-# the solution.
+# libstdc++ shim needs when the system libstdc++ predates GCC 13 (patchelf, g++), the headless browser the web UI's
+# end-to-end tests drive (Debian's chromium at /usr/bin/chromium; Playwright never downloads one) and Debian's
+# python3-torch (the tests make PyTorch checkpoints with torch.save), and restores/builds the solution.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ need=()
 command -v patchelf >/dev/null 2>&1 || need+=(patchelf)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# PyTorch for the tests' .bin fixtures (torch.save) and LoRA references, run as /usr/bin/python3.
+/usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || need+=(python3-torch)
 if [ ${#need[@]} -gt 0 ]; then
   as_root=()
   [ "$(id -u)" = "0" ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && as_root=(sudo -n); }

@@ -292,13 +292,35 @@ public sealed class ConfigParserTests : IDisposable
     }
 
     [Fact]
+    public void Model_plus_adapter_references_name_a_model_and_its_lora_adapter()
+    {
+        var config = Parse("merge_method: linear\nmodels:\n  - model: org/base@v1+org/adapter@abc\n  - model: org/base@v1\n");
+        var withLora = config.Models[0].Model;
+        Assert.Equal(("org/base@v1+org/adapter@abc", "org/base", "v1"), (withLora.Text, withLora.Repo, withLora.Revision));
+        Assert.Equal(("org/adapter@abc", "org/adapter", "abc"), (withLora.Lora!.Text, withLora.Lora.Repo, withLora.Lora.Revision));
+        Assert.Equal("org/base@v1", withLora.WithoutLora().Text);
+        Assert.Null(withLora.WithoutLora().Lora);
+        Assert.False(withLora.SameModelAs(config.Models[1].Model));
+        Assert.True(withLora.WithoutLora().SameModelAs(config.Models[1].Model));
+        Assert.Equal(2, config.ReferencedModels().Count);
+
+        using var dir = new SafeTensorsTempDir();
+        Directory.CreateDirectory(dir.File("a+b"));
+        var folder = ModelReference.Parse("a+b", dir.Path);
+        Assert.Null(folder.Lora);
+        Assert.Equal(dir.File("a+b"), folder.LocalPath);
+        var local = ModelReference.Parse("./base + ../adapter", dir.Path);
+        Assert.Equal((dir.File("base"), Path.GetFullPath(Path.Combine(dir.Path, "../adapter"))), (local.LocalPath, local.Lora!.LocalPath));
+    }
+
+    [Fact]
     public void Unsupported_mergekit_features_are_errors()
     {
         var union = Assert.Throws<MergeConfigException>(() => Parse("merge_method: linear\nmodels:\n  - model: org/a\ntokenizer_source: union\n"));
         Assert.Contains("union", union.Message, StringComparison.Ordinal);
 
-        var lora = Assert.Throws<MergeConfigException>(() => Parse("merge_method: linear\nmodels:\n  - model: org/a+org/lora\n"));
-        Assert.Contains("LoRA", lora.Message, StringComparison.Ordinal);
+        var lora = Assert.Throws<MergeConfigException>(() => Parse("merge_method: linear\nmodels:\n  - model: org/a+org/lora+org/more\n"));
+        Assert.Contains("a LoRA reference is 'model+adapter', with one '+'", lora.Message, StringComparison.Ordinal);
 
         var unequal = Assert.Throws<MergeConfigException>(() => Parse("""
             slices:

@@ -107,9 +107,9 @@ public sealed class ModelFolderTests
     public void Folder_without_weights_is_an_error()
     {
         using var dir = new SafeTensorsTempDir();
-        File.WriteAllText(dir.File("pytorch_model.bin"), "x");
+        File.WriteAllText(dir.File("model.bin"), "x");
         var ex = Assert.Throws<ModelFolderException>(() => ModelFolder.Open(dir.Path));
-        Assert.Contains("only safetensors are supported", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("has none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json", ex.Message, StringComparison.Ordinal);
         Assert.Throws<ModelFolderException>(() => ModelFolder.Open(dir.File("nope")));
     }
 

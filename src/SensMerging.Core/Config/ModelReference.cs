@@ -5,7 +5,8 @@ namespace SensMerging.Core.Config;
 /// <summary>
 /// A model named in a config: a local folder (absolute, or relative to the config file's folder) or a Hub repository
 /// <c>org/name</c> with an optional <c>@revision</c>. A relative name that exists as a folder is local, even when it
-/// looks like <c>org/name</c>.
+/// looks like <c>org/name</c>. <c>model+adapter</c> (mergekit's LoRA syntax; each side a folder or a Hub reference) is the
+/// model with a PEFT LoRA adapter applied: the record describes the model, <see cref="Lora"/> the adapter.
 /// </summary>
 /// <param name="Text">The reference as written.</param>
 /// <param name="Repo">The Hub repository id, or null for a local folder.</param>
@@ -14,6 +15,13 @@ namespace SensMerging.Core.Config;
 public sealed partial record ModelReference(string Text, string? Repo, string? Revision, string? LocalPath)
 {
     public bool IsLocal => LocalPath is not null;
+
+    /// <summary>The LoRA adapter applied to the model (<c>model+adapter</c>), or null.</summary>
+    public ModelReference? Lora { get; init; }
+
+    /// <summary>The model without its adapter (the text before the <c>+</c>); this reference when it has none.</summary>
+    public ModelReference WithoutLora() =>
+        Lora is null ? this : this with { Text = Text[..Text.IndexOf('+', StringComparison.Ordinal)].Trim(), Lora = null };
 
     /// <summary>Parses <paramref name="text"/>; relative paths resolve against <paramref name="baseDirectory"/>.</summary>
     public static ModelReference Parse(string text, string baseDirectory)
@@ -25,9 +33,16 @@ public sealed partial record ModelReference(string Text, string? Repo, string? R
         {
             throw new FormatException("a model reference is empty");
         }
-        if (trimmed.Contains('+', StringComparison.Ordinal) && !LooksLikePath(trimmed))
+        if (trimmed.Contains('+', StringComparison.Ordinal)
+            && !Directory.Exists(LooksLikePath(trimmed) ? FullPath(trimmed, baseDirectory) : Path.GetFullPath(Path.Combine(baseDirectory, trimmed))))
         {
-            throw new FormatException($"model reference '{trimmed}': LoRA references (model+adapter) are not supported");
+            var parts = trimmed.Split('+');
+            if (parts.Length != 2 || parts.Any(p => p.Trim().Length == 0))
+            {
+                throw new FormatException($"model reference '{trimmed}': a LoRA reference is 'model+adapter', with one '+' between a model and an adapter");
+            }
+            var model = Parse(parts[0], baseDirectory);
+            return model with { Text = trimmed, Lora = Parse(parts[1], baseDirectory) };
         }
         if (LooksLikePath(trimmed))
         {
@@ -54,7 +69,7 @@ public sealed partial record ModelReference(string Text, string? Repo, string? R
     /// <summary>True when both references name the same model (same folder, or same repository and revision).</summary>
     public bool SameModelAs(ModelReference? other)
     {
-        if (other is null)
+        if (other is null || (Lora is null) != (other.Lora is null) || (Lora is not null && !Lora.SameModelAs(other.Lora)))
         {
             return false;
         }
@@ -90,7 +105,11 @@ public sealed partial record ModelReference(string Text, string? Repo, string? R
 /// <param name="Reference">The reference as configured.</param>
 /// <param name="LocalPath">The folder holding config.json and the weights.</param>
 /// <param name="Commit">The resolved commit for Hub references; null for local folders.</param>
-public sealed record ResolvedModel(ModelReference Reference, string LocalPath, string? Commit);
+public sealed record ResolvedModel(ModelReference Reference, string LocalPath, string? Commit)
+{
+    /// <summary>The resolved LoRA adapter of a <c>model+adapter</c> reference (its folder holds adapter_config.json), or null.</summary>
+    public ResolvedModel? Adapter { get; init; }
+}
 
 /// <summary>Turns model references into local folders (the Hub client implements Hub references).</summary>
 public interface IModelReferenceResolver
@@ -105,6 +124,36 @@ public sealed class LocalModelReferenceResolver : IModelReferenceResolver
     {
         ArgumentNullException.ThrowIfNull(reference);
         cancellationToken.ThrowIfCancellationRequested();
+        if (reference.Lora is { } lora)
+        {
+            var model = ResolveFolder(reference.WithoutLora());
+            var adapter = lora.IsLocal ? ResolveLocalAdapter(lora) : ResolveFolder(lora);
+            return Task.FromResult(model with { Reference = reference, Adapter = adapter });
+        }
+        return Task.FromResult(ResolveFolder(reference));
+    }
+
+    /// <summary>A local LoRA adapter folder: it must exist and hold <c>adapter_config.json</c>.</summary>
+    public static ResolvedModel ResolveLocalAdapter(ModelReference adapter)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        if (!adapter.IsLocal)
+        {
+            throw new ArgumentException($"'{adapter.Text}' is not a local folder", nameof(adapter));
+        }
+        if (!Directory.Exists(adapter.LocalPath))
+        {
+            throw new DirectoryNotFoundException($"LoRA adapter '{adapter.Text}': folder '{adapter.LocalPath}' does not exist");
+        }
+        if (!File.Exists(Path.Combine(adapter.LocalPath!, "adapter_config.json")))
+        {
+            throw new FileNotFoundException($"LoRA adapter '{adapter.Text}': folder '{adapter.LocalPath}' has no adapter_config.json (not a PEFT adapter)");
+        }
+        return new ResolvedModel(adapter, adapter.LocalPath!, null);
+    }
+
+    private static ResolvedModel ResolveFolder(ModelReference reference)
+    {
         if (!reference.IsLocal)
         {
             throw new NotSupportedException(
@@ -119,6 +168,6 @@ public sealed class LocalModelReferenceResolver : IModelReferenceResolver
         {
             throw new FileNotFoundException($"model '{reference.Text}': folder '{reference.LocalPath}' has no config.json (not a Hugging Face model folder)");
         }
-        return Task.FromResult(new ResolvedModel(reference, reference.LocalPath!, null));
+        return new ResolvedModel(reference, reference.LocalPath!, null);
     }
 }

@@ -1,4 +1,6 @@
 using System.Text.Json;
+using SensMerging.Core.Lora;
+using SensMerging.Core.PyTorch;
 using SensMerging.Core.SafeTensors;
 using static TorchSharp.torch;
 
@@ -6,7 +8,8 @@ namespace SensMerging.Core.Models;
 
 /// <summary>
 /// A Hugging Face model folder: <c>config.json</c> and safetensors weights, single-file (<c>model.safetensors</c>) or
-/// sharded (<c>model.safetensors.index.json</c>). Opening validates every weight file's header and that the index agrees
+/// sharded (<c>model.safetensors.index.json</c>), or, when it has no safetensors, PyTorch checkpoints
+/// (<c>pytorch_model.bin</c>, or <c>pytorch_model.bin.index.json</c> and its shards). Opening validates every weight file's header and that the index agrees
 /// with the files; tensor data is read later, on demand.
 /// </summary>
 public sealed class ModelFolder : IDisposable
@@ -14,10 +17,16 @@ public sealed class ModelFolder : IDisposable
     /// <summary>The config file name.</summary>
     public const string ConfigFileName = "config.json";
 
-    private readonly List<SafeTensorsFile> _files;
+    /// <summary>The single-file PyTorch checkpoint name.</summary>
+    public const string PyTorchSingleFileName = "pytorch_model.bin";
+
+    /// <summary>The index of a sharded PyTorch checkpoint.</summary>
+    public const string PyTorchIndexFileName = "pytorch_model.bin.index.json";
+
+    private readonly List<WeightFile> _files;
     private readonly Dictionary<string, ModelTensor> _byName;
 
-    private ModelFolder(string path, ModelConfig? config, List<SafeTensorsFile> files, IReadOnlyList<ModelTensor> tensors, bool isSharded)
+    private ModelFolder(string path, ModelConfig? config, List<WeightFile> files, IReadOnlyList<ModelTensor> tensors, bool isSharded)
     {
         Path = path;
         Config = config;
@@ -37,7 +46,10 @@ public sealed class ModelFolder : IDisposable
     public bool IsSharded { get; }
 
     /// <summary>The weight files, in index order.</summary>
-    public IReadOnlyList<string> WeightFiles => [.. _files.Select(f => f.Path)];
+    public IReadOnlyList<string> WeightFiles => [.. _files.Where(f => f.Owner is not LoraAdapter).Select(f => f.Path)];
+
+    /// <summary>The LoRA adapter folder applied to the weights, or null.</summary>
+    public string? LoraAdapterPath { get; private init; }
 
     /// <summary>Every tensor, file by file in offset order (the model's natural order).</summary>
     public IReadOnlyList<ModelTensor> Tensors { get; }
@@ -46,9 +58,21 @@ public sealed class ModelFolder : IDisposable
     public long TotalTensorBytes => Tensors.Sum(t => t.ByteLength);
 
     /// <summary>Opens a folder and validates its weights' headers and index.</summary>
+    /// <remarks>
+    /// Safetensors weights are preferred; a folder without them is read from PyTorch <c>.bin</c> checkpoints
+    /// (<c>pytorch_model.bin</c> or <c>pytorch_model.bin.index.json</c> and its shards) through the restricted unpickler.
+    /// </remarks>
     /// <exception cref="ModelFolderException">Missing folder, weights or index files, or an index that disagrees with the files.</exception>
     /// <exception cref="SafeTensorsFormatException">A weight file breaks the safetensors format.</exception>
-    public static ModelFolder Open(string path)
+    /// <exception cref="PyTorchCheckpointException">A <c>.bin</c> checkpoint is malformed or names a forbidden pickle global.</exception>
+    public static ModelFolder Open(string path) => Open(path, null);
+
+    /// <summary>
+    /// Opens a folder with a PEFT LoRA adapter applied (a <c>model+lora</c> reference): every weight the adapter targets
+    /// reads as <c>W + scale * B A</c> (<see cref="LoraAdapter"/>); null opens the folder as it is.
+    /// </summary>
+    /// <exception cref="ModelFolderException">As <see cref="Open(string)"/>, or an adapter that is invalid or does not fit the model.</exception>
+    public static ModelFolder Open(string path, string? loraAdapterPath)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var full = System.IO.Path.GetFullPath(path);
@@ -60,26 +84,35 @@ public sealed class ModelFolder : IDisposable
         var config = File.Exists(configPath) ? ModelConfig.Parse(File.ReadAllText(configPath), configPath) : null;
         var indexPath = System.IO.Path.Combine(full, ShardedSafeTensorsWriter.IndexFileName);
         var singlePath = System.IO.Path.Combine(full, ShardedSafeTensorsWriter.SingleFileName);
-        var files = new List<SafeTensorsFile>();
+        var binIndexPath = System.IO.Path.Combine(full, PyTorchIndexFileName);
+        var binSinglePath = System.IO.Path.Combine(full, PyTorchSingleFileName);
+        var files = new List<WeightFile>();
         try
         {
             bool sharded;
             if (File.Exists(indexPath))
             {
                 sharded = true;
-                OpenSharded(full, indexPath, files);
+                OpenSharded(full, indexPath, files, OpenSafeTensors);
             }
             else if (File.Exists(singlePath))
             {
                 sharded = false;
-                files.Add(SafeTensorsFile.Open(singlePath));
+                files.Add(OpenSafeTensors(singlePath));
+            }
+            else if (File.Exists(binIndexPath))
+            {
+                sharded = true;
+                OpenSharded(full, binIndexPath, files, OpenPyTorch);
+            }
+            else if (File.Exists(binSinglePath))
+            {
+                sharded = false;
+                files.Add(OpenPyTorch(binSinglePath));
             }
             else
             {
-                var hint = File.Exists(System.IO.Path.Combine(full, "pytorch_model.bin")) || File.Exists(System.IO.Path.Combine(full, "pytorch_model.bin.index.json"))
-                    ? " (it has PyTorch .bin weights; only safetensors are supported)"
-                    : string.Empty;
-                throw new ModelFolderException($"model folder '{full}' has neither {ShardedSafeTensorsWriter.SingleFileName} nor {ShardedSafeTensorsWriter.IndexFileName}{hint}");
+                throw new ModelFolderException($"model folder '{full}' has none of {ShardedSafeTensorsWriter.SingleFileName}, {ShardedSafeTensorsWriter.IndexFileName}, {PyTorchSingleFileName}, {PyTorchIndexFileName}");
             }
             var tensors = new List<ModelTensor>();
             var seen = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -91,8 +124,14 @@ public sealed class ModelFolder : IDisposable
                     {
                         throw new ModelFolderException($"model folder '{full}': tensor '{t.Name}' is in both {seen[t.Name]} and {file.Path}");
                     }
-                    tensors.Add(new ModelTensor(t.Name, t.DType, t.Shape, file.Path, file.DataStart + t.Begin, t.ByteLength) { File = file, Info = t });
+                    tensors.Add(t);
                 }
+            }
+            if (loraAdapterPath is not null)
+            {
+                var adapter = LoraAdapter.Open(loraAdapterPath);
+                files.Add(new WeightFile(adapter.Path, adapter, []));
+                return new ModelFolder(full, config, files, adapter.ApplyTo(full, tensors), sharded) { LoraAdapterPath = adapter.Path };
             }
             return new ModelFolder(full, config, files, tensors, sharded);
         }
@@ -100,7 +139,7 @@ public sealed class ModelFolder : IDisposable
         {
             foreach (var f in files)
             {
-                f.Dispose();
+                f.Owner.Dispose();
             }
             throw;
         }
@@ -118,32 +157,61 @@ public sealed class ModelFolder : IDisposable
     public static void ReadBytes(ModelTensor tensor, long offsetInTensor, Span<byte> destination)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        tensor.File.ReadBytes(tensor.Info, offsetInTensor, destination);
+        tensor.Source.ReadBytes(offsetInTensor, destination);
     }
 
     /// <summary>Reads a range of a tensor's bytes into a contiguous CPU tensor's storage.</summary>
     public static void ReadInto(ModelTensor tensor, long offsetInTensor, Tensor destination)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        tensor.File.ReadInto(tensor.Info, offsetInTensor, destination);
+        ArgumentNullException.ThrowIfNull(destination);
+        TensorBytes.ForEachSpan(destination, (span, at) => tensor.Source.ReadBytes(offsetInTensor + at, span));
     }
 
     /// <summary>Reads a tensor into a new TorchSharp tensor of its dtype (not for hot paths).</summary>
     public Tensor ReadTensor(string name)
     {
         var t = GetTensor(name);
-        return t.File.ReadTensor(t.Name);
+        var result = TorchSharp.torch.empty([.. t.Shape], t.DType.RequireScalarType());
+        try
+        {
+            ReadInto(t, 0, result);
+            return result;
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
     }
 
     public void Dispose()
     {
         foreach (var f in _files)
         {
-            f.Dispose();
+            f.Owner.Dispose();
         }
     }
 
-    private static void OpenSharded(string folder, string indexPath, List<SafeTensorsFile> files)
+    /// <summary>Opens one weight file by its extension (<c>.safetensors</c>, else a PyTorch checkpoint).</summary>
+    internal static WeightFile OpenWeightFile(string path) =>
+        path.EndsWith(".safetensors", StringComparison.Ordinal) ? OpenSafeTensors(path) : OpenPyTorch(path);
+
+    private static WeightFile OpenSafeTensors(string path)
+    {
+        var file = SafeTensorsFile.Open(path);
+        return new WeightFile(file.Path, file, [.. file.Tensors.Select(t =>
+            new ModelTensor(t.Name, t.DType, t.Shape, file.Path, file.DataStart + t.Begin, t.ByteLength) { Source = new SafeTensorsSource(file, t) })]);
+    }
+
+    private static WeightFile OpenPyTorch(string path)
+    {
+        var checkpoint = PyTorchCheckpoint.Open(path);
+        return new WeightFile(checkpoint.Path, checkpoint, [.. checkpoint.Tensors.Select(t =>
+            new ModelTensor(t.Name, t.DType, t.Shape, checkpoint.Path, t.StorageDataOffset + (t.StorageOffset * t.DType.Size), t.ByteLength) { Source = new PyTorchSource(checkpoint, t) })]);
+    }
+
+    private static void OpenSharded(string folder, string indexPath, List<WeightFile> files, Func<string, WeightFile> open)
     {
         Dictionary<string, string> weightMap;
         try
@@ -169,7 +237,7 @@ public sealed class ModelFolder : IDisposable
         }
         foreach (var name in fileNames)
         {
-            files.Add(SafeTensorsFile.Open(System.IO.Path.Combine(folder, name)));
+            files.Add(open(System.IO.Path.Combine(folder, name)));
         }
         foreach (var file in files)
         {
@@ -186,10 +254,10 @@ public sealed class ModelFolder : IDisposable
                 }
             }
         }
+        var present = files.SelectMany(f => f.Tensors.Select(t => (t.Name, System.IO.Path.GetFileName(f.Path)))).ToHashSet();
         foreach (var (tensor, fileName) in weightMap)
         {
-            var file = files.First(f => System.IO.Path.GetFileName(f.Path) == fileName);
-            if (!file.TryGetTensor(tensor, out _))
+            if (!present.Contains((tensor, fileName)))
             {
                 throw new ModelFolderException($"{indexPath}: the index maps tensor '{tensor}' to {fileName}, which has no such tensor");
             }
@@ -224,3 +292,6 @@ public sealed class ModelFolder : IDisposable
         return result;
     }
 }
+
+/// <summary>One opened weight file of a folder: its tensors and what to dispose.</summary>
+internal sealed record WeightFile(string Path, IDisposable Owner, IReadOnlyList<ModelTensor> Tensors);

@@ -33,6 +33,7 @@ public static class CliApp
         root.Add(PluginsCommand.Create());
         root.Add(MergeCommand.Create());
         root.Add(ScoresCommand.Create());
+        root.Add(ExtractLoraCommand.Create());
         root.Add(RegistryCommand.Create());
         root.Add(HubCommand.Create());
         root.Add(ServeCommand.Create());

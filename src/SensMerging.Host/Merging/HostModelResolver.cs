@@ -24,10 +24,21 @@ public sealed class HostModelResolver : IModelReferenceResolver
     public async Task<ResolvedModel> ResolveAsync(ModelReference reference, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(reference);
+        if (reference.Lora is { } lora)
+        {
+            var model = await ResolveAsync(reference.WithoutLora(), cancellationToken);
+            var adapter = lora.IsLocal ? LocalModelReferenceResolver.ResolveLocalAdapter(lora) : await PullAsync(lora, cancellationToken);
+            return model with { Reference = reference, Adapter = adapter };
+        }
         if (reference.IsLocal)
         {
             return await _local.ResolveAsync(reference, cancellationToken);
         }
+        return await PullAsync(reference, cancellationToken);
+    }
+
+    private async Task<ResolvedModel> PullAsync(ModelReference reference, CancellationToken cancellationToken)
+    {
         var key = (reference.Repo!, reference.Revision ?? "main");
         if (!_snapshots.TryGetValue(key, out var snapshot))
         {

@@ -107,6 +107,7 @@ public sealed partial class MergePipeline
         {
             _plugins.GetDecorator(decorator.Name); // unknown decorators fail before anything is resolved or recorded
         }
+        RefuseDecoratorsOnLora(config);
         if (config.Slices is not null && config.Decorators.Count > 0)
         {
             throw new MergeConfigException(config.SourcePath, [
@@ -244,6 +245,7 @@ public sealed partial class MergePipeline
     {
         var config = await MergeConfigParser.LoadAsync(configPath, cancellationToken);
         var strategy = _plugins.GetStrategy(config.MergeMethod);
+        RefuseDecoratorsOnLora(config);
         if (config.Decorators.Count == 0)
         {
             throw new InvalidOperationException($"{configPath} has no decorators: there is nothing to score (add e.g. decorators: [{{name: sens}}])");
@@ -300,6 +302,17 @@ public sealed partial class MergePipeline
         return result;
     }
 
+    /// <summary>Decorators' scorers run models on the runtime, which loads folders as they are: a LoRA adapter would be ignored.</summary>
+    private static void RefuseDecoratorsOnLora(MergeConfig config)
+    {
+        if (config.Decorators.Count > 0 && config.ReferencedModels().FirstOrDefault(m => m.Lora is not null) is { } lora)
+        {
+            throw new MergeConfigException(config.SourcePath, [
+                $"decorators on a config with a LoRA reference ('{lora.Text}') are not supported yet: the scorers load model folders "
+                + "without the adapter; merge the adapter into a folder first"]);
+        }
+    }
+
     private async Task<ResolvedInputs> ResolveInputsAsync(MergeConfig config, IMergeStrategy strategy, CancellationToken cancellationToken)
     {
         var resolved = new Dictionary<ModelReference, ResolvedModel>();
@@ -308,6 +321,7 @@ public sealed partial class MergePipeline
             resolved[reference] = await _resolver.ResolveAsync(reference, cancellationToken);
         }
         ResolvedModel Find(ModelReference r) => resolved.First(kv => kv.Key.SameModelAs(r)).Value;
+        static ModelFolder Open(ResolvedModel r) => ModelFolder.Open(r.LocalPath, r.Adapter?.LocalPath);
 
         var inputs = new ResolvedInputs { Resolved = [.. resolved.Values] };
         try
@@ -315,11 +329,11 @@ public sealed partial class MergePipeline
             if (config.BaseModel is not null)
             {
                 inputs.BaseName = config.BaseModel.Text;
-                inputs.Base = new MergeInput(config.BaseModel.Text, ModelFolder.Open(Find(config.BaseModel).LocalPath));
+                inputs.Base = new MergeInput(config.BaseModel.Text, Open(Find(config.BaseModel)));
             }
             foreach (var expert in config.Experts(strategy.Traits.RequiresBaseModel))
             {
-                inputs.ExpertList.Add(new MergeInput(expert.Model.Text, ModelFolder.Open(Find(expert.Model).LocalPath)));
+                inputs.ExpertList.Add(new MergeInput(expert.Model.Text, Open(Find(expert.Model))));
             }
             var reference = inputs.Base?.Folder ?? inputs.ExpertList.FirstOrDefault()?.Folder
                 ?? throw new MergeValidationException("the config lists no models to merge");
@@ -347,18 +361,24 @@ public sealed partial class MergePipeline
         var records = new List<ModelInput>();
         foreach (var model in inputs.Resolved)
         {
-            var files = await FileHashing.DescribeAsync(model.LocalPath, resolver.VerifiedSha256(model.LocalPath), cancellationToken);
             var isBase = inputs.Base is not null && string.Equals(inputs.BaseName, model.Reference.Text, StringComparison.Ordinal);
-            records.Add(new ModelInput
+            // A model+adapter reference is two inputs: the model (named by the whole reference) and its adapter, each with
+            // its own reference text, commit and files, so reproduce pins both sides of the '+'.
+            foreach (var (part, name) in model.Adapter is { } adapter
+                ? new[] { (model with { Reference = model.Reference.WithoutLora() }, model.Reference.Text), (adapter, model.Reference.Text + " (LoRA adapter)") }
+                : [(model, model.Reference.Text)])
             {
-                Name = model.Reference.Text,
-                Reference = model.Reference.Text,
-                RequestedRevision = model.Reference.Revision,
-                ResolvedCommit = model.Commit,
-                LocalPath = model.LocalPath,
-                Role = isBase ? ModelRole.Base : ModelRole.Expert,
-                Files = files,
-            });
+                records.Add(new ModelInput
+                {
+                    Name = name,
+                    Reference = part.Reference.Text,
+                    RequestedRevision = part.Reference.Revision,
+                    ResolvedCommit = part.Commit,
+                    LocalPath = part.LocalPath,
+                    Role = isBase ? ModelRole.Base : ModelRole.Expert,
+                    Files = await FileHashing.DescribeAsync(part.LocalPath, resolver.VerifiedSha256(part.LocalPath), cancellationToken),
+                });
+            }
         }
         return records;
     }
@@ -444,7 +464,9 @@ public sealed partial class MergePipeline
     private static string Pinned(ModelReference reference, ResolvedInputs inputs)
     {
         var resolved = inputs.Resolved.First(r => r.Reference.SameModelAs(reference));
-        return resolved.Commit is null ? resolved.LocalPath : $"{reference.Repo}@{resolved.Commit}";
+        var model = resolved.Commit is null ? resolved.LocalPath : $"{reference.Repo}@{resolved.Commit}";
+        return resolved.Adapter is not { } adapter ? model
+            : model + "+" + (adapter.Commit is null ? adapter.LocalPath : $"{adapter.Reference.Repo}@{adapter.Commit}");
     }
 
     private static ModelCard Card(MergeConfig config, string recordId, PreparedStrategy prepared, ResolvedInputs inputs, long seed)

@@ -80,6 +80,10 @@ public sealed class OutputFolderGuard
         {
             yield return ("input model folder", model.LocalPath!, false);
         }
+        foreach (var adapter in config.ReferencedModels().Select(m => m.Lora).OfType<ModelReference>().Where(a => a.IsLocal))
+        {
+            yield return ("LoRA adapter folder", adapter.LocalPath!, false);
+        }
         if (config.TokenizerSource?.Model is { IsLocal: true } tokenizer)
         {
             yield return ("tokenizer source folder", tokenizer.LocalPath!, false);
