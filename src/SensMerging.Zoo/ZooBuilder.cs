@@ -82,15 +82,26 @@ public sealed class ZooBuilder
 
         var baseMix = BaseMix(splits, settings.PretrainingShare);
         var basePath = layout.ModelPath(ZooLayout.BaseName);
-        ResetFolder(basePath);
         TrainingReport baseReport;
-        using (var model = LlamaModel.CreateRandom(config, tokenizer, seed, new ModelLoadOptions(RequiresGrad: true)))
+        if (existing is not null && IsBaseReusable(existing, layout, seed, settings) is { } reusedBase)
         {
-            baseReport = await Task.Run(
-                () => trainer.Train(model, baseMix.Pools, settings.Base, settings.MaxLength, seed, ZooLayout.BaseName, progress, cancellationToken, baseMix.Weights),
-                cancellationToken);
-            progress?.Report(new ZooProgress("save", ZooLayout.BaseName, baseReport.Steps, baseReport.Steps, baseReport.FinalLoss));
-            await SaveModelAsync(model, tokenizer, basePath, ZooLayout.BaseName, null, null, seed, settings, baseReport, cancellationToken);
+            // Only the experts' settings changed: the base would be trained to the same weights (the build is
+            // deterministic for a seed), so the one on disk is kept and only the experts are fine-tuned again.
+            _logger.LogInformation("Reusing the base model in {Path}: seed and every setting that shapes the base are unchanged.", basePath);
+            progress?.Report(new ZooProgress("reuse", ZooLayout.BaseName, reusedBase.Steps, reusedBase.Steps, reusedBase.FinalLoss));
+            baseReport = reusedBase;
+        }
+        else
+        {
+            ResetFolder(basePath);
+            using (var model = LlamaModel.CreateRandom(config, tokenizer, seed, new ModelLoadOptions(RequiresGrad: true)))
+            {
+                baseReport = await Task.Run(
+                    () => trainer.Train(model, baseMix.Pools, settings.Base, settings.MaxLength, seed, ZooLayout.BaseName, progress, cancellationToken, baseMix.Weights),
+                    cancellationToken);
+                progress?.Report(new ZooProgress("save", ZooLayout.BaseName, baseReport.Steps, baseReport.Steps, baseReport.FinalLoss));
+                await SaveModelAsync(model, tokenizer, basePath, ZooLayout.BaseName, null, null, seed, settings, baseReport, cancellationToken);
+            }
         }
         models.Add(new ZooModelEntry(ZooLayout.BaseName, ZooLayout.RepoId(ZooLayout.BaseName), layout.Relative(basePath), null, null, baseReport));
 
@@ -167,6 +178,29 @@ public sealed class ZooBuilder
 
     /// <summary>Sample pools and how often each is drawn (relative).</summary>
     private sealed record TrainingMix(IReadOnlyList<IReadOnlyList<TextSample>> Pools, IReadOnlyList<double> Weights);
+
+    /// <summary>
+    /// The training report of the base in <paramref name="manifest"/> when that base can be kept for
+    /// <paramref name="settings"/>: same seed, same settings except the experts' (<see cref="ZooSettings.Expert"/>,
+    /// <see cref="ZooSettings.ExpertReplay"/>), and the base's files present; otherwise null.
+    /// </summary>
+    private static TrainingReport? IsBaseReusable(ZooManifest manifest, ZooLayout layout, int seed, ZooSettings settings)
+    {
+        if (manifest.Seed != seed || manifest.Settings is null || BaseFingerprint(manifest.Settings) != BaseFingerprint(settings))
+        {
+            return null;
+        }
+        var entry = manifest.Models.FirstOrDefault(m => m.Name == ZooLayout.BaseName);
+        if (entry?.Training is null || !ZooLayout.ModelFiles.All(f => File.Exists(Path.Combine(layout.ModelPath(ZooLayout.BaseName), f))))
+        {
+            return null;
+        }
+        return entry.Training;
+    }
+
+    /// <summary>The settings that determine the base model (and its card): everything but the experts' training.</summary>
+    internal static string BaseFingerprint(ZooSettings settings) =>
+        ZooManifest.Fingerprint(settings with { Expert = settings.Base, ExpertReplay = 0 });
 
     private static bool IsReusable(ZooManifest manifest, ZooLayout layout, int seed, ZooSettings settings, IReadOnlyList<ITaskFamily> families)
     {

@@ -39,6 +39,12 @@ public sealed class SettingsTests
             var json = System.Text.Json.JsonSerializer.Serialize(ZooSettings.For(ZooSize.Tiny), ZooManifest.JsonOptions);
             File.WriteAllText(path, json);
             Assert.Equal(ZooManifest.Fingerprint(ZooSettings.For(ZooSize.Tiny)), ZooManifest.Fingerprint(ZooSettings.Load(path)));
+            // anchor_decay is written only when set, so zoos built before it existed keep their fingerprint.
+            Assert.DoesNotContain("anchor_decay", json, StringComparison.Ordinal);
+            var anchored = ZooSettings.For(ZooSize.Tiny) with { Expert = ZooSettings.For(ZooSize.Tiny).Expert with { AnchorDecay = 25 } };
+            File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(anchored, ZooManifest.JsonOptions));
+            Assert.Contains("\"anchor_decay\": 25", File.ReadAllText(path), StringComparison.Ordinal);
+            Assert.Equal(25, ZooSettings.Load(path).Expert.AnchorDecay);
             File.WriteAllText(path, json.Replace("\"low_rank\"", "\"lowrank\"", StringComparison.Ordinal));
             var error = Assert.Throws<ArgumentException>(() => ZooSettings.Load(path));
             Assert.Contains("lowrank", error.Message, StringComparison.Ordinal);

@@ -94,6 +94,73 @@ public sealed class TrainerTests
         }
     }
 
+    [Fact]
+    public void Anchor_decay_pulls_toward_the_starting_weights_and_zero_is_the_adamw_path_bit_for_bit()
+    {
+        var start = TrainedWeights(null);
+        var adamw = TrainedWeights(Settings);
+        // 0 is the default: AdamW with its decay toward zero, bit for bit.
+        Assert.Equal(0, Settings.AnchorDecay);
+        AssertSameBits(adamw, TrainedWeights(Settings with { AnchorDecay = 0 }));
+        // A huge anchor (the pull is capped at the whole distance) leaves every weight exactly where it started.
+        AssertSameBits(start, TrainedWeights(Settings with { AnchorDecay = 1e12 }));
+        // A moderate one trains (the weights move) but ends nearer the start than the free run.
+        var anchored = TrainedWeights(Settings with { AnchorDecay = 40 });
+        var free = Distance(adamw, start);
+        var pulled = Distance(anchored, start);
+        Assert.True(pulled > 0 && pulled < 0.8 * free, $"distance to the start: anchored {pulled}, AdamW {free}");
+    }
+
+    [Fact]
+    public void Anchor_decay_is_the_step_then_a_pull_of_lr_times_anchor_toward_the_start()
+    {
+        // One step without any decay, then the same step with the anchor: theta1' = theta1 - lr * a * (theta1 - theta0).
+        var oneStep = Settings with { Steps = 1, WarmupSteps = 0, WeightDecay = 0 };
+        const double anchor = 30;
+        var pull = oneStep.AnchorPullAt(0);
+        Assert.Equal(0, pull);
+        Assert.Equal(oneStep.LearningRate * anchor, (oneStep with { AnchorDecay = anchor }).AnchorPullAt(0), 12);
+        Assert.Equal(1.0, (oneStep with { AnchorDecay = 1e9 }).AnchorPullAt(0));
+        var start = TrainedWeights(null);
+        var stepped = TrainedWeights(oneStep);
+        var anchored = TrainedWeights(oneStep with { AnchorDecay = anchor, WeightDecay = 0.5 }); // AdamW's own decay is off
+        var factor = oneStep.LearningRate * anchor;
+        foreach (var (name, values) in anchored)
+        {
+            var expected = stepped[name].Zip(start[name], (theta, theta0) => theta - (factor * (theta - theta0))).ToArray();
+            for (var i = 0; i < values.Length; i++)
+            {
+                Assert.True(Math.Abs(values[i] - expected[i]) <= 1e-6 + (1e-5 * Math.Abs(expected[i])), $"{name}[{i}]: {values[i]} vs {expected[i]}");
+            }
+        }
+        Assert.Contains("anchor decay", Assert.Throws<ArgumentException>(() => (Settings with { AnchorDecay = -1 }).Validate()).Message, StringComparison.Ordinal);
+        Assert.Contains("anchor decay", Assert.Throws<ArgumentException>(() => (Settings with { AnchorDecay = double.NaN }).Validate()).Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>The weights of a fresh model (seed 5) after training with <paramref name="settings"/>, or untrained when null.</summary>
+    private static Dictionary<string, float[]> TrainedWeights(TrainingSettings? settings)
+    {
+        var tokenizer = WordLevelTokenizer.CreateCharacterLevel();
+        using var model = LlamaModel.CreateRandom(Config, tokenizer, seed: 5, new ModelLoadOptions(RequiresGrad: true));
+        if (settings is not null)
+        {
+            new ZooTrainer().Train(model, [Digits, Letters], settings, 16, 1, "m", null, CancellationToken.None);
+        }
+        return model.NamedWeights.ToDictionary(w => w.Name, w => w.Weight.data<float>().ToArray(), StringComparer.Ordinal);
+    }
+
+    private static void AssertSameBits(Dictionary<string, float[]> expected, Dictionary<string, float[]> actual)
+    {
+        Assert.Equal(expected.Keys, actual.Keys);
+        foreach (var (name, values) in expected)
+        {
+            Assert.True(values.SequenceEqual(actual[name]), $"{name} differs");
+        }
+    }
+
+    private static double Distance(Dictionary<string, float[]> a, Dictionary<string, float[]> b) =>
+        Math.Sqrt(a.Sum(p => p.Value.Zip(b[p.Key], (x, y) => (double)(x - y) * (x - y)).Sum()));
+
     private static (double Digits, double Letters) TrainAndMeasure(double[] weights)
     {
         var tokenizer = WordLevelTokenizer.CreateCharacterLevel();

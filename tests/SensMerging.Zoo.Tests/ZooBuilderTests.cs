@@ -6,6 +6,7 @@ using SensMerging.Runtime;
 using SensMerging.Runtime.Calibration;
 using SensMerging.Runtime.Tokenization;
 using SensMerging.Zoo.Tasks;
+using SensMerging.Zoo.Training;
 
 namespace SensMerging.Zoo.Tests;
 
@@ -150,6 +151,71 @@ public sealed class ZooBuilderTests(TinyZooFixture zoo) : IClassFixture<TinyZooF
         finally
         {
             Directory.Delete(copy, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_change_to_the_experts_only_keeps_the_base_and_gives_the_fresh_build_bit_for_bit()
+    {
+        var tiny = ZooSettings.For(ZooSize.Tiny);
+        var experts = tiny with { Expert = tiny.Expert with { Steps = 30, AnchorDecay = 20 }, ExpertReplay = 0.2 };
+        var reusing = Path.Combine(Path.GetTempPath(), "zoo-reuse-" + Guid.NewGuid().ToString("N"));
+        var fresh = Path.Combine(Path.GetTempPath(), "zoo-fresh-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            CopyDirectory(zoo.Root, reusing);
+            var progress = new List<ZooProgress>();
+            var kept = await new ZooBuilder().BuildAsync(reusing, TinyZooFixture.Seed, experts, new ListProgress(progress), CancellationToken.None);
+            Assert.False(kept.Reused);
+            Assert.Contains(progress, p => p.Stage == "reuse" && p.Model == "base");
+            Assert.DoesNotContain(progress, p => p.Stage == "train" && p.Model == "base");
+            Assert.Contains(progress, p => p.Stage == "train" && p.Model == "math");
+            Assert.Equal(ZooManifest.Fingerprint(experts), ZooManifest.Fingerprint(kept.Manifest.Settings));
+            Assert.Equal(zoo.Result.Manifest.Models[0].Training, kept.Manifest.Models[0].Training);
+
+            // The same settings built from nothing: the base trains to the same bits (deterministic), and so do the
+            // experts fine-tuned from the kept base.
+            var built = await new ZooBuilder().BuildAsync(fresh, TinyZooFixture.Seed, experts, null, CancellationToken.None);
+            foreach (var model in Models)
+            {
+                Assert.True(
+                    File.ReadAllBytes(Path.Combine(built.ModelPath(model), "model.safetensors"))
+                        .SequenceEqual(File.ReadAllBytes(Path.Combine(kept.ModelPath(model), "model.safetensors"))),
+                    $"{model} differs between the build that kept the base and the fresh one");
+            }
+            Assert.False(
+                File.ReadAllBytes(Path.Combine(zoo.Result.ModelPath("math"), "model.safetensors"))
+                    .SequenceEqual(File.ReadAllBytes(Path.Combine(kept.ModelPath("math"), "model.safetensors"))),
+                "the experts were trained again with the new settings");
+
+            // A setting that shapes the base trains it again.
+            progress.Clear();
+            var rebased = experts with { Base = experts.Base with { Steps = experts.Base.Steps + 10 } };
+            await new ZooBuilder().BuildAsync(reusing, TinyZooFixture.Seed, rebased, new ListProgress(progress), CancellationToken.None);
+            Assert.Contains(progress, p => p.Stage == "train" && p.Model == "base");
+            Assert.DoesNotContain(progress, p => p.Stage == "reuse");
+        }
+        finally
+        {
+            foreach (var folder in new[] { reusing, fresh })
+            {
+                if (Directory.Exists(folder))
+                {
+                    Directory.Delete(folder, recursive: true);
+                }
+            }
+        }
+    }
+
+    /// <summary>Records progress on the caller's thread (Progress&lt;T&gt; posts asynchronously).</summary>
+    private sealed class ListProgress(List<ZooProgress> sink) : IProgress<ZooProgress>
+    {
+        public void Report(ZooProgress value)
+        {
+            lock (sink)
+            {
+                sink.Add(value);
+            }
         }
     }
 

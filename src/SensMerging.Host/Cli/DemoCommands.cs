@@ -22,7 +22,7 @@ public static class DemoCommands
         var size = new Option<string>("--size") { Description = "default (minutes) or tiny (seconds)", DefaultValueFactory = _ => "default" };
         size.AcceptOnlyFromAmong("default", "tiny");
         var settings = new Option<FileInfo?>("--settings") { Description = "Zoo settings as JSON (the 'settings' object of a zoo.json); overrides --size" };
-        var build = new Command("build", "Train a small Llama-layout base on three task families and one expert per family (reused when present)") { output, seed, size, settings };
+        var build = new Command("build", "Train a small Llama-layout base on three task families and one expert per family (reused when present; when only the experts' settings changed, the base is kept and only the experts are trained again)") { output, seed, size, settings };
         build.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
             var logger = services.GetRequiredService<ILogger<ZooBuilder>>();

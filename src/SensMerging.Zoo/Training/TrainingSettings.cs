@@ -6,7 +6,9 @@ namespace SensMerging.Zoo.Training;
 /// <param name="LearningRate">Peak learning rate.</param>
 /// <param name="WarmupSteps">Steps of linear warm-up from 0 to the peak.</param>
 /// <param name="MinLearningRateRatio">The cosine decay ends at this fraction of the peak.</param>
-/// <param name="WeightDecay">AdamW decoupled weight decay.</param>
+/// <param name="WeightDecay">
+/// AdamW decoupled weight decay (toward zero). Not applied when <see cref="AnchorDecay"/> is set: the anchor replaces it.
+/// </param>
 /// <param name="ClipNorm">Global gradient-norm clip.</param>
 /// <param name="Threads">
 /// libtorch intra-op threads while training (restored afterwards). 1 by default: these models are small, and on a
@@ -22,6 +24,15 @@ namespace SensMerging.Zoo.Training;
 /// (embeddings and norms stay as they are), and they are folded into the full weights when training ends.
 /// </param>
 /// <param name="LowRankAlpha">The LoRA alpha (update scale alpha / rank); null: equal to the rank.</param>
+/// <param name="AnchorDecay">
+/// 0 (the default): AdamW with <see cref="WeightDecay"/> toward zero, as before. Above 0: decoupled weight decay toward
+/// the weights the run started from instead of toward zero (AdamW's own decay is off): after every optimizer step each
+/// trained tensor is pulled toward its starting value, <c>theta &lt;- theta - min(1, lr_t * AnchorDecay) * (theta -
+/// theta_start)</c>, with <c>lr_t</c> the step's learning rate. For an expert fine-tuned from the base this keeps the
+/// task vector small, as the implicit pull of short, regularised instruction fine-tunes of a strong base does; a very
+/// large value keeps the weights at the start (the factor is capped at 1: the pull never overshoots). With LoRA the
+/// trained tensors are the adapters, so they are pulled toward their initialisation (B toward zero).
+/// </param>
 public sealed record TrainingSettings(
     int Steps,
     int BatchSize,
@@ -33,7 +44,9 @@ public sealed record TrainingSettings(
     int Threads = 1,
     IReadOnlyList<string>? FrozenTensors = null,
     int LowRank = 0,
-    double? LowRankAlpha = null)
+    double? LowRankAlpha = null,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    double AnchorDecay = 0)
 {
     /// <summary>True when the tensor <paramref name="name"/> is trained (no entry of <see cref="FrozenTensors"/> occurs in it).</summary>
     public bool Trains(string name)
@@ -77,11 +90,21 @@ public sealed record TrainingSettings(
         {
             throw new ArgumentException($"The LoRA alpha must be positive, got {alpha}.");
         }
+        if (!(AnchorDecay >= 0) || double.IsInfinity(AnchorDecay))
+        {
+            throw new ArgumentException($"The anchor decay must be a finite number >= 0, got {AnchorDecay}.");
+        }
         if (WeightDecay < 0 || !(ClipNorm > 0))
         {
             throw new ArgumentException($"Weight decay must be >= 0 and the clip norm > 0 (got {WeightDecay}, {ClipNorm}).");
         }
     }
+
+    /// <summary>
+    /// The share of the distance to the starting weights removed after step <paramref name="step"/>:
+    /// <c>min(1, lr_t * AnchorDecay)</c>; 0 when <see cref="AnchorDecay"/> is 0.
+    /// </summary>
+    public double AnchorPullAt(int step) => AnchorDecay > 0 ? Math.Min(1.0, LearningRateAt(step) * AnchorDecay) : 0;
 
     /// <summary>The learning rate of step <paramref name="step"/> (0-based).</summary>
     public double LearningRateAt(int step)

@@ -123,7 +123,10 @@ public sealed class ZooTrainer
         IProgress<ZooProgress>? progress,
         CancellationToken cancellationToken)
     {
-        using var optimizer = optim.AdamW(parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
+        // AnchorDecay replaces AdamW's decay toward zero by a decay toward the starting weights (applied after each step).
+        var anchored = settings.AnchorDecay > 0;
+        using var optimizer = optim.AdamW(parameters, lr: settings.LearningRate, weight_decay: anchored ? 0 : settings.WeightDecay);
+        var anchors = anchored ? parameters.Select(p => p.detach().clone()).ToList() : null;
         var losses = new List<double>(settings.Steps);
         var watch = Stopwatch.StartNew();
         var reportEvery = Math.Max(1, settings.Steps / 20);
@@ -155,6 +158,10 @@ public sealed class ZooTrainer
                 nn.utils.clip_grad_norm_(parameters, settings.ClipNorm);
             }
             optimizer.step();
+            if (anchors is not null)
+            {
+                PullTowardAnchors(parameters, anchors, settings.AnchorPullAt(step));
+            }
             if ((step + 1) % reportEvery == 0 || step + 1 == settings.Steps)
             {
                 var recent = losses.Skip(Math.Max(0, losses.Count - LossWindow)).Average();
@@ -163,11 +170,32 @@ public sealed class ZooTrainer
             }
         }
         optimizer.zero_grad();
+        if (anchors is not null)
+        {
+            foreach (var anchor in anchors)
+            {
+                anchor.Dispose();
+            }
+        }
         watch.Stop();
         var initial = losses.Take(LossWindow).Average();
         var final = losses.Skip(Math.Max(0, losses.Count - LossWindow)).Average();
         _logger.LogInformation("Trained {Model}: {Steps} steps in {Seconds:F1} s, loss {Initial:F4} -> {Final:F4}.", label, settings.Steps, watch.Elapsed.TotalSeconds, initial, final);
         return new TrainingReport(settings.Steps, initial, final, watch.Elapsed.TotalSeconds, (long)settings.Steps * settings.BatchSize);
+    }
+
+    /// <summary>theta &lt;- theta + pull * (theta_start - theta) for every trained tensor (pull 1 lands exactly on the start).</summary>
+    private static void PullTowardAnchors(IReadOnlyList<Parameter> parameters, IReadOnlyList<Tensor> anchors, double pull)
+    {
+        if (!(pull > 0))
+        {
+            return;
+        }
+        using var noGrad = no_grad();
+        for (var i = 0; i < parameters.Count; i++)
+        {
+            parameters[i].lerp_(anchors[i], pull);
+        }
     }
 
     /// <summary>Picks a pool by its weight, then that pool's next sample in a per-pool shuffle renewed every epoch.</summary>
