@@ -22,9 +22,6 @@ namespace SensMerging.Strategies.Common;
 /// </summary>
 internal static class HalfPrecisionTaskArithmetic
 {
-    /// <summary>True when the request asks for mergekit's arithmetic in a half-precision dtype.</summary>
-    public static bool Applies(MergeTensorRequest request) => IsHalf(request.ComputeDType);
-
     /// <summary>True for bfloat16 and float16.</summary>
     public static bool IsHalf(ScalarType dtype) => dtype is ScalarType.BFloat16 or ScalarType.Float16;
 
@@ -56,7 +53,7 @@ internal static class HalfPrecisionTaskArithmetic
         // the allocator reuses instead of whole-tensor buffers touched for the first time (the results are identical:
         // every operation is per element, every sum is over the models of one element).
         var numel = request.Output.numel();
-        var output = request.Output.is_contiguous() ? request.Output.view(-1) : null;
+        using var output = request.Output.is_contiguous() ? request.Output.view(-1) : null;
         using var flatDeltas = deltas.view(count, -1);
         using var flatBase = baseTensor.view(-1);
         var chunk = numel <= CombineChunk || output is null ? Math.Max(numel, 1) : CombineChunk;
@@ -74,7 +71,6 @@ internal static class HalfPrecisionTaskArithmetic
                 output.narrow(0, start, length).copy_(merged);
             }
         }
-        output?.Dispose();
     }
 
     /// <summary>Elements per chunk of the elementwise combination (temporaries of a few MB each).</summary>

@@ -47,7 +47,7 @@ public static class TaskArithmeticCore
         // tensor, so DARE's drops do not depend on the host's block size. Callers that set no tensor seed (hosts
         // before 1.1, direct calls) merge whole tensors or independent blocks with the request's own seed.
         var randomSeed = request.TensorSeed != 0 ? request.TensorSeed : request.Seed;
-        if (HalfPrecisionTaskArithmetic.Applies(request))
+        if (request.ComputesInHalfPrecision)
         {
             HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed);
             return;

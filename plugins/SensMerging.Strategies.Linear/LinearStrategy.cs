@@ -69,7 +69,7 @@ public sealed class LinearStrategy : IMergeStrategy
     public void Merge(MergeTensorRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        if (HalfPrecision.Applies(request))
+        if (request.ComputesInHalfPrecision)
         {
             MergeInComputeDType(request);
             return;
@@ -113,10 +113,4 @@ public sealed class LinearStrategy : IMergeStrategy
         }
         request.Output.copy_(merged);
     }
-}
-
-/// <summary>Whether a request asks for mergekit's arithmetic in a half-precision dtype (<see cref="MergeTensorRequest.ComputeDType"/>).</summary>
-internal static class HalfPrecision
-{
-    public static bool Applies(MergeTensorRequest request) => request.ComputeDType is ScalarType.BFloat16 or ScalarType.Float16;
 }

@@ -145,6 +145,9 @@ public sealed record MergeTensorRequest
     /// </summary>
     public ScalarType ComputeDType { get; init; } = ScalarType.Float32;
 
+    /// <summary>True when <see cref="ComputeDType"/> is bfloat16 or float16: mergekit's arithmetic rounds every intermediate.</summary>
+    public bool ComputesInHalfPrecision => ComputeDType is ScalarType.BFloat16 or ScalarType.Float16;
+
     /// <summary>
     /// Row-major index, within the whole tensor, of the first element of <see cref="Output"/> (and of the inputs) when the
     /// host passes a block; 0 for whole tensors. Set by hosts of contract 1.1 and later.
