@@ -93,10 +93,7 @@ public static class Calibration
     }
 
     /// <summary>The columns of a task-specific table: the layer groups of the weights, in model order.</summary>
-    public static string[] GroupsInModelOrder(IEnumerable<string> weightNames) =>
-        weightNames.Select(LayerGroups.Of).Distinct(StringComparer.Ordinal)
-            .OrderBy(g => LayerGroups.SortKey(g).Rank).ThenBy(g => LayerGroups.SortKey(g).Index).ThenBy(g => g, StringComparer.Ordinal)
-            .ToArray();
+    public static string[] GroupsInModelOrder(IEnumerable<string> weightNames) => LayerGroups.InModelOrder(weightNames);
 }
 
 /// <summary>The calibration a scorer used for one task: its samples and its token limit (<see cref="Calibration.Use"/>).</summary>

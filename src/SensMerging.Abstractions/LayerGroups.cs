@@ -62,6 +62,18 @@ public static class LayerGroups
             : -1;
     }
 
+    /// <summary>
+    /// The distinct layer groups of <paramref name="tensorNames"/> in model order: embeddings, blocks by index, final norm,
+    /// head, then any other group by ordinal name (<see cref="SortKey"/>). The one ordering of a model's layer-group
+    /// columns, so the host's groups and a scorer's agree.
+    /// </summary>
+    public static string[] InModelOrder(IEnumerable<string> tensorNames)
+    {
+        ArgumentNullException.ThrowIfNull(tensorNames);
+        return [.. tensorNames.Select(Of).Distinct(StringComparer.Ordinal)
+            .OrderBy(g => SortKey(g).Rank).ThenBy(g => SortKey(g).Index).ThenBy(g => g, StringComparer.Ordinal)];
+    }
+
     /// <summary>Sort key that orders groups as they appear in a model: embeddings, blocks by index, norm, head.</summary>
     public static (int Rank, int Index, string Name) SortKey(string group)
     {

@@ -40,7 +40,7 @@ public static class SliceLayout
         {
             foreach (var source in slice.Sources)
             {
-                var layers = LayerCount(inputOf(source.Model.Model).Folder);
+                var layers = inputOf(source.Model.Model).Folder.LayerCount;
                 if (source.Range.End > layers)
                 {
                     problems.Add($"slice {index + 1} (line {slice.Line}) takes layers [{source.Range.Start}, {source.Range.End}] of '{source.Model.Model}', which has {layers}");
@@ -125,9 +125,6 @@ public static class SliceLayout
             Base = baseSource is null ? null : new PlannedSource(inputOf(baseSource.Model.Model), sourceName(baseSource)),
         };
     }
-
-    private static int LayerCount(Models.ModelFolder folder) =>
-        folder.Config?.NumHiddenLayers ?? (folder.Tensors.Select(t => LayerGroups.BlockIndex(t.Name)).DefaultIfEmpty(-1).Max() + 1);
 
     private static Dictionary<string, ParameterValue> Over(IReadOnlyDictionary<string, ParameterValue> top, IReadOnlyDictionary<string, ParameterValue> slice)
     {

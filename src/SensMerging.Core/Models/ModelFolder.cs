@@ -57,6 +57,13 @@ public sealed class ModelFolder : IDisposable
     /// <summary>Sum of the tensors' bytes.</summary>
     public long TotalTensorBytes => Tensors.Sum(t => t.ByteLength);
 
+    /// <summary>
+    /// The number of transformer blocks: <c>num_hidden_layers</c> of <c>config.json</c>, else one more than the highest
+    /// block index among the tensor names (<see cref="Abstractions.LayerGroups.BlockIndex"/>; 0 when none has one). The one
+    /// place the merge, its parameters' depths and a frankenmerge's slices take the layer count from.
+    /// </summary>
+    public int LayerCount => Config?.NumHiddenLayers ?? (Tensors.Select(t => Abstractions.LayerGroups.BlockIndex(t.Name)).DefaultIfEmpty(-1).Max() + 1);
+
     /// <summary>Opens a folder and validates its weights' headers and index.</summary>
     /// <remarks>
     /// Safetensors weights are preferred; a folder without them is read from PyTorch <c>.bin</c> checkpoints

@@ -263,7 +263,7 @@ public sealed partial class MergePipeline
             return new PreparedStrategy(strategy, reports, []);
         }
         var experts = await ScoredExpertsAsync(config, inputs, strategy.Traits.RequiresBaseModel, cancellationToken);
-        var baseModel = inputs.Base is null ? null : new ScoredModel(inputs.BaseName!, inputs.Base.Folder.Path, null);
+        var baseModel = inputs.Base is null ? null : new ScoredModel(inputs.Base.Name, inputs.Base.Folder.Path, null);
         foreach (var decoratorConfig in config.Decorators)
         {
             var decorator = _plugins.GetDecorator(decoratorConfig.Name);
@@ -315,44 +315,12 @@ public sealed partial class MergePipeline
 
     private async Task<ResolvedInputs> ResolveInputsAsync(MergeConfig config, IMergeStrategy strategy, CancellationToken cancellationToken)
     {
-        var resolved = new Dictionary<ModelReference, ResolvedModel>();
+        var resolved = new List<ResolvedModel>();
         foreach (var reference in config.ReferencedModels())
         {
-            resolved[reference] = await _resolver.ResolveAsync(reference, cancellationToken);
+            resolved.Add(await _resolver.ResolveAsync(reference, cancellationToken));
         }
-        ResolvedModel Find(ModelReference r) => resolved.First(kv => kv.Key.SameModelAs(r)).Value;
-        static ModelFolder Open(ResolvedModel r) => ModelFolder.Open(r.LocalPath, r.Adapter?.LocalPath);
-
-        var inputs = new ResolvedInputs { Resolved = [.. resolved.Values] };
-        try
-        {
-            if (config.BaseModel is not null)
-            {
-                inputs.BaseName = config.BaseModel.Text;
-                inputs.Base = new MergeInput(config.BaseModel.Text, Open(Find(config.BaseModel)));
-            }
-            foreach (var expert in config.Experts(strategy.Traits.RequiresBaseModel))
-            {
-                inputs.ExpertList.Add(new MergeInput(expert.Model.Text, Open(Find(expert.Model))));
-            }
-            var reference = inputs.Base?.Folder ?? inputs.ExpertList.FirstOrDefault()?.Folder
-                ?? throw new MergeValidationException("the config lists no models to merge");
-            inputs.TensorNames = [.. reference.Tensors.Select(t => t.Name)];
-            inputs.LayerCount = reference.Config?.NumHiddenLayers
-                ?? (inputs.TensorNames.Select(LayerGroups.BlockIndex).DefaultIfEmpty(-1).Max() + 1);
-            inputs.LayerGroups = [.. inputs.TensorNames.Select(LayerGroups.Of).Distinct(StringComparer.Ordinal).OrderBy(LayerGroups.SortKey)];
-            inputs.TokenizerFolder = config.TokenizerSource switch
-            {
-                { Kind: TokenizerSourceKind.Model, Model: { } m } => Find(m).LocalPath,
-                _ => reference.Path,
-            };
-            return inputs;
-        }
-        catch
-        {
-            inputs.Dispose();
-            throw;
-        }
+        return ResolvedInputs.Open(config, strategy.Traits.RequiresBaseModel, resolved);
     }
 
     /// <summary>The registry's view of the inputs: files with the size and SHA-256 of what the merge reads (<see cref="FileHashing"/>).</summary>
@@ -361,7 +329,7 @@ public sealed partial class MergePipeline
         var records = new List<ModelInput>();
         foreach (var model in inputs.Resolved)
         {
-            var isBase = inputs.Base is not null && string.Equals(inputs.BaseName, model.Reference.Text, StringComparison.Ordinal);
+            var isBase = inputs.IsBase(model);
             // A model+adapter reference is two inputs: the model (named by the whole reference) and its adapter, each with
             // its own reference text, commit and files, so reproduce pins both sides of the '+'.
             foreach (var (part, name) in model.Adapter is { } adapter
@@ -463,7 +431,7 @@ public sealed partial class MergePipeline
 
     private static string Pinned(ModelReference reference, ResolvedInputs inputs)
     {
-        var resolved = inputs.Resolved.First(r => r.Reference.SameModelAs(reference));
+        var resolved = inputs.ResolvedOf(reference);
         var model = resolved.Commit is null ? resolved.LocalPath : $"{reference.Repo}@{resolved.Commit}";
         return resolved.Adapter is not { } adapter ? model
             : model + "+" + (adapter.Commit is null ? adapter.LocalPath : $"{adapter.Reference.Repo}@{adapter.Commit}");
@@ -500,35 +468,4 @@ public sealed partial class MergePipeline
 
     [LoggerMessage(EventId = 201, Level = LogLevel.Information, Message = "Merge {RecordId} finished: {Output} ({TensorCount} tensors, {Seconds:F1} s)")]
     private partial void LogFinished(string recordId, string output, int tensorCount, double seconds);
-
-    /// <summary>The opened input folders of one merge.</summary>
-    private sealed class ResolvedInputs : IDisposable
-    {
-        public IReadOnlyList<ResolvedModel> Resolved { get; init; } = [];
-
-        public MergeInput? Base { get; set; }
-
-        public string? BaseName { get; set; }
-
-        public List<MergeInput> ExpertList { get; } = [];
-
-        public IReadOnlyList<MergeInput> Experts => ExpertList;
-
-        public IReadOnlyList<string> TensorNames { get; set; } = [];
-
-        public IReadOnlyList<string> LayerGroups { get; set; } = [];
-
-        public int LayerCount { get; set; }
-
-        public string? TokenizerFolder { get; set; }
-
-        public void Dispose()
-        {
-            Base?.Folder.Dispose();
-            foreach (var e in ExpertList)
-            {
-                e.Folder.Dispose();
-            }
-        }
-    }
 }
