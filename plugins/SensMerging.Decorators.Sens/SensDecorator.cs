@@ -20,7 +20,11 @@ public sealed partial class SensDecorator : IStrategyDecorator
     public const string CrossScorer = "cross_scorer";
     public const string TaskScaling = "task_scaling";
     public const string CrossScaling = "cross_scaling";
+
+    /// <summary>The report's key for the calibration samples the scorers used (from each expert's calibration block).</summary>
     public const string Samples = "samples";
+
+    /// <summary>The report's key for the token limit the scorers used (from each expert's calibration block).</summary>
     public const string MaxLength = "max_length";
 
     /// <summary>T = 2: the low end of the 2-6 range seen in public follow-up work; alpha * tau is at most 1, so a low T keeps the coefficients from collapsing to 1.</summary>
@@ -32,12 +36,6 @@ public sealed partial class SensDecorator : IStrategyDecorator
     /// (docs/results.md).
     /// </summary>
     public const string DefaultAlignment = "distance";
-
-    /// <summary>m: calibration samples per task handed to the scorers (at most; a shorter calibration set gives all it has).</summary>
-    public const long DefaultSamples = 100;
-
-    /// <summary>Tokens per calibration sample handed to the scorers (at most; a calibration set's own smaller limit stays).</summary>
-    public const long DefaultMaxLength = 256;
 
     public string Name => DecoratorName;
 
@@ -62,10 +60,6 @@ public sealed partial class SensDecorator : IStrategyDecorator
             "Task-specific scaling; off: alpha = 1 for every expert and group, and the task scorer is not run."),
         ParameterSpec.Boolean(CrossScaling, true, ParameterScope.Global,
             "Cross-task scaling; off: tau = 1/K for every expert, and the cross scorer is not run."),
-        ParameterSpec.Integer(Samples, DefaultSamples, ParameterScope.Global,
-            "m: calibration samples per task, at most (a calibration set with fewer gives all it has); the report records the samples used.", min: 1),
-        ParameterSpec.Integer(MaxLength, DefaultMaxLength, ParameterScope.Global,
-            "Tokens per calibration sample, at most (a calibration set's own smaller max_length stays); the report records the limit used.", min: 2),
     ];
 
     public async Task<IDecoratedStrategy> DecorateAsync(IMergeStrategy inner, DecoratorContext context, CancellationToken cancellationToken)
@@ -73,9 +67,9 @@ public sealed partial class SensDecorator : IStrategyDecorator
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(context);
         var settings = SensSettings.Read(context.Parameters);
-        // The calibration the scorers get is cut here, once, to samples and max_length; the report records these same
-        // objects, so its samples and max_length are the values in effect (a calibration block's 20 / 64, not 100 / 256).
-        var experts = context.Experts.Select(settings.Calibrated).ToArray();
+        // The calibration is each expert's calibration block as the host loaded it (samples and max_length are set there,
+        // and only there); the scorers get all of it, and the report records these same objects.
+        var experts = context.Experts.ToArray();
         if (experts.Length == 0)
         {
             throw new InvalidOperationException("sens: the merge has no experts to weigh.");
@@ -95,14 +89,14 @@ public sealed partial class SensDecorator : IStrategyDecorator
         ScoreTable? taskTable = null;
         if (settings.TaskScaling)
         {
-            taskTable = await RunScorerAsync(settings.TaskScorer, ScorerKind.TaskSpecific, settings, experts, context, cancellationToken).ConfigureAwait(false);
+            taskTable = await RunScorerAsync(settings.TaskScorer, ScorerKind.TaskSpecific, experts, context, cancellationToken).ConfigureAwait(false);
             ValidateRows(taskTable, experts);
             tables.Add(Rename(taskTable, "S"));
         }
         ScoreTable? crossTable = null;
         if (settings.CrossScaling)
         {
-            crossTable = await RunScorerAsync(settings.CrossScorer, ScorerKind.CrossTask, settings, experts, context, cancellationToken).ConfigureAwait(false);
+            crossTable = await RunScorerAsync(settings.CrossScorer, ScorerKind.CrossTask, experts, context, cancellationToken).ConfigureAwait(false);
             ValidateRows(crossTable, experts);
             if (crossTable.Columns.Count != experts.Length)
             {
@@ -134,22 +128,23 @@ public sealed partial class SensDecorator : IStrategyDecorator
     }
 
     private static async Task<ScoreTable> RunScorerAsync(
-        string name, ScorerKind expected, SensSettings settings, IReadOnlyList<ScoredModel> experts, DecoratorContext context, CancellationToken cancellationToken)
+        string name, ScorerKind expected, IReadOnlyList<ScoredModel> experts, DecoratorContext context, CancellationToken cancellationToken)
     {
         var scorer = context.Scorers.Get(name);
         if (scorer.Kind != expected)
         {
             throw new InvalidOperationException($"sens: scorer '{name}' produces {scorer.Kind} scores; this slot needs a {expected} scorer.");
         }
-        // Pass samples and max_length to the scorers that declare them.
+        // The scorers that declare samples and max_length get the calibration's own, so they score all of it.
         var values = new Dictionary<string, object>(StringComparer.Ordinal);
-        if (scorer.Parameters.Any(p => p.Name == Samples))
+        var data = experts.Where(e => e.Data is not null).Select(e => e.Data!).ToArray();
+        if (data.Length > 0 && scorer.Parameters.Any(p => p.Name == Samples))
         {
-            values[Samples] = settings.Samples;
+            values[Samples] = (long)Math.Max(1, data.Max(d => d.Samples.Count));
         }
-        if (scorer.Parameters.Any(p => p.Name == MaxLength))
+        if (data.Any(d => d.MaxLength > 0) && scorer.Parameters.Any(p => p.Name == MaxLength))
         {
-            values[MaxLength] = settings.MaxLength;
+            values[MaxLength] = (long)Math.Max(2, data.Max(d => d.MaxLength));
         }
         var scoring = new ScoringContext
         {
@@ -198,74 +193,38 @@ public sealed partial class SensDecorator : IStrategyDecorator
 
 /// <summary>The decorator's settings, read from its resolved parameters.</summary>
 internal sealed record SensSettings(
-    double Temperature, TemperatureScale Scale, TransferReading Reading, string TaskScorer, string CrossScorer, bool TaskScaling, bool CrossScaling, long Samples, long MaxLength)
+    double Temperature, TemperatureScale Scale, TransferReading Reading, string TaskScorer, string CrossScorer, bool TaskScaling, bool CrossScaling)
 {
+    /// <summary>
+    /// The settings from the resolved parameters. The host hands every declared parameter, its default applied and its
+    /// range checked (contract 1.3), so nothing here falls back or checks again; only the choices are mapped to enums.
+    /// </summary>
     public static SensSettings Read(ResolvedParameters parameters)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        T Value<T>(string name, Func<string, T> read, T fallback) => parameters.Has(name) ? read(name) : fallback;
-        var temperature = Value(SensDecorator.Temperature, n => parameters.Float(n), SensDecorator.DefaultTemperature);
-        if (!(temperature > 0) || !double.IsFinite(temperature))
+        var scale = parameters.String(SensDecorator.TemperatureScaleName) switch
         {
-            throw new ArgumentException($"sens: temperature must be a finite number above 0, got {temperature.ToString(CultureInfo.InvariantCulture)}.");
-        }
-        var scaleName = Value(SensDecorator.TemperatureScaleName, n => parameters.String(n), "absolute");
-        var scale = scaleName.ToUpperInvariant() switch
-        {
-            "ABSOLUTE" => TemperatureScale.Absolute,
-            "SPREAD" => TemperatureScale.Spread,
-            _ => throw new ArgumentException($"sens: temperature_scale must be 'absolute' or 'spread', got '{scaleName}'."),
+            "spread" => TemperatureScale.Spread,
+            _ => TemperatureScale.Absolute,
         };
-        var alignment = Value(SensDecorator.Alignment, n => parameters.String(n), SensDecorator.DefaultAlignment);
-        var reading = alignment.ToUpperInvariant() switch
+        var reading = parameters.String(SensDecorator.Alignment) switch
         {
-            "ALIGNMENT" => TransferReading.Alignment,
-            "DISTANCE" => TransferReading.Distance,
-            _ => throw new ArgumentException($"sens: alignment must be 'alignment' or 'distance', got '{alignment}'."),
+            "alignment" => TransferReading.Alignment,
+            _ => TransferReading.Distance,
         };
-        var samples = Value(SensDecorator.Samples, n => parameters.Integer(n), SensDecorator.DefaultSamples);
-        var maxLength = Value(SensDecorator.MaxLength, n => parameters.Integer(n), SensDecorator.DefaultMaxLength);
-        if (samples < 1 || maxLength < 2)
-        {
-            throw new ArgumentException($"sens: samples must be at least 1 and max_length at least 2 (got {samples}, {maxLength}).");
-        }
         return new SensSettings(
-            temperature,
+            parameters.Float(SensDecorator.Temperature),
             scale,
             reading,
-            Value(SensDecorator.TaskScorer, n => parameters.String(n), "sensitivity"),
-            Value(SensDecorator.CrossScorer, n => parameters.String(n), "logit_alignment"),
-            Value(SensDecorator.TaskScaling, n => parameters.Boolean(n), true),
-            Value(SensDecorator.CrossScaling, n => parameters.Boolean(n), true),
-            samples,
-            maxLength);
-    }
-
-    /// <summary>
-    /// <paramref name="expert"/> with its calibration cut to what the scorers use: the first <see cref="Samples"/> samples
-    /// (all of a shorter set) and at most <see cref="MaxLength"/> tokens (a set's own smaller limit stays).
-    /// </summary>
-    public ScoredModel Calibrated(ScoredModel expert)
-    {
-        ArgumentNullException.ThrowIfNull(expert);
-        if (expert.Data is not { } data)
-        {
-            return expert;
-        }
-        var cap = (int)Math.Min(MaxLength, int.MaxValue);
-        return expert with
-        {
-            Data = data with
-            {
-                Samples = data.Samples.Count <= Samples ? data.Samples : data.Samples.Take((int)Samples).ToArray(),
-                MaxLength = data.MaxLength > 0 ? Math.Min(data.MaxLength, cap) : cap,
-            },
-        };
+            parameters.String(SensDecorator.TaskScorer),
+            parameters.String(SensDecorator.CrossScorer),
+            parameters.Boolean(SensDecorator.TaskScaling),
+            parameters.Boolean(SensDecorator.CrossScaling));
     }
 
     /// <summary>
     /// The report's settings. <c>samples</c> and <c>max_length</c> come from <paramref name="scored"/>, the calibration the
-    /// scorers got (<see cref="Calibrated"/>): one number when every expert's is the same, else a map expert to number;
+    /// scorers got (each expert's calibration block): one number when every expert's is the same, else a map expert to number;
     /// absent when no scorer ran on calibration data.
     /// </summary>
     public IReadOnlyDictionary<string, object> ToDictionary(string inner, IReadOnlyList<string> experts, IReadOnlyList<ScoredModel> scored)

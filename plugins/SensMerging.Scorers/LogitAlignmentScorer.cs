@@ -52,9 +52,10 @@ public sealed partial class LogitAlignmentScorer : IScorer
             throw new InvalidOperationException($"scorer '{ScorerName}' got no experts to score.");
         }
         var parameters = context.Parameters;
-        var m = parameters.Has(Calibration.Samples) ? parameters.Integer(Calibration.Samples) : Calibration.DefaultSamples;
-        var maxLength = parameters.Has(Calibration.MaxLength) ? parameters.Integer(Calibration.MaxLength) : Calibration.DefaultMaxLength;
-        var budgetMb = parameters.Has(ReferenceMemoryMb) ? parameters.Integer(ReferenceMemoryMb) : 1024;
+        // Every declared parameter arrives with its default applied and its range checked (contract 1.3).
+        var m = parameters.Integer(Calibration.Samples);
+        var maxLength = parameters.Integer(Calibration.MaxLength);
+        var budgetMb = parameters.Integer(ReferenceMemoryMb);
         var uses = experts.Select(e => Calibration.Use(e, m, maxLength, ScorerName)).ToArray();
 
         var watch = Stopwatch.StartNew();

@@ -29,19 +29,9 @@ public static class RequestChecks
         {
             throw new ArgumentException($"{strategy}: tensor '{tensorName}' has {count} models but {weights.Count} weights", argument);
         }
-        if (count < traits.MinModels)
+        if (traits.CountProblems(strategy, hasBase, count) is { Count: > 0 } problems)
         {
-            throw new ArgumentException(
-                $"{strategy}: tensor '{tensorName}' needs at least {traits.MinModels} model(s) besides the base, got {count}", argument);
-        }
-        if (traits.MaxModels is { } max && count > max)
-        {
-            throw new ArgumentException(
-                $"{strategy}: tensor '{tensorName}' accepts at most {max} model(s) besides the base, got {count}", argument);
-        }
-        if (traits.RequiresBaseModel && !hasBase)
-        {
-            throw new ArgumentException($"{strategy}: tensor '{tensorName}' needs a base model (set base_model)", argument);
+            throw new ArgumentException($"tensor '{tensorName}': {problems[0]}", argument);
         }
         for (var i = 0; i < count; i++)
         {
@@ -58,26 +48,5 @@ public static class RequestChecks
     {
         ArgumentNullException.ThrowIfNull(request);
         return model < request.ModelNames.Count ? request.ModelNames[model] : $"#{model}";
-    }
-
-    /// <summary>A per-model float parameter checked against an inclusive range.</summary>
-    public static double FloatInRange(MergeTensorRequest request, string strategy, string name, int model, double min, double max)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        return FloatInRange(request.Parameters, strategy, name, model, NameOf(request, model), request.TensorName, min, max);
-    }
-
-    /// <summary>A per-model float parameter checked against an inclusive range (the names are for the message).</summary>
-    public static double FloatInRange(ResolvedParameters parameters, string strategy, string name, int model, string modelName, string tensorName, double min, double max)
-    {
-        ArgumentNullException.ThrowIfNull(parameters);
-        var value = parameters.Float(name, model);
-        if (!(value >= min && value <= max))
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(parameters),
-                $"{strategy}: parameter '{name}' of model '{modelName}' for tensor '{tensorName}' is {value}, outside [{min}, {max}]");
-        }
-        return value;
     }
 }

@@ -8,46 +8,42 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
     /// <summary>Divisors smaller than this (plain sums) count as zero, as in mergekit.</summary>
     public const double ZeroDivisor = 1e-8;
 
-    /// <summary>Reads and range-checks the variant's parameters for one tensor.</summary>
+    /// <summary>
+    /// Reads the variant's parameters for one tensor. The host hands every declared parameter with its default applied and
+    /// its declared range checked (contract 1.3), so only mergekit's rule that ties two parameters together is checked here.
+    /// </summary>
     public static TaskArithmeticSettings Read(
         TaskArithmeticVariant variant, ResolvedParameters p, IReadOnlyList<double> weights, IReadOnlyList<string> modelNames, string tensorName)
     {
+        ArgumentNullException.ThrowIfNull(variant);
+        ArgumentNullException.ThrowIfNull(p);
         var count = weights.Count;
         var densities = new double[count];
         var gammas = new double[count];
         var epsilons = new double[count];
         for (var i = 0; i < count; i++)
         {
-            var name = i < modelNames.Count ? modelNames[i] : $"#{i}";
-            densities[i] = variant.Sparsification == SparsificationMethod.None
-                ? 1.0
-                : RequestChecks.FloatInRange(p, variant.Name, "density", i, name, tensorName, 0, 1);
-            gammas[i] = variant.Sparsification == SparsificationMethod.MagnitudeOutliers
-                ? RequestChecks.FloatInRange(p, variant.Name, "gamma", i, name, tensorName, 0, 1)
-                : 0;
+            densities[i] = variant.Sparsification == SparsificationMethod.None ? 1.0 : p.Float("density", i);
+            gammas[i] = variant.Sparsification == SparsificationMethod.MagnitudeOutliers ? p.Float("gamma", i) : 0;
             if (variant.Sparsification == SparsificationMethod.RankedMagnitudeSampling)
             {
-                epsilons[i] = RequestChecks.FloatInRange(p, variant.Name, "epsilon", i, name, tensorName, 0, 1);
+                epsilons[i] = p.Float("epsilon", i);
                 if (densities[i] is > 0 and < 1 && (densities[i] + epsilons[i] >= 1 || densities[i] - epsilons[i] <= 0))
                 {
+                    var name = i < modelNames.Count ? modelNames[i] : $"#{i}";
                     throw new ArgumentOutOfRangeException(nameof(p),
                         $"{variant.Name}: model '{name}' for tensor '{tensorName}': density {densities[i]} +- epsilon {epsilons[i]} must lie inside (0, 1) (mergekit's rule)");
                 }
             }
-        }
-        var lambda = p.Has("lambda") ? p.Float("lambda") : 1.0;
-        if (!double.IsFinite(lambda))
-        {
-            throw new ArgumentOutOfRangeException(nameof(p), $"{variant.Name}: parameter 'lambda' is not finite ({lambda})");
         }
         return new TaskArithmeticSettings(
             Weights: [.. weights],
             Densities: densities,
             Gammas: gammas,
             Epsilons: epsilons,
-            Lambda: lambda,
-            Normalize: p.Has("normalize") ? p.Boolean("normalize") : variant.DefaultNormalize,
-            Rescale: variant.Sparsification != SparsificationMethod.None && (p.Has("rescale") ? p.Boolean("rescale") : variant.DefaultRescale));
+            Lambda: p.Float("lambda"),
+            Normalize: p.Boolean("normalize"),
+            Rescale: variant.Sparsification != SparsificationMethod.None && p.Boolean("rescale"));
     }
 
     /// <summary>

@@ -52,7 +52,7 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
         {
             throw new ArgumentException($"model_stock: the weights of tensor '{tensor.TensorName}' sum to zero; they cannot be normalized", nameof(tensor));
         }
-        var filterWise = tensor.Parameters.Has("filter_wise") && tensor.Parameters.Boolean("filter_wise");
+        var filterWise = tensor.Parameters.Boolean("filter_wise");
         // mergekit: a 1-D tensor is one row; otherwise rows run along the last dimension.
         var columns = filterWise && tensor.Shape.Count >= 2 ? tensor.Shape[^1] : 0;
         return columns > 0

@@ -70,6 +70,29 @@ public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, i
     /// <c>out_dtype</c>, else <c>dtype</c>, as mergekit writes it.
     /// </summary>
     public bool WritesFloat32 { get; init; }
+
+    /// <summary>
+    /// What a merge with <paramref name="hasBase"/> and <paramref name="modelCount"/> models besides the base breaks of
+    /// these traits, in one wording: the host checks a config and a plan with it, and a plugin may check a request with it
+    /// (every message starts with <c>merge method '<paramref name="method"/>'</c>). Empty when the counts fit.
+    /// </summary>
+    public IReadOnlyList<string> CountProblems(string method, bool hasBase, int modelCount)
+    {
+        var problems = new List<string>();
+        if (RequiresBaseModel && !hasBase)
+        {
+            problems.Add($"merge method '{method}' needs a base model (base_model), and none is given");
+        }
+        if (modelCount < MinModels)
+        {
+            problems.Add($"merge method '{method}' needs at least {MinModels} model(s) besides the base, got {modelCount}");
+        }
+        if (MaxModels is { } max && modelCount > max)
+        {
+            problems.Add($"merge method '{method}' takes at most {max} model(s) besides the base, got {modelCount}");
+        }
+        return problems;
+    }
 }
 
 /// <summary>One tensor's merge: inputs, weights, parameters, and the buffer to write the result into.</summary>

@@ -144,11 +144,22 @@ public sealed class ConfigParameterTests
 
         var noBase = Parse("merge_method: model_stock\nmodels:\n  - model: o/a\n");
         var both = Assert.Throws<MergeConfigException>(() => ParameterResolver.Validate(noBase, SpecOnlyStrategy.For("model_stock"), ["lm_head.weight"], 1));
-        Assert.Contains("needs 'base_model'", both.Message, StringComparison.Ordinal);
+        Assert.Contains("needs a base model (base_model)", both.Message, StringComparison.Ordinal);
         Assert.Contains("at least 2 model(s)", both.Message, StringComparison.Ordinal);
 
         var other = Assert.Throws<MergeConfigException>(() => ParameterResolver.Validate(noBase, SpecOnlyStrategy.For("linear"), ["lm_head.weight"], 1));
         Assert.Contains("merge_method is 'model_stock' but the strategy is 'linear'", other.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Out_of_range_density_is_refused_before_the_merge()
+    {
+        // The host's check is the only one (contract 1.3): the ties plugin reads density without checking it again.
+        var config = Parse("merge_method: ties\nbase_model: o/b\nmodels:\n  - model: o/a\n    parameters:\n      density: 1.5\n");
+        var error = Assert.Throws<MergeConfigException>(() =>
+            ParameterResolver.Validate(config, SpecOnlyStrategy.For("ties"), ["model.layers.0.mlp.up_proj.weight"], 1));
+        Assert.Contains("parameter 'density'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("outside the allowed range [0, 1]", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -170,5 +181,13 @@ public sealed class ConfigParameterTests
             new Dictionary<string, object> { ["temperature"] = 0.0, ["bogus"] = 1L }, specs));
         Assert.Contains("'bogus' is not a parameter of decorator 'sens' (known: temperature, scorers, samples)", error.Message, StringComparison.Ordinal);
         Assert.Contains("outside the allowed range [0.01, 100]", error.Message, StringComparison.Ordinal);
+
+        // The host's check is the only one a plugin gets (contract 1.3): a NaN or infinity passes no range test, so it is refused here.
+        foreach (var bad in new[] { double.NaN, double.PositiveInfinity })
+        {
+            var notFinite = Assert.Throws<MergeConfigException>(() => ParameterResolver.ResolveComponent("decorator 'sens'",
+                new Dictionary<string, object> { ["temperature"] = bad }, specs));
+            Assert.Contains("not a finite number", notFinite.Message, StringComparison.Ordinal);
+        }
     }
 }

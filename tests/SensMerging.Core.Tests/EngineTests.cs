@@ -298,7 +298,7 @@ public sealed class EngineTests : IDisposable
         Assert.Contains("2 weights given for 1 models", ex.Message, StringComparison.Ordinal);
         var e = _dir.Input("e1", e1Path);
         ex = Fails(new MergePlan { Models = [e, e with { Name = "x" }, e with { Name = "y" }, e with { Name = "z" }, e with { Name = "w" }], Strategy = new WeightedSumStrategy() });
-        Assert.Contains("takes at most 4 models besides the base, got 5", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("takes at most 4 model(s) besides the base, got 5", ex.Message, StringComparison.Ordinal);
         ex = Fails(new MergePlan
         {
             Models = [e],

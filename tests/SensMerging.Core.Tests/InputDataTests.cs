@@ -51,9 +51,9 @@ public sealed class InputDataTests : IDisposable
             _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 3, dtype).Path),
         ],
         Strategy = strategy,
-        ParameterResolver = (_, _) => new ResolvedParameters(
+        ParameterResolver = (_, _) => HostDefaults.Complete(strategy, new ResolvedParameters(
             new Dictionary<string, object> { ["lambda"] = 1.0 },
-            [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.5 }]),
+            [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.5 }])),
         Weights = [0.5, 0.5],
     };
 

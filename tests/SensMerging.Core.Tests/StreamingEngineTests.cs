@@ -31,7 +31,7 @@ public sealed class StreamingEngineTests : IDisposable
             Base = _dir.Input("base", TinyModels.Make(_dir.File("base" + tag), 1, dtype).Path),
             Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1" + tag), 2, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 3, dtype).Path)],
             Strategy = s,
-            ParameterResolver = (_, _) => parameters,
+            ParameterResolver = (_, _) => HostDefaults.Complete(strategy, parameters),
             Weights = [0.8, -0.3],
         };
 
@@ -66,7 +66,7 @@ public sealed class StreamingEngineTests : IDisposable
             Base = _dir.Input("base", TinyModels.Make(_dir.File("base" + tag), 4, dtype).Path),
             Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1" + tag), 5, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 6, dtype).Path)],
             Strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
-            ParameterResolver = (_, _) => parameters,
+            ParameterResolver = (_, _) => HostDefaults.Complete(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), parameters),
             Weights = [0.6, 0.4],
         };
         MergeResult Merge(string tag, int workers) => new MergeEngine().Run(Plan(tag), new MergeOptions
@@ -107,7 +107,7 @@ public sealed class StreamingEngineTests : IDisposable
             Base = _dir.Input("base", basePath),
             Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
             Strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
-            ParameterResolver = (_, _) => parameters,
+            ParameterResolver = (_, _) => HostDefaults.Complete(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), parameters),
             Weights = [0.8, 0.6],
             Seed = 42,
         }, new MergeOptions { OutputPath = _dir.File(name), MaxParallelism = 2, BlockElements = block });
@@ -218,7 +218,7 @@ public sealed class StreamingEngineTests : IDisposable
             Base = _dir.Input("base", basePath),
             Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
             Strategy = s,
-            ParameterResolver = (_, _) => parameters,
+            ParameterResolver = (_, _) => HostDefaults.Complete(s, parameters),
             Weights = [0.7, -0.4],
             Seed = 5,
             OutputDType = outputDType,

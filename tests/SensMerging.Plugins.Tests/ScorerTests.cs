@@ -242,15 +242,16 @@ public sealed class ScorerTests(ITestOutputHelper output) : IDisposable
     {
         var experts = new[]
         {
-            new ScoredModel("math", Model("em", 21), Data.Set("math", Data.Math)),
-            new ScoredModel("code", Model("ec", 22), Data.Set("code", Data.Code)),
+            // As the host loads calibration blocks {samples: 3, max_length: 32}.
+            new ScoredModel("math", Model("em", 21), Data.Set("math", Data.Math.Take(3), maxLength: 32)),
+            new ScoredModel("code", Model("ec", 22), Data.Set("code", Data.Code.Take(3), maxLength: 32)),
         };
         var catalog = new TestScorerCatalog(new SensitivityScorer(), new LogitAlignmentScorer(), new FisherScorer());
         var context = new DecoratorContext
         {
             Experts = experts,
             LayerGroups = ModelOrder,
-            Parameters = TestScorerCatalog.Resolve(new SensDecorator().Parameters, new Dictionary<string, object> { ["samples"] = 3L, ["max_length"] = 32L, ["temperature"] = 0.05 }),
+            Parameters = TestScorerCatalog.Resolve(new SensDecorator().Parameters, new Dictionary<string, object> { ["temperature"] = 0.05 }),
             Scorers = catalog,
             Runtime = _runtime,
             Logger = NullLogger.Instance,

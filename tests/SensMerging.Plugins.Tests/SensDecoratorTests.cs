@@ -263,20 +263,18 @@ public sealed class SensDecoratorTests
     }
 
     [Fact]
-    public async Task SamplesAndMaxLength_ArePassedToScorers()
+    public void SamplesAndMaxLength_AreNotDecoratorParameters_TheCalibrationBlockIsTheOnlySource()
     {
-        var task = TaskScorer(HandS);
-        var cross = CrossScorer(HandG);
-        var parameters = new Dictionary<string, object> { ["samples"] = 12L, ["max_length"] = 64L };
-        await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(new TestScorerCatalog(task, cross), parameters), CancellationToken.None);
-        Assert.Equal(12L, task.LastParameters!.Integer("samples"));
-        Assert.Equal(64L, cross.LastParameters!.Integer("max_length"));
+        Assert.DoesNotContain(new SensDecorator().Parameters, p => p.Name is "samples" or "max_length");
+        var error = Assert.Throws<ArgumentException>(() =>
+            TestScorerCatalog.Resolve(new SensDecorator().Parameters, new Dictionary<string, object> { ["samples"] = 12L }));
+        Assert.Contains("'samples'", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]
-    public async Task RecordedSamplesAndMaxLength_AreTheCalibrationTheScorersGot()
+    public async Task ScorersGetAndTheReportRecords_TheCalibrationAsTheHostLoadedIt()
     {
-        // As the host loads calibration blocks {samples: 20, max_length: 64}; the decorator keeps its defaults (100, 256).
+        // As the host loads calibration blocks {samples: 20, max_length: 64}: the scorers are asked for all of it.
         var experts = Experts.Select(e => new ScoredModel(e, "/models/" + e, Data.Set(e, Enumerable.Range(0, 20).Select(i => $"{e} sample {i}."), maxLength: 64))).ToArray();
         var task = TaskScorer(HandS);
         var cross = CrossScorer(HandG);
@@ -285,24 +283,24 @@ public sealed class SensDecoratorTests
 
         Assert.Equal(20L, decorated.Report.Settings["samples"]);
         Assert.Equal(64L, decorated.Report.Settings["max_length"]);
+        Assert.Equal(20L, task.LastParameters!.Integer("samples"));
+        Assert.Equal(64L, cross.LastParameters!.Integer("max_length"));
         foreach (var scorer in new[] { task, cross })
         {
             Assert.All(scorer.LastModels!, m => Assert.Equal((20, 64), (m.Data!.Samples.Count, m.Data.MaxLength)));
         }
 
-        // Fewer samples and tokens asked for than the sets hold: the scorers get, and the report says, the smaller numbers;
-        // a set shorter (or with a lower limit) than asked gives what it has, so the report lists the values per expert.
+        // Blocks of different sizes: every scorer gets each set whole, and the report lists the values per expert.
         experts[1] = experts[1] with { Data = Data.Set("code", Data.Code, maxLength: 16) }; // 8 samples, 16 tokens
-        var parameters = new Dictionary<string, object> { ["samples"] = 12L, ["max_length"] = 32L };
-        var cut = await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(new TestScorerCatalog(task, cross), parameters, experts), CancellationToken.None);
+        var mixed = await new SensDecorator().DecorateAsync(new LinearStrategy(), Context(new TestScorerCatalog(task, cross), experts: experts), CancellationToken.None);
 
-        var samples = Assert.IsType<Dictionary<string, long>>(cut.Report.Settings["samples"]);
-        Assert.Equal(new Dictionary<string, long> { ["math"] = 12, ["code"] = 8, ["chat"] = 12 }, samples);
-        var maxLength = Assert.IsType<Dictionary<string, long>>(cut.Report.Settings["max_length"]);
-        Assert.Equal(new Dictionary<string, long> { ["math"] = 32, ["code"] = 16, ["chat"] = 32 }, maxLength);
-        Assert.Equal([12, 8, 12], task.LastModels!.Select(m => m.Data!.Samples.Count));
-        Assert.Equal(experts[0].Data!.Samples.Take(12), task.LastModels![0].Data!.Samples);
-        Assert.Equal([32, 16, 32], cross.LastModels!.Select(m => m.Data!.MaxLength));
+        var samples = Assert.IsType<Dictionary<string, long>>(mixed.Report.Settings["samples"]);
+        Assert.Equal(new Dictionary<string, long> { ["math"] = 20, ["code"] = 8, ["chat"] = 20 }, samples);
+        var maxLength = Assert.IsType<Dictionary<string, long>>(mixed.Report.Settings["max_length"]);
+        Assert.Equal(new Dictionary<string, long> { ["math"] = 64, ["code"] = 16, ["chat"] = 64 }, maxLength);
+        Assert.Equal([20, 8, 20], task.LastModels!.Select(m => m.Data!.Samples.Count));
+        Assert.Equal(experts[0].Data!.Samples, task.LastModels![0].Data!.Samples);
+        Assert.Equal([64, 16, 64], cross.LastModels!.Select(m => m.Data!.MaxLength));
     }
 
     [Fact]

@@ -95,19 +95,21 @@ public sealed class ParameterResolver
     }
 
     /// <summary>The configured weight of each expert for one tensor (parameter <c>weight</c>, default 1).</summary>
-    public double[] Weights(string tensorName, int layerCount)
+    public double[] Weights(string tensorName, int layerCount) => WeightsOf(Resolve(tensorName, layerCount));
+
+    /// <summary>The experts' weights in one tensor's resolved parameters (<c>weight</c> when the strategy declares it, else 1).</summary>
+    public double[] WeightsOf(ResolvedParameters parameters)
     {
-        ArgumentNullException.ThrowIfNull(tensorName);
+        ArgumentNullException.ThrowIfNull(parameters);
         var weights = new double[Experts.Count];
         if (_weightSpec is null)
         {
             Array.Fill(weights, 1.0);
             return weights;
         }
-        var depth = DepthOf(tensorName, layerCount);
         for (var i = 0; i < weights.Length; i++)
         {
-            weights[i] = System.Convert.ToDouble(ModelValue(_weightSpec, i, tensorName, depth), CultureInfo.InvariantCulture);
+            weights[i] = parameters.Float(_weightSpec.Name, i);
         }
         return weights;
     }
@@ -115,8 +117,10 @@ public sealed class ParameterResolver
     /// <summary>
     /// Checks everything before any output is written: the model count against the strategy's traits, the base model,
     /// the slice range against the layer count, and every parameter of every tensor. All problems are reported together.
+    /// Returns what it resolved (each tensor's parameters and weights, by tensor name), so the merge uses these values and
+    /// never resolves a tensor's parameters a second time.
     /// </summary>
-    public static void Validate(MergeConfig config, IMergeStrategy strategy, IEnumerable<string> tensorNames, int layerCount)
+    public static IReadOnlyDictionary<string, TensorParameters> Validate(MergeConfig config, IMergeStrategy strategy, IEnumerable<string> tensorNames, int layerCount)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(strategy);
@@ -127,19 +131,7 @@ public sealed class ParameterResolver
         {
             problems.Add($"the config's merge_method is '{config.MergeMethod}' but the strategy is '{strategy.Name}'");
         }
-        if (traits.RequiresBaseModel && config.BaseModel is null)
-        {
-            problems.Add($"merge method '{strategy.Name}' needs 'base_model'");
-        }
-        var experts = config.Experts(traits.RequiresBaseModel);
-        if (experts.Count < traits.MinModels)
-        {
-            problems.Add($"merge method '{strategy.Name}' needs at least {traits.MinModels} model(s) besides the base, the config has {experts.Count}");
-        }
-        if (traits.MaxModels is { } max && experts.Count > max)
-        {
-            problems.Add($"merge method '{strategy.Name}' accepts at most {max} model(s) besides the base, the config has {experts.Count}");
-        }
+        problems.AddRange(traits.CountProblems(strategy.Name, config.BaseModel is not null, config.Experts(traits.RequiresBaseModel).Count));
         if (config.LayerRange is { } range && layerCount > 0 && (range.Start != 0 || range.End != layerCount))
         {
             problems.Add($"the slice covers layers [{range.Start}, {range.End}] but the model has {layerCount}; only a slice covering all layers [0, {layerCount}] is supported");
@@ -148,20 +140,25 @@ public sealed class ParameterResolver
         {
             throw new MergeConfigException(config.SourcePath, problems);
         }
-        Validate(config, strategy.Parameters, traits.RequiresBaseModel, tensorNames, layerCount);
+        return Validate(config, strategy.Parameters, traits.RequiresBaseModel, tensorNames, layerCount);
     }
 
-    /// <summary>Checks the parameters of every tensor against <paramref name="specs"/> (names, kinds, ranges).</summary>
-    public static void Validate(MergeConfig config, IReadOnlyList<ParameterSpec> specs, bool requiresBaseModel, IEnumerable<string> tensorNames, int layerCount)
+    /// <summary>
+    /// Checks the parameters of every tensor against <paramref name="specs"/> (names, kinds, ranges) and returns each
+    /// tensor's resolved parameters and weights.
+    /// </summary>
+    public static IReadOnlyDictionary<string, TensorParameters> Validate(MergeConfig config, IReadOnlyList<ParameterSpec> specs, bool requiresBaseModel, IEnumerable<string> tensorNames, int layerCount)
     {
         ArgumentNullException.ThrowIfNull(tensorNames);
         var resolver = new ParameterResolver(config, specs, requiresBaseModel);
         var problems = new List<string>();
+        var resolved = new Dictionary<string, TensorParameters>(StringComparer.Ordinal);
         foreach (var name in tensorNames)
         {
             try
             {
-                resolver.Resolve(name, layerCount);
+                var parameters = resolver.Resolve(name, layerCount);
+                resolved[name] = new TensorParameters(parameters, resolver.WeightsOf(parameters));
             }
             catch (MergeConfigException e)
             {
@@ -185,6 +182,7 @@ public sealed class ParameterResolver
         {
             throw new MergeConfigException(config.SourcePath, problems);
         }
+        return resolved;
     }
 
     /// <summary>
@@ -291,6 +289,10 @@ public sealed class ParameterResolver
         if (value is double or long)
         {
             var number = System.Convert.ToDouble(value, CultureInfo.InvariantCulture);
+            if (!double.IsFinite(number))
+            {
+                throw new MergeConfigException($"parameter '{spec.Name}' of {where} is {number.ToString(CultureInfo.InvariantCulture)}, not a finite number");
+            }
             if ((spec.Minimum is { } min && number < min) || (spec.Maximum is { } max && number > max))
             {
                 throw new MergeConfigException(
@@ -348,3 +350,6 @@ public sealed class ParameterResolver
     private static string RangeText(ParameterSpec spec) =>
         $"[{(spec.Minimum is { } min ? min.ToString(CultureInfo.InvariantCulture) : "-inf")}, {(spec.Maximum is { } max ? max.ToString(CultureInfo.InvariantCulture) : "inf")}]";
 }
+
+/// <summary>One tensor's resolved parameters and the experts' weights in it (<see cref="ParameterResolver.Validate(MergeConfig, IMergeStrategy, IEnumerable{string}, int)"/>).</summary>
+public sealed record TensorParameters(ResolvedParameters Parameters, IReadOnlyList<double> Weights);

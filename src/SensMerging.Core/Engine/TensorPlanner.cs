@@ -58,21 +58,13 @@ internal static class TensorPlanner
         {
             throw new MergeValidationException("the plan has no models to merge");
         }
-        if (traits.RequiresBaseModel && plan.Base is null && plan.Layout is null)
+        if (plan.Layout is null)
         {
-            problems.Add($"merge method '{strategy.Name}' needs a base model, and none is given");
+            problems.AddRange(traits.CountProblems(strategy.Name, plan.Base is not null, plan.Models.Count));
         }
-        if (plan.Layout is not null && plan.Base is not null)
+        else if (plan.Base is not null)
         {
             problems.Add("a plan with a tensor layout names each tensor's sources; it has no separate base model");
-        }
-        if (plan.Layout is null && plan.Models.Count < traits.MinModels)
-        {
-            problems.Add($"merge method '{strategy.Name}' needs at least {traits.MinModels} models besides the base, got {plan.Models.Count}");
-        }
-        if (plan.Layout is null && traits.MaxModels is { } max && plan.Models.Count > max)
-        {
-            problems.Add($"merge method '{strategy.Name}' takes at most {max} models besides the base, got {plan.Models.Count}");
         }
         if (plan.Layout is null && plan.Weights is { } w && w.Count != plan.Models.Count)
         {
@@ -213,14 +205,14 @@ internal static class TensorPlanner
             {
                 break;
             }
-            if (planned.Sources.Count < Math.Max(1, traits.MinModels) || (traits.MaxModels is { } max && planned.Sources.Count > max))
+            if (planned.Sources.Count == 0)
             {
-                problems.Add($"tensor '{planned.Name}' has {planned.Sources.Count} sources; merge method '{plan.Strategy.Name}' takes {traits.MinModels}{(traits.MaxModels is { } m ? "-" + m : " or more")}");
+                problems.Add($"output tensor '{planned.Name}' has no sources");
                 continue;
             }
-            if (traits.RequiresBaseModel && planned.Base is null)
+            if (traits.CountProblems(plan.Strategy.Name, planned.Base is not null, planned.Sources.Count) is { Count: > 0 } counts)
             {
-                problems.Add($"merge method '{plan.Strategy.Name}' needs a base model, and output tensor '{planned.Name}' has none among its sources");
+                problems.AddRange(counts.Select(p => $"output tensor '{planned.Name}': {p}"));
                 continue;
             }
             if (planned.Weights.Count != planned.Sources.Count)

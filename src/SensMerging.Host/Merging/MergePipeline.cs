@@ -124,7 +124,7 @@ public sealed partial class MergePipeline
         var layerCount = inputs.LayerCount;
         // A multi-slice config plans each output tensor from its slice (every parameter resolved on the way); any other
         // reads every tensor of the reference model under its own name from every input.
-        ParameterResolver? parameters = null;
+        IReadOnlyDictionary<string, TensorParameters>? parameters = null;
         IReadOnlyList<PlannedTensor>? layout = null;
         if (config.Slices is not null)
         {
@@ -136,8 +136,7 @@ public sealed partial class MergePipeline
         }
         else
         {
-            parameters = ParameterResolver.For(config, strategy);
-            ParameterResolver.Validate(config, strategy, inputs.TensorNames, layerCount);
+            parameters = ParameterResolver.Validate(config, strategy, inputs.TensorNames, layerCount);
         }
         var inputRecords = await DescribeInputsAsync(inputs, _resolver, cancellationToken);
         resolveWatch.Stop();
@@ -186,8 +185,8 @@ public sealed partial class MergePipeline
                 Base = layout is null ? inputs.Base : null,
                 Models = inputs.Experts,
                 Strategy = prepared.Strategy,
-                ParameterResolver = parameters is null ? null : (tensor, _) => parameters.Resolve(tensor, layerCount),
-                WeightOverride = parameters is null ? null : (tensor, _) => parameters.Weights(tensor, layerCount),
+                ParameterResolver = parameters is null ? null : (tensor, _) => parameters[tensor].Parameters,
+                WeightOverride = parameters is null ? null : (tensor, _) => parameters[tensor].Weights,
                 Layout = layout,
                 CastDType = config.Dtype is null ? null : SafeTensorsDType.Parse(config.Dtype),
                 OutputDType = outDType is null ? null : SafeTensorsDType.Parse(outDType),
