@@ -103,7 +103,7 @@ public partial class SensDecoratedStrategy : IDecoratedStrategy
         Inner.Merge(request with { Weights = weights });
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sens: layer group {Group} has no coefficient; its tensors keep their configured weights (c = 1)")]
+    [LoggerMessage(EventId = 8011, Level = LogLevel.Warning, Message = "sens: layer group {Group} has no coefficient; its tensors keep their configured weights (c = 1)")]
     private static partial void LogUnscoredGroup(ILogger logger, string group);
 }
 

@@ -184,10 +184,10 @@ public sealed partial class SensDecorator : IStrategyDecorator
         Details = new Dictionary<string, double>(table.Details),
     };
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sens: layer groups without a score keep coefficient 1: {Groups}")]
+    [LoggerMessage(EventId = 8001, Level = LogLevel.Warning, Message = "sens: layer groups without a score keep coefficient 1: {Groups}")]
     private static partial void LogUnscoredGroups(ILogger logger, string groups);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sens({Inner}): coefficients for {Experts} experts x {Groups} layer groups, range {Min:F4}..{Max:F4}")]
+    [LoggerMessage(EventId = 8002, Level = LogLevel.Information, Message = "sens({Inner}): coefficients for {Experts} experts x {Groups} layer groups, range {Min:F4}..{Max:F4}")]
     private static partial void LogCoefficients(ILogger logger, string inner, int experts, int groups, double min, double max);
 }
 

@@ -50,6 +50,6 @@ internal static partial class EvaluationRunner
         };
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "{Scorer}: {Model} on {Task} = {Value:G6} ({Samples} samples)")]
+    [LoggerMessage(EventId = 8201, Level = LogLevel.Information, Message = "{Scorer}: {Model} on {Task} = {Value:G6} ({Samples} samples)")]
     private static partial void LogCell(ILogger logger, string scorer, string model, string task, double value, int samples);
 }

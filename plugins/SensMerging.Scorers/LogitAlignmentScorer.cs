@@ -202,13 +202,13 @@ public sealed partial class LogitAlignmentScorer : IScorer
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "logit_alignment: a calibration sample of expert {Expert} encodes to no tokens; skipped")]
+    [LoggerMessage(EventId = 8101, Level = LogLevel.Warning, Message = "logit_alignment: a calibration sample of expert {Expert} encodes to no tokens; skipped")]
     private static partial void LogEmptySample(ILogger logger, string expert);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "logit_alignment: {Count} reference samples stored ({InMemory} bytes in memory, {OnDisk} bytes in a temporary file)")]
+    [LoggerMessage(EventId = 8102, Level = LogLevel.Information, Message = "logit_alignment: {Count} reference samples stored ({InMemory} bytes in memory, {OnDisk} bytes in a temporary file)")]
     private static partial void LogReferencesStored(ILogger logger, int count, long inMemory, long onDisk);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "logit_alignment: expert {Expert} compared on the other tasks ({Seconds:F1} s so far)")]
+    [LoggerMessage(EventId = 8103, Level = LogLevel.Information, Message = "logit_alignment: expert {Expert} compared on the other tasks ({Seconds:F1} s so far)")]
     private static partial void LogExpertCompared(ILogger logger, string expert, double seconds);
 
     private sealed record EncodedSample(long[] Ids, long[] Positions, int Reference);

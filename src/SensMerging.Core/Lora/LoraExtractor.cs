@@ -224,6 +224,6 @@ public sealed partial class LoraExtractor(ILogger<LoraExtractor>? logger = null)
         return new ExtractedModule(module, [.. delta.shape], total == 0 ? 1 : kept / total, total == 0 ? 0 : Math.Sqrt(Math.Max(0, total - kept) / total));
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Extracted a rank-{Rank} LoRA adapter of {Modules} modules into {Output}.")]
+    [LoggerMessage(EventId = 3101, Level = LogLevel.Information, Message = "Extracted a rank-{Rank} LoRA adapter of {Modules} modules into {Output}.")]
     private static partial void LogExtracted(ILogger logger, int modules, int rank, string output);
 }

@@ -76,6 +76,7 @@ public sealed partial class MergePipeline
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger<MergePipeline> _logger;
     private readonly OutputFolderGuard _outputGuard;
+    private readonly MergeProvenance _provenance;
 
     public MergePipeline(
         PluginCatalog plugins, HostModelResolver resolver, IMergeRegistry registry, IModelRuntime runtime,
@@ -91,6 +92,7 @@ public sealed partial class MergePipeline
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<MergePipeline>();
         _outputGuard = new OutputFolderGuard(resolver.CacheDirectory, registry.FilePath);
+        _provenance = new MergeProvenance(plugins);
     }
 
     public static string HostVersion { get; } =
@@ -138,34 +140,11 @@ public sealed partial class MergePipeline
         {
             parameters = ParameterResolver.Validate(config, strategy, inputs.TensorNames, layerCount);
         }
-        var inputRecords = await DescribeInputsAsync(inputs, _resolver, cancellationToken);
+        var inputRecords = await MergeProvenance.DescribeInputsAsync(inputs, _resolver, cancellationToken);
         resolveWatch.Stop();
 
         var seed = request.Seed ?? config.Seed ?? 0;
-        var draft = new MergeRecord
-        {
-            HostVersion = HostVersion,
-            ConfigText = configText,
-            ConfigPath = Path.GetFullPath(request.ConfigPath),
-            ResolvedConfig = ResolvedConfigText(config, inputs, seed),
-            Strategy = PluginRefOf(ComponentKind.Strategy, strategy.Name),
-            Decorators = [.. config.Decorators.Select(d => new DecoratorRef(PluginRefOf(ComponentKind.Decorator, d.Name))
-            {
-                Parameters = d.Parameters.ToDictionary(kv => kv.Key, kv => RegistryValue.FromObject(kv.Value), StringComparer.Ordinal),
-            })],
-            Inputs = inputRecords,
-            Seed = seed,
-            Dtype = config.Dtype,
-            OutDtype = request.OutputDType ?? config.OutDtype,
-            ComputeDtype = request.ComputeInFloat32 ? MergeRunRequest.Float32Compute : null,
-            Parameters = config.Parameters.ToDictionary(kv => kv.Key, kv => Recorded(kv.Value), StringComparer.Ordinal),
-            ModelParameters = config.Models.ToDictionary(
-                m => m.Model.Text,
-                m => (IReadOnlyDictionary<string, RegistryValue>)m.Parameters.ToDictionary(kv => kv.Key, kv => Recorded(kv.Value), StringComparer.Ordinal),
-                StringComparer.Ordinal),
-            Tags = request.Tags,
-            PartialFolder = workPath,
-        };
+        var draft = _provenance.Draft(request, configText, config, strategy, inputs, inputRecords, seed, workPath);
         var record = await _registry.BeginAsync(draft, cancellationToken);
         LogStarted(record.Id, strategy.Name, inputs.Experts.Count);
         var durations = new Dictionary<string, double> { [Phases.Resolve] = resolveWatch.Elapsed.TotalSeconds };
@@ -176,7 +155,7 @@ public sealed partial class MergePipeline
             durations[Phases.Scoring] = scoringWatch.Elapsed.TotalSeconds;
             if (prepared.Reports.Count > 0)
             {
-                await _registry.UpdateAsync(record.Id, r => WithReports(r, prepared), cancellationToken);
+                await _registry.UpdateAsync(record.Id, r => _provenance.WithReports(r, prepared), cancellationToken);
             }
 
             var outDType = request.OutputDType ?? config.OutDtype;
@@ -202,7 +181,7 @@ public sealed partial class MergePipeline
                 ShardSizeBytes = request.ShardSizeBytes,
                 Device = request.Device,
                 TokenizerSource = inputs.TokenizerFolder,
-                Card = Card(config, record.Id, prepared, inputs, seed),
+                Card = MergeProvenance.Card(config, record.Id, prepared, inputs, seed),
             };
             var result = await _engine.RunAsync(plan, options, progress, cancellationToken);
             durations[Phases.Merge] = result.MergeDuration.TotalSeconds;
@@ -320,146 +299,6 @@ public sealed partial class MergePipeline
             resolved.Add(await _resolver.ResolveAsync(reference, cancellationToken));
         }
         return ResolvedInputs.Open(config, strategy.Traits.RequiresBaseModel, resolved);
-    }
-
-    /// <summary>The registry's view of the inputs: files with the size and SHA-256 of what the merge reads (<see cref="FileHashing"/>).</summary>
-    private static async Task<IReadOnlyList<ModelInput>> DescribeInputsAsync(ResolvedInputs inputs, HostModelResolver resolver, CancellationToken cancellationToken)
-    {
-        var records = new List<ModelInput>();
-        foreach (var model in inputs.Resolved)
-        {
-            var isBase = inputs.IsBase(model);
-            // A model+adapter reference is two inputs: the model (named by the whole reference) and its adapter, each with
-            // its own reference text, commit and files, so reproduce pins both sides of the '+'.
-            foreach (var (part, name) in model.Adapter is { } adapter
-                ? new[] { (model with { Reference = model.Reference.WithoutLora() }, model.Reference.Text), (adapter, model.Reference.Text + " (LoRA adapter)") }
-                : [(model, model.Reference.Text)])
-            {
-                records.Add(new ModelInput
-                {
-                    Name = name,
-                    Reference = part.Reference.Text,
-                    RequestedRevision = part.Reference.Revision,
-                    ResolvedCommit = part.Commit,
-                    LocalPath = part.LocalPath,
-                    Role = isBase ? ModelRole.Base : ModelRole.Expert,
-                    Files = await FileHashing.DescribeAsync(part.LocalPath, resolver.VerifiedSha256(part.LocalPath), cancellationToken),
-                });
-            }
-        }
-        return records;
-    }
-
-    private PluginRef PluginRefOf(ComponentKind kind, string name)
-    {
-        var plugin = _plugins.PluginOf(kind, name);
-        return new PluginRef(plugin.Id, name, plugin.Version ?? "", plugin.AssemblySha256 ?? "", plugin.ContractVersion ?? "");
-    }
-
-    /// <summary>
-    /// Scores and coefficients, each table once: <c>scoreTables</c> holds what the scorers returned (under the scorers' names,
-    /// with their details) and the tables of decorators that set no coefficients; the coefficients' decorator's own tables
-    /// (alpha, tau, sigma...) go with the coefficients, and a table a decorator only renamed from a scorer's is not repeated.
-    /// </summary>
-    private MergeRecord WithReports(MergeRecord record, PreparedStrategy prepared)
-    {
-        var coefficients = prepared.Reports
-            .Select(r => (Report: r, Table: r.Tables.FirstOrDefault(t => t.Scorer == "coefficients")))
-            .LastOrDefault(x => x.Table is not null);
-        var scorerTables = prepared.ScorerTables.Distinct().Select(ScoreTableRecord.From).ToList();
-        var tables = new List<ScoreTableRecord>(scorerTables);
-        var intermediates = new List<ScoreTableRecord>();
-        foreach (var report in prepared.Reports)
-        {
-            foreach (var table in report.Tables.Where(t => !ReferenceEquals(t, coefficients.Table)))
-            {
-                var stored = ScoreTableRecord.From(table);
-                if (!scorerTables.Any(stored.SameNumbers))
-                {
-                    (ReferenceEquals(report, coefficients.Report) ? intermediates : tables).Add(stored);
-                }
-            }
-        }
-        return record with
-        {
-            ScoreTables = tables,
-            Scorers = [.. prepared.ScorersUsed.Select(s => PluginRefOf(ComponentKind.Scorer, s))],
-            Coefficients = coefficients.Table is null ? null : new CoefficientSet
-            {
-                Decorator = coefficients.Report.Decorator,
-                Experts = coefficients.Table.Rows,
-                LayerGroups = coefficients.Table.Columns,
-                Values = coefficients.Table.Values,
-                Tables = intermediates,
-            },
-            DecoratorSettings = prepared.Reports.ToDictionary(
-                r => r.Decorator,
-                r => (IReadOnlyDictionary<string, RegistryValue>)r.Settings.ToDictionary(kv => kv.Key, kv => RegistryValue.FromObject(kv.Value), StringComparer.Ordinal),
-                StringComparer.Ordinal),
-        };
-    }
-
-    /// <summary>A config parameter as the registry stores it: scalars as values, gradients as lists, filters as lists of {filter, value}.</summary>
-    private static RegistryValue Recorded(SensMerging.Core.Config.ParameterValue value) => value switch
-    {
-        ScalarParameter s => RegistryValue.FromObject(s.Value),
-        GradientParameter g => RegistryValue.Of(g.Values.Select(RegistryValue.FromObject)),
-        FilteredParameter f => RegistryValue.Of(f.Entries.Select(e => RegistryValue.Of(new Dictionary<string, RegistryValue>
-        {
-            ["filter"] = e.Filter is null ? RegistryValue.Null : RegistryValue.Of(e.Filter),
-            ["value"] = Recorded(e.Value),
-        }))),
-        _ => RegistryValue.Of(value.ToString() ?? string.Empty),
-    };
-
-    private static string ResolvedConfigText(MergeConfig config, ResolvedInputs inputs, long seed)
-    {
-        var lines = new List<string>
-        {
-            $"merge_method: {config.MergeMethod}",
-            $"seed: {seed.ToString(CultureInfo.InvariantCulture)}",
-        };
-        if (config.BaseModel is not null)
-        {
-            lines.Add($"base_model: {Pinned(config.BaseModel, inputs)}");
-        }
-        lines.Add("models:");
-        lines.AddRange(config.Models.Select(m => $"  - model: {Pinned(m.Model, inputs)}"));
-        return string.Join('\n', lines) + "\n";
-    }
-
-    private static string Pinned(ModelReference reference, ResolvedInputs inputs)
-    {
-        var resolved = inputs.ResolvedOf(reference);
-        var model = resolved.Commit is null ? resolved.LocalPath : $"{reference.Repo}@{resolved.Commit}";
-        return resolved.Adapter is not { } adapter ? model
-            : model + "+" + (adapter.Commit is null ? adapter.LocalPath : $"{adapter.Reference.Repo}@{adapter.Commit}");
-    }
-
-    private static ModelCard Card(MergeConfig config, string recordId, PreparedStrategy prepared, ResolvedInputs inputs, long seed)
-    {
-        var inputsList = new List<ModelCardInput>();
-        if (inputs.Base is not null)
-        {
-            inputsList.Add(new ModelCardInput(Pinned(config.BaseModel!, inputs), "base"));
-        }
-        inputsList.AddRange(inputs.Experts.Select(e => new ModelCardInput(Pinned(inputs.Resolved.First(r => r.Reference.Text == e.Name).Reference, inputs), "expert")));
-        var parameters = config.Parameters.Select(kv => new KeyValuePair<string, string>(kv.Key, kv.Value.ToString() ?? "")).ToList();
-        parameters.Add(new("seed", seed.ToString(CultureInfo.InvariantCulture)));
-        var body = $"Registry record: `{recordId}` (`sensmerge registry show {recordId}`).\n";
-        foreach (var report in prepared.Reports)
-        {
-            body += $"\nDecorator `{report.Decorator}`: " + string.Join(", ", report.Settings.Select(kv => $"{kv.Key}={Convert.ToString(kv.Value, CultureInfo.InvariantCulture)}")) + "\n";
-        }
-        return new ModelCard
-        {
-            Title = config.Name ?? $"{prepared.Strategy.Name} merge",
-            Method = prepared.Strategy.Name,
-            Inputs = inputsList,
-            Parameters = parameters,
-            BodyMarkdown = body,
-            Tags = ["merge", "sensmerging", config.MergeMethod, $"sensmerge-registry:{recordId}"],
-        };
     }
 
     [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "Merge {RecordId} started: {Strategy} over {ExpertCount} expert(s)")]

@@ -176,6 +176,6 @@ public sealed partial class PluginTemplates
     [GeneratedRegex(@"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")]
     private static partial Regex ProjectName();
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "created {Kind} plugin {Name} in {Folder}: component {Component}, plugin id {PluginId}, contract package {Version}")]
+    [LoggerMessage(EventId = 111, Level = LogLevel.Information, Message = "created {Kind} plugin {Name} in {Folder}: component {Component}, plugin id {PluginId}, contract package {Version}")]
     private partial void LogCreated(string kind, string name, string folder, string component, string pluginId, string version);
 }

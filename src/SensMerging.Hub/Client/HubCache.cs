@@ -789,34 +789,34 @@ public sealed partial class HubCache
             || ex.Message.Contains("No space left on device", StringComparison.OrdinalIgnoreCase);
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Pulled {RepoId}@{Revision} -> {Commit}: {Files} file(s), {Downloaded} downloaded, {Bytes} bytes in {Seconds:F2} s")]
+    [LoggerMessage(EventId = 5201, Level = LogLevel.Information, Message = "Pulled {RepoId}@{Revision} -> {Commit}: {Files} file(s), {Downloaded} downloaded, {Bytes} bytes in {Seconds:F2} s")]
     private static partial void LogPulled(ILogger logger, string repoId, string revision, string commit, int files, int downloaded, long bytes, double seconds);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "{RepoId}@{Commit}: pinned commit already cached, no request made")]
+    [LoggerMessage(EventId = 5202, Level = LogLevel.Debug, Message = "{RepoId}@{Commit}: pinned commit already cached, no request made")]
     private static partial void LogPinnedHit(ILogger logger, string repoId, string commit);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}@{Commit}: Hub unreachable ({Error}); using the cached snapshot")]
+    [LoggerMessage(EventId = 5203, Level = LogLevel.Warning, Message = "{RepoId}@{Commit}: Hub unreachable ({Error}); using the cached snapshot")]
     private static partial void LogFallbackToCache(ILogger logger, string repoId, string commit, string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}: cached blob {Etag} of '{Path}' failed verification; it will not be used")]
+    [LoggerMessage(EventId = 5204, Level = LogLevel.Warning, Message = "{RepoId}: cached blob {Etag} of '{Path}' failed verification; it will not be used")]
     private static partial void LogCorruptBlob(ILogger logger, string repoId, string path, string etag);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "{RepoId}: hashed cached blob {Etag} (matches: {Ok})")]
+    [LoggerMessage(EventId = 5205, Level = LogLevel.Debug, Message = "{RepoId}: hashed cached blob {Etag} (matches: {Ok})")]
     private static partial void LogBlobHashed(ILogger logger, string repoId, string etag, bool ok);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "{RepoId}: resuming '{Path}' at byte {Offset} of {Size}")]
+    [LoggerMessage(EventId = 5206, Level = LogLevel.Information, Message = "{RepoId}: resuming '{Path}' at byte {Offset} of {Size}")]
     private static partial void LogResume(ILogger logger, string repoId, string path, long offset, long size);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}: etag '{Etag}' of '{Path}' is neither sha256 nor sha1; only the size can be checked")]
+    [LoggerMessage(EventId = 5207, Level = LogLevel.Warning, Message = "{RepoId}: etag '{Etag}' of '{Path}' is neither sha256 nor sha1; only the size can be checked")]
     private static partial void LogUnverifiableEtag(ILogger logger, string repoId, string path, string etag);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not create symlink {Link} ({Error}); copying the blob instead")]
+    [LoggerMessage(EventId = 5208, Level = LogLevel.Warning, Message = "Could not create symlink {Link} ({Error}); copying the blob instead")]
     private static partial void LogSymlinkFallback(ILogger logger, string link, string error);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Waiting for lock {LockPath}")]
+    [LoggerMessage(EventId = 5209, Level = LogLevel.Information, Message = "Waiting for lock {LockPath}")]
     private static partial void LogWaitingForLock(ILogger logger, string lockPath);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{RepoId}: download of '{Path}' interrupted at byte {Offset} of {Size} (attempt {Attempt}): {Error}; resuming")]
+    [LoggerMessage(EventId = 5210, Level = LogLevel.Warning, Message = "{RepoId}: download of '{Path}' interrupted at byte {Offset} of {Size} (attempt {Attempt}): {Error}; resuming")]
     private static partial void LogInterrupted(ILogger logger, string repoId, string path, long offset, long size, int attempt, string error);
 
     private sealed record BlobResult(string? Sha256);

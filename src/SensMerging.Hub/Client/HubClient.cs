@@ -404,10 +404,10 @@ public sealed partial class HubClient
     private string? Scrub(string? message) =>
         message is null || _options.Token is not { Length: > 0 } token ? message : message.Replace(token, "***", StringComparison.Ordinal);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "{Method} {Url} -> {Status}")]
+    [LoggerMessage(EventId = 5301, Level = LogLevel.Debug, Message = "{Method} {Url} -> {Status}")]
     private static partial void LogResponse(ILogger logger, string method, string url, int status);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Url} failed: server unreachable ({Error})")]
+    [LoggerMessage(EventId = 5302, Level = LogLevel.Warning, Message = "{Method} {Url} failed: server unreachable ({Error})")]
     private static partial void LogUnreachable(ILogger logger, string method, string url, HttpRequestError error);
 
     [LoggerMessage(EventId = 5101, Level = LogLevel.Warning, Message = "{Method} {Url}: no answer within {Seconds} s on any of {Attempts} attempt(s)")]
@@ -419,7 +419,7 @@ public sealed partial class HubClient
     [LoggerMessage(EventId = 5103, Level = LogLevel.Warning, Message = "{RepoId}@{Revision}: tree page {Page} links back to {Next} (Link: next cycle)")]
     private static partial void LogTreeCycle(ILogger logger, string repoId, string revision, string page, string next);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Listed {Count} tree entries of {RepoId} at {Revision} in {Pages} page(s)")]
+    [LoggerMessage(EventId = 5303, Level = LogLevel.Debug, Message = "Listed {Count} tree entries of {RepoId} at {Revision} in {Pages} page(s)")]
     private static partial void LogTreeListed(ILogger logger, string repoId, string revision, int count, int pages);
 
     private sealed record RequestContext(string RepoId, string Revision, string? Path);

@@ -18,7 +18,7 @@ public sealed record CalibrationLoadResult(TextDataset Dataset, int RequestedSam
 /// Reads calibration or evaluation JSONL files: one JSON object per line with a <c>text</c> string, or a
 /// <c>prompt</c> and a <c>response</c> string. Blank lines are skipped. The first m samples are taken.
 /// </summary>
-public sealed class CalibrationLoader
+public sealed partial class CalibrationLoader
 {
     private readonly ILogger<CalibrationLoader> _logger;
 
@@ -66,7 +66,7 @@ public sealed class CalibrationLoader
         }
         if (exhausted && result.Count < samples)
         {
-            _logger.LogWarning("Calibration file {Path} has only {Available} samples; samples = {Requested} was requested, so all {Available} are used.", path, result.Count, samples, result.Count);
+            LogFewerSamples(_logger, path, result.Count, samples);
         }
         var dataset = new TextDataset(task ?? Path.GetFileNameWithoutExtension(path), path, result, maxLength);
         return new CalibrationLoadResult(dataset, samples, exhausted && result.Count < samples);
@@ -127,4 +127,8 @@ public sealed class CalibrationLoader
             ? value.GetString()
             : throw new InvalidDataException($"{path} line {lineNumber}: \"{name}\" must be a string.");
     }
+
+    [LoggerMessage(EventId = 7001, Level = LogLevel.Warning,
+        Message = "Calibration file {Path} has only {Available} samples; samples = {Requested} was requested, so all of them are used.")]
+    private static partial void LogFewerSamples(ILogger logger, string path, int available, int requested);
 }
