@@ -37,6 +37,7 @@ public static class CliApp
         root.Add(RegistryCommand.Create());
         root.Add(HubCommand.Create());
         root.Add(ServeCommand.Create());
+        root.Add(TokensCommand.Create());
         root.Add(DemoCommands.Zoo());
         root.Add(DemoCommands.Eval());
         root.Add(DemoCommands.Demo());
