@@ -32,9 +32,10 @@ public static class ServeCommand
         var tokens = new Option<FileInfo?>("--tokens") { Description = "Token file (sensmerge tokens create): write-scope tokens may push; without it every upload is refused" };
         var reads = new Option<string>("--reads") { Description = "open (default): anyone may read; token: every request needs a token from --tokens", DefaultValueFactory = _ => "open" };
         reads.AcceptOnlyFromAmong("open", "token");
+        var lease = new Option<double>("--registry-lease") { Description = "Seconds a client recording a merge in the shared registry may go without renewing its lease before the record is marked failed", DefaultValueFactory = _ => 30 };
         var command = new Command("serve", "Serve models over the Hugging Face Hub protocol: pushed repositories (uploads with --tokens), --repos folders and the registry's merged models as merges/<id>, with web pages (/) and /api/registry on the same port")
         {
-            urls, repos, noRegistry, store, tokens, reads,
+            urls, repos, noRegistry, store, tokens, reads, lease,
         };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
@@ -49,7 +50,16 @@ public static class ServeCommand
             {
                 throw new ArgumentException("--reads token needs --tokens FILE");
             }
-            var registryPath = Path.GetFullPath(services.GetRequiredService<IOptions<SensMergeOptions>>().Value.RegistryPath);
+            var registrySetting = services.GetRequiredService<IOptions<SensMergeOptions>>().Value.RegistryPath;
+            if (SensMerging.Registry.Remote.RemoteMergeRegistry.IsRemote(registrySetting))
+            {
+                throw new ArgumentException($"serve keeps the registry it shares: give it a registry file, not '{registrySetting}'");
+            }
+            if (parse.GetValue(lease) is not (>= 1 and <= 86400))
+            {
+                throw new ArgumentException("--registry-lease must be between 1 and 86400 seconds");
+            }
+            var registryPath = Path.GetFullPath(registrySetting);
             var storeRoot = parse.GetValue(store)?.FullName ?? Path.Combine(Path.GetDirectoryName(registryPath)!, "hub-store");
             var uploads = new HubRepositoryStore(storeRoot, loggerFactory.CreateLogger<HubRepositoryStore>());
             var sources = new List<IHubRepositorySource> { new StoreRepositorySource(uploads, token => tokenFile?.Validate(token) is not null) };
@@ -70,7 +80,13 @@ public static class ServeCommand
             if (!parse.GetValue(noRegistry))
             {
                 var ui = services.GetRequiredService<RegistryWebUi>();
-                options.MapAdditionalEndpoints = endpoints => ui.Map(endpoints, hub, folders);
+                var registry = services.GetRequiredService<IMergeRegistry>();
+                var leaseTime = TimeSpan.FromSeconds(parse.GetValue(lease));
+                options.MapAdditionalEndpoints = endpoints =>
+                {
+                    ui.Map(endpoints, hub, folders);
+                    RegistryRemoteApi.Map(endpoints, registry, tokenFile, leaseTime);
+                };
             }
             await using var server = await HubServer.StartAsync(hub, options, loggerFactory, token);
             Console.Out.WriteLine($"serving on {server.Endpoint} (set HF_ENDPOINT={server.Endpoint} for Hub clients); Ctrl-C stops");

@@ -68,6 +68,13 @@ public sealed partial class HubServer
         await next(context);
     };
 
+    /// <summary>The bearer token of a request, or null.</summary>
+    public static string? BearerTokenOf(HttpContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        return BearerToken(context);
+    }
+
     private static string? BearerToken(HttpContext context)
     {
         var header = context.Request.Headers.Authorization.ToString();
