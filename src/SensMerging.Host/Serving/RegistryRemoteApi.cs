@@ -52,6 +52,7 @@ public sealed partial class RegistryRemoteApi
         {
             var record = await api._registry.BeginAsync(await ReadAsync<MergeRecord>(c, ct), ct);
             api._leases[record.Id] = DateTimeOffset.UtcNow + api._lease;
+            c.Response.Headers[RemoteMergeRegistry.LeaseHeader] = api._lease.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
             return Json(record);
         }));
         endpoints.MapGet(v1 + "merges/{id}", (HttpContext c, string id) => api.RunAsync(c, false, async ct =>

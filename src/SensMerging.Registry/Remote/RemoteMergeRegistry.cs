@@ -22,6 +22,9 @@ public sealed partial class RemoteMergeRegistry : IMergeRegistry, IDisposable
     /// <summary>The API's path under the server's address.</summary>
     public const string ApiPath = "api/registry/v1/";
 
+    /// <summary>The header in which the server states its lease (seconds) when a record is begun.</summary>
+    public const string LeaseHeader = "X-Registry-Lease-Seconds";
+
     private readonly HttpClient _http;
     private readonly Uri _api;
     private readonly string? _token;
@@ -49,13 +52,24 @@ public sealed partial class RemoteMergeRegistry : IMergeRegistry, IDisposable
     /// <summary>The server's address (no file on this machine).</summary>
     public string FilePath { get; }
 
-    /// <summary>How often a running record's lease is renewed (the server's lease is three times this by default).</summary>
+    /// <summary>How often at most a running record's lease is renewed (more often when the server's lease is shorter than three times this).</summary>
     public TimeSpan LeaseRenewal { get; init; } = TimeSpan.FromSeconds(10);
 
     public async Task<MergeRecord> BeginAsync(MergeRecord draft, CancellationToken cancellationToken = default)
     {
-        var record = await SendAsync<MergeRecord>(HttpMethod.Post, "merges", draft, cancellationToken);
-        StartLease(record.Id);
+        using var request = Request(HttpMethod.Post, "merges", draft);
+        using var response = await _http.SendAsync(request, cancellationToken);
+        await EnsureSuccessAsync(response, "merges", cancellationToken);
+        var record = RegistryJson.Deserialize<MergeRecord>(await response.Content.ReadAsStringAsync(cancellationToken));
+        // Renew three times per lease the server grants (never less often than LeaseRenewal).
+        var renewal = LeaseRenewal;
+        if (response.Headers.TryGetValues(LeaseHeader, out var values)
+            && double.TryParse(values.FirstOrDefault(), NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds > 0)
+        {
+            renewal = TimeSpan.FromSeconds(Math.Min(renewal.TotalSeconds, seconds / 3));
+        }
+
+        StartLease(record.Id, renewal);
         return record;
     }
 
@@ -158,13 +172,13 @@ public sealed partial class RemoteMergeRegistry : IMergeRegistry, IDisposable
         _http.Dispose();
     }
 
-    private void StartLease(string id)
+    private void StartLease(string id, TimeSpan renewal)
     {
         var cts = new CancellationTokenSource();
         _leases[id] = cts;
         _ = Task.Run(async () =>
         {
-            using var timer = new PeriodicTimer(LeaseRenewal);
+            using var timer = new PeriodicTimer(renewal);
             try
             {
                 while (await timer.WaitForNextTickAsync(cts.Token))

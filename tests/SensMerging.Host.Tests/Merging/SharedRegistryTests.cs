@@ -15,13 +15,13 @@ public sealed class SharedRegistryTests : IDisposable
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
-    private async Task<(Process Server, string Endpoint, string Write, string Read)> StartServerAsync(string plugins)
+    private async Task<(Process Server, string Endpoint, string Write, string Read)> StartServerAsync(string plugins, int leaseSeconds)
     {
         var tokens = Path.Combine(_root, "tokens.json");
         var (_, wout, _) = await Processes.SensMergeAsync("tokens", "create", "alice", "--scope", "write", "--file", tokens);
         var (_, rout, _) = await Processes.SensMergeAsync("tokens", "create", "ci", "--scope", "read", "--file", tokens);
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { TestPaths.HostDll, "serve", "--urls", "http://127.0.0.1:0", "--tokens", tokens, "--registry-lease", "2",
+        foreach (var a in new[] { TestPaths.HostDll, "serve", "--urls", "http://127.0.0.1:0", "--tokens", tokens, "--registry-lease", leaseSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
                      "--registry", Path.Combine(_root, "server", "merges.db"), "--plugins", plugins })
         {
             start.ArgumentList.Add(a);
@@ -40,7 +40,7 @@ public sealed class SharedRegistryTests : IDisposable
         var weights = TinyModels.Write(Path.Combine(models, "base"), 1);
         TinyModels.Write(Path.Combine(models, "a"), 2, weights);
         TinyModels.Write(Path.Combine(models, "b"), 3, weights);
-        var (server, endpoint, write, read) = await StartServerAsync(plugins);
+        var (server, endpoint, write, read) = await StartServerAsync(plugins, leaseSeconds: 30);
         try
         {
             var env = new Dictionary<string, string> { ["HF_TOKEN"] = write, ["SENSMERGE_REGISTRY"] = endpoint };
@@ -85,14 +85,14 @@ public sealed class SharedRegistryTests : IDisposable
     public async Task A_client_that_stops_renewing_its_lease_leaves_its_record_failed_and_a_live_one_stays_running()
     {
         var plugins = Path.Combine(TestPaths.RepoRoot, "plugins.json");
-        var (server, endpoint, write, _) = await StartServerAsync(plugins);
+        var (server, endpoint, write, _) = await StartServerAsync(plugins, leaseSeconds: 3);
         try
         {
             var dead = new RemoteMergeRegistry(new Uri(endpoint), write);
             var deadRecord = await dead.BeginAsync(new MergeRecord { ConfigText = "merge_method: linear\n", Tags = ["dies"] });
             dead.Dispose(); // the client is gone: nobody renews its lease
 
-            using var live = new RemoteMergeRegistry(new Uri(endpoint), write) { LeaseRenewal = TimeSpan.FromMilliseconds(300) };
+            using var live = new RemoteMergeRegistry(new Uri(endpoint), write); // renews every second: a third of the server's 3 s
             var liveRecord = await live.BeginAsync(new MergeRecord { ConfigText = "merge_method: linear\n", Tags = ["lives"] });
             Assert.Equal(MergeStatus.Running, liveRecord.Status);
 
