@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian/Ubuntu machine: checks the .NET SDK, installs the two native build tools the TorchSharp
 # libstdc++ shim needs when the system libstdc++ predates GCC 13 (patchelf, g++), the headless browser the web UI's
-# end-to-end tests drive (Debian's chromium at /usr/bin/chromium; Playwright never downloads one) and Debian's
+# end-to-end tests drive (Debian's chromium at /usr/bin/chromium; Playwright never downloads one), Node.js and npm
+# (the official JavaScript Hub client's test) and Debian's
 # python3-torch (the tests make PyTorch checkpoints with torch.save), and restores/builds the solution.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,10 @@ need=()
 command -v patchelf >/dev/null 2>&1 || need+=(patchelf)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# Node.js and npm for the test that drives the official JavaScript Hub client (@huggingface/hub, installed by that test
+# with npm ci from tests/SensMerging.Hub.Tests/JsClient/package-lock.json).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 # PyTorch for the tests' .bin fixtures (torch.save) and LoRA references, run as /usr/bin/python3.
 /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || need+=(python3-torch)
 if [ ${#need[@]} -gt 0 ]; then

@@ -59,11 +59,19 @@ public static class HostComposition
         var hubSection = builder.Configuration.GetSection("Hub");
         builder.Services.AddHubClient(o => o.ApplySettings(key => hubSection[key]));
         builder.Services.AddSingleton<HostModelResolver>();
-        builder.Services.AddMergeRegistry(o =>
+        var registryPath = builder.Configuration[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] ?? new SensMergeOptions().RegistryPath;
+        if (SensMerging.Registry.Remote.RemoteMergeRegistry.IsRemote(registryPath))
         {
-            var path = builder.Configuration[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] ?? new SensMergeOptions().RegistryPath;
-            o.Path = Path.GetFullPath(path);
-        });
+            // A team's shared registry on a sensmerge serve (docs/team-hub.md): SENSMERGE_REGISTRY_TOKEN, else HF_TOKEN.
+            builder.Services.AddSingleton<IMergeRegistry>(sp => new SensMerging.Registry.Remote.RemoteMergeRegistry(
+                new Uri(registryPath),
+                Environment.GetEnvironmentVariable("SENSMERGE_REGISTRY_TOKEN") is { Length: > 0 } t ? t : sp.GetRequiredService<HubOptions>().Token,
+                logger: sp.GetService<ILogger<SensMerging.Registry.Remote.RemoteMergeRegistry>>()));
+        }
+        else
+        {
+            builder.Services.AddMergeRegistry(o => o.Path = Path.GetFullPath(registryPath));
+        }
         builder.Services.AddLlamaRuntime();
         builder.Services.AddSingleton<MergeEngine>();
         builder.Services.AddSingleton<ScoreCache>();

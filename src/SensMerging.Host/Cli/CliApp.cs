@@ -9,7 +9,7 @@ namespace SensMerging.Host.Cli;
 public static class CliApp
 {
     public static readonly Option<string?> PluginsOption = new("--plugins") { Description = "plugins.json to load (default: ./plugins.json, else beside the executable)", Recursive = true };
-    public static readonly Option<string?> RegistryOption = new("--registry") { Description = "Merge registry file (default: registry/merges.db)", Recursive = true };
+    public static readonly Option<string?> RegistryOption = new("--registry") { Description = "Merge registry file (default: registry/merges.db), or a team's shared registry http(s)://host:port (also SENSMERGE_REGISTRY)", Recursive = true };
     public static readonly Option<string[]> SetOption = new("--set") { Description = "Configuration override KEY=VALUE (e.g. SensMerge:Device=cuda)", Recursive = true, AllowMultipleArgumentsPerToken = false };
     public static readonly Option<bool> VerboseOption = new("--verbose", "-v") { Description = "Debug logging", Recursive = true };
 
@@ -37,6 +37,7 @@ public static class CliApp
         root.Add(RegistryCommand.Create());
         root.Add(HubCommand.Create());
         root.Add(ServeCommand.Create());
+        root.Add(TokensCommand.Create());
         root.Add(DemoCommands.Zoo());
         root.Add(DemoCommands.Eval());
         root.Add(DemoCommands.Demo());
@@ -103,9 +104,11 @@ public static class CliApp
         {
             settings[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.PluginsFile)}"] = Path.GetFullPath(plugins);
         }
-        if (parse.GetValue(RegistryOption) is { } registry)
+        // --registry FILE, or a shared registry: --registry http(s)://host:port or SENSMERGE_REGISTRY (docs/team-hub.md).
+        if ((parse.GetValue(RegistryOption) ?? Environment.GetEnvironmentVariable("SENSMERGE_REGISTRY")) is { Length: > 0 } registry)
         {
-            settings[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] = Path.GetFullPath(registry);
+            settings[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] =
+                SensMerging.Registry.Remote.RemoteMergeRegistry.IsRemote(registry) ? registry : Path.GetFullPath(registry);
         }
         return settings;
     }

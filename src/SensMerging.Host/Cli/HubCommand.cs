@@ -1,15 +1,67 @@
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
+using SensMerging.Host.Serving;
 using SensMerging.Hub.Client;
+using SensMerging.Registry;
 using Spectre.Console;
 
 namespace SensMerging.Host.Cli;
 
-/// <summary><c>sensmerge hub pull ORG/NAME[@REV]</c> and <c>sensmerge hub ls</c>.</summary>
+/// <summary><c>sensmerge hub pull ORG/NAME[@REV]</c>, <c>sensmerge hub push SOURCE ORG/NAME</c> and <c>sensmerge hub ls</c>.</summary>
 public static class HubCommand
 {
-    public static Command Create() => new("hub", "Pull models from a Hugging Face Hub (HF_ENDPOINT) into the shared cache, and list the cache") { Pull(), Ls() };
+    public static Command Create() => new("hub", "Pull models from a Hugging Face Hub (HF_ENDPOINT) into the shared cache, push folders and merges to it, and list the cache") { Pull(), Push(), Ls() };
+
+    private static Command Push()
+    {
+        var source = new Argument<string>("source") { Description = "A folder, or a recorded merge: merges/<id> (or the record id)" };
+        var repo = new Argument<string>("repo") { Description = "org/name on the Hub (HF_ENDPOINT; created when absent)" };
+        var revision = new Option<string>("--revision") { Description = "Branch to commit to (created when absent)", DefaultValueFactory = _ => "main" };
+        var message = new Option<string?>("--message") { Description = "Commit message" };
+        var isPrivate = new Option<bool>("--private") { Description = "Create the repository private" };
+        var command = new Command("push", "Upload a folder or a merged model over the Hub upload protocol (HF_ENDPOINT, HF_TOKEN); run again to resume: only what the Hub lacks is sent")
+        {
+            source, repo, revision, message, isPrivate,
+        };
+        command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
+        {
+            var text = parse.GetValue(source)!;
+            string folder;
+            MergeRecord? record = null;
+            if (Directory.Exists(text))
+            {
+                folder = Path.GetFullPath(text);
+            }
+            else
+            {
+                var id = text.StartsWith(RegistryRepositorySource.Organization + "/", StringComparison.Ordinal) ? text[(RegistryRepositorySource.Organization.Length + 1)..] : text;
+                var registry = services.GetRequiredService<IMergeRegistry>();
+                record = await registry.GetAsync(id, token)
+                    ?? throw new ArgumentException($"'{text}' is neither a folder nor a recorded merge (merges/<id>)");
+                if (record.Status != MergeStatus.Succeeded || record.Outputs?.Folder is not { } output || !Directory.Exists(output))
+                {
+                    throw new ArgumentException($"merge {record.Id} has no output folder to push (status {record.Status.ToString().ToLowerInvariant()}{(record.Outputs?.Folder is { } f ? $", folder '{f}' missing" : string.Empty)})");
+                }
+                folder = output;
+            }
+            var uploader = services.GetRequiredService<HubUploader>();
+            var commitMessage = parse.GetValue(message) ?? (record is null ? null : $"Merge {record.Id} ({MergeSummary.MethodName(record)}) pushed with sensmerge");
+            var result = await uploader.PushFolderAsync(folder, parse.GetValue(repo)!, parse.GetValue(revision), commitMessage, parse.GetValue(isPrivate), token);
+            var endpoint = services.GetRequiredService<HubOptions>().Endpoint;
+            Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{result.Files} files: {result.LfsUploaded} LFS objects uploaded ({result.BytesUploaded / 1e6:F1} MB), {result.LfsSkipped} already on the Hub, {result.InlineSkipped} small files unchanged"));
+            if (record is not null)
+            {
+                var publication = new MergePublication(endpoint, result.RepoId, result.Branch, result.Commit, DateTime.UtcNow);
+                await services.GetRequiredService<IMergeRegistry>().UpdateAsync(record.Id, r => r with { Publications = [.. r.Publications, publication] }, token);
+                Console.Out.WriteLine($"recorded on merge {record.Id}");
+            }
+            Console.Out.WriteLine($"{endpoint}/{result.RepoId}@{result.Branch} -> {result.Commit}");
+            return ExitCodes.Success;
+        }, ct));
+        return command;
+    }
 
     private static Command Pull()
     {

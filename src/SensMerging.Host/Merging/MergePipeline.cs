@@ -91,7 +91,8 @@ public sealed partial class MergePipeline
         _scoreCache = scoreCache;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<MergePipeline>();
-        _outputGuard = new OutputFolderGuard(resolver.CacheDirectory, registry.FilePath);
+        // A shared registry lives on its server: no local folder of it to protect.
+        _outputGuard = new OutputFolderGuard(resolver.CacheDirectory, SensMerging.Registry.Remote.RemoteMergeRegistry.IsRemote(registry.FilePath) ? null : registry.FilePath);
         _provenance = new MergeProvenance(plugins);
     }
 

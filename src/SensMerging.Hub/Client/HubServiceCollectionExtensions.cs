@@ -66,6 +66,18 @@ public static class HubServiceCollectionExtensions
         // (HF_HUB_ETAG_TIMEOUT / HF_HUB_DOWNLOAD_TIMEOUT).
         http.AddHttpMessageHandler(static sp => new HubAttemptTimeoutHandler(sp.GetRequiredService<HubOptions>()));
         services.TryAddTransient<HubCache>();
+
+        // Uploads: no automatic retries (a request body is a file stream, and a push is resumed by running it again,
+        // which sends only what the Hub lacks), no attempt timeout (an upload takes as long as its bytes take).
+        services.AddHttpClient<HubUploader>(http => http.Timeout = Timeout.InfiniteTimeSpan)
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                AllowAutoRedirect = false,
+                AutomaticDecompression = DecompressionMethods.None,
+                PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+                ConnectTimeout = TimeSpan.FromSeconds(30),
+            })
+            .RedactLoggedHeaders(static _ => true);
         return services;
     }
 

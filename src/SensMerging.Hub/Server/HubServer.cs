@@ -32,6 +32,19 @@ public sealed class HubServerOptions
     /// and <c>/api/registry</c> here). Literal routes win over the Hub's <c>/{org}/{name}/...</c> patterns.
     /// </summary>
     public Action<IEndpointRouteBuilder>? MapAdditionalEndpoints { get; set; }
+
+    /// <summary>
+    /// Where pushed repositories are stored; null: the server is read-only. With a store the Hub upload API is mapped
+    /// (repo creation, preupload, LFS batch and upload, NDJSON commit, branches); serve its repositories by including a
+    /// <see cref="Store.StoreRepositorySource"/> in the source.
+    /// </summary>
+    public Store.HubRepositoryStore? Store { get; set; }
+
+    /// <summary>The tokens that may write (scope write) and read; null: every write is refused.</summary>
+    public Auth.HubTokenFile? Tokens { get; set; }
+
+    /// <summary>When true every request needs a valid token (read or write scope); reads are open by default.</summary>
+    public bool ReadsNeedToken { get; set; }
 }
 
 /// <summary>Counters of what the server did (for tests and diagnostics).</summary>
@@ -64,7 +77,7 @@ public sealed class HubServerStats
 /// over an <see cref="IHubRepositorySource"/>. Start it in-process with <see cref="StartAsync"/>, or add its endpoints to
 /// an existing app with <see cref="MapHubApi"/>.
 /// </summary>
-public sealed class HubServer : IAsyncDisposable
+public sealed partial class HubServer : IAsyncDisposable
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -106,6 +119,11 @@ public sealed class HubServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k => k.AddServerHeader = false);
         var app = builder.Build();
         var stats = new HubServerStats();
+        if (options.ReadsNeedToken)
+        {
+            app.Use(RequireAnyToken(options));
+        }
+
         MapHubApi(app, source, options, stats);
         options.MapAdditionalEndpoints?.Invoke(app);
         await app.StartAsync(cancellationToken);
@@ -147,6 +165,10 @@ public sealed class HubServer : IAsyncDisposable
         endpoints.MapGet("/api/models/{org}/{name}/tree/{rev}/{**path}", api.TreeAsync);
         endpoints.MapPost("/api/models/{org}/{name}/paths-info/{rev}", api.PathsInfoAsync);
         endpoints.MapMethods("/{org}/{name}/resolve/{rev}/{**path}", [HttpMethods.Get, HttpMethods.Head], api.ResolveAsync);
+        if (options.Store is not null)
+        {
+            MapUploadApi(endpoints, source, options);
+        }
     }
 
     private sealed class HubApi(IHubRepositorySource source, HubServerOptions options, HubServerStats stats)
@@ -347,7 +369,7 @@ public sealed class HubServer : IAsyncDisposable
                     return Error(context, StatusCodes.Status401Unauthorized, "RepoNotFound", "Repository not found");
                 }
 
-                if (!access.AcceptedTokens.Contains(token))
+                if (!access.Accepts(token))
                 {
                     return Error(context, StatusCodes.Status401Unauthorized, null, "Invalid credentials in Authorization header");
                 }
@@ -361,7 +383,7 @@ public sealed class HubServer : IAsyncDisposable
                         $"Access to model {snapshot.RepoId} is restricted. You must have access to it and be authenticated to access it. Please log in.");
                 }
 
-                if (!access.GrantedTokens.Contains(token) && !access.AcceptedTokens.Contains(token))
+                if (!access.GrantedTokens.Contains(token) && !access.Accepts(token))
                 {
                     return Error(context, StatusCodes.Status403Forbidden, "GatedRepo",
                         $"Access to model {snapshot.RepoId} is restricted and you are not in the authorized list.");
@@ -407,7 +429,7 @@ public sealed class HubServer : IAsyncDisposable
         private static string UnescapeSlashes(string value) =>
             value.Replace("%2F", "/", StringComparison.OrdinalIgnoreCase);
 
-        private static IResult Error(HttpContext context, int status, string? code, string message)
+        internal static IResult Error(HttpContext context, int status, string? code, string message)
         {
             if (code is not null)
             {

@@ -23,6 +23,12 @@ public sealed record HubRepositoryFile(string Path, long Size, string GitOid, st
 /// <param name="GrantedTokens">Tokens granted access to a gated repository.</param>
 public sealed record HubRepositoryAccess(bool Private, IReadOnlySet<string> AcceptedTokens, bool Gated, IReadOnlySet<string> GrantedTokens)
 {
+    /// <summary>Further tokens accepted for a private repository (the server's token file); checked after <see cref="AcceptedTokens"/>.</summary>
+    public Func<string, bool>? AcceptsToken { get; init; }
+
+    /// <summary>True when <paramref name="token"/> may read a private repository.</summary>
+    public bool Accepts(string token) => AcceptedTokens.Contains(token) || AcceptsToken?.Invoke(token) == true;
+
     /// <summary>Public, not gated.</summary>
     public static HubRepositoryAccess Public { get; } = new(false, new HashSet<string>(), false, new HashSet<string>());
 }

@@ -120,6 +120,12 @@ public sealed record MergeRecord
     /// <summary>Evaluation results recorded for the merged model (and, optionally, its inputs).</summary>
     public IReadOnlyList<EvaluationResult> Evaluations { get; init; } = [];
 
+    /// <summary>
+    /// Where the merged model was pushed (<c>sensmerge hub push</c>), oldest first: hub, repository, branch and commit.
+    /// Empty in records written before the field existed.
+    /// </summary>
+    public IReadOnlyList<MergePublication> Publications { get; init; } = [];
+
     /// <summary>Seconds per named phase: resolve, scoring, merge, hashing, total (<see cref="Phases"/>).</summary>
     public IReadOnlyDictionary<string, double> Durations { get; init; } = new Dictionary<string, double>();
 
@@ -354,6 +360,14 @@ public sealed record MergeOutputs
     /// <summary>The Hub repository id the model is served as, when served.</summary>
     public string? RepoId { get; init; }
 }
+
+/// <summary>One push of a merge's output to a Hub.</summary>
+/// <param name="Endpoint">The Hub (HF_ENDPOINT), e.g. http://team-hub:5080 or https://huggingface.co.</param>
+/// <param name="RepoId">The repository, org/name.</param>
+/// <param name="Branch">The branch pushed to.</param>
+/// <param name="Commit">The commit the push made.</param>
+/// <param name="PublishedAt">UTC time of the push.</param>
+public sealed record MergePublication(string Endpoint, string RepoId, string Branch, string Commit, DateTime PublishedAt);
 
 /// <summary>One evaluation figure for a model on a task.</summary>
 /// <param name="Model">The evaluated model (the merge's output, or an input's name).</param>

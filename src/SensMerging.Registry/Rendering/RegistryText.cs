@@ -164,6 +164,14 @@ public static class RegistryText
         {
             sb.AppendLine("  none");
         }
+        if (record.Publications.Count > 0)
+        {
+            Heading(sb, "Published");
+            foreach (var p in record.Publications)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"  {p.Endpoint}/{p.RepoId}@{p.Branch} -> {p.Commit}  ({Time(p.PublishedAt)})").AppendLine();
+            }
+        }
         if (record.Evaluations.Count > 0)
         {
             Heading(sb, "Evaluations");
