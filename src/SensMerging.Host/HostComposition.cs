@@ -59,7 +59,8 @@ public static class HostComposition
         var hubSection = builder.Configuration.GetSection("Hub");
         builder.Services.AddHubClient(o => o.ApplySettings(key => hubSection[key]));
         builder.Services.AddSingleton<HostModelResolver>();
-        var registryPath = builder.Configuration[$"{SensMergeOptions.Section}:{nameof(SensMergeOptions.RegistryPath)}"] ?? new SensMergeOptions().RegistryPath;
+        // The registry decides which services to register, so it is read from the same bound options before the container exists.
+        var registryPath = (builder.Configuration.GetSection(SensMergeOptions.Section).Get<SensMergeOptions>() ?? new SensMergeOptions()).RegistryPath;
         if (SensMerging.Registry.Remote.RemoteMergeRegistry.IsRemote(registryPath))
         {
             // A team's shared registry on a sensmerge serve (docs/team-hub.md): SENSMERGE_REGISTRY_TOKEN, else HF_TOKEN.

@@ -183,7 +183,8 @@ public sealed partial class DemoRunner
 
         await using var server = await HubServer.StartAsync(new FolderRepositorySource(zoo.Layout.ReposRoot), cancellationToken: cancellationToken);
         LogStage("hub", $"serving {zoo.Layout.ReposRoot} on {server.Endpoint}");
-        var hubOptions = HubOptions.FromEnvironment();
+        // The host's Hub settings (HF_* variables, then --set Hub:...), pointed at this seed's server.
+        var hubOptions = _services.GetRequiredService<HubOptions>().Clone();
         hubOptions.Endpoint = server.Endpoint;
         hubOptions.Offline = false;
         if (Environment.GetEnvironmentVariable("HF_HUB_CACHE") is null && Environment.GetEnvironmentVariable("HF_HOME") is null)
