@@ -1,11 +1,7 @@
-using System.Buffers;
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Globalization;
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Win32.SafeHandles;
 
 namespace SensMerging.Hub.Client;
 
@@ -19,6 +15,8 @@ public sealed partial class HubCache
     private readonly HubClient _client;
     private readonly HubOptions _options;
     private readonly ILogger<HubCache> _logger;
+    private readonly HubCacheLayout _layout;
+    private readonly BlobDownloader _blobs;
 
     /// <summary>Creates a cache over a client; the cache folder and offline flag come from the client's options.</summary>
     public HubCache(HubClient client, ILogger<HubCache>? logger = null)
@@ -27,6 +25,8 @@ public sealed partial class HubCache
         _client = client;
         _options = client.Options;
         _logger = logger ?? NullLogger<HubCache>.Instance;
+        _layout = new HubCacheLayout(_options.CacheDirectory, _logger);
+        _blobs = new BlobDownloader(client, _options, _layout, _logger);
     }
 
     /// <summary>The cache root.</summary>
@@ -94,7 +94,7 @@ public sealed partial class HubCache
         {
             info = await _client.GetModelInfoAsync(repo.Id, revision, cancellationToken);
         }
-        catch (HubException ex) when (ex is HubServerUnreachableException or HubTimeoutException && pinned && Directory.Exists(SnapshotDirectory(repo, revision)))
+        catch (HubException ex) when (ex is HubServerUnreachableException or HubTimeoutException && pinned && Directory.Exists(_layout.SnapshotDirectory(repo, revision)))
         {
             LogFallbackToCache(_logger, repo.Id, revision, ex.Message);
             return await ResolveFromCacheAsync(repo, revision, includeGlobs, excludeGlobs, cancellationToken);
@@ -115,17 +115,17 @@ public sealed partial class HubCache
         }
 
         var selected = files.Where(f => HubGlob.Filter(f.Path, includeGlobs, excludeGlobs)).ToList();
-        var repoDir = Path.Combine(CacheDirectory, repo.CacheFolderName);
+        var repoDir = _layout.RepoDirectory(repo);
         Directory.CreateDirectory(Path.Combine(repoDir, "refs"));
         Directory.CreateDirectory(Path.Combine(repoDir, "blobs"));
-        var snapshotDir = SnapshotDirectory(repo, commit);
+        var snapshotDir = _layout.SnapshotDirectory(repo, commit);
         Directory.CreateDirectory(snapshotDir);
 
         foreach (var literal in includeGlobs.Where(g => g.IsLiteral && !files.Any(f => f.Path == g.Pattern)))
         {
             if (HubPaths.WhyUnsafe(literal.Pattern) is null)
             {
-                WriteNoExistMarker(repo, commit, literal.Pattern);
+                _layout.WriteNoExistMarker(repo, commit, literal.Pattern);
             }
         }
 
@@ -140,11 +140,11 @@ public sealed partial class HubCache
                 etag = meta.Etag ?? throw new HubException($"The Hub gave no etag for '{entry.Path}' of '{repo.Id}' at '{commit}'.", repo.Id, commit, entry.Path);
             }
 
-            EnsureSafeEtag(repo, commit, entry.Path, etag);
+            HubCacheLayout.EnsureSafeEtag(repo, commit, entry.Path, etag);
             resolved.Add((entry, etag));
         }
 
-        var state = new PullState(resolved.Sum(r => r.Entry.Size), progress);
+        var state = new PullProgress(resolved.Sum(r => r.Entry.Size), progress);
         var blobs = new ConcurrentDictionary<string, BlobResult>(StringComparer.Ordinal);
         var groups = resolved.GroupBy(r => r.Etag, StringComparer.Ordinal)
             .Select(g => g.First())
@@ -155,19 +155,19 @@ public sealed partial class HubCache
             new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, _options.MaxParallelDownloads), CancellationToken = cancellationToken },
             async (item, ct) =>
             {
-                blobs[item.Etag] = await EnsureBlobAsync(repo, commit, item.Entry.Path, item.Etag, item.Entry.Size, state, ct);
+                blobs[item.Etag] = await _blobs.EnsureAsync(repo, commit, item.Entry.Path, item.Etag, item.Entry.Size, state, ct);
             });
 
         var pulled = new List<PulledFile>(resolved.Count);
         foreach (var (entry, etag) in resolved)
         {
-            var link = LinkSnapshotFile(repo, commit, entry.Path, etag);
+            var link = _layout.LinkSnapshotFile(repo, commit, entry.Path, etag);
             pulled.Add(new PulledFile(entry.Path, entry.Size, etag, blobs[etag].Sha256, link));
         }
 
         if (!string.Equals(revision, commit, StringComparison.OrdinalIgnoreCase))
         {
-            WriteRef(repo, revision, commit);
+            _layout.WriteRef(repo, revision, commit);
         }
 
         LogPulled(_logger, repo.Id, revision, commit, pulled.Count, state.FilesDownloaded, state.BytesDownloaded, stopwatch.Elapsed.TotalSeconds);
@@ -207,10 +207,10 @@ public sealed partial class HubCache
             var commitForMarker = ex.Commit ?? (HubHashing.IsSha1Hex(revision) ? revision : null);
             if (commitForMarker is not null && HubHashing.IsSha1Hex(commitForMarker))
             {
-                WriteNoExistMarker(repo, commitForMarker.ToLowerInvariant(), path);
+                _layout.WriteNoExistMarker(repo, commitForMarker.ToLowerInvariant(), path);
                 if (!string.Equals(revision, commitForMarker, StringComparison.OrdinalIgnoreCase))
                 {
-                    WriteRef(repo, revision, commitForMarker.ToLowerInvariant());
+                    _layout.WriteRef(repo, revision, commitForMarker.ToLowerInvariant());
                 }
             }
 
@@ -221,14 +221,14 @@ public sealed partial class HubCache
             : throw new HubException($"The Hub sent no valid X-Repo-Commit for '{path}' of '{repo.Id}' at '{revision}'.", repo.Id, revision, path);
         var etag = meta.Etag ?? throw new HubException($"The Hub sent no ETag for '{path}' of '{repo.Id}' at '{revision}'.", repo.Id, revision, path);
         var size = meta.Size ?? throw new HubException($"The Hub sent no size for '{path}' of '{repo.Id}' at '{revision}'.", repo.Id, revision, path);
-        EnsureSafeEtag(repo, commit, path, etag);
+        HubCacheLayout.EnsureSafeEtag(repo, commit, path, etag);
         Directory.CreateDirectory(Path.Combine(GetRepoDirectory(repo.Id), "refs"));
-        var state = new PullState(size, null);
-        var blob = await EnsureBlobAsync(repo, commit, path, etag, size, state, cancellationToken);
-        var link = LinkSnapshotFile(repo, commit, path, etag);
+        var state = new PullProgress(size, null);
+        var blob = await _blobs.EnsureAsync(repo, commit, path, etag, size, state, cancellationToken);
+        var link = _layout.LinkSnapshotFile(repo, commit, path, etag);
         if (!string.Equals(revision, commit, StringComparison.OrdinalIgnoreCase))
         {
-            WriteRef(repo, revision, commit);
+            _layout.WriteRef(repo, revision, commit);
         }
 
         return new PulledFile(path, size, etag, blob.Sha256, link);
@@ -276,7 +276,7 @@ public sealed partial class HubCache
                 foreach (var refFile in Directory.EnumerateFiles(refsDir, "*", SearchOption.AllDirectories))
                 {
                     var refName = Path.GetRelativePath(refsDir, refFile).Replace(Path.DirectorySeparatorChar, '/');
-                    var commit = ReadRefFile(refFile);
+                    var commit = HubCacheLayout.ReadRefFile(refFile);
                     if (commit is not null)
                     {
                         if (!refsByCommit.TryGetValue(commit, out var list))
@@ -301,7 +301,7 @@ public sealed partial class HubCache
                     foreach (var file in Directory.EnumerateFiles(snap, "*", SearchOption.AllDirectories))
                     {
                         count++;
-                        var target = ResolveLinkTarget(file);
+                        var target = HubCacheLayout.ResolveLinkTarget(file);
                         if (target is not null && File.Exists(target))
                         {
                             size += new FileInfo(target).Length;
@@ -316,17 +316,6 @@ public sealed partial class HubCache
         }
 
         return result;
-    }
-
-    private string SnapshotDirectory(HubRepoId repo, string commit) =>
-        Path.Combine(CacheDirectory, repo.CacheFolderName, "snapshots", commit);
-
-    private static void EnsureSafeEtag(HubRepoId repo, string commit, string path, string etag)
-    {
-        if (etag.Length is 0 or > 128 || !etag.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
-        {
-            throw new HubUnsafePathException(repo.Id, commit, etag, $"the etag of '{path}' is not a plain hash and cannot name a blob");
-        }
     }
 
     private async Task<PulledSnapshot> ResolveFromCacheAsync(
@@ -347,7 +336,7 @@ public sealed partial class HubCache
     private async Task<(PulledSnapshot? Snapshot, HubException? Miss)> ResolveCachedAsync(
         HubRepoId repo, string revision, IReadOnlyList<HubGlob> include, IReadOnlyList<HubGlob> exclude, CancellationToken cancellationToken)
     {
-        var repoDir = Path.Combine(CacheDirectory, repo.CacheFolderName);
+        var repoDir = _layout.RepoDirectory(repo);
         HubOfflineCacheMissException Miss(string detail, IReadOnlyList<string>? missing = null) =>
             new(repo.Id, revision, CacheDirectory, missing ?? [], detail);
 
@@ -358,21 +347,21 @@ public sealed partial class HubCache
 
         string? commit = null;
         if (HubHashing.IsSha1Hex(revision)
-            && (Directory.Exists(SnapshotDirectory(repo, revision.ToLowerInvariant())) || Directory.Exists(Path.Combine(repoDir, ".no_exist", revision.ToLowerInvariant()))))
+            && (Directory.Exists(_layout.SnapshotDirectory(repo, revision.ToLowerInvariant())) || Directory.Exists(Path.Combine(repoDir, ".no_exist", revision.ToLowerInvariant()))))
         {
             commit = revision.ToLowerInvariant();
         }
         else
         {
             var refFile = HubPaths.Combine(Path.Combine(repoDir, "refs"), repo.Id, revision, revision);
-            commit = File.Exists(refFile) ? ReadRefFile(refFile) : null;
+            commit = File.Exists(refFile) ? HubCacheLayout.ReadRefFile(refFile) : null;
             if (commit is null)
             {
                 return (null, Miss($"no ref '{revision}' and no snapshot of that name."));
             }
         }
 
-        var snapshotDir = SnapshotDirectory(repo, commit);
+        var snapshotDir = _layout.SnapshotDirectory(repo, commit);
         var noExistDir = Path.Combine(repoDir, ".no_exist", commit);
         foreach (var literal in include.Where(g => g.IsLiteral && HubPaths.WhyUnsafe(g.Pattern) is null))
         {
@@ -399,7 +388,7 @@ public sealed partial class HubCache
             }
 
             present.Add(rel);
-            var target = ResolveLinkTarget(file);
+            var target = HubCacheLayout.ResolveLinkTarget(file);
             if (target is null || !File.Exists(target))
             {
                 missing.Add(rel);
@@ -411,7 +400,7 @@ public sealed partial class HubCache
             string? sha256 = HubHashing.IsSha256Hex(etag) ? etag.ToLowerInvariant() : null;
             if (_options.VerifyExistingBlobs || sha256 is null)
             {
-                var check = await VerifyCachedBlobAsync(repo, target, etag, info.Length, cancellationToken);
+                var check = await _blobs.VerifyCachedBlobAsync(repo, target, etag, info.Length, cancellationToken);
                 if (_options.VerifyExistingBlobs && !check.Ok)
                 {
                     LogCorruptBlob(_logger, repo.Id, rel, etag);
@@ -439,354 +428,6 @@ public sealed partial class HubCache
 
         files.Sort((a, b) => string.CompareOrdinal(a.Path, b.Path));
         return (new PulledSnapshot(repo.Id, revision, commit, snapshotDir, files, 0, 0, true), null);
-    }
-
-    private static string? ResolveLinkTarget(string file)
-    {
-        var info = new FileInfo(file);
-        if (info.LinkTarget is { } target)
-        {
-            return Path.GetFullPath(Path.Combine(Path.GetDirectoryName(file)!, target));
-        }
-
-        return info.Exists ? file : null;
-    }
-
-    private static string? ReadRefFile(string path)
-    {
-        var text = File.ReadAllText(path).Trim();
-        return HubHashing.IsSha1Hex(text) ? text.ToLowerInvariant() : null;
-    }
-
-    private void WriteRef(HubRepoId repo, string revision, string commit)
-    {
-        var refsDir = Path.Combine(CacheDirectory, repo.CacheFolderName, "refs");
-        var refFile = HubPaths.Combine(refsDir, repo.Id, revision, revision);
-        if (File.Exists(refFile) && File.ReadAllText(refFile) == commit)
-        {
-            return;
-        }
-
-        Directory.CreateDirectory(Path.GetDirectoryName(refFile)!);
-        var temp = refFile + "." + Guid.NewGuid().ToString("N") + ".tmp";
-        File.WriteAllText(temp, commit);
-        File.Move(temp, refFile, overwrite: true);
-    }
-
-    private void WriteNoExistMarker(HubRepoId repo, string commit, string path)
-    {
-        var marker = HubPaths.Combine(Path.Combine(CacheDirectory, repo.CacheFolderName, ".no_exist", commit), repo.Id, commit, path);
-        Directory.CreateDirectory(Path.GetDirectoryName(marker)!);
-        if (!File.Exists(marker))
-        {
-            File.WriteAllBytes(marker, []);
-        }
-    }
-
-    private string LinkSnapshotFile(HubRepoId repo, string commit, string path, string etag)
-    {
-        var snapshotDir = SnapshotDirectory(repo, commit);
-        var link = HubPaths.Combine(snapshotDir, repo.Id, commit, path);
-        int depth = path.Count(c => c == '/');
-        var target = string.Concat(Enumerable.Repeat("../", depth + 2)) + "blobs/" + etag;
-        Directory.CreateDirectory(Path.GetDirectoryName(link)!);
-        var existing = new FileInfo(link);
-        if (existing.LinkTarget == target)
-        {
-            return link;
-        }
-
-        if (existing.LinkTarget is not null || existing.Exists)
-        {
-            File.Delete(link);
-        }
-
-        try
-        {
-            File.CreateSymbolicLink(link, target);
-        }
-        catch (IOException) when (new FileInfo(link).LinkTarget == target)
-        {
-            // Another pull linked the same file at the same moment.
-        }
-        catch (Exception ex) when (ex is UnauthorizedAccessException or PlatformNotSupportedException or IOException)
-        {
-            LogSymlinkFallback(_logger, link, ex.Message);
-            File.Copy(Path.Combine(CacheDirectory, repo.CacheFolderName, "blobs", etag), link, overwrite: true);
-        }
-
-        return link;
-    }
-
-    private async Task<BlobResult> EnsureBlobAsync(
-        HubRepoId repo, string commit, string path, string etag, long size, PullState state, CancellationToken cancellationToken)
-    {
-        var blobsDir = Path.Combine(CacheDirectory, repo.CacheFolderName, "blobs");
-        var blob = Path.Combine(blobsDir, etag);
-        var lockPath = Path.Combine(LocksDirectory(repo), etag + ".lock");
-        try
-        {
-            Directory.CreateDirectory(blobsDir);
-            await using var fileLock = await AcquireLockAsync(repo, path, lockPath, cancellationToken);
-            if (File.Exists(blob))
-            {
-                var length = new FileInfo(blob).Length;
-                if (!_options.VerifyExistingBlobs && length == size)
-                {
-                    state.Cached(path, size);
-                    return new BlobResult(HubHashing.IsSha256Hex(etag) ? etag.ToLowerInvariant() : null);
-                }
-
-                var check = await VerifyCachedBlobAsync(repo, blob, etag, size, cancellationToken);
-                if (check.Ok)
-                {
-                    state.Cached(path, size);
-                    return new BlobResult(check.Sha256);
-                }
-
-                LogCorruptBlob(_logger, repo.Id, path, etag);
-                File.Delete(blob);
-            }
-
-            return await DownloadBlobAsync(repo, commit, path, etag, size, blob, state, cancellationToken);
-        }
-        catch (IOException ex) when (IsDiskFull(ex))
-        {
-            throw new HubDiskFullException(repo.Id, path, blobsDir, ex);
-        }
-    }
-
-    private async Task<BlobResult> DownloadBlobAsync(
-        HubRepoId repo, string commit, string path, string etag, long size, string blob, PullState state, CancellationToken cancellationToken)
-    {
-        var incomplete = blob + ".incomplete";
-        bool sha256Etag = HubHashing.IsSha256Hex(etag);
-        bool sha1Etag = HubHashing.IsSha1Hex(etag);
-        if (!sha256Etag && !sha1Etag)
-        {
-            LogUnverifiableEtag(_logger, repo.Id, path, etag);
-        }
-
-        int bufferSize = Math.Max(64 * 1024, _options.DownloadBufferSize);
-        using var sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        using var gitSha1 = sha1Etag ? IncrementalHash.CreateHash(HashAlgorithmName.SHA1) : null;
-        long written;
-        long received = 0;
-        using (var handle = File.OpenHandle(incomplete, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, FileOptions.Asynchronous))
-        {
-            written = RandomAccess.GetLength(handle);
-            if (written > size)
-            {
-                RandomAccess.SetLength(handle, 0);
-                written = 0;
-            }
-
-            gitSha1?.AppendData(HubHashing.GitBlobHeader(size));
-            if (written > 0)
-            {
-                // Resume: hash what is already there once, then fetch only the rest.
-                var bufferA = ArrayPool<byte>.Shared.Rent(bufferSize);
-                long offset = 0;
-                try
-                {
-                    while (offset < written)
-                    {
-                        int n = await RandomAccess.ReadAsync(handle, bufferA.AsMemory(0, (int)Math.Min(bufferSize, written - offset)), offset, cancellationToken);
-                        if (n == 0)
-                        {
-                            break;
-                        }
-
-                        sha256.AppendData(bufferA, 0, n);
-                        gitSha1?.AppendData(bufferA, 0, n);
-                        offset += n;
-                    }
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(bufferA);
-                }
-
-                written = offset;
-                LogResume(_logger, repo.Id, path, written, size);
-            }
-
-            state.Started(path, written, size);
-            int interruptions = 0;
-            bool first = true;
-            while (written < size || (size == 0 && first))
-            {
-                first = false;
-                long before = written;
-                try
-                {
-                    (written, received) = await StreamIntoAsync(repo, commit, path, size, handle, written, received, sha256, gitSha1, bufferSize, state, cancellationToken);
-                    break;
-                }
-                catch (DownloadInterruptedException ex) when (interruptions < _options.MaxRetryAttempts)
-                {
-                    interruptions++;
-                    written = ex.Written;
-                    received += Math.Max(0, ex.Written - before);
-                    LogInterrupted(_logger, repo.Id, path, written, size, interruptions, ex.InnerException!.Message);
-                    await Task.Delay(_options.RetryBaseDelay * (1 << Math.Min(interruptions - 1, 6)), cancellationToken);
-                }
-                catch (DownloadInterruptedException ex) when (ex.InnerException is TimeoutException)
-                {
-                    throw new HubTimeoutException(repo.Id, commit, path, _options.DownloadTimeout, HubOptions.DownloadTimeoutVariable, interruptions + 1,
-                        string.Create(CultureInfo.InvariantCulture,
-                            $"no data for {HubTimeoutException.Format(_options.DownloadTimeout)} after {ex.Written} of {size} bytes; the partial file is kept and the next pull resumes it"),
-                        ex.InnerException);
-                }
-                catch (DownloadInterruptedException ex)
-                {
-                    throw new HubException(
-                        $"The download of '{path}' of '{repo.Id}' was interrupted after {ex.Written} of {size} bytes ({ex.InnerException!.Message}); the partial file is kept and the next pull resumes it.",
-                        repo.Id, commit, path, ex.InnerException);
-                }
-            }
-        }
-
-        var actualSha256 = HubHashing.ToHex(sha256.GetHashAndReset());
-        var actualEtagHash = sha1Etag ? HubHashing.ToHex(gitSha1!.GetHashAndReset()) : actualSha256;
-        if (written != size)
-        {
-            File.Delete(incomplete);
-            throw new HubSizeMismatchException(repo.Id, commit, path, size, written);
-        }
-
-        bool verifiable = sha256Etag || sha1Etag;
-        if (verifiable && !string.Equals(actualEtagHash, etag, StringComparison.OrdinalIgnoreCase))
-        {
-            File.Delete(incomplete);
-            throw new HubChecksumMismatchException(repo.Id, commit, path, etag, actualEtagHash, size, written);
-        }
-
-        File.Move(incomplete, blob, overwrite: true);
-
-        // Verified just now: stamp it so later pulls need not hash it again. The blob's mtime is moved back by more
-        // than the racy window first, so that any later write (which sets mtime to "now") is seen as a change. A blob
-        // whose etag is not a hash was checked for size only: it is never stamped verified.
-        if (verifiable)
-        {
-            File.SetLastWriteTimeUtc(blob, File.GetLastWriteTimeUtc(blob) - BlobVerificationStamp.RacyWindow - TimeSpan.FromSeconds(1));
-            BlobVerificationStamp.Write(blob, BlobVerificationStamp.PathFor(LocksDirectory(repo), etag), actualSha256);
-        }
-
-        state.Completed(path, size, received);
-        return new BlobResult(actualSha256);
-    }
-
-    private async Task<(long Written, long Received)> StreamIntoAsync(
-        HubRepoId repo, string commit, string path, long size, SafeFileHandle handle, long written, long received,
-        IncrementalHash sha256, IncrementalHash? gitSha1, int bufferSize, PullState state, CancellationToken cancellationToken)
-    {
-        await using var response = await _client.OpenFileAsync(repo.Id, commit, path, written, cancellationToken);
-        if (response.StartOffset != written)
-        {
-            if (response.StartOffset != 0)
-            {
-                throw new HubException($"The Hub answered a range request for '{path}' of '{repo.Id}' from byte {response.StartOffset} instead of {written}.", repo.Id, commit, path);
-            }
-
-            // The server ignored the Range header: start over.
-            RandomAccess.SetLength(handle, 0);
-            written = 0;
-            sha256.GetHashAndReset();
-            if (gitSha1 is not null)
-            {
-                gitSha1.GetHashAndReset();
-                gitSha1.AppendData(HubHashing.GitBlobHeader(size));
-            }
-        }
-
-        long fileBytes = written;
-        var (copied, readError) = await HashingFileCopier.CopyAsync(
-            response.Content, handle, written, size - written, bufferSize, _options.DownloadTimeout, sha256, gitSha1,
-            n =>
-            {
-                fileBytes += n;
-                state.Progress(path, fileBytes, size, n);
-            },
-            cancellationToken);
-        written += copied;
-        if (readError is not null)
-        {
-            throw new DownloadInterruptedException(written, readError);
-        }
-
-        return (written, received + copied);
-    }
-
-    /// <summary>
-    /// Checks a blob already in the cache against its etag and size: trusted without reading it when its verification
-    /// stamp says it is unchanged since it was last hashed, otherwise hashed (and stamped when it matches).
-    /// </summary>
-    private async Task<(bool Ok, string Sha256)> VerifyCachedBlobAsync(
-        HubRepoId repo, string blob, string etag, long expectedSize, CancellationToken cancellationToken)
-    {
-        var stamp = BlobVerificationStamp.PathFor(LocksDirectory(repo), etag);
-        bool sha1Etag = HubHashing.IsSha1Hex(etag);
-        bool verifiable = sha1Etag || HubHashing.IsSha256Hex(etag);
-        if (verifiable && BlobVerificationStamp.TryTrust(blob, stamp, expectedSize) is { } trusted)
-        {
-            return (true, trusted);
-        }
-
-        var (sha256, gitSha1, length) = await HubHashing.HashFileAsync(blob, sha1Etag, Math.Max(64 * 1024, _options.DownloadBufferSize), cancellationToken);
-        bool ok = length == expectedSize && (sha1Etag
-            ? string.Equals(gitSha1, etag, StringComparison.OrdinalIgnoreCase)
-            : !HubHashing.IsSha256Hex(etag) || string.Equals(sha256, etag, StringComparison.OrdinalIgnoreCase));
-        LogBlobHashed(_logger, repo.Id, etag, ok);
-        if (ok && verifiable)
-        {
-            BlobVerificationStamp.Write(blob, stamp, sha256);
-        }
-
-        return (ok, sha256);
-    }
-
-    private string LocksDirectory(HubRepoId repo) => Path.Combine(CacheDirectory, ".locks", repo.CacheFolderName);
-
-    private async Task<FileStream> AcquireLockAsync(HubRepoId repo, string path, string lockPath, CancellationToken cancellationToken)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(lockPath)!);
-        var deadline = Stopwatch.StartNew();
-        bool logged = false;
-        while (true)
-        {
-            try
-            {
-                return new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None);
-            }
-            catch (IOException ex) when (!IsDiskFull(ex))
-            {
-                if (deadline.Elapsed >= _options.LockTimeout)
-                {
-                    throw new HubException(
-                        $"Timed out after {_options.LockTimeout} waiting for the lock file '{lockPath}' (another download of '{path}' of '{repo.Id}' holds it).",
-                        repo.Id, null, path, ex);
-                }
-
-                if (!logged)
-                {
-                    LogWaitingForLock(_logger, lockPath);
-                    logged = true;
-                }
-
-                await Task.Delay(100, cancellationToken);
-            }
-        }
-    }
-
-    internal static bool IsDiskFull(IOException ex)
-    {
-        const int Enospc = 28;
-        const int ErrorHandleDiskFull = 39;
-        const int ErrorDiskFull = 112;
-        int code = ex.HResult & 0xFFFF;
-        return ex.HResult == Enospc || (unchecked((uint)ex.HResult & 0xFFFF0000) == 0x80070000 && code is ErrorHandleDiskFull or ErrorDiskFull)
-            || ex.Message.Contains("No space left on device", StringComparison.OrdinalIgnoreCase);
     }
 
     [LoggerMessage(EventId = 5201, Level = LogLevel.Information, Message = "Pulled {RepoId}@{Revision} -> {Commit}: {Files} file(s), {Downloaded} downloaded, {Bytes} bytes in {Seconds:F2} s")]
@@ -818,48 +459,4 @@ public sealed partial class HubCache
 
     [LoggerMessage(EventId = 5210, Level = LogLevel.Warning, Message = "{RepoId}: download of '{Path}' interrupted at byte {Offset} of {Size} (attempt {Attempt}): {Error}; resuming")]
     private static partial void LogInterrupted(ILogger logger, string repoId, string path, long offset, long size, int attempt, string error);
-
-    private sealed record BlobResult(string? Sha256);
-
-    /// <summary>The response body failed or stalled mid-stream; <see cref="Written"/> bytes are on disk and hashed.</summary>
-    private sealed class DownloadInterruptedException(long written, Exception inner) : Exception("Download interrupted.", inner)
-    {
-        public long Written { get; } = written;
-    }
-
-    private sealed class PullState(long overallTotal, IProgress<HubPullProgress>? progress)
-    {
-        private long _overall;
-        private long _bytesDownloaded;
-        private int _filesDownloaded;
-
-        public long BytesDownloaded => Interlocked.Read(ref _bytesDownloaded);
-
-        public int FilesDownloaded => Volatile.Read(ref _filesDownloaded);
-
-        public void Cached(string path, long size)
-        {
-            var overall = Interlocked.Add(ref _overall, size);
-            progress?.Report(new HubPullProgress(path, HubPullFileState.Cached, size, size, overall, overallTotal));
-        }
-
-        public void Started(string path, long already, long size)
-        {
-            var overall = Interlocked.Add(ref _overall, already);
-            progress?.Report(new HubPullProgress(path, HubPullFileState.Started, already, size, overall, overallTotal));
-        }
-
-        public void Progress(string path, long fileBytes, long size, int delta)
-        {
-            Interlocked.Add(ref _bytesDownloaded, delta);
-            var overall = Interlocked.Add(ref _overall, delta);
-            progress?.Report(new HubPullProgress(path, HubPullFileState.Downloading, fileBytes, size, overall, overallTotal));
-        }
-
-        public void Completed(string path, long size, long received)
-        {
-            Interlocked.Increment(ref _filesDownloaded);
-            progress?.Report(new HubPullProgress(path, HubPullFileState.Completed, size, size, Interlocked.Read(ref _overall), overallTotal));
-        }
-    }
 }
