@@ -2,6 +2,7 @@ using System.Text.Json;
 using LiteDB;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using SensMerging.Registry.Lifecycle;
 using SensMerging.Registry.Storage;
 
 namespace SensMerging.Registry;
@@ -138,7 +139,7 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     {
         ArgumentNullException.ThrowIfNull(draft);
         cancellationToken.ThrowIfCancellationRequested();
-        ValidateContent(draft);
+        MergeRecordRules.ValidateContent(draft);
         var now = DateTime.UtcNow;
         var record = draft with
         {
@@ -200,7 +201,7 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
             {
                 throw new ArgumentException($"record '{r.Id}' is running; only finished records can be imported", nameof(records));
             }
-            ValidateContent(r);
+            MergeRecordRules.ValidateContent(r);
         }
         return Task.FromResult(Locked("import merge records", () => InTransaction(() =>
         {
@@ -232,7 +233,7 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
                 throw new InvalidOperationException(
                     $"an update of merge '{current.Id}' may not change its id, status, owner or outputs; use CompleteAsync, FailAsync or CancelAsync");
             }
-            ValidateContent(changed);
+            MergeRecordRules.ValidateContent(changed);
             return changed;
         }));
     }
@@ -241,17 +242,17 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
     {
         ArgumentNullException.ThrowIfNull(outputs);
         cancellationToken.ThrowIfCancellationRequested();
-        var checkedOutputs = CheckOutputs(outputs, _options.VerifyOutputFiles, cancellationToken);
+        var checkedOutputs = MergeRecordRules.CheckOutputs(outputs, _options.VerifyOutputFiles, cancellationToken);
         var record = Modify(id, "complete", current =>
         {
-            RequireRunning(current, "complete");
+            MergeRecordRules.RequireRunning(current, "complete");
             var finished = DateTime.UtcNow;
             return current with
             {
                 Status = MergeStatus.Succeeded,
                 FinishedAt = finished,
                 Outputs = checkedOutputs,
-                Durations = MergeDurations(current, durations, finished),
+                Durations = MergeRecordRules.MergeDurations(current, durations, finished),
             };
         });
         LogFinished(_logger, record.Id, record.Status, record.Outputs?.Folder ?? string.Empty);
@@ -622,14 +623,14 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
                 // Already final (for example marked abandoned by another process): keep the first outcome.
                 return current;
             }
-            RequireRunning(current, action);
+            MergeRecordRules.RequireRunning(current, action);
             var finished = DateTime.UtcNow;
             return current with
             {
                 Status = status,
                 Error = error,
                 FinishedAt = finished,
-                Durations = MergeDurations(current, durations, finished),
+                Durations = MergeRecordRules.MergeDurations(current, durations, finished),
             };
         });
         LogFinished(_logger, record.Id, record.Status, error.Message);
@@ -801,104 +802,6 @@ public sealed partial class LiteDbMergeRegistry : IMergeRegistry, IDisposable
             Thread.Sleep(50);
         }
         throw new RegistryCorruptException(path, problem!);
-    }
-
-    private static void RequireRunning(MergeRecord record, string action)
-    {
-        if (record.Status != MergeStatus.Running)
-        {
-            throw new MergeStateException(record.Id, record.Status, action);
-        }
-    }
-
-    private static IReadOnlyDictionary<string, double> MergeDurations(MergeRecord current, IReadOnlyDictionary<string, double>? durations, DateTime finished)
-    {
-        var merged = new Dictionary<string, double>(current.Durations, StringComparer.Ordinal);
-        if (durations is not null)
-        {
-            foreach (var (k, v) in durations)
-            {
-                if (!double.IsFinite(v) || v < 0)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(durations), v, $"duration '{k}' must be a finite number of seconds >= 0");
-                }
-                merged[k] = v;
-            }
-        }
-        if (!merged.ContainsKey(Phases.Total))
-        {
-            merged[Phases.Total] = Math.Max(0, (finished - current.StartedAt).TotalSeconds);
-        }
-        return merged;
-    }
-
-    private static void ValidateContent(MergeRecord record)
-    {
-        foreach (var input in record.Inputs)
-        {
-            ArgumentException.ThrowIfNullOrWhiteSpace(input.Name, "input name");
-            ArgumentException.ThrowIfNullOrWhiteSpace(input.Reference, "input reference");
-            foreach (var f in input.Files)
-            {
-                ValidateHash(f, $"input '{input.Name}'");
-            }
-        }
-        foreach (var table in record.ScoreTables)
-        {
-            table.Validate();
-        }
-        record.Coefficients?.Validate();
-    }
-
-    private static void ValidateHash(FileHash file, string owner)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(file.Path, "file path");
-        if (file.Sha256 is null || file.Sha256.Length != 64 || !file.Sha256.All(char.IsAsciiHexDigitLower))
-        {
-            throw new ArgumentException($"{owner} file '{file.Path}': sha256 must be 64 lowercase hex digits, got '{file.Sha256}'");
-        }
-        if (file.Size < 0)
-        {
-            throw new ArgumentException($"{owner} file '{file.Path}': size {file.Size} is negative");
-        }
-    }
-
-    private static MergeOutputs CheckOutputs(MergeOutputs outputs, bool verifyFiles, CancellationToken cancellationToken)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(outputs.Folder, "output folder");
-        if (outputs.Files.Count == 0)
-        {
-            throw new ArgumentException("a completed merge must list its output files with their hashes", nameof(outputs));
-        }
-        var folder = Path.GetFullPath(outputs.Folder);
-        long total = 0;
-        foreach (var file in outputs.Files)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            ValidateHash(file, "output");
-            total += file.Size;
-            if (verifyFiles)
-            {
-                var info = new FileInfo(Path.Combine(folder, file.Path));
-                if (!info.Exists)
-                {
-                    throw new ArgumentException($"output file '{info.FullName}' does not exist; complete a merge only after its output is in place", nameof(outputs));
-                }
-                if (info.Length != file.Size)
-                {
-                    throw new ArgumentException($"output file '{info.FullName}' is {info.Length} bytes but recorded as {file.Size}", nameof(outputs));
-                }
-            }
-        }
-        if (outputs.TotalBytes != 0 && outputs.TotalBytes != total)
-        {
-            throw new ArgumentException($"output total {outputs.TotalBytes} bytes does not match the sum of file sizes {total}", nameof(outputs));
-        }
-        if (outputs.TensorCount < 0)
-        {
-            throw new ArgumentException($"tensor count {outputs.TensorCount} is negative", nameof(outputs));
-        }
-        return outputs with { Folder = folder, TotalBytes = total };
     }
 
     [LoggerMessage(EventId = 6001, Level = LogLevel.Information, Message = "Registry: merge {MergeId} started ({Method})")]
