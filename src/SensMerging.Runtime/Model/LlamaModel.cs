@@ -11,7 +11,8 @@ using static TorchSharp.torch;
 namespace SensMerging.Runtime.Model;
 
 /// <summary>
-/// A Llama/Mistral decoder on TorchSharp with Hugging Face weight names. Forward passes run in a dispose scope, so a
+/// A decoder-only causal LM on TorchSharp with Hugging Face weight names: Llama, Mistral, Qwen2/3, Gemma 2, Phi-3
+/// (<see cref="LlamaConfig.SupportedModelTypes"/>). Forward passes run in a dispose scope, so a
 /// call's activations are freed when its result (and, for <see cref="Loss"/>, the autograd graph) is disposed.
 /// </summary>
 public sealed class LlamaModel : ICausalLanguageModel
@@ -117,7 +118,8 @@ public sealed class LlamaModel : ICausalLanguageModel
             using var scope = NewDisposeScope();
             if (name.EndsWith("norm.weight", StringComparison.Ordinal))
             {
-                weight.fill_(1.0);
+                // Gemma's norms scale by 1 + weight: their identity is 0 (Qwen3's per-head q/k norms scale by weight).
+                weight.fill_(config.GemmaNorms && !name.EndsWith("_norm.weight", StringComparison.Ordinal) ? 0.0 : 1.0);
             }
             else if (name.EndsWith(".bias", StringComparison.Ordinal))
             {
