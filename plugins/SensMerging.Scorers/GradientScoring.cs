@@ -19,7 +19,9 @@ public enum GradientStatistic
 /// <summary>
 /// The loop shared by <c>sensitivity</c> and <c>fisher</c>: one expert loaded at a time with gradients on, one sample's
 /// activations alive at a time; per sample the statistic is summed per layer group (in double), then averaged over the
-/// samples used.
+/// samples used. A runtime model that offers <see cref="ILayerwiseGradients"/> is back-propagated one block at a time
+/// and each gradient is reduced to its statistic as soon as it exists (never all gradients at once); other models
+/// take a full <c>loss.backward()</c> and are read from the weights' <c>.grad</c>.
 /// </summary>
 internal static partial class GradientScoring
 {
@@ -78,6 +80,27 @@ internal static partial class GradientScoring
                     skipped++;
                     continue;
                 }
+                if (model is ILayerwiseGradients layerwise)
+                {
+                    // Out-of-core: each weight's statistic is taken as soon as its gradient exists, one block at a time.
+                    double value;
+                    using (no_grad())
+                    using (var scope = NewDisposeScope())
+                    {
+                        value = layerwise.BackwardLayerwise(
+                            sample,
+                            (k, weight, gradient) => sums[weightGroups[k]] += scratch.Statistic(weight, gradient, statistic),
+                            cancellationToken);
+                    }
+                    if (!double.IsFinite(value))
+                    {
+                        throw new InvalidOperationException(
+                            $"scorer '{scorer}': expert '{expert.Name}' gives a non-finite loss ({value}) on calibration sample {s} of '{data.SourcePath}'.");
+                    }
+                    used++;
+                    tokens += lossTokens;
+                    continue;
+                }
                 model.ZeroGradients();
                 using (var scope = NewDisposeScope())
                 {
@@ -101,7 +124,7 @@ internal static partial class GradientScoring
                 {
                     for (var k = 0; k < weights.Count; k++)
                     {
-                        sums[weightGroups[k]] += scratch.Statistic(weights[k].Weight, statistic);
+                        sums[weightGroups[k]] += weights[k].Weight.grad is { } gradient ? scratch.Statistic(weights[k].Weight, gradient, statistic) : 0;
                     }
                 }
                 used++;
@@ -164,14 +187,9 @@ internal static partial class GradientScoring
             }
         }
 
-        /// <summary>The statistic of one weight's current gradient, summed over the weight's entries (0 without a gradient).</summary>
-        public double Statistic(Tensor weight, GradientStatistic statistic)
+        /// <summary>The statistic of one weight's gradient, summed over the weight's entries.</summary>
+        public double Statistic(Tensor weight, Tensor grad, GradientStatistic statistic)
         {
-            var grad = weight.grad;
-            if (grad is null)
-            {
-                return 0;
-            }
             if (_buffer is null || weight.dtype != _buffer.dtype || weight.device_type != _buffer.device_type || weight.device_index != _buffer.device_index || !grad.is_contiguous() || grad.numel() > _buffer.numel())
             {
                 // Unusual layout: allocate for this weight rather than fail.

@@ -15,11 +15,12 @@ namespace SensMerging.Runtime.Model;
 /// (<see cref="LlamaConfig.SupportedModelTypes"/>). Forward passes run in a dispose scope, so a
 /// call's activations are freed when its result (and, for <see cref="Loss"/>, the autograd graph) is disposed.
 /// </summary>
-public sealed class LlamaModel : ICausalLanguageModel
+public sealed class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
 {
     private static readonly Dictionary<string, string> SaveMetadata = new(StringComparer.Ordinal) { ["format"] = "pt" };
 
     private readonly IReadOnlyList<(string Name, Tensor Weight)> _namedWeights;
+    private Dictionary<IntPtr, int>? _weightIndex;
     private bool _disposed;
 
     private LlamaModel(string modelPath, LlamaConfig config, TextTokenizerBase tokenizer, LlamaNetwork network, Device device, ScalarType dtype, bool requiresGrad)
@@ -210,6 +211,43 @@ public sealed class LlamaModel : ICausalLanguageModel
         {
             throw new ArgumentException("The batch is empty.", nameof(samples));
         }
+        var (ids, length, positions, targets) = LossPositions(samples);
+        using var scope = NewDisposeScope();
+        using var grad = set_grad_enabled(RequiresGrad);
+        var input = tensor(ids, [samples.Count, length], ScalarType.Int64, Device);
+        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
+        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
+        var logits = Network.Head(selected);
+        var loss = nn.functional.cross_entropy(logits, tensor(targets.ToArray(), ScalarType.Int64, Device));
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    public double BackwardLayerwise(TokenizedSample sample, Action<int, Tensor, Tensor> onGradient, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        ArgumentNullException.ThrowIfNull(onGradient);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!RequiresGrad)
+        {
+            throw new InvalidOperationException("BackwardLayerwise needs a model loaded with RequiresGrad.");
+        }
+        var (ids, length, positions, targets) = LossPositions([sample]);
+        return LayerwiseBackward.Run(this, tensor(ids, [1, length], ScalarType.Int64, Device), positions, targets, onGradient, cancellationToken);
+    }
+
+    /// <summary>Index of each weight in <see cref="NamedWeights"/>, by native handle.</summary>
+    internal int WeightIndex(Tensor weight)
+    {
+        _weightIndex ??= _namedWeights.Select((w, i) => (w.Weight.Handle, i)).ToDictionary(p => p.Handle, p => p.i);
+        return _weightIndex.TryGetValue(weight.Handle, out var index)
+            ? index
+            : throw new InvalidOperationException("A block weight is not among the model's named weights.");
+    }
+
+    /// <summary>The right-padded ids of <paramref name="samples"/> and their loss positions (row-major) and targets.</summary>
+    private (long[] Ids, int Length, List<long> Positions, List<long> Targets) LossPositions(IReadOnlyList<TokenizedSample> samples)
+    {
         var length = samples.Max(s => s.Length);
         var ids = new long[samples.Count * length];
         var positions = new List<long>();
@@ -241,14 +279,7 @@ public sealed class LlamaModel : ICausalLanguageModel
         {
             throw new ArgumentException("No loss positions: every sample's loss mask is empty (is the prompt longer than max_length?).", nameof(samples));
         }
-        using var scope = NewDisposeScope();
-        using var grad = set_grad_enabled(RequiresGrad);
-        var input = tensor(ids, [samples.Count, length], ScalarType.Int64, Device);
-        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
-        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
-        var logits = Network.Head(selected);
-        var loss = nn.functional.cross_entropy(logits, tensor(targets.ToArray(), ScalarType.Int64, Device));
-        return loss.MoveToOuterDisposeScope();
+        return (ids, length, positions, targets);
     }
 
     public void ZeroGradients()

@@ -467,13 +467,17 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
     /// <summary>Final-norm hidden states <c>[B,T,H]</c>.</summary>
     public Tensor Hidden(Tensor ids)
     {
-        var length = ids.shape[1];
-        var weight = _backbone.EmbedTokens.Weight;
-        EnsureTables(length, weight.dtype, weight.device);
-        var cos = _cos!.narrow(0, 0, length);
-        var sin = _sin!.narrow(0, 0, length);
-        var blocked = _blocked!.narrow(0, 0, length).narrow(1, 0, length);
-        var causalOnly = Config.SlidingWindow is not { } window || window >= length;
+        var hidden = Embed(ids);
+        for (var i = 0; i < _backbone.Layers.Count; i++)
+        {
+            hidden = ApplyLayer(i, hidden);
+        }
+        return FinalNorm(hidden);
+    }
+
+    /// <summary>The token embeddings <c>[B,T,H]</c> that enter the first block (Gemma: scaled by sqrt(hidden_size)).</summary>
+    internal Tensor Embed(Tensor ids)
+    {
         var hidden = _backbone.EmbedTokens.Apply(ids);
         if (Config.GemmaNorms)
         {
@@ -481,20 +485,44 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
             using var normalizer = tensor(Math.Sqrt(Config.HiddenSize), hidden.dtype, hidden.device);
             hidden = hidden * normalizer;
         }
-        foreach (var layer in _backbone.Layers)
-        {
-            if (Config.LayerTypes is null)
-            {
-                hidden = layer.Apply(hidden, cos, sin, blocked, causalOnly);
-                continue;
-            }
-            // Per-layer attention (Qwen2/3 layer_types, Gemma 2's alternating sliding and full layers).
-            var layerCausalOnly = layer.Window is not { } layerWindow || layerWindow >= length;
-            var layerBlocked = layerCausalOnly ? blocked : _windowBlocked[layer.Window!.Value].narrow(0, 0, length).narrow(1, 0, length);
-            hidden = layer.Apply(hidden, cos, sin, layerBlocked, layerCausalOnly);
-        }
-        return _backbone.Norm.Apply(hidden);
+        return hidden;
     }
+
+    /// <summary>Block <paramref name="index"/> applied to <paramref name="hidden"/> <c>[B,T,H]</c>.</summary>
+    internal Tensor ApplyLayer(int index, Tensor hidden)
+    {
+        var length = hidden.shape[1];
+        var weight = _backbone.EmbedTokens.Weight;
+        EnsureTables(length, weight.dtype, weight.device);
+        var cos = _cos!.narrow(0, 0, length);
+        var sin = _sin!.narrow(0, 0, length);
+        var blocked = _blocked!.narrow(0, 0, length).narrow(1, 0, length);
+        var layer = _backbone.Layers[index];
+        if (Config.LayerTypes is null)
+        {
+            var causalOnly = Config.SlidingWindow is not { } window || window >= length;
+            return layer.Apply(hidden, cos, sin, blocked, causalOnly);
+        }
+        // Per-layer attention (Qwen2/3 layer_types, Gemma 2's alternating sliding and full layers).
+        var layerCausalOnly = layer.Window is not { } layerWindow || layerWindow >= length;
+        var layerBlocked = layerCausalOnly ? blocked : _windowBlocked[layer.Window!.Value].narrow(0, 0, length).narrow(1, 0, length);
+        return layer.Apply(hidden, cos, sin, layerBlocked, layerCausalOnly);
+    }
+
+    /// <summary>The final norm of the last block's output.</summary>
+    internal Tensor FinalNorm(Tensor hidden) => _backbone.Norm.Apply(hidden);
+
+    /// <summary>The embedding table's weight.</summary>
+    internal Parameter EmbeddingWeight => _backbone.EmbedTokens.Weight;
+
+    /// <summary>The final norm's weight.</summary>
+    internal Parameter FinalNormWeight => _backbone.Norm.Weight;
+
+    /// <summary>The untied output projection's weight, or null when the head is the embedding table.</summary>
+    internal Parameter? LmHeadWeight => _lmHead?.Weight;
+
+    /// <summary>The weights of block <paramref name="index"/>.</summary>
+    internal IEnumerable<Parameter> LayerParameters(int index) => _backbone.Layers[index].parameters();
 
     /// <summary>Logits of hidden states (any leading shape, last dim H); Gemma 2 soft-caps them.</summary>
     public Tensor Head(Tensor hidden)
