@@ -91,7 +91,17 @@ internal static class LayerwiseBackward
             {
                 var embedding = network.EmbeddingWeight;
                 var gradient = autograd.grad([network.Embed(ids)], [embedding], [upstream])[0];
-                Hand(embedding, tiedHeadGradient is null ? gradient : gradient + tiedHeadGradient);
+                if (tiedHeadGradient is null)
+                {
+                    Hand(embedding, gradient);
+                }
+                else
+                {
+                    // Tied head: the weight's gradient is the sum of both uses, summed in place (one extra table at most).
+                    tiedHeadGradient.add_(gradient);
+                    gradient.Dispose();
+                    Hand(embedding, tiedHeadGradient);
+                }
             }
             return loss;
         }

@@ -83,7 +83,8 @@ public sealed class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
             model.LoadWeights(weights, cancellationToken, logger);
             if (config.SlidingWindow is { } window)
             {
-                logger.LogInformation("Mistral sliding_window {Window} is applied to sequences longer than it; shorter sequences use full causal attention.", window);
+                var sliding = Enumerable.Range(0, config.NumHiddenLayers).Count(l => config.WindowOf(l) is not null);
+                logger.LogInformation("sliding_window {Window} applies to {Sliding} of {Layers} layers on sequences longer than it; shorter sequences use full causal attention.", window, sliding, config.NumHiddenLayers);
             }
             logger.LogInformation("Loaded {Model}: {Layers} layers, hidden {Hidden}, vocab {Vocab}, {Dtype} on {Device}.", modelPath, config.NumHiddenLayers, config.HiddenSize, config.VocabSize, dtype, device);
             return model;
