@@ -19,7 +19,9 @@ public enum GradientStatistic
 /// <summary>
 /// The loop shared by <c>sensitivity</c> and <c>fisher</c>: one expert loaded at a time with gradients on, one sample's
 /// activations alive at a time; per sample the statistic is summed per layer group (in double), then averaged over the
-/// samples used.
+/// samples used. A runtime model that offers <see cref="ILayerwiseGradients"/> is back-propagated one block at a time
+/// and each gradient is reduced to its statistic as soon as it exists (never all gradients at once); other models
+/// take a full <c>loss.backward()</c> and are read from the weights' <c>.grad</c>.
 /// </summary>
 internal static partial class GradientScoring
 {
@@ -78,6 +80,27 @@ internal static partial class GradientScoring
                     skipped++;
                     continue;
                 }
+                if (model is ILayerwiseGradients layerwise)
+                {
+                    // Out-of-core: each weight's statistic is taken as soon as its gradient exists, one block at a time.
+                    double value;
+                    using (no_grad())
+                    using (var scope = NewDisposeScope())
+                    {
+                        value = layerwise.BackwardLayerwise(
+                            sample,
+                            (k, weight, gradient) => sums[weightGroups[k]] += scratch.Statistic(weight, gradient, statistic),
+                            cancellationToken);
+                    }
+                    if (!double.IsFinite(value))
+                    {
+                        throw new InvalidOperationException(
+                            $"scorer '{scorer}': expert '{expert.Name}' gives a non-finite loss ({value}) on calibration sample {s} of '{data.SourcePath}'.");
+                    }
+                    used++;
+                    tokens += lossTokens;
+                    continue;
+                }
                 model.ZeroGradients();
                 using (var scope = NewDisposeScope())
                 {
@@ -101,7 +124,7 @@ internal static partial class GradientScoring
                 {
                     for (var k = 0; k < weights.Count; k++)
                     {
-                        sums[weightGroups[k]] += scratch.Statistic(weights[k].Weight, statistic);
+                        sums[weightGroups[k]] += weights[k].Weight.grad is { } gradient ? scratch.Statistic(weights[k].Weight, gradient, statistic) : 0;
                     }
                 }
                 used++;
@@ -139,9 +162,13 @@ internal static partial class GradientScoring
     [LoggerMessage(Level = LogLevel.Information, Message = "{Scorer}: expert {Expert} scored on {Samples} samples ({Seconds:F1} s so far)")]
     private static partial void LogExpertScored(ILogger logger, string scorer, string expert, int samples, double seconds);
 
+    /// <summary>Largest piece of a weight reduced at once: 16 Mi elements (64 MiB in FP32); settable for tests.</summary>
+    internal static long ChunkElements { get; set; } = 1L << 24;
+
     /// <summary>
-    /// One flat buffer as large as the largest weight, reused for every weight and sample so that the per-sample
-    /// statistic costs no fresh allocation.
+    /// One flat buffer as large as the largest weight, capped at <see cref="ChunkElements"/> (larger weights, such as a
+    /// big vocabulary's embeddings, are reduced chunk by chunk), reused for every weight and sample so that the
+    /// per-sample statistic costs no fresh allocation.
     /// </summary>
     private sealed class GradientScratch : IDisposable
     {
@@ -160,35 +187,39 @@ internal static partial class GradientScoring
             if (largest is not null)
             {
                 using var scope = NewDisposeScope();
-                _buffer = empty(largest.numel(), largest.dtype, largest.device).DetachFromDisposeScope();
+                _buffer = empty(Math.Min(largest.numel(), ChunkElements), largest.dtype, largest.device).DetachFromDisposeScope();
             }
         }
 
-        /// <summary>The statistic of one weight's current gradient, summed over the weight's entries (0 without a gradient).</summary>
-        public double Statistic(Tensor weight, GradientStatistic statistic)
+        /// <summary>The statistic of one weight's gradient, summed over the weight's entries.</summary>
+        public double Statistic(Tensor weight, Tensor grad, GradientStatistic statistic)
         {
-            var grad = weight.grad;
-            if (grad is null)
-            {
-                return 0;
-            }
-            if (_buffer is null || weight.dtype != _buffer.dtype || weight.device_type != _buffer.device_type || weight.device_index != _buffer.device_index || !grad.is_contiguous() || grad.numel() > _buffer.numel())
+            if (_buffer is null || weight.dtype != _buffer.dtype || weight.device_type != _buffer.device_type || weight.device_index != _buffer.device_index || !grad.is_contiguous() || !weight.is_contiguous() || grad.dtype != weight.dtype)
             {
                 // Unusual layout: allocate for this weight rather than fail.
                 var product = statistic == GradientStatistic.WeightTimesGradient ? (weight * grad).abs() : grad * grad;
                 return product.sum(ScalarType.Float64).item<double>();
             }
-            var work = _buffer.narrow(0, 0, grad.numel()).view(grad.shape);
-            work.copy_(grad);
-            if (statistic == GradientStatistic.WeightTimesGradient)
+            var flatGrad = grad.view(-1);
+            var flatWeight = weight.view(-1);
+            var count = flatGrad.numel();
+            var total = 0.0;
+            for (long start = 0; start < count; start += _buffer.numel())
             {
-                work.mul_(weight).abs_();
+                var length = Math.Min(_buffer.numel(), count - start);
+                var work = _buffer.narrow(0, 0, length);
+                work.copy_(flatGrad.narrow(0, start, length));
+                if (statistic == GradientStatistic.WeightTimesGradient)
+                {
+                    work.mul_(flatWeight.narrow(0, start, length)).abs_();
+                }
+                else
+                {
+                    work.mul_(work);
+                }
+                total += work.sum(ScalarType.Float64).item<double>();
             }
-            else
-            {
-                work.mul_(work);
-            }
-            return work.sum(ScalarType.Float64).item<double>();
+            return total;
         }
 
         public void Dispose() => _buffer?.Dispose();

@@ -47,6 +47,27 @@ public interface ICausalLanguageModel : IDisposable
     void ZeroGradients();
 }
 
+/// <summary>
+/// A model that takes the gradient of a sample's loss one block at a time (contract 1.4): a forward pass keeps only the
+/// activations between blocks, then the backward pass recomputes one block at a time and hands each weight's gradient
+/// to the caller as soon as it exists, freeing it right after. Gradient statistics (sensitivity, Fisher) then never hold
+/// more than one block's gradients; the result equals a full <c>loss.backward()</c> up to float rounding.
+/// </summary>
+public interface ILayerwiseGradients
+{
+    /// <summary>
+    /// Back-propagates the mean next-token cross-entropy of <paramref name="sample"/> (as <see cref="ICausalLanguageModel.Loss"/>)
+    /// and calls <paramref name="onGradient"/> once per weight of <see cref="ICausalLanguageModel.NamedWeights"/> with its
+    /// index there, the weight and its whole gradient (a tied weight once, with the sum of its uses). The gradient
+    /// tensor is only valid during the call. The weights' own <c>.grad</c> stays untouched.
+    /// </summary>
+    /// <param name="sample">The tokenized sample; it must have at least one loss position.</param>
+    /// <param name="onGradient">Receives (index in NamedWeights, weight, gradient), last block first.</param>
+    /// <param name="cancellationToken">Checked between blocks.</param>
+    /// <returns>The loss value.</returns>
+    double BackwardLayerwise(TokenizedSample sample, Action<int, Tensor, Tensor> onGradient, CancellationToken cancellationToken);
+}
+
 /// <summary>A tokenizer as scorers need it.</summary>
 public interface ITextTokenizer
 {

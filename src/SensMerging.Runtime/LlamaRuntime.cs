@@ -5,7 +5,7 @@ using SensMerging.Runtime.Model;
 
 namespace SensMerging.Runtime;
 
-/// <summary>Loads Hugging Face Llama/Mistral model folders as <see cref="LlamaModel"/>s.</summary>
+/// <summary>Loads Hugging Face model folders of the supported architectures (<see cref="LlamaConfig.SupportedModelTypes"/>) as <see cref="LlamaModel"/>s.</summary>
 public sealed class LlamaRuntime : IModelRuntime
 {
     private readonly ILogger<LlamaRuntime> _logger;

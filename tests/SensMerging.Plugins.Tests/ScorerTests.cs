@@ -76,6 +76,35 @@ public sealed class ScorerTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task Statistics_ReducedInChunks_EqualTheWholeTensorReduction()
+    {
+        // Weights larger than the scratch buffer are reduced piece by piece; 7-element pieces split every weight here.
+        var experts = new[] { new ScoredModel("math", Model("math", 4), Data.Set("math", Data.Math)) };
+        var values = new Dictionary<string, object> { ["samples"] = 3L, ["max_length"] = 24L };
+        var whole = new List<double[]>();
+        var chunked = new List<double[]>();
+        foreach (IScorer scorer in new IScorer[] { new SensitivityScorer(), new FisherScorer() })
+        {
+            whole.Add((await scorer.ScoreAsync(Context(scorer, experts, values), CancellationToken.None)).Values[0]);
+            var saved = GradientScoring.ChunkElements;
+            GradientScoring.ChunkElements = 7;
+            try
+            {
+                chunked.Add((await scorer.ScoreAsync(Context(scorer, experts, values), CancellationToken.None)).Values[0]);
+            }
+            finally
+            {
+                GradientScoring.ChunkElements = saved;
+            }
+        }
+        for (var i = 0; i < whole.Count; i++)
+        {
+            Assert.All(whole[i], v => Assert.True(v > 0));
+            Assert.Equal(whole[i], chunked[i], new Tolerance(1e-12 * whole[i].Max()));
+        }
+    }
+
+    [Fact]
     public async Task Sensitivity_OfALayerWithZeroWeights_IsZero()
     {
         var experts = new[] { new ScoredModel("math", Model("zero1", 3, "model.layers.1.mlp.weight"), Data.Set("math", Data.Math)) };

@@ -11,14 +11,16 @@ using static TorchSharp.torch;
 namespace SensMerging.Runtime.Model;
 
 /// <summary>
-/// A Llama/Mistral decoder on TorchSharp with Hugging Face weight names. Forward passes run in a dispose scope, so a
+/// A decoder-only causal LM on TorchSharp with Hugging Face weight names: Llama, Mistral, Qwen2/3, Gemma 2, Phi-3
+/// (<see cref="LlamaConfig.SupportedModelTypes"/>). Forward passes run in a dispose scope, so a
 /// call's activations are freed when its result (and, for <see cref="Loss"/>, the autograd graph) is disposed.
 /// </summary>
-public sealed class LlamaModel : ICausalLanguageModel
+public sealed class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
 {
     private static readonly Dictionary<string, string> SaveMetadata = new(StringComparer.Ordinal) { ["format"] = "pt" };
 
     private readonly IReadOnlyList<(string Name, Tensor Weight)> _namedWeights;
+    private Dictionary<IntPtr, int>? _weightIndex;
     private bool _disposed;
 
     private LlamaModel(string modelPath, LlamaConfig config, TextTokenizerBase tokenizer, LlamaNetwork network, Device device, ScalarType dtype, bool requiresGrad)
@@ -81,7 +83,8 @@ public sealed class LlamaModel : ICausalLanguageModel
             model.LoadWeights(weights, cancellationToken, logger);
             if (config.SlidingWindow is { } window)
             {
-                logger.LogInformation("Mistral sliding_window {Window} is applied to sequences longer than it; shorter sequences use full causal attention.", window);
+                var sliding = Enumerable.Range(0, config.NumHiddenLayers).Count(l => config.WindowOf(l) is not null);
+                logger.LogInformation("sliding_window {Window} applies to {Sliding} of {Layers} layers on sequences longer than it; shorter sequences use full causal attention.", window, sliding, config.NumHiddenLayers);
             }
             logger.LogInformation("Loaded {Model}: {Layers} layers, hidden {Hidden}, vocab {Vocab}, {Dtype} on {Device}.", modelPath, config.NumHiddenLayers, config.HiddenSize, config.VocabSize, dtype, device);
             return model;
@@ -117,7 +120,8 @@ public sealed class LlamaModel : ICausalLanguageModel
             using var scope = NewDisposeScope();
             if (name.EndsWith("norm.weight", StringComparison.Ordinal))
             {
-                weight.fill_(1.0);
+                // Gemma's norms scale by 1 + weight: their identity is 0 (Qwen3's per-head q/k norms scale by weight).
+                weight.fill_(config.GemmaNorms && !name.EndsWith("_norm.weight", StringComparison.Ordinal) ? 0.0 : 1.0);
             }
             else if (name.EndsWith(".bias", StringComparison.Ordinal))
             {
@@ -208,6 +212,43 @@ public sealed class LlamaModel : ICausalLanguageModel
         {
             throw new ArgumentException("The batch is empty.", nameof(samples));
         }
+        var (ids, length, positions, targets) = LossPositions(samples);
+        using var scope = NewDisposeScope();
+        using var grad = set_grad_enabled(RequiresGrad);
+        var input = tensor(ids, [samples.Count, length], ScalarType.Int64, Device);
+        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
+        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
+        var logits = Network.Head(selected);
+        var loss = nn.functional.cross_entropy(logits, tensor(targets.ToArray(), ScalarType.Int64, Device));
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    public double BackwardLayerwise(TokenizedSample sample, Action<int, Tensor, Tensor> onGradient, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        ArgumentNullException.ThrowIfNull(onGradient);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!RequiresGrad)
+        {
+            throw new InvalidOperationException("BackwardLayerwise needs a model loaded with RequiresGrad.");
+        }
+        var (ids, length, positions, targets) = LossPositions([sample]);
+        return LayerwiseBackward.Run(this, tensor(ids, [1, length], ScalarType.Int64, Device), positions, targets, onGradient, cancellationToken);
+    }
+
+    /// <summary>Index of each weight in <see cref="NamedWeights"/>, by native handle.</summary>
+    internal int WeightIndex(Tensor weight)
+    {
+        _weightIndex ??= _namedWeights.Select((w, i) => (w.Weight.Handle, i)).ToDictionary(p => p.Handle, p => p.i);
+        return _weightIndex.TryGetValue(weight.Handle, out var index)
+            ? index
+            : throw new InvalidOperationException("A block weight is not among the model's named weights.");
+    }
+
+    /// <summary>The right-padded ids of <paramref name="samples"/> and their loss positions (row-major) and targets.</summary>
+    private (long[] Ids, int Length, List<long> Positions, List<long> Targets) LossPositions(IReadOnlyList<TokenizedSample> samples)
+    {
         var length = samples.Max(s => s.Length);
         var ids = new long[samples.Count * length];
         var positions = new List<long>();
@@ -239,14 +280,7 @@ public sealed class LlamaModel : ICausalLanguageModel
         {
             throw new ArgumentException("No loss positions: every sample's loss mask is empty (is the prompt longer than max_length?).", nameof(samples));
         }
-        using var scope = NewDisposeScope();
-        using var grad = set_grad_enabled(RequiresGrad);
-        var input = tensor(ids, [samples.Count, length], ScalarType.Int64, Device);
-        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
-        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
-        var logits = Network.Head(selected);
-        var loss = nn.functional.cross_entropy(logits, tensor(targets.ToArray(), ScalarType.Int64, Device));
-        return loss.MoveToOuterDisposeScope();
+        return (ids, length, positions, targets);
     }
 
     public void ZeroGradients()

@@ -99,16 +99,21 @@ internal sealed class LowRankAdapter : IDisposable
     }
 }
 
-/// <summary>Root-mean-square layer norm: <c>x / sqrt(mean(x^2) + eps) * weight</c>.</summary>
+/// <summary>
+/// Root-mean-square layer norm: <c>x / sqrt(mean(x^2) + eps) * weight</c>; Gemma's variant (<paramref name="offset"/>)
+/// computes in float32 and scales by <c>1 + weight</c>.
+/// </summary>
 internal sealed class RmsNorm : nn.Module
 {
     private readonly double _eps;
+    private readonly bool _offset;
 
-    public RmsNorm(string name, long size, double eps, ScalarType dtype, Device device, bool requiresGrad)
+    public RmsNorm(string name, long size, double eps, ScalarType dtype, Device device, bool requiresGrad, bool offset = false)
         : base(name)
     {
         _eps = eps;
-        Weight = new Parameter(ones(size, dtype, device), requiresGrad);
+        _offset = offset;
+        Weight = new Parameter(offset ? zeros(size, dtype, device) : ones(size, dtype, device), requiresGrad);
         register_parameter("weight", Weight);
     }
 
@@ -116,17 +121,28 @@ internal sealed class RmsNorm : nn.Module
 
     public Tensor Apply(Tensor input)
     {
+        if (_offset)
+        {
+            var x = input.to_type(ScalarType.Float32);
+            var normed = x * rsqrt(x.pow(2).mean([-1L], keepdim: true) + _eps);
+            return (normed * (Weight.to_type(ScalarType.Float32) + 1.0)).to_type(input.dtype);
+        }
         var variance = input.pow(2).mean([-1L], keepdim: true);
         return input * rsqrt(variance + _eps) * Weight;
     }
 }
 
-/// <summary>Grouped-query self-attention with rotary position embeddings (Hugging Face rotate_half convention).</summary>
+/// <summary>
+/// Grouped-query self-attention with rotary position embeddings (Hugging Face rotate_half convention); q/k/v as three
+/// maps or Phi-3's fused <c>qkv_proj</c>, optional Qwen3 per-head q/k norms, Gemma 2's score scale and soft-capping.
+/// </summary>
 internal sealed class LlamaAttention : nn.Module
 {
     private readonly long _heads;
     private readonly long _kvHeads;
     private readonly long _headDim;
+    private readonly double? _scale;
+    private readonly double? _softcap;
 
     public LlamaAttention(LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
         : base("self_attn")
@@ -134,24 +150,48 @@ internal sealed class LlamaAttention : nn.Module
         _heads = config.NumAttentionHeads;
         _kvHeads = config.NumKeyValueHeads;
         _headDim = config.HeadDim;
+        _scale = config.QueryPreAttnScalar is { } scalar ? 1.0 / Math.Sqrt(scalar) : null;
+        _softcap = config.AttnLogitSoftcapping;
         var bias = config.AttentionBias;
-        QProj = new LinearMap("q_proj", config.HiddenSize, _heads * _headDim, bias, dtype, device, requiresGrad);
-        KProj = new LinearMap("k_proj", config.HiddenSize, _kvHeads * _headDim, bias, dtype, device, requiresGrad);
-        VProj = new LinearMap("v_proj", config.HiddenSize, _kvHeads * _headDim, bias, dtype, device, requiresGrad);
+        var qkvBias = bias || config.QkvBias;
+        if (config.FusedProjections)
+        {
+            QkvProj = new LinearMap("qkv_proj", config.HiddenSize, (_heads + (2 * _kvHeads)) * _headDim, qkvBias, dtype, device, requiresGrad);
+            register_module("qkv_proj", QkvProj);
+        }
+        else
+        {
+            QProj = new LinearMap("q_proj", config.HiddenSize, _heads * _headDim, qkvBias, dtype, device, requiresGrad);
+            KProj = new LinearMap("k_proj", config.HiddenSize, _kvHeads * _headDim, qkvBias, dtype, device, requiresGrad);
+            VProj = new LinearMap("v_proj", config.HiddenSize, _kvHeads * _headDim, qkvBias, dtype, device, requiresGrad);
+            register_module("q_proj", QProj);
+            register_module("k_proj", KProj);
+            register_module("v_proj", VProj);
+        }
         OProj = new LinearMap("o_proj", _heads * _headDim, config.HiddenSize, bias, dtype, device, requiresGrad);
-        register_module("q_proj", QProj);
-        register_module("k_proj", KProj);
-        register_module("v_proj", VProj);
         register_module("o_proj", OProj);
+        if (config.QkNorm)
+        {
+            QNorm = new RmsNorm("q_norm", _headDim, config.RmsNormEps, dtype, device, requiresGrad);
+            KNorm = new RmsNorm("k_norm", _headDim, config.RmsNormEps, dtype, device, requiresGrad);
+            register_module("q_norm", QNorm);
+            register_module("k_norm", KNorm);
+        }
     }
 
-    public LinearMap QProj { get; }
+    public LinearMap? QProj { get; }
 
-    public LinearMap KProj { get; }
+    public LinearMap? KProj { get; }
 
-    public LinearMap VProj { get; }
+    public LinearMap? VProj { get; }
+
+    public LinearMap? QkvProj { get; }
 
     public LinearMap OProj { get; }
+
+    public RmsNorm? QNorm { get; }
+
+    public RmsNorm? KNorm { get; }
 
     /// <summary>Use libtorch's scaled_dot_product_attention (default) instead of explicit softmax(QK^T/sqrt(d))V.</summary>
     internal static bool UseFusedAttention { get; set; } = true;
@@ -164,9 +204,26 @@ internal sealed class LlamaAttention : nn.Module
     {
         var batch = hidden.shape[0];
         var length = hidden.shape[1];
-        var q = QProj.Apply(hidden).view(batch, length, _heads, _headDim).transpose(1, 2);
-        var k = KProj.Apply(hidden).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
-        var v = VProj.Apply(hidden).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+        Tensor q, k, v;
+        if (QkvProj is not null)
+        {
+            var qkv = QkvProj.Apply(hidden);
+            q = qkv.narrow(-1, 0, _heads * _headDim).view(batch, length, _heads, _headDim).transpose(1, 2);
+            k = qkv.narrow(-1, _heads * _headDim, _kvHeads * _headDim).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+            v = qkv.narrow(-1, (_heads + _kvHeads) * _headDim, _kvHeads * _headDim).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+        }
+        else if (QNorm is not null && KNorm is not null)
+        {
+            q = QNorm.Apply(QProj!.Apply(hidden).view(batch, length, _heads, _headDim)).transpose(1, 2);
+            k = KNorm.Apply(KProj!.Apply(hidden).view(batch, length, _kvHeads, _headDim)).transpose(1, 2);
+            v = VProj!.Apply(hidden).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+        }
+        else
+        {
+            q = QProj!.Apply(hidden).view(batch, length, _heads, _headDim).transpose(1, 2);
+            k = KProj!.Apply(hidden).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+            v = VProj!.Apply(hidden).view(batch, length, _kvHeads, _headDim).transpose(1, 2);
+        }
         q = q * cos + RotateHalf(q) * sin;
         k = k * cos + RotateHalf(k) * sin;
         var repeat = _heads / _kvHeads;
@@ -177,7 +234,18 @@ internal sealed class LlamaAttention : nn.Module
             v = v.unsqueeze(2).expand(batch, _kvHeads, repeat, length, _headDim).reshape(batch, _heads, length, _headDim);
         }
         Tensor context;
-        if (UseFusedAttention)
+        if (_scale is not null || _softcap is not null)
+        {
+            // Gemma 2: scores scaled by query_pre_attn_scalar^-0.5, soft-capped, then masked.
+            var scores = matmul(q, k.transpose(-2, -1)) * (_scale ?? (1.0 / Math.Sqrt(_headDim)));
+            if (_softcap is { } cap)
+            {
+                scores = (scores / cap).tanh() * cap;
+            }
+            scores = scores.masked_fill(blocked, double.NegativeInfinity);
+            context = matmul(nn.functional.softmax(scores, -1), v);
+        }
+        else if (UseFusedAttention)
         {
             context = causalOnly
                 ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
@@ -202,28 +270,59 @@ internal sealed class LlamaAttention : nn.Module
     }
 }
 
-/// <summary>SwiGLU feed-forward: <c>down(silu(gate(x)) * up(x))</c>.</summary>
+/// <summary>
+/// Gated feed-forward: <c>down(act(gate(x)) * up(x))</c> with SiLU (SwiGLU) or tanh-approximated GELU (Gemma's GeGLU);
+/// gate and up as two maps or Phi-3's fused <c>gate_up_proj</c> (gate rows first).
+/// </summary>
 internal sealed class LlamaMlp : nn.Module
 {
+    private readonly bool _gelu;
+    private readonly long _intermediate;
+
     public LlamaMlp(LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
         : base("mlp")
     {
-        GateProj = new LinearMap("gate_proj", config.HiddenSize, config.IntermediateSize, false, dtype, device, requiresGrad);
-        UpProj = new LinearMap("up_proj", config.HiddenSize, config.IntermediateSize, false, dtype, device, requiresGrad);
+        _gelu = config.HiddenAct == "gelu_pytorch_tanh";
+        _intermediate = config.IntermediateSize;
+        if (config.FusedProjections)
+        {
+            GateUpProj = new LinearMap("gate_up_proj", config.HiddenSize, 2L * config.IntermediateSize, false, dtype, device, requiresGrad);
+            register_module("gate_up_proj", GateUpProj);
+        }
+        else
+        {
+            GateProj = new LinearMap("gate_proj", config.HiddenSize, config.IntermediateSize, false, dtype, device, requiresGrad);
+            UpProj = new LinearMap("up_proj", config.HiddenSize, config.IntermediateSize, false, dtype, device, requiresGrad);
+            register_module("gate_proj", GateProj);
+            register_module("up_proj", UpProj);
+        }
         DownProj = new LinearMap("down_proj", config.IntermediateSize, config.HiddenSize, false, dtype, device, requiresGrad);
-        register_module("gate_proj", GateProj);
-        register_module("up_proj", UpProj);
         register_module("down_proj", DownProj);
     }
 
-    public LinearMap GateProj { get; }
+    public LinearMap? GateProj { get; }
 
-    public LinearMap UpProj { get; }
+    public LinearMap? UpProj { get; }
+
+    public LinearMap? GateUpProj { get; }
 
     public LinearMap DownProj { get; }
 
-    public Tensor Apply(Tensor hidden) =>
-        DownProj.Apply(nn.functional.silu(GateProj.Apply(hidden)) * UpProj.Apply(hidden));
+    public Tensor Apply(Tensor hidden)
+    {
+        if (GateUpProj is not null)
+        {
+            var both = GateUpProj.Apply(hidden);
+            return DownProj.Apply(Activate(both.narrow(-1, 0, _intermediate)) * both.narrow(-1, _intermediate, _intermediate));
+        }
+        return DownProj.Apply(Activate(GateProj!.Apply(hidden)) * UpProj!.Apply(hidden));
+    }
+
+    private Tensor Activate(Tensor gate) => _gelu ? GeluTanh(gate) : nn.functional.silu(gate);
+
+    /// <summary>PyTorch's <c>gelu(approximate='tanh')</c>: <c>x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))</c>.</summary>
+    private static Tensor GeluTanh(Tensor x) =>
+        x * 0.5 * (((x + (x.pow(3) * 0.044715)) * Math.Sqrt(2.0 / Math.PI)).tanh() + 1.0);
 }
 
 /// <summary>One pre-norm transformer block.</summary>
@@ -234,13 +333,31 @@ internal sealed class LlamaDecoderLayer : nn.Module
     {
         SelfAttention = new LlamaAttention(config, dtype, device, requiresGrad);
         Mlp = new LlamaMlp(config, dtype, device, requiresGrad);
-        InputLayerNorm = new RmsNorm("input_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad);
-        PostAttentionLayerNorm = new RmsNorm("post_attention_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad);
+        var gemma = config.GemmaNorms;
+        InputLayerNorm = new RmsNorm("input_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad, gemma);
+        PostAttentionLayerNorm = new RmsNorm("post_attention_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad, gemma);
         register_module("self_attn", SelfAttention);
         register_module("mlp", Mlp);
         register_module("input_layernorm", InputLayerNorm);
         register_module("post_attention_layernorm", PostAttentionLayerNorm);
+        if (config.SandwichNorms)
+        {
+            PreFeedforwardLayerNorm = new RmsNorm("pre_feedforward_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad, gemma);
+            PostFeedforwardLayerNorm = new RmsNorm("post_feedforward_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad, gemma);
+            register_module("pre_feedforward_layernorm", PreFeedforwardLayerNorm);
+            register_module("post_feedforward_layernorm", PostFeedforwardLayerNorm);
+        }
+        Window = config.WindowOf(index);
     }
+
+    /// <summary>This layer's sliding attention window, or null for full causal attention.</summary>
+    public int? Window { get; }
+
+    /// <summary>Gemma 2: the norm before the feed-forward (then <see cref="PostAttentionLayerNorm"/> follows the attention).</summary>
+    public RmsNorm? PreFeedforwardLayerNorm { get; }
+
+    /// <summary>Gemma 2: the norm of the feed-forward's output, before the residual sum.</summary>
+    public RmsNorm? PostFeedforwardLayerNorm { get; }
 
     public LlamaAttention SelfAttention { get; }
 
@@ -252,6 +369,11 @@ internal sealed class LlamaDecoderLayer : nn.Module
 
     public Tensor Apply(Tensor hidden, Tensor cos, Tensor sin, Tensor blocked, bool causalOnly)
     {
+        if (PreFeedforwardLayerNorm is not null && PostFeedforwardLayerNorm is not null)
+        {
+            var residual = hidden + PostAttentionLayerNorm.Apply(SelfAttention.Apply(InputLayerNorm.Apply(hidden), cos, sin, blocked, causalOnly));
+            return residual + PostFeedforwardLayerNorm.Apply(Mlp.Apply(PreFeedforwardLayerNorm.Apply(residual)));
+        }
         var attended = hidden + SelfAttention.Apply(InputLayerNorm.Apply(hidden), cos, sin, blocked, causalOnly);
         return attended + Mlp.Apply(PostAttentionLayerNorm.Apply(attended));
     }
@@ -285,7 +407,7 @@ internal sealed class LlamaBackbone : nn.Module
         EmbedTokens = new TokenEmbedding(config.VocabSize, config.HiddenSize, dtype, device, requiresGrad);
         Layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers)
             .Select(i => new LlamaDecoderLayer(i, config, dtype, device, requiresGrad)).ToArray());
-        Norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad);
+        Norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad, config.GemmaNorms);
         register_module("embed_tokens", EmbedTokens);
         register_module("layers", Layers);
         register_module("norm", Norm);
@@ -308,6 +430,7 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
     private readonly LlamaBackbone _backbone;
     private readonly LinearMap? _lmHead;
     private readonly double[] _inverseFrequencies;
+    private readonly Dictionary<int, Tensor> _windowBlocked = [];
     private Tensor? _cos;
     private Tensor? _sin;
     private Tensor? _blocked;
@@ -330,6 +453,7 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
         {
             _inverseFrequencies[i] = 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / d);
         }
+        config.RopeScaling?.Apply(_inverseFrequencies);
     }
 
     public LlamaConfig Config { get; }
@@ -343,23 +467,69 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
     /// <summary>Final-norm hidden states <c>[B,T,H]</c>.</summary>
     public Tensor Hidden(Tensor ids)
     {
-        var length = ids.shape[1];
+        var hidden = Embed(ids);
+        for (var i = 0; i < _backbone.Layers.Count; i++)
+        {
+            hidden = ApplyLayer(i, hidden);
+        }
+        return FinalNorm(hidden);
+    }
+
+    /// <summary>The token embeddings <c>[B,T,H]</c> that enter the first block (Gemma: scaled by sqrt(hidden_size)).</summary>
+    internal Tensor Embed(Tensor ids)
+    {
+        var hidden = _backbone.EmbedTokens.Apply(ids);
+        if (Config.GemmaNorms)
+        {
+            // Gemma: embeddings times sqrt(hidden_size), the factor rounded to the activations' dtype.
+            using var normalizer = tensor(Math.Sqrt(Config.HiddenSize), hidden.dtype, hidden.device);
+            hidden = hidden * normalizer;
+        }
+        return hidden;
+    }
+
+    /// <summary>Block <paramref name="index"/> applied to <paramref name="hidden"/> <c>[B,T,H]</c>.</summary>
+    internal Tensor ApplyLayer(int index, Tensor hidden)
+    {
+        var length = hidden.shape[1];
         var weight = _backbone.EmbedTokens.Weight;
         EnsureTables(length, weight.dtype, weight.device);
         var cos = _cos!.narrow(0, 0, length);
         var sin = _sin!.narrow(0, 0, length);
         var blocked = _blocked!.narrow(0, 0, length).narrow(1, 0, length);
-        var causalOnly = Config.SlidingWindow is not { } window || window >= length;
-        var hidden = _backbone.EmbedTokens.Apply(ids);
-        foreach (var layer in _backbone.Layers)
+        var layer = _backbone.Layers[index];
+        if (Config.LayerTypes is null)
         {
-            hidden = layer.Apply(hidden, cos, sin, blocked, causalOnly);
+            var causalOnly = Config.SlidingWindow is not { } window || window >= length;
+            return layer.Apply(hidden, cos, sin, blocked, causalOnly);
         }
-        return _backbone.Norm.Apply(hidden);
+        // Per-layer attention (Qwen2/3 layer_types, Gemma 2's alternating sliding and full layers).
+        var layerCausalOnly = layer.Window is not { } layerWindow || layerWindow >= length;
+        var layerBlocked = layerCausalOnly ? blocked : _windowBlocked[layer.Window!.Value].narrow(0, 0, length).narrow(1, 0, length);
+        return layer.Apply(hidden, cos, sin, layerBlocked, layerCausalOnly);
     }
 
-    /// <summary>Logits of hidden states (any leading shape, last dim H).</summary>
-    public Tensor Head(Tensor hidden) => nn.functional.linear(hidden, HeadWeight);
+    /// <summary>The final norm of the last block's output.</summary>
+    internal Tensor FinalNorm(Tensor hidden) => _backbone.Norm.Apply(hidden);
+
+    /// <summary>The embedding table's weight.</summary>
+    internal Parameter EmbeddingWeight => _backbone.EmbedTokens.Weight;
+
+    /// <summary>The final norm's weight.</summary>
+    internal Parameter FinalNormWeight => _backbone.Norm.Weight;
+
+    /// <summary>The untied output projection's weight, or null when the head is the embedding table.</summary>
+    internal Parameter? LmHeadWeight => _lmHead?.Weight;
+
+    /// <summary>The weights of block <paramref name="index"/>.</summary>
+    internal IEnumerable<Parameter> LayerParameters(int index) => _backbone.Layers[index].parameters();
+
+    /// <summary>Logits of hidden states (any leading shape, last dim H); Gemma 2 soft-caps them.</summary>
+    public Tensor Head(Tensor hidden)
+    {
+        var logits = nn.functional.linear(hidden, HeadWeight);
+        return Config.FinalLogitSoftcapping is { } cap ? (logits / cap).tanh() * cap : logits;
+    }
 
     protected override void Dispose(bool disposing)
     {
@@ -397,11 +567,23 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
         var table = tensor(angles, [size, half * 2], ScalarType.Float64);
         _cos = table.cos().to(dtype, device).DetachFromDisposeScope();
         _sin = table.sin().to(dtype, device).DetachFromDisposeScope();
-        var blocked = ones(size, size, ScalarType.Bool).triu(1);
-        if (Config.SlidingWindow is { } window && window < size)
+        var causal = ones(size, size, ScalarType.Bool).triu(1);
+        if (Config.LayerTypes is not null)
+        {
+            // Layers choose their own window: plain causal here, one sliding mask per distinct window.
+            _blocked = causal.to(device).DetachFromDisposeScope();
+            foreach (var window in _backbone.Layers.Select(l => l.Window).OfType<int>().Distinct())
+            {
+                _windowBlocked[window] = causal.logical_or(ones(size, size, ScalarType.Bool).tril(-window)).to(device).DetachFromDisposeScope();
+            }
+            _tableLength = size;
+            return;
+        }
+        var blocked = causal;
+        if (Config.SlidingWindow is { } slidingWindow && slidingWindow < size)
         {
             // Mistral: position i sees j only when i - j < window.
-            blocked = blocked.logical_or(ones(size, size, ScalarType.Bool).tril(-window));
+            blocked = blocked.logical_or(ones(size, size, ScalarType.Bool).tril(-slidingWindow));
         }
         _blocked = blocked.to(device).DetachFromDisposeScope();
         _tableLength = size;
@@ -412,6 +594,11 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
         _cos?.Dispose();
         _sin?.Dispose();
         _blocked?.Dispose();
+        foreach (var mask in _windowBlocked.Values)
+        {
+            mask.Dispose();
+        }
+        _windowBlocked.Clear();
         _cos = _sin = _blocked = null;
         _tableLength = 0;
     }
