@@ -32,8 +32,9 @@ internal static partial class GradientScoring
         {
             throw new InvalidOperationException($"scorer '{scorer}' got no experts to score.");
         }
-        var m = context.Parameters.Has(Calibration.Samples) ? context.Parameters.Integer(Calibration.Samples) : Calibration.DefaultSamples;
-        var maxLength = context.Parameters.Has(Calibration.MaxLength) ? context.Parameters.Integer(Calibration.MaxLength) : Calibration.DefaultMaxLength;
+        // Declared parameters arrive with their defaults applied and their ranges checked (contract 1.3).
+        var m = context.Parameters.Integer(Calibration.Samples);
+        var maxLength = context.Parameters.Integer(Calibration.MaxLength);
 
         // Check every expert's data before the first (expensive) model load.
         var uses = context.Models.Select(model => Calibration.Use(model, m, maxLength, scorer)).ToArray();
@@ -156,10 +157,10 @@ internal static partial class GradientScoring
         return new ScoreTable(scorer, ScorerKind.TaskSpecific, context.Models.Select(e => e.Name).ToArray(), groups!, rows) { Details = details };
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Scorer}: calibration sample {Sample} of expert {Expert} has no token to score; skipped")]
+    [LoggerMessage(EventId = 8111, Level = LogLevel.Warning, Message = "{Scorer}: calibration sample {Sample} of expert {Expert} has no token to score; skipped")]
     private static partial void LogSkippedSample(ILogger logger, string scorer, string expert, int sample);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "{Scorer}: expert {Expert} scored on {Samples} samples ({Seconds:F1} s so far)")]
+    [LoggerMessage(EventId = 8112, Level = LogLevel.Information, Message = "{Scorer}: expert {Expert} scored on {Samples} samples ({Seconds:F1} s so far)")]
     private static partial void LogExpertScored(ILogger logger, string scorer, string expert, int samples, double seconds);
 
     /// <summary>Largest piece of a weight reduced at once: 16 Mi elements (64 MiB in FP32); settable for tests.</summary>

@@ -252,9 +252,9 @@ public sealed class HubErrorTests
     [Fact]
     public void Disk_full_detection_reads_errno_and_windows_codes()
     {
-        Assert.True(HubCache.IsDiskFull(new IOException("x", 28)));
-        Assert.True(HubCache.IsDiskFull(new IOException("x", unchecked((int)0x80070070))));
-        Assert.False(HubCache.IsDiskFull(new IOException("x", 13)));
+        Assert.True(BlobDownloader.IsDiskFull(new IOException("x", 28)));
+        Assert.True(BlobDownloader.IsDiskFull(new IOException("x", unchecked((int)0x80070070))));
+        Assert.False(BlobDownloader.IsDiskFull(new IOException("x", 13)));
     }
 
     private static int FreePort()

@@ -15,7 +15,7 @@ namespace SensMerging.Runtime.Model;
 /// (<see cref="LlamaConfig.SupportedModelTypes"/>). Forward passes run in a dispose scope, so a
 /// call's activations are freed when its result (and, for <see cref="Loss"/>, the autograd graph) is disposed.
 /// </summary>
-public sealed class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
+public sealed partial class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
 {
     private static readonly Dictionary<string, string> SaveMetadata = new(StringComparer.Ordinal) { ["format"] = "pt" };
 
@@ -84,9 +84,9 @@ public sealed class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
             if (config.SlidingWindow is { } window)
             {
                 var sliding = Enumerable.Range(0, config.NumHiddenLayers).Count(l => config.WindowOf(l) is not null);
-                logger.LogInformation("sliding_window {Window} applies to {Sliding} of {Layers} layers on sequences longer than it; shorter sequences use full causal attention.", window, sliding, config.NumHiddenLayers);
+                LogSlidingWindow(logger, window, sliding, config.NumHiddenLayers);
             }
-            logger.LogInformation("Loaded {Model}: {Layers} layers, hidden {Hidden}, vocab {Vocab}, {Dtype} on {Device}.", modelPath, config.NumHiddenLayers, config.HiddenSize, config.VocabSize, dtype, device);
+            LogLoaded(logger, modelPath, config.NumHiddenLayers, config.HiddenSize, config.VocabSize, dtype.ToString(), device.ToString());
             return model;
         }
         catch
@@ -447,7 +447,7 @@ public sealed class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
         var ignored = weights.Tensors.Where(t => !expected.Contains(t.Name)).Select(t => t.Name).ToList();
         if (ignored.Count > 0)
         {
-            logger.LogInformation("Ignored {Count} tensors the architecture does not use (for example {Example}).", ignored.Count, ignored[0]);
+            LogIgnoredTensors(logger, ignored.Count, ignored[0]);
         }
     }
 
@@ -485,4 +485,14 @@ public sealed class LlamaModel : ICausalLanguageModel, ILayerwiseGradients
             throw;
         }
     }
+
+    [LoggerMessage(EventId = 7101, Level = LogLevel.Information,
+        Message = "sliding_window {Window} applies to {Sliding} of {Layers} layers on sequences longer than it; shorter sequences use full causal attention.")]
+    private static partial void LogSlidingWindow(ILogger logger, int window, int sliding, int layers);
+
+    [LoggerMessage(EventId = 7102, Level = LogLevel.Information, Message = "Loaded {Model}: {Layers} layers, hidden {Hidden}, vocab {Vocab}, {Dtype} on {Device}.")]
+    private static partial void LogLoaded(ILogger logger, string model, int layers, int hidden, int vocab, string dtype, string device);
+
+    [LoggerMessage(EventId = 7103, Level = LogLevel.Information, Message = "Ignored {Count} tensors the architecture does not use (for example {Example}).")]
+    private static partial void LogIgnoredTensors(ILogger logger, int count, string example);
 }
