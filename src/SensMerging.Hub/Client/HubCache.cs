@@ -403,7 +403,7 @@ public sealed partial class HubCache
                 var check = await _blobs.VerifyCachedBlobAsync(repo, target, etag, info.Length, cancellationToken);
                 if (_options.VerifyExistingBlobs && !check.Ok)
                 {
-                    LogCorruptBlob(_logger, repo.Id, rel, etag);
+                    BlobDownloader.LogCorruptBlob(_logger, repo.Id, rel, etag);
                     missing.Add(rel + " (corrupted blob)");
                     continue;
                 }
@@ -438,25 +438,4 @@ public sealed partial class HubCache
 
     [LoggerMessage(EventId = 5203, Level = LogLevel.Warning, Message = "{RepoId}@{Commit}: Hub unreachable ({Error}); using the cached snapshot")]
     private static partial void LogFallbackToCache(ILogger logger, string repoId, string commit, string error);
-
-    [LoggerMessage(EventId = 5204, Level = LogLevel.Warning, Message = "{RepoId}: cached blob {Etag} of '{Path}' failed verification; it will not be used")]
-    private static partial void LogCorruptBlob(ILogger logger, string repoId, string path, string etag);
-
-    [LoggerMessage(EventId = 5205, Level = LogLevel.Debug, Message = "{RepoId}: hashed cached blob {Etag} (matches: {Ok})")]
-    private static partial void LogBlobHashed(ILogger logger, string repoId, string etag, bool ok);
-
-    [LoggerMessage(EventId = 5206, Level = LogLevel.Information, Message = "{RepoId}: resuming '{Path}' at byte {Offset} of {Size}")]
-    private static partial void LogResume(ILogger logger, string repoId, string path, long offset, long size);
-
-    [LoggerMessage(EventId = 5207, Level = LogLevel.Warning, Message = "{RepoId}: etag '{Etag}' of '{Path}' is neither sha256 nor sha1; only the size can be checked")]
-    private static partial void LogUnverifiableEtag(ILogger logger, string repoId, string path, string etag);
-
-    [LoggerMessage(EventId = 5208, Level = LogLevel.Warning, Message = "Could not create symlink {Link} ({Error}); copying the blob instead")]
-    private static partial void LogSymlinkFallback(ILogger logger, string link, string error);
-
-    [LoggerMessage(EventId = 5209, Level = LogLevel.Information, Message = "Waiting for lock {LockPath}")]
-    private static partial void LogWaitingForLock(ILogger logger, string lockPath);
-
-    [LoggerMessage(EventId = 5210, Level = LogLevel.Warning, Message = "{RepoId}: download of '{Path}' interrupted at byte {Offset} of {Size} (attempt {Attempt}): {Error}; resuming")]
-    private static partial void LogInterrupted(ILogger logger, string repoId, string path, long offset, long size, int attempt, string error);
 }
