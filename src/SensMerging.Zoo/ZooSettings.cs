@@ -63,6 +63,18 @@ public sealed record ZooModelShape(
 /// Share of an expert's training samples drawn from the base model's own training mix (rehearsal), the rest from the
 /// expert's task. 0: the expert sees only its task.
 /// </param>
+/// <param name="ExpertDistillation">
+/// 0 (the default): off. Above 0: off-task distillation toward the base ("learning without forgetting"): this share
+/// of every expert batch (rounded, at least one sample) is drawn from the OTHER task families' training samples, and
+/// their loss is the KL divergence from the frozen base model's next-token distribution at their response positions
+/// instead of the cross-entropy on their ground truth (<see cref="OffTaskDistillation"/>); the rest of the batch is
+/// the expert's usual mix (its task and <see cref="ExpertReplay"/>). It keeps what an expert does on the other
+/// experts' inputs at the base's, as real fine-tunes of a strong base nearly do.
+/// </param>
+/// <param name="ExpertDistillationWeight">
+/// Weight of the KL term against the cross-entropy, per sample (null: 1). Only meaningful with
+/// <see cref="ExpertDistillation"/> above 0.
+/// </param>
 public sealed record ZooSettings(
     string Size,
     ZooModelShape Model,
@@ -74,8 +86,16 @@ public sealed record ZooSettings(
     TrainingSettings Expert,
     double ExpertReplay = 0,
     double PretrainingShare = 0,
-    double BaseFormatShare = 0)
+    double BaseFormatShare = 0,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    double ExpertDistillation = 0,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    double? ExpertDistillationWeight = null)
 {
+    /// <summary>The KL term's weight: <see cref="ExpertDistillationWeight"/>, or 1.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public double DistillationWeight => ExpertDistillationWeight ?? 1.0;
+
     /// <summary>The preset of <paramref name="size"/>.</summary>
     public static ZooSettings For(ZooSize size) => size switch
     {
@@ -160,6 +180,18 @@ public sealed record ZooSettings(
         if (ExpertReplay is < 0 or >= 1 || double.IsNaN(ExpertReplay))
         {
             throw new ArgumentException($"The expert replay share must be in [0, 1), got {ExpertReplay}.");
+        }
+        if (ExpertDistillation is < 0 or >= 1 || double.IsNaN(ExpertDistillation))
+        {
+            throw new ArgumentException($"The expert distillation share (expert_distillation) must be in [0, 1), got {ExpertDistillation}.");
+        }
+        if (ExpertDistillationWeight is { } weight && (!(weight > 0) || double.IsInfinity(weight)))
+        {
+            throw new ArgumentException($"The expert distillation weight (expert_distillation_weight) must be a positive finite number, got {weight}.");
+        }
+        if (ExpertDistillation > 0 && Expert.BatchSize < 2)
+        {
+            throw new ArgumentException($"Expert distillation needs expert batches of at least 2 samples, got {Expert.BatchSize}.");
         }
         if (BaseFormatShare is < 0 or > 1 || double.IsNaN(BaseFormatShare))
         {

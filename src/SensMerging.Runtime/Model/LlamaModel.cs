@@ -202,6 +202,38 @@ public sealed class LlamaModel : ICausalLanguageModel
     /// </summary>
     public Tensor LossBatch(IReadOnlyList<TokenizedSample> samples)
     {
+        var (ids, positions, targets, length) = LossPositions(samples);
+        using var scope = NewDisposeScope();
+        using var grad = set_grad_enabled(RequiresGrad);
+        var logits = LogitsAt(ids, positions, samples.Count, length);
+        var loss = nn.functional.cross_entropy(logits, tensor(targets, ScalarType.Int64, Device));
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The next-token logits <c>[N, V]</c> at every loss-mask position of a right-padded batch, in the order of
+    /// <see cref="LossBatch"/> (sample by sample, position by position; position t predicts token t + 1), with an
+    /// autograd graph when <see cref="RequiresGrad"/>. Throws when no sample has a loss position.
+    /// </summary>
+    public Tensor LogitsAtLossPositions(IReadOnlyList<TokenizedSample> samples)
+    {
+        var (ids, positions, _, length) = LossPositions(samples);
+        using var scope = NewDisposeScope();
+        using var grad = set_grad_enabled(RequiresGrad);
+        return LogitsAt(ids, positions, samples.Count, length).MoveToOuterDisposeScope();
+    }
+
+    private Tensor LogitsAt(long[] ids, long[] positions, int batch, int length)
+    {
+        var input = tensor(ids, [batch, length], ScalarType.Int64, Device);
+        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
+        var selected = hidden.index_select(0, tensor(positions, ScalarType.Int64, Device));
+        return Network.Head(selected);
+    }
+
+    /// <summary>The padded ids of a batch, its flattened loss positions and their next-token targets.</summary>
+    private (long[] Ids, long[] Positions, long[] Targets, int Length) LossPositions(IReadOnlyList<TokenizedSample> samples)
+    {
         ArgumentNullException.ThrowIfNull(samples);
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (samples.Count == 0)
@@ -239,14 +271,7 @@ public sealed class LlamaModel : ICausalLanguageModel
         {
             throw new ArgumentException("No loss positions: every sample's loss mask is empty (is the prompt longer than max_length?).", nameof(samples));
         }
-        using var scope = NewDisposeScope();
-        using var grad = set_grad_enabled(RequiresGrad);
-        var input = tensor(ids, [samples.Count, length], ScalarType.Int64, Device);
-        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
-        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
-        var logits = Network.Head(selected);
-        var loss = nn.functional.cross_entropy(logits, tensor(targets.ToArray(), ScalarType.Int64, Device));
-        return loss.MoveToOuterDisposeScope();
+        return (ids, positions.ToArray(), targets.ToArray(), length);
     }
 
     public void ZeroGradients()
