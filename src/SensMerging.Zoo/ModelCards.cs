@@ -68,6 +68,10 @@ internal static class ModelCards
         card.Append(inv, $"- zoo size `{settings.Size}`, seed {seed}\n");
         card.Append(inv, $"- AdamW, peak lr {training.LearningRate}, {training.WarmupSteps} warm-up steps then cosine decay to {training.MinLearningRateRatio} x peak, weight decay {training.WeightDecay}, gradient clip {training.ClipNorm}\n");
         card.Append(inv, $"- {report.Steps} steps of {training.BatchSize} samples, loss on response tokens only\n");
+        if (task is not null && settings.ExpertDistillation > 0)
+        {
+            card.Append(inv, $"- off-task distillation toward the base: {settings.ExpertDistillation:P0} of every batch from the other tasks' training samples, with the KL divergence from the base's next-token distribution (weight {settings.DistillationWeight}) as their loss\n");
+        }
         card.Append(inv, $"- training loss {report.InitialLoss:F4} (first steps) -> {report.FinalLoss:F4} (last steps), {report.Seconds:F1} s on CPU\n");
         return File.WriteAllTextAsync(Path.Combine(directory, "README.md"), card.ToString(), cancellationToken);
     }

@@ -112,8 +112,12 @@ public sealed class ZooBuilder
             ResetFolder(expertPath);
             using var model = LlamaModel.Load(basePath, new ModelLoadOptions(RequiresGrad: true), cancellationToken);
             var (pools, weights) = ExpertPools(splits[i], baseMix, settings.ExpertReplay);
+            using var teacher = settings.ExpertDistillation > 0 ? LlamaModel.Load(basePath, new ModelLoadOptions(RequiresGrad: false), cancellationToken) : null;
+            var distillation = teacher is null
+                ? null
+                : new OffTaskDistillation(teacher, [.. splits.Where((_, j) => j != i).Select(s => s.Train)], settings.ExpertDistillation, settings.DistillationWeight);
             var report = await Task.Run(
-                () => trainer.Train(model, pools, settings.Expert, settings.MaxLength, seed, family.Name, progress, cancellationToken, weights),
+                () => trainer.Train(model, pools, settings.Expert, settings.MaxLength, seed, family.Name, progress, cancellationToken, weights, distillation),
                 cancellationToken);
             progress?.Report(new ZooProgress("save", family.Name, report.Steps, report.Steps, report.FinalLoss));
             await SaveModelAsync(model, tokenizer, expertPath, family.Name, family.Name, family.Description, seed, settings, report, cancellationToken);
@@ -182,7 +186,7 @@ public sealed class ZooBuilder
     /// <summary>
     /// The training report of the base in <paramref name="manifest"/> when that base can be kept for
     /// <paramref name="settings"/>: same seed, same settings except the experts' (<see cref="ZooSettings.Expert"/>,
-    /// <see cref="ZooSettings.ExpertReplay"/>), and the base's files present; otherwise null.
+    /// <see cref="ZooSettings.ExpertReplay"/>, <see cref="ZooSettings.ExpertDistillation"/> and its weight), and the base's files present; otherwise null.
     /// </summary>
     private static TrainingReport? IsBaseReusable(ZooManifest manifest, ZooLayout layout, int seed, ZooSettings settings)
     {
@@ -200,7 +204,7 @@ public sealed class ZooBuilder
 
     /// <summary>The settings that determine the base model (and its card): everything but the experts' training.</summary>
     internal static string BaseFingerprint(ZooSettings settings) =>
-        ZooManifest.Fingerprint(settings with { Expert = settings.Base, ExpertReplay = 0 });
+        ZooManifest.Fingerprint(settings with { Expert = settings.Base, ExpertReplay = 0, ExpertDistillation = 0, ExpertDistillationWeight = null });
 
     private static bool IsReusable(ZooManifest manifest, ZooLayout layout, int seed, ZooSettings settings, IReadOnlyList<ITaskFamily> families)
     {

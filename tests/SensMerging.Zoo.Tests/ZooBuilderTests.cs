@@ -158,7 +158,7 @@ public sealed class ZooBuilderTests(TinyZooFixture zoo) : IClassFixture<TinyZooF
     public async Task A_change_to_the_experts_only_keeps_the_base_and_gives_the_fresh_build_bit_for_bit()
     {
         var tiny = ZooSettings.For(ZooSize.Tiny);
-        var experts = tiny with { Expert = tiny.Expert with { Steps = 30, AnchorDecay = 20 }, ExpertReplay = 0.2 };
+        var experts = tiny with { Expert = tiny.Expert with { Steps = 30, AnchorDecay = 20 }, ExpertReplay = 0.2, ExpertDistillation = 0.25 };
         var reusing = Path.Combine(Path.GetTempPath(), "zoo-reuse-" + Guid.NewGuid().ToString("N"));
         var fresh = Path.Combine(Path.GetTempPath(), "zoo-fresh-" + Guid.NewGuid().ToString("N"));
         try

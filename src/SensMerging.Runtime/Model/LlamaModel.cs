@@ -215,12 +215,36 @@ public sealed partial class LlamaModel : ICausalLanguageModel, ILayerwiseGradien
         var (ids, length, positions, targets) = LossPositions(samples);
         using var scope = NewDisposeScope();
         using var grad = set_grad_enabled(RequiresGrad);
-        var input = tensor(ids, [samples.Count, length], ScalarType.Int64, Device);
-        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
-        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
-        var logits = Network.Head(selected);
+        var logits = LogitsAt(ids, positions, samples.Count, length);
         var loss = nn.functional.cross_entropy(logits, tensor(targets.ToArray(), ScalarType.Int64, Device));
         return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The next-token logits <c>[N, V]</c> at every loss-mask position of a right-padded batch, in the order of
+    /// <see cref="LossBatch"/> (sample by sample, position by position; position t predicts token t + 1), with an
+    /// autograd graph when <see cref="RequiresGrad"/>. Throws when no sample has a loss position.
+    /// </summary>
+    public Tensor LogitsAtLossPositions(IReadOnlyList<TokenizedSample> samples)
+    {
+        ArgumentNullException.ThrowIfNull(samples);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (samples.Count == 0)
+        {
+            throw new ArgumentException("The batch is empty.", nameof(samples));
+        }
+        var (ids, length, positions, _) = LossPositions(samples);
+        using var scope = NewDisposeScope();
+        using var grad = set_grad_enabled(RequiresGrad);
+        return LogitsAt(ids, positions, samples.Count, length).MoveToOuterDisposeScope();
+    }
+
+    private Tensor LogitsAt(long[] ids, List<long> positions, int batch, int length)
+    {
+        var input = tensor(ids, [batch, length], ScalarType.Int64, Device);
+        var hidden = Network.Hidden(input).reshape(-1, Config.HiddenSize);
+        var selected = hidden.index_select(0, tensor(positions.ToArray(), ScalarType.Int64, Device));
+        return Network.Head(selected);
     }
 
     /// <inheritdoc/>

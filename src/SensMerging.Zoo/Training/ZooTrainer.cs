@@ -36,6 +36,10 @@ public sealed class ZooTrainer
     /// <param name="progress">Optional progress sink (about 20 reports per run).</param>
     /// <param name="cancellationToken">Stops between steps.</param>
     /// <param name="poolWeights">How often each pool is drawn (relative, one per pool); null draws the pools uniformly.</param>
+    /// <param name="distillation">
+    /// Null: every sample's loss is its cross-entropy. Otherwise a share of every batch is off-task samples whose loss is
+    /// the KL divergence from a frozen teacher (<see cref="OffTaskDistillation"/>).
+    /// </param>
     public TrainingReport Train(
         LlamaModel model,
         IReadOnlyList<IReadOnlyList<TextSample>> pools,
@@ -45,7 +49,8 @@ public sealed class ZooTrainer
         string label,
         IProgress<ZooProgress>? progress,
         CancellationToken cancellationToken,
-        IReadOnlyList<double>? poolWeights = null)
+        IReadOnlyList<double>? poolWeights = null,
+        OffTaskDistillation? distillation = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(pools);
@@ -65,11 +70,16 @@ public sealed class ZooTrainer
             throw new ArgumentException(
                 $"Model '{label}': pool weights must be one finite non-negative number per pool ({pools.Count}) with a positive sum.", nameof(poolWeights));
         }
+        if (distillation is not null)
+        {
+            distillation.Validate();
+            _ = distillation.SamplesPerBatch(settings.BatchSize);
+        }
         var previousThreads = get_num_threads();
         set_num_threads(settings.Threads);
         try
         {
-            return Run(model, pools, weights, settings, maxLength, seed, label, progress, cancellationToken);
+            return Run(model, pools, weights, settings, maxLength, seed, label, progress, cancellationToken, distillation);
         }
         finally
         {
@@ -86,17 +96,28 @@ public sealed class ZooTrainer
         int seed,
         string label,
         IProgress<ZooProgress>? progress,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        OffTaskDistillation? distillation)
     {
         var encoded = pools.Select(pool => pool.Select(s => model.TextTokenizer.Encode(s, maxLength)).ToArray()).ToArray();
         var sampler = new BalancedSampler(encoded.Select(p => p.Length).ToArray(), weights, new Random(SeedMixer.Derive(seed, label + "/order")));
+        OffTaskBatches? offTask = null;
+        if (distillation is not null)
+        {
+            var offEncoded = distillation.Pools.Select(pool => pool.Select(s => model.TextTokenizer.Encode(s, maxLength)).ToArray()).ToArray();
+            var offSampler = new BalancedSampler(
+                offEncoded.Select(p => p.Length).ToArray(),
+                Enumerable.Repeat(1.0, offEncoded.Length).ToArray(),
+                new Random(SeedMixer.Derive(seed, label + "/distill")));
+            offTask = new OffTaskBatches(distillation, offSampler, offEncoded);
+        }
         if (settings.LowRank > 0)
         {
             var adapters = model.AttachLowRankAdapters(settings.LowRank, settings.LowRankAlpha ?? settings.LowRank, SeedMixer.Derive(seed, label + "/lora"), settings.Trains);
             var trained = false;
             try
             {
-                var report = Optimize(model, adapters, sampler, encoded, settings, label, progress, cancellationToken);
+                var report = Optimize(model, adapters, sampler, encoded, settings, label, progress, cancellationToken, offTask);
                 trained = true;
                 return report;
             }
@@ -110,7 +131,7 @@ public sealed class ZooTrainer
         {
             throw new ArgumentException($"Model '{label}': every tensor is frozen ({string.Join(", ", settings.FrozenTensors ?? [])}); nothing would be trained.");
         }
-        return Optimize(model, parameters, sampler, encoded, settings, label, progress, cancellationToken);
+        return Optimize(model, parameters, sampler, encoded, settings, label, progress, cancellationToken, offTask);
     }
 
     private TrainingReport Optimize(
@@ -121,7 +142,8 @@ public sealed class ZooTrainer
         TrainingSettings settings,
         string label,
         IProgress<ZooProgress>? progress,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        OffTaskBatches? offTask)
     {
         // AnchorDecay replaces AdamW's decay toward zero by a decay toward the starting weights (applied after each step).
         var anchored = settings.AnchorDecay > 0;
@@ -130,7 +152,10 @@ public sealed class ZooTrainer
         var losses = new List<double>(settings.Steps);
         var watch = Stopwatch.StartNew();
         var reportEvery = Math.Max(1, settings.Steps / 20);
-        var batch = new TokenizedSample[settings.BatchSize];
+        var offCount = offTask?.Distillation.SamplesPerBatch(settings.BatchSize) ?? 0;
+        var batch = new TokenizedSample[settings.BatchSize - offCount];
+        var offBatch = new TokenizedSample[offCount];
+        var klValues = new List<double>(offCount > 0 ? settings.Steps : 0);
         for (var step = 0; step < settings.Steps; step++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -144,10 +169,23 @@ public sealed class ZooTrainer
                 var (task, index) = sampler.Next();
                 batch[b] = encoded[task][index];
             }
+            for (var b = 0; b < offBatch.Length; b++)
+            {
+                var (pool, index) = offTask!.Sampler.Next();
+                offBatch[b] = offTask.Samples[pool][index];
+            }
             optimizer.zero_grad();
             using (var scope = NewDisposeScope())
             {
                 var loss = model.LossBatch(batch);
+                if (offBatch.Length > 0)
+                {
+                    // (n_task / B) * CE + Weight * (n_off / B) * KL(teacher || model) on the off-task samples.
+                    var kl = OffTaskDistillation.KlToTeacher(model, offTask!.Distillation.Teacher, offBatch);
+                    klValues.Add(kl.item<float>());
+                    var total = (double)settings.BatchSize;
+                    loss = (loss * (batch.Length / total)) + (kl * (offTask.Distillation.Weight * offBatch.Length / total));
+                }
                 loss.backward();
                 var value = loss.item<float>();
                 if (!float.IsFinite(value))
@@ -181,6 +219,14 @@ public sealed class ZooTrainer
         var initial = losses.Take(LossWindow).Average();
         var final = losses.Skip(Math.Max(0, losses.Count - LossWindow)).Average();
         _logger.LogInformation("Trained {Model}: {Steps} steps in {Seconds:F1} s, loss {Initial:F4} -> {Final:F4}.", label, settings.Steps, watch.Elapsed.TotalSeconds, initial, final);
+        if (klValues.Count > 0)
+        {
+            _logger.LogInformation(
+                "{Model}: KL to the teacher on off-task samples {Initial:F4} -> {Final:F4}.",
+                label,
+                klValues.Take(LossWindow).Average(),
+                klValues.Skip(Math.Max(0, klValues.Count - LossWindow)).Average());
+        }
         return new TrainingReport(settings.Steps, initial, final, watch.Elapsed.TotalSeconds, (long)settings.Steps * settings.BatchSize);
     }
 
@@ -197,6 +243,9 @@ public sealed class ZooTrainer
             parameters[i].lerp_(anchors[i], pull);
         }
     }
+
+    /// <summary>The off-task side of a distilled run: the settings, its sampler and its tokenized pools.</summary>
+    private sealed record OffTaskBatches(OffTaskDistillation Distillation, BalancedSampler Sampler, TokenizedSample[][] Samples);
 
     /// <summary>Picks a pool by its weight, then that pool's next sample in a per-pool shuffle renewed every epoch.</summary>
     private sealed class BalancedSampler
