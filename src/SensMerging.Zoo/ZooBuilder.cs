@@ -30,7 +30,7 @@ public sealed record ZooBuildResult(ZooLayout Layout, ZooManifest Manifest, bool
 /// fine-tunes one expert per family from it, and writes Hugging Face repositories, task data and zoo.json.
 /// A zoo with the same seed and settings whose files are all present is reused.
 /// </summary>
-public sealed class ZooBuilder
+public sealed partial class ZooBuilder
 {
     private readonly ILogger _logger;
 
@@ -55,7 +55,7 @@ public sealed class ZooBuilder
         var existing = await ZooManifest.TryLoadAsync(layout.ManifestPath, cancellationToken);
         if (existing is not null && IsReusable(existing, layout, seed, settings, families))
         {
-            _logger.LogInformation("Reusing the zoo in {Root} (seed {Seed}, size {Size}).", layout.Root, seed, settings.Size);
+            LogReusing(_logger, layout.Root, seed, settings.Size.ToString());
             progress?.Report(new ZooProgress("reuse", string.Empty, 0, 0, double.NaN));
             return new ZooBuildResult(layout, existing, Reused: true);
         }
@@ -63,7 +63,7 @@ public sealed class ZooBuilder
         var watch = Stopwatch.StartNew();
         Directory.CreateDirectory(layout.Root);
         File.Delete(layout.ManifestPath);
-        _logger.LogInformation("Building the {Size} zoo in {Root} with seed {Seed}.", settings.Size, layout.Root, seed);
+        LogBuilding(_logger, settings.Size.ToString(), layout.Root, seed);
 
         progress?.Report(new ZooProgress("data", string.Empty, 0, families.Count, double.NaN));
         var splits = new List<TaskSplits>(families.Count);
@@ -87,7 +87,7 @@ public sealed class ZooBuilder
         {
             // Only the experts' settings changed: the base would be trained to the same weights (the build is
             // deterministic for a seed), so the one on disk is kept and only the experts are fine-tuned again.
-            _logger.LogInformation("Reusing the base model in {Path}: seed and every setting that shapes the base are unchanged.", basePath);
+            LogReusingBase(_logger, basePath);
             progress?.Report(new ZooProgress("reuse", ZooLayout.BaseName, reusedBase.Steps, reusedBase.Steps, reusedBase.FinalLoss));
             baseReport = reusedBase;
         }
@@ -135,7 +135,7 @@ public sealed class ZooBuilder
             Math.Round(watch.Elapsed.TotalSeconds, 2),
             DateTimeOffset.UtcNow);
         await manifest.SaveAsync(layout.ManifestPath, cancellationToken);
-        _logger.LogInformation("Built the zoo in {Seconds:F1} s: {Models}.", watch.Elapsed.TotalSeconds, string.Join(", ", models.Select(m => m.Repo)));
+        LogBuilt(_logger, watch.Elapsed.TotalSeconds, string.Join(", ", models.Select(m => m.Repo)));
         progress?.Report(new ZooProgress("done", string.Empty, 0, 0, double.NaN));
         return new ZooBuildResult(layout, manifest, Reused: false);
     }
@@ -270,4 +270,16 @@ public sealed class ZooBuilder
         }
         Directory.CreateDirectory(path);
     }
+
+    [LoggerMessage(EventId = 9001, Level = LogLevel.Information, Message = "Reusing the zoo in {Root} (seed {Seed}, size {Size}).")]
+    private static partial void LogReusing(ILogger logger, string root, int seed, string size);
+
+    [LoggerMessage(EventId = 9002, Level = LogLevel.Information, Message = "Building the {Size} zoo in {Root} with seed {Seed}.")]
+    private static partial void LogBuilding(ILogger logger, string size, string root, int seed);
+
+    [LoggerMessage(EventId = 9003, Level = LogLevel.Information, Message = "Reusing the base model in {Path}: seed and every setting that shapes the base are unchanged.")]
+    private static partial void LogReusingBase(ILogger logger, string path);
+
+    [LoggerMessage(EventId = 9004, Level = LogLevel.Information, Message = "Built the zoo in {Seconds:F1} s: {Models}.")]
+    private static partial void LogBuilt(ILogger logger, double seconds, string models);
 }

@@ -16,7 +16,7 @@ namespace SensMerging.Zoo.Training;
 /// Every sample of a batch draws a pool (uniformly, or by the given pool weights), then that pool's next sample in a
 /// seeded per-pool shuffle, so the run is deterministic for a seed and the mix does not depend on the pool sizes.
 /// </summary>
-public sealed class ZooTrainer
+public sealed partial class ZooTrainer
 {
     private const int LossWindow = 10;
     private readonly ILogger _logger;
@@ -204,7 +204,7 @@ public sealed class ZooTrainer
             {
                 var recent = losses.Skip(Math.Max(0, losses.Count - LossWindow)).Average();
                 progress?.Report(new ZooProgress("train", label, step + 1, settings.Steps, recent));
-                _logger.LogDebug("{Model}: step {Step}/{Total}, loss {Loss:F4}, lr {LearningRate:G3}", label, step + 1, settings.Steps, recent, learningRate);
+                LogStep(_logger, label, step + 1, settings.Steps, recent, learningRate);
             }
         }
         optimizer.zero_grad();
@@ -218,14 +218,10 @@ public sealed class ZooTrainer
         watch.Stop();
         var initial = losses.Take(LossWindow).Average();
         var final = losses.Skip(Math.Max(0, losses.Count - LossWindow)).Average();
-        _logger.LogInformation("Trained {Model}: {Steps} steps in {Seconds:F1} s, loss {Initial:F4} -> {Final:F4}.", label, settings.Steps, watch.Elapsed.TotalSeconds, initial, final);
+        LogTrained(_logger, label, settings.Steps, watch.Elapsed.TotalSeconds, initial, final);
         if (klValues.Count > 0)
         {
-            _logger.LogInformation(
-                "{Model}: KL to the teacher on off-task samples {Initial:F4} -> {Final:F4}.",
-                label,
-                klValues.Take(LossWindow).Average(),
-                klValues.Skip(Math.Max(0, klValues.Count - LossWindow)).Average());
+            LogOffTaskKl(_logger, label, klValues.Take(LossWindow).Average(), klValues.Skip(Math.Max(0, klValues.Count - LossWindow)).Average());
         }
         return new TrainingReport(settings.Steps, initial, final, watch.Elapsed.TotalSeconds, (long)settings.Steps * settings.BatchSize);
     }
@@ -310,4 +306,13 @@ public sealed class ZooTrainer
             }
         }
     }
+
+    [LoggerMessage(EventId = 9101, Level = LogLevel.Debug, Message = "{Model}: step {Step}/{Total}, loss {Loss:F4}, lr {LearningRate:G3}")]
+    private static partial void LogStep(ILogger logger, string model, int step, int total, double loss, double learningRate);
+
+    [LoggerMessage(EventId = 9102, Level = LogLevel.Information, Message = "Trained {Model}: {Steps} steps in {Seconds:F1} s, loss {Initial:F4} -> {Final:F4}.")]
+    private static partial void LogTrained(ILogger logger, string model, int steps, double seconds, double initial, double final);
+
+    [LoggerMessage(EventId = 9103, Level = LogLevel.Information, Message = "{Model}: KL to the teacher on off-task samples {Initial:F4} -> {Final:F4}.")]
+    private static partial void LogOffTaskKl(ILogger logger, string model, double initial, double final);
 }
