@@ -116,6 +116,17 @@ internal static class Micro
         }
     }
 
+    /// <summary>What a host hands the strategy (contract 1.3): its declared defaults, then <paramref name="given"/>.</summary>
+    private static Dictionary<string, object> WithDefaults(IMergeStrategy strategy, Dictionary<string, object> given)
+    {
+        var values = strategy.Parameters.Where(p => p.Default is not null).ToDictionary(p => p.Name, p => p.Default!);
+        foreach (var (name, value) in given)
+        {
+            values[name] = value;
+        }
+        return values;
+    }
+
     private static MergeTensorRequest Request(IMergeStrategy strategy, Tensor baseTensor, List<Tensor> models, Tensor output, ITensorScratch scratch)
     {
         var global = new Dictionary<string, object> { ["lambda"] = 1.0, ["density"] = 0.5, ["normalize"] = true, ["rescale"] = true };
@@ -127,7 +138,7 @@ internal static class Micro
             Models = models,
             ModelNames = [.. models.Select((_, i) => "e" + i)],
             Weights = [.. models.Select(_ => 0.4)],
-            Parameters = new ResolvedParameters(strategy.Name == "task_arithmetic" ? new Dictionary<string, object> { ["lambda"] = 1.0 } : global, []),
+            Parameters = new ResolvedParameters(WithDefaults(strategy, strategy.Name == "task_arithmetic" ? new Dictionary<string, object> { ["lambda"] = 1.0 } : global), []),
             Output = output,
             Scratch = scratch,
             Seed = 1,
