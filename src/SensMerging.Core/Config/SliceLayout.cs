@@ -117,10 +117,11 @@ public static class SliceLayout
     {
         var baseSource = config.BaseModel is { } b ? slice.Sources.FirstOrDefault(s => s.Model.Model.SameModelAs(b)) : null;
         var models = resolver.Experts.Select(e => slice.Sources.First(s => ReferenceEquals(s.Model, e)));
+        var parameters = resolver.Resolve(localName, layerCount);
         return new PlannedTensor(outputName,
             [.. models.Select(s => new PlannedSource(inputOf(s.Model.Model), sourceName(s)))],
-            resolver.Resolve(localName, layerCount),
-            resolver.Weights(localName, layerCount))
+            parameters,
+            resolver.WeightsOf(parameters))
         {
             Base = baseSource is null ? null : new PlannedSource(inputOf(baseSource.Model.Model), sourceName(baseSource)),
         };
