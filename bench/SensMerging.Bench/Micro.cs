@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using SensMerging.Abstractions;
+using SensMerging.Core.Config;
 using SensMerging.Strategies.Common;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -116,17 +117,6 @@ internal static class Micro
         }
     }
 
-    /// <summary>What a host hands the strategy (contract 1.3): its declared defaults, then <paramref name="given"/>.</summary>
-    private static Dictionary<string, object> WithDefaults(IMergeStrategy strategy, Dictionary<string, object> given)
-    {
-        var values = strategy.Parameters.Where(p => p.Default is not null).ToDictionary(p => p.Name, p => p.Default!);
-        foreach (var (name, value) in given)
-        {
-            values[name] = value;
-        }
-        return values;
-    }
-
     private static MergeTensorRequest Request(IMergeStrategy strategy, Tensor baseTensor, List<Tensor> models, Tensor output, ITensorScratch scratch)
     {
         var global = new Dictionary<string, object> { ["lambda"] = 1.0, ["density"] = 0.5, ["normalize"] = true, ["rescale"] = true };
@@ -138,7 +128,8 @@ internal static class Micro
             Models = models,
             ModelNames = [.. models.Select((_, i) => "e" + i)],
             Weights = [.. models.Select(_ => 0.4)],
-            Parameters = new ResolvedParameters(WithDefaults(strategy, strategy.Name == "task_arithmetic" ? new Dictionary<string, object> { ["lambda"] = 1.0 } : global), []),
+            // What a host hands the strategy for these values (declared defaults, kinds and ranges applied).
+            Parameters = ParameterResolver.ResolveDirect(strategy, models.Count, strategy.Name == "task_arithmetic" ? new Dictionary<string, object> { ["lambda"] = 1.0 } : global),
             Output = output,
             Scratch = scratch,
             Seed = 1,

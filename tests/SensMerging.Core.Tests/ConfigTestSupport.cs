@@ -37,28 +37,3 @@ internal sealed class SpecOnlyStrategy(string name, StrategyTraits traits, param
         _ => throw new ArgumentOutOfRangeException(nameof(method), method, "no spec-only strategy"),
     };
 }
-
-/// <summary>What a host hands a plugin (contract 1.3): the given values over the strategy's declared defaults.</summary>
-internal static class HostDefaults
-{
-    public static ResolvedParameters Complete(IMergeStrategy strategy, ResolvedParameters given)
-    {
-        Dictionary<string, object> Defaults(ParameterScope scope) =>
-            strategy.Parameters.Where(p => p.Scope == scope && p.Default is not null).ToDictionary(p => p.Name, p => p.Default!, StringComparer.Ordinal);
-        var global = Defaults(ParameterScope.Global);
-        foreach (var (name, value) in given.Global)
-        {
-            global[name] = value;
-        }
-        var perModel = given.PerModel.Select(model =>
-        {
-            var values = Defaults(ParameterScope.PerModel);
-            foreach (var (name, value) in model)
-            {
-                values[name] = value;
-            }
-            return (IReadOnlyDictionary<string, object>)values;
-        }).ToList();
-        return new ResolvedParameters(global, perModel);
-    }
-}

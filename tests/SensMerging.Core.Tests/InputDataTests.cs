@@ -1,4 +1,5 @@
 using SensMerging.Abstractions;
+using SensMerging.Core.Config;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
@@ -51,9 +52,11 @@ public sealed class InputDataTests : IDisposable
             _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 3, dtype).Path),
         ],
         Strategy = strategy,
-        ParameterResolver = (_, _) => HostDefaults.Complete(strategy, new ResolvedParameters(
-            new Dictionary<string, object> { ["lambda"] = 1.0 },
-            [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.5 }])),
+        ParameterResolver = (_, _) => strategy is GeneralizedTaskArithmeticStrategy
+            ? ParameterResolver.ResolveDirect(strategy, 2,
+                new Dictionary<string, object> { ["lambda"] = 1.0 },
+                [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.5 }])
+            : ParameterResolver.ResolveDirect(strategy, 2),
         Weights = [0.5, 0.5],
     };
 

@@ -1,4 +1,5 @@
 using SensMerging.Abstractions;
+using SensMerging.Core.Config;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
@@ -23,15 +24,16 @@ public sealed class StreamingEngineTests : IDisposable
     {
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
         IStreamingMergeStrategy strategy = method == "ties" ? new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties) : new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies);
-        var parameters = new ResolvedParameters(
-            new Dictionary<string, object> { ["lambda"] = 0.9 },
-            [new Dictionary<string, object> { ["density"] = 0.5, ["gamma"] = 0.05 }, new Dictionary<string, object> { ["density"] = 0.3, ["gamma"] = 0.1 }]);
+        // gamma is breadcrumbs' own parameter: ties would refuse it, as a host does.
+        Dictionary<string, object> Model(double density, double gamma) =>
+            method == "ties" ? new() { ["density"] = density } : new() { ["density"] = density, ["gamma"] = gamma };
+        var parameters = ParameterResolver.ResolveDirect(strategy, 2, new Dictionary<string, object> { ["lambda"] = 0.9 }, [Model(0.5, 0.05), Model(0.3, 0.1)]);
         MergePlan Plan(IMergeStrategy s, string tag) => new()
         {
             Base = _dir.Input("base", TinyModels.Make(_dir.File("base" + tag), 1, dtype).Path),
             Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1" + tag), 2, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 3, dtype).Path)],
             Strategy = s,
-            ParameterResolver = (_, _) => HostDefaults.Complete(strategy, parameters),
+            ParameterResolver = (_, _) => parameters,
             Weights = [0.8, -0.3],
         };
 
@@ -58,7 +60,7 @@ public sealed class StreamingEngineTests : IDisposable
         // Streamed tensors of many blocks are dispatched first (largest first) and outputs land at their file offsets as
         // they finish, across several shards; the files and SHA-256s must equal a one-worker run's and the bytes on disk.
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
-        var parameters = new ResolvedParameters(
+        var parameters = ParameterResolver.ResolveDirect(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), 2,
             new Dictionary<string, object> { ["lambda"] = 1.0 },
             [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.4 }]);
         MergePlan Plan(string tag) => new()
@@ -66,7 +68,7 @@ public sealed class StreamingEngineTests : IDisposable
             Base = _dir.Input("base", TinyModels.Make(_dir.File("base" + tag), 4, dtype).Path),
             Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1" + tag), 5, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2" + tag), 6, dtype).Path)],
             Strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties),
-            ParameterResolver = (_, _) => HostDefaults.Complete(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), parameters),
+            ParameterResolver = (_, _) => parameters,
             Weights = [0.6, 0.4],
         };
         MergeResult Merge(string tag, int workers) => new MergeEngine().Run(Plan(tag), new MergeOptions
@@ -96,7 +98,7 @@ public sealed class StreamingEngineTests : IDisposable
     public void Dare_drops_do_not_depend_on_the_block_size(string dtypeName)
     {
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
-        var parameters = new ResolvedParameters(
+        var parameters = ParameterResolver.ResolveDirect(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), 2,
             new Dictionary<string, object> { ["lambda"] = 1.0, ["normalize"] = true },
             [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.3 }]);
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, dtype);
@@ -107,7 +109,7 @@ public sealed class StreamingEngineTests : IDisposable
             Base = _dir.Input("base", basePath),
             Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
             Strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies),
-            ParameterResolver = (_, _) => HostDefaults.Complete(new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies), parameters),
+            ParameterResolver = (_, _) => parameters,
             Weights = [0.8, 0.6],
             Seed = 42,
         }, new MergeOptions { OutputPath = _dir.File(name), MaxParallelism = 2, BlockElements = block });
@@ -207,9 +209,10 @@ public sealed class StreamingEngineTests : IDisposable
             _ => new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies),
         };
         Assert.True(strategy.Traits.AcceptsBFloat16);
-        var parameters = new ResolvedParameters(
-            new Dictionary<string, object> { ["lambda"] = 0.9, ["normalize"] = true },
-            [new Dictionary<string, object> { ["density"] = 0.6, ["gamma"] = 0.05 }, new Dictionary<string, object> { ["density"] = 0.4, ["gamma"] = 0.1 }]);
+        Dictionary<string, object> Model(double density, double gamma) =>
+            method == "breadcrumbs_ties" ? new() { ["density"] = density, ["gamma"] = gamma } : new() { ["density"] = density };
+        var parameters = ParameterResolver.ResolveDirect(strategy, 2,
+            new Dictionary<string, object> { ["lambda"] = 0.9, ["normalize"] = true }, [Model(0.6, 0.05), Model(0.4, 0.1)]);
         var (basePath, _) = TinyModels.Make(_dir.File("base"), 1, SafeTensorsDType.BF16);
         var (e1Path, _) = TinyModels.Make(_dir.File("e1"), 2, SafeTensorsDType.BF16);
         var (e2Path, _) = TinyModels.Make(_dir.File("e2"), 3, SafeTensorsDType.BF16);
@@ -218,7 +221,7 @@ public sealed class StreamingEngineTests : IDisposable
             Base = _dir.Input("base", basePath),
             Models = [_dir.Input("e1", e1Path), _dir.Input("e2", e2Path)],
             Strategy = s,
-            ParameterResolver = (_, _) => HostDefaults.Complete(s, parameters),
+            ParameterResolver = (_, _) => parameters,
             Weights = [0.7, -0.4],
             Seed = 5,
             OutputDType = outputDType,

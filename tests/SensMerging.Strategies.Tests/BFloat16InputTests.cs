@@ -25,7 +25,7 @@ public sealed class BFloat16InputTests
         var rng = new Random(31);
         using var b = Bf16(Random(rng, N));
         Tensor[] xs = [Bf16(Random(rng, N, 1, 0.05)), Bf16(Random(rng, N, 2)), Bf16(Random(rng, N, 0.5, -0.1))];
-        var (weights, global, perModel) = ThreeExperts();
+        var (weights, global, perModel) = ThreeExperts(strategy);
         try
         {
             // Reference: the float32 path on the widened values (checked against independent math elsewhere), rounded

@@ -1,4 +1,5 @@
 using SensMerging.Abstractions;
+using SensMerging.Core.Config;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -23,7 +24,7 @@ internal static class MergeHarness
         var n = models[0].Length;
         shape ??= [n];
         weights ??= [.. models.Select(_ => 1.0)];
-        var parameters = Parameters(strategy, models.Length, global, perModel);
+        var parameters = Parameters(strategy, weights, global, perModel);
 
         using var scratch = new TestScratch(shape);
         using var baseTensor = baseValues is null ? null : Input(baseValues, shape, torchPath);
@@ -127,14 +128,19 @@ internal static class MergeHarness
     /// Weights (one negative, not summing to one) and parameters for three experts that every task-arithmetic variant
     /// reads: lambda, and per model a density and a breadcrumbs gamma.
     /// </summary>
-    public static (double[] Weights, Dictionary<string, object> Global, Dictionary<string, object>[] PerModel) ThreeExperts() =>
-        ([0.6, -0.4, 1.1],
-         new Dictionary<string, object> { ["lambda"] = 0.8 },
-         [
-             new() { ["density"] = 0.5, ["gamma"] = 0.02 },
-             new() { ["density"] = 0.25, ["gamma"] = 0.1 },
-             new() { ["density"] = 0.9, ["gamma"] = 0.0 },
-         ]);
+    /// <summary>Three experts' weights and values, each value kept only where <paramref name="strategy"/> declares it (a host refuses the others).</summary>
+    public static (double[] Weights, Dictionary<string, object> Global, Dictionary<string, object>[] PerModel) ThreeExperts(IMergeStrategy strategy)
+    {
+        Dictionary<string, object> Declared(Dictionary<string, object> values) =>
+            values.Where(kv => strategy.Parameters.Any(p => p.Name == kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        return ([0.6, -0.4, 1.1],
+            Declared(new() { ["lambda"] = 0.8 }),
+            [
+                Declared(new() { ["density"] = 0.5, ["gamma"] = 0.02 }),
+                Declared(new() { ["density"] = 0.25, ["gamma"] = 0.1 }),
+                Declared(new() { ["density"] = 0.9, ["gamma"] = 0.0 }),
+            ]);
+    }
 
     /// <summary>Calls <paramref name="action"/>(start, count) for consecutive blocks of <paramref name="block"/> elements.</summary>
     public static void ForEachBlock(int n, int block, Action<int, int> action)
@@ -156,7 +162,7 @@ internal static class MergeHarness
         HasBase = true,
         ModelNames = [.. weights.Select((_, i) => $"expert{i}")],
         Weights = weights,
-        Parameters = Parameters(strategy, weights.Length, global, perModel),
+        Parameters = Parameters(strategy, weights, global, perModel),
         Seed = seed,
         LayerIndex = 0,
         LayerCount = 1,
@@ -186,10 +192,24 @@ internal static class MergeHarness
         };
     }
 
-    /// <summary>The strategy's defaults overlaid with the given global and per-model values.</summary>
-    public static ResolvedParameters Parameters(IMergeStrategy strategy, int models, Dictionary<string, object>? global, Dictionary<string, object>[]? perModel) =>
-        new(Defaults(strategy, ParameterScope.Global, global),
-            [.. Enumerable.Range(0, models).Select(i => (IReadOnlyDictionary<string, object>)Defaults(strategy, ParameterScope.PerModel, perModel?[i]))]);
+    /// <summary>
+    /// What a host hands the strategy for these values: its declared defaults, kinds and ranges applied; a declared
+    /// <c>weight</c> is each model's entry of <paramref name="weights"/> (the host resolves it once for both places).
+    /// </summary>
+    public static ResolvedParameters Parameters(IMergeStrategy strategy, double[] weights, Dictionary<string, object>? global, Dictionary<string, object>[]? perModel)
+    {
+        var declaresWeight = strategy.Parameters.Any(p => p.Name == "weight");
+        var models = weights.Select((weight, i) =>
+        {
+            var values = new Dictionary<string, object>(perModel?[i] ?? [], StringComparer.Ordinal);
+            if (declaresWeight)
+            {
+                values.TryAdd("weight", weight);
+            }
+            return (IReadOnlyDictionary<string, object>)values;
+        }).ToList();
+        return ParameterResolver.ResolveDirect(strategy, weights.Length, global, models);
+    }
 
     /// <summary>
     /// A tensor with the given values; with <paramref name="columnMajor"/> the same logical values in a non-contiguous
@@ -207,23 +227,6 @@ internal static class MergeHarness
         var result = transposed.t();
         Assert.False(result.is_contiguous());
         return result;
-    }
-
-    private static Dictionary<string, object> Defaults(IMergeStrategy strategy, ParameterScope scope, Dictionary<string, object>? given)
-    {
-        var values = new Dictionary<string, object>();
-        foreach (var spec in strategy.Parameters.Where(p => p.Scope == scope && p.Default is not null))
-        {
-            values[spec.Name] = spec.Default!;
-        }
-        if (given is not null)
-        {
-            foreach (var (key, value) in given)
-            {
-                values[key] = value;
-            }
-        }
-        return values;
     }
 
     public static void Close(double[] expected, float[] actual, double tolerance = 1e-5)

@@ -19,7 +19,7 @@ public sealed class StreamingTests
         const int n = 1001;
         var b = Random(rng, n);
         float[][] xs = [Random(rng, n, 1, 0.05), Random(rng, n, 2), Random(rng, n, 0.5, -0.1)];
-        var (weights, global, perModel) = ThreeExperts();
+        var (weights, global, perModel) = ThreeExperts(strategy);
         var whole = Run(strategy, b, xs, weights, global, perModel, seed: 99);
 
         foreach (var block in new[] { 3, 64, 333, n })
@@ -81,8 +81,9 @@ public sealed class StreamingTests
         var weights = new[] { 0.7, 0.5 };
         var global = new Dictionary<string, object> { ["lambda"] = 1.0, ["normalize"] = true };
         var perModel = new Dictionary<string, object>[] { new() { ["density"] = 0.6, ["gamma"] = 0.05 }, new() { ["density"] = 0.2, ["gamma"] = 0.3 } };
-        var whole = Run(strategy, b, xs, weights, global, perModel, seed: 3);
-        var streamed = Stream(strategy, b, xs, weights, global, perModel, seed: 3, 70_001);
+        var given = method == "ties" ? [.. perModel.Select(m => new Dictionary<string, object> { ["density"] = m["density"] })] : perModel; // gamma is breadcrumbs' alone
+        var whole = Run(strategy, b, xs, weights, global, given, seed: 3);
+        var streamed = Stream(strategy, b, xs, weights, global, given, seed: 3, 70_001);
         Assert.Equal(whole.Select(BitConverter.SingleToInt32Bits), streamed.Select(BitConverter.SingleToInt32Bits));
         var banded = xs.Select((x, i) => method == "ties"
             ? Reference.TopMagnitude(Reference.Delta(x, b), (double)perModel[i]["density"])

@@ -194,15 +194,55 @@ public sealed class ParameterResolver
         ArgumentNullException.ThrowIfNull(component);
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(specs);
-        var problems = new List<string>();
-        foreach (var name in values.Keys.Where(k => specs.All(s => s.Name != k)))
+        var problems = UnknownNames(component, values, specs);
+        var result = ResolveValues(component, specs, name => values.GetValueOrDefault(name), problems);
+        ThrowIfAny(problems);
+        return new ResolvedParameters(result, []);
+    }
+
+    /// <summary>
+    /// What the host hands <paramref name="strategy"/> for values given in code rather than in a config (embedding
+    /// applications, tests, benchmarks): the same defaults, kinds, ranges and unknown-name refusals as a config's, with
+    /// per-model values falling back to <paramref name="global"/>, then to the declared default. Layer gradients and
+    /// filters do not apply (the values are plain).
+    /// </summary>
+    public static ResolvedParameters ResolveDirect(
+        IMergeStrategy strategy, int models, IReadOnlyDictionary<string, object>? global = null, IReadOnlyList<IReadOnlyDictionary<string, object>>? perModel = null)
+    {
+        ArgumentNullException.ThrowIfNull(strategy);
+        ArgumentOutOfRangeException.ThrowIfNegative(models);
+        if (perModel is not null && perModel.Count != models)
         {
-            problems.Add($"'{name}' is not a parameter of {component} (known: {Known(specs)})");
+            throw new ArgumentException($"{perModel.Count} per-model value sets for {models} models", nameof(perModel));
         }
+        global ??= new Dictionary<string, object>();
+        var specs = strategy.Parameters;
+        var problems = UnknownNames(strategy.Name, global, specs);
+        var globalSpecs = specs.Where(s => s.Scope == ParameterScope.Global).ToList();
+        var modelSpecs = specs.Where(s => s.Scope == ParameterScope.PerModel).ToList();
+        var resolvedGlobal = ResolveValues(strategy.Name, globalSpecs, name => global.GetValueOrDefault(name), problems);
+        var resolvedModels = new List<IReadOnlyDictionary<string, object>>(models);
+        for (var i = 0; i < models; i++)
+        {
+            var own = perModel?[i] ?? new Dictionary<string, object>();
+            var component = $"{strategy.Name} (model {i})";
+            problems.AddRange(UnknownNames(component, own, modelSpecs));
+            resolvedModels.Add(ResolveValues(component, modelSpecs, name => own.GetValueOrDefault(name) ?? global.GetValueOrDefault(name), problems));
+        }
+        ThrowIfAny(problems);
+        return new ResolvedParameters(resolvedGlobal, resolvedModels);
+    }
+
+    private static List<string> UnknownNames(string component, IReadOnlyDictionary<string, object> values, IReadOnlyList<ParameterSpec> specs) =>
+        [.. values.Keys.Where(k => specs.All(s => s.Name != k)).Select(name => $"'{name}' is not a parameter of {component} (known: {Known(specs)})")];
+
+    /// <summary>Each spec's given value (or its default) converted to its kind and checked against its range.</summary>
+    private static Dictionary<string, object> ResolveValues(string component, IEnumerable<ParameterSpec> specs, Func<string, object?> given, List<string> problems)
+    {
         var result = new Dictionary<string, object>(StringComparer.Ordinal);
         foreach (var spec in specs)
         {
-            var raw = values.TryGetValue(spec.Name, out var given) ? given : spec.Default;
+            var raw = given(spec.Name) ?? spec.Default;
             if (raw is IEnumerable<object> list && spec.Kind == ParameterKind.String)
             {
                 raw = string.Join(",", list.Select(v => System.Convert.ToString(v, CultureInfo.InvariantCulture)));
@@ -221,11 +261,15 @@ public sealed class ParameterResolver
                 problems.Add(e.Message);
             }
         }
+        return result;
+    }
+
+    private static void ThrowIfAny(List<string> problems)
+    {
         if (problems.Count > 0)
         {
             throw new MergeConfigException(null, problems);
         }
-        return new ResolvedParameters(result, []);
     }
 
     private object ModelValue(ParameterSpec spec, int model, string tensorName, Func<double> depth)

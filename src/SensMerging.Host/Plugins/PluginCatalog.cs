@@ -32,9 +32,13 @@ public sealed partial class PluginCatalog : IDisposable
 
     public static PluginCatalog Empty { get; } = new([], null);
 
-    /// <summary>Disposes every loaded plugin's components (the host's container calls this when the host stops).</summary>
+    /// <summary>
+    /// Disposes every loaded plugin's components and unloads its assemblies (the host's container calls this when the
+    /// host stops). The catalog holds no component afterwards.
+    /// </summary>
     public void Dispose()
     {
+        _components.Clear();
         foreach (var plugin in Plugins)
         {
             plugin.Lifetime?.Dispose();

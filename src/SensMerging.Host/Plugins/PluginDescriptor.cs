@@ -34,7 +34,8 @@ public sealed record PluginDescriptor
 
     /// <summary>
     /// The plugin's own service provider, which owns its components; disposing it disposes every component that is
-    /// <see cref="IDisposable"/>. Null for a plugin that is not in use.
+    /// <see cref="IDisposable"/>, and its collectible load context, which it unloads after them. Null for a plugin that is
+    /// not in use.
     /// </summary>
     internal IDisposable? Lifetime { get; init; }
 

@@ -127,9 +127,27 @@ public sealed partial class PluginLoader
         System.Version.TryParse(declared.Contains('.', StringComparison.Ordinal) ? declared : declared + ".0", out var a)
         && System.Version.TryParse(compiled, out var b) && a.Major == b.Major && a.Minor == b.Minor;
 
-    private (List<PluginComponent> Components, ServiceProvider Lifetime, string CompiledContract) CreateComponents(PluginManifest manifest, string folder, string assemblyPath, IReadOnlyDictionary<string, string> settings)
+    private (List<PluginComponent> Components, PluginLifetime Lifetime, string CompiledContract) CreateComponents(PluginManifest manifest, string folder, string assemblyPath, IReadOnlyDictionary<string, string> settings)
     {
+        // The load context is collectible: when the plugin goes out of use (the host stops, or a newer version of the
+        // same id supersedes it) its components are disposed and then its assemblies unloaded. Any refusal below
+        // unloads it at once, so a broken plugin leaves nothing loaded behind.
         var loader = PluginLoader_Create(assemblyPath);
+        try
+        {
+            var (components, provider, compiledContract) = CreateComponents(manifest, folder, assemblyPath, settings, loader);
+            return (components, new PluginLifetime(provider, loader), compiledContract);
+        }
+        catch
+        {
+            loader.Dispose();
+            throw;
+        }
+    }
+
+    private (List<PluginComponent> Components, ServiceProvider Provider, string CompiledContract) CreateComponents(
+        PluginManifest manifest, string folder, string assemblyPath, IReadOnlyDictionary<string, string> settings, McMaster.NETCore.Plugins.PluginLoader loader)
+    {
         Assembly assembly;
         try
         {
@@ -204,6 +222,7 @@ public sealed partial class PluginLoader
         McMaster.NETCore.Plugins.PluginLoader.CreateFromAssemblyFile(assemblyPath, config =>
         {
             config.PreferSharedTypes = true;
+            config.IsUnloadable = true;
             foreach (var shared in SharedAssemblies)
             {
                 config.SharedAssemblies.Add(shared);

@@ -216,6 +216,97 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
+    public void Plugin_assemblies_are_unloaded_when_superseded_and_when_the_catalog_is_disposed()
+    {
+        var older = TestPlugin("older", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.0.0");
+        var newer = TestPlugin("newer", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator", version: "1.1.0");
+        // Only weak references and this holder leave the helpers, so no stack slot here keeps a plugin type alive.
+        var holder = new PluginCatalog?[1];
+        var (olderContext, newerContext) = LoadBothVersions(holder, older, newer);
+
+        // The superseded version goes out of use at once; the one in use stays loaded while the catalog lives.
+        Assert.True(Collected(olderContext), "the superseded plugin's load context was not unloaded");
+        Assert.True(StrategyComesFrom(holder, newerContext), "the strategy in use is not the newer version's");
+
+        DisposeAndDrop(holder);
+        Assert.True(Collected(newerContext), "the plugin's load context was not unloaded after the catalog was disposed");
+    }
+
+    [Fact]
+    public void A_refused_plugin_leaves_no_assembly_loaded()
+    {
+        var dir = TestPlugin("throws", "test-throws", "SensMerging.TestPlugins.ThrowingConfigurator");
+        var context = LoadRefusedAndWatchContext(dir);
+        Assert.True(Collected(context), "a refused plugin's load context was not unloaded");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private (WeakReference Older, WeakReference Newer) LoadBothVersions(PluginCatalog?[] holder, string older, string newer)
+    {
+        var (catalog, contexts) = LoadWatchingContexts([Entry(older), Entry(newer)]);
+        holder[0] = catalog;
+        return (new WeakReference(contexts[older]), new WeakReference(contexts[newer]));
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static bool StrategyComesFrom(PluginCatalog?[] holder, WeakReference context) =>
+        context.IsAlive && ReferenceEquals(context.Target, System.Runtime.Loader.AssemblyLoadContext.GetLoadContext(holder[0]!.GetStrategy("test_scale").GetType().Assembly));
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void DisposeAndDrop(PluginCatalog?[] holder)
+    {
+        holder[0]!.Dispose();
+        holder[0] = null;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private WeakReference LoadRefusedAndWatchContext(string dir)
+    {
+        var (catalog, contexts) = LoadWatchingContexts([Entry(dir)]);
+        Assert.Equal(PluginStatus.Malfunctioned, catalog.Plugins[0].Status);
+        return new WeakReference(contexts[dir]);
+    }
+
+    /// <summary>Loads a catalog and notes, per plugin folder, the (collectible) load context its assembly was loaded into.</summary>
+    private (PluginCatalog Catalog, Dictionary<string, System.Runtime.Loader.AssemblyLoadContext> Contexts) LoadWatchingContexts(PluginEntry[] entries)
+    {
+        var contexts = new Dictionary<string, System.Runtime.Loader.AssemblyLoadContext>(StringComparer.Ordinal);
+        void Note(object? sender, AssemblyLoadEventArgs e)
+        {
+            var folder = e.LoadedAssembly.IsDynamic ? null : Path.GetDirectoryName(e.LoadedAssembly.Location);
+            if (folder is not null && entries.Any(entry => entry.Path == folder))
+            {
+                lock (contexts)
+                {
+                    contexts[folder] = System.Runtime.Loader.AssemblyLoadContext.GetLoadContext(e.LoadedAssembly)!;
+                }
+            }
+        }
+        AppDomain.CurrentDomain.AssemblyLoad += Note;
+        try
+        {
+            var catalog = PluginCatalog.Load(entries, _root, _loader);
+            Assert.Equal(entries.Length, contexts.Count);
+            Assert.All(contexts.Values, c => Assert.True(c.IsCollectible));
+            return (catalog, contexts);
+        }
+        finally
+        {
+            AppDomain.CurrentDomain.AssemblyLoad -= Note;
+        }
+    }
+
+    private static bool Collected(WeakReference context)
+    {
+        for (var i = 0; i < 20 && context.IsAlive; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        return !context.IsAlive;
+    }
+
+    [Fact]
     public void Id_in_plugins_json_must_match_the_manifest_and_disabled_plugins_are_listed()
     {
         var dir = TestPlugin("p", "test-scale", "SensMerging.TestPlugins.ScaleConfigurator");
