@@ -19,15 +19,26 @@ namespace SensMerging.Strategies.Common;
 /// Sums over the models accumulate in float32 and round once (torch's reduction); every other operation rounds its
 /// result. Magnitude ties at the threshold are all kept (mergekit's argsort keeps an arbitrary subset of them, which is
 /// more frequent in half precision). Memory: one stacked tensor of the models' weighted deltas in the dtype.
+/// bfloat16 requests without DARE, DELLA or the L1 rescale take <see cref="BFloat16TaskArithmetic"/>'s fused passes
+/// instead (same bits, no stacked tensor).
 /// </summary>
 internal static class HalfPrecisionTaskArithmetic
 {
     /// <summary>True for bfloat16 and float16.</summary>
     public static bool IsHalf(ScalarType dtype) => dtype is ScalarType.BFloat16 or ScalarType.Float16;
 
-    /// <summary>Merges the request's tensor into its output.</summary>
-    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings, Tensor baseInput, long randomSeed)
+    /// <summary>
+    /// Merges the request's tensor into its output: through <see cref="BFloat16TaskArithmetic"/>'s fused passes where
+    /// they apply (same bits; <paramref name="allowFused"/> false forces the libtorch operations, for the tests that
+    /// compare the two), else with libtorch operations.
+    /// </summary>
+    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings, Tensor baseInput, long randomSeed, bool allowFused = true)
     {
+        if (allowFused && BFloat16TaskArithmetic.Applies(request, variant, settings))
+        {
+            BFloat16TaskArithmetic.Merge(request, variant, settings);
+            return;
+        }
         var dtype = request.ComputeDType;
         var count = request.Models.Count;
         using var noGrad = torch.no_grad();

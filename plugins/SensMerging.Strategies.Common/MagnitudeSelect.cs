@@ -62,32 +62,23 @@ public static class MagnitudeSelect
         return BitConverter.SingleToUInt32Bits(ranks.Value(0));
     }
 
+    /// <summary>
+    /// One pass: a half-precision magnitude is its 15 low bits, and their order as integers is the magnitudes' order
+    /// (NaN patterns sort above infinity), so a histogram of all 32768 keys (256 KiB) gives the k-th exactly.
+    /// </summary>
     private static ushort Select16(Tensor values, long k)
     {
         using var flat = values.reshape(-1);
         var remaining = k;
-        var hist = new long[128];
+        var hist = new long[1 << 15];
         ForEachChunk(flat, span =>
         {
             foreach (var bits in MemoryMarshal.Cast<byte, ushort>(span))
             {
-                hist[(bits & 0x7FFF) >> 8]++;
+                hist[bits & 0x7FFF]++;
             }
         });
-        var b1 = Find(hist, ref remaining);
-        var hist2 = new long[256];
-        ForEachChunk(flat, span =>
-        {
-            foreach (var bits in MemoryMarshal.Cast<byte, ushort>(span))
-            {
-                var key = bits & 0x7FFF;
-                if (key >> 8 == b1)
-                {
-                    hist2[key & 0xFF]++;
-                }
-            }
-        });
-        return (ushort)((b1 << 8) | Find(hist2, ref remaining));
+        return (ushort)Find(hist, ref remaining);
     }
 
     /// <summary>The bucket holding the <paramref name="remaining"/>-th entry; <paramref name="remaining"/> becomes the rank inside it.</summary>

@@ -1,0 +1,146 @@
+using System.Runtime.InteropServices;
+using SensMerging.Abstractions;
+using SensMerging.Strategies.Common;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SensMerging.Strategies.Tests;
+
+/// <summary>
+/// The fused bfloat16 passes (<see cref="BFloat16TaskArithmetic"/>) against the libtorch operations they replace, which
+/// are mergekit's own torch calls: the same output bits on inputs chosen to hit the edges of the rounding (signed
+/// zeros in the base and the deltas, magnitude ties at the threshold, subnormals, exponents far apart, weights that
+/// cancel, lambda 1 and not, normalize on and off, small tensors breadcrumbs drops whole).
+/// </summary>
+public sealed class BFloat16FusedTests
+{
+    public static TheoryData<string, bool, double, int> Cases()
+    {
+        var data = new TheoryData<string, bool, double, int>
+        {
+            // Negative n: every weight negated (task negation), so the weighted zero deltas are all -0.
+            { "ties", true, 0.7, -4099 },
+            { "task_arithmetic", false, 1.0, -4099 },
+        };
+        foreach (var method in new[] { "task_arithmetic", "ties", "breadcrumbs", "breadcrumbs_ties" })
+        {
+            foreach (var normalize in new[] { true, false })
+            {
+                data.Add(method, normalize, 0.7, 4099);
+                data.Add(method, normalize, 1.0, 257);
+            }
+        }
+        data.Add("breadcrumbs", false, 1.0, 60); // gamma * n < 1: mergekit drops the whole task vector
+        data.Add("ties", true, 1.3, 1 << 16);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Fused_passes_give_the_libtorch_operations_bits(string method, bool normalize, double lambda, int n)
+    {
+        var variant = TaskArithmeticVariant.All.Single(v => v.Name == method);
+        var strategy = GeneralizedTaskArithmeticStrategy.Create(variant);
+        var rng = new Random(n + (normalize ? 1 : 0) + method.Length);
+        double[] weights = n < 0 ? [-0.7, -0.45, -1.1, -0.45] : [0.7, -0.45, 1.1, 0.45];
+        n = Math.Abs(n);
+        var global = new Dictionary<string, object> { ["lambda"] = lambda, ["normalize"] = normalize };
+        var perModel = weights.Select((_, i) =>
+        {
+            var values = new Dictionary<string, object> { ["density"] = i == 3 ? 1.0 : 0.3 + (0.2 * i) };
+            if (variant.Sparsification == SparsificationMethod.MagnitudeOutliers)
+            {
+                values["gamma"] = 0.05;
+            }
+            return values;
+        }).ToArray();
+        var parameters = MergeHarness.Parameters(strategy, weights, global, perModel);
+        var settings = TaskArithmeticSettings.Read(variant, parameters, weights, ["a", "b", "c", "d"], "model.layers.0.mlp.up_proj.weight");
+
+        var baseBits = Values(rng, n, null);
+        using var baseTensor = Tensor(baseBits);
+        var models = weights.Select(_ => Tensor(Values(rng, n, baseBits))).ToList();
+        try
+        {
+            var fused = Merge(allowFused: true);
+            var reference = Merge(allowFused: false);
+            var differing = Enumerable.Range(0, n).Where(j => fused[j] != reference[j]).ToList();
+            Assert.True(differing.Count == 0,
+                $"{differing.Count} of {n} elements differ; first at {differing.FirstOrDefault()}: fused 0x{fused[differing.FirstOrDefault()]:X4}, libtorch 0x{reference[differing.FirstOrDefault()]:X4}");
+        }
+        finally
+        {
+            models.ForEach(m => m.Dispose());
+        }
+
+        ushort[] Merge(bool allowFused)
+        {
+            using var output = torch.empty(n, ScalarType.BFloat16);
+            using var scratch = new TestScratch([n]);
+            var request = new MergeTensorRequest
+            {
+                TensorName = "model.layers.0.mlp.up_proj.weight",
+                LayerGroup = "model.layers.0",
+                Base = baseTensor,
+                Models = models,
+                ModelNames = ["a", "b", "c", "d"],
+                Weights = weights,
+                Parameters = parameters,
+                Output = output,
+                Scratch = scratch,
+                ComputeDType = ScalarType.BFloat16,
+            };
+            Assert.Equal(allowFused, BFloat16TaskArithmetic.Applies(request, variant, settings) && allowFused);
+            HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed: 1, allowFused);
+            return MemoryMarshal.Cast<byte, ushort>(output.bytes).ToArray();
+        }
+    }
+
+    /// <summary>
+    /// bfloat16 bit patterns: mostly normal values near 1e-2, with a share of +0, -0, subnormals, values far larger or
+    /// smaller, and (for a model) entries equal to the base or differing from it by one repeated step, so deltas are
+    /// zero and magnitudes tie; at every 20th element all models equal the base.
+    /// </summary>
+    private static ushort[] Values(Random rng, int n, ushort[]? baseBits)
+    {
+        var values = new ushort[n];
+        for (var j = 0; j < n; j++)
+        {
+            var pick = rng.Next(100);
+            float value = pick switch
+            {
+                < 4 => 0f,
+                < 8 => -0f,
+                < 10 => (rng.Next(2) == 0 ? 1 : -1) * 1e-39f * rng.Next(1, 100), // subnormal
+                < 13 => (float)(rng.NextDouble() - 0.5) * 1e4f,
+                < 16 => (float)(rng.NextDouble() - 0.5) * 1e-8f,
+                _ => (float)(rng.NextGaussian() * 0.02),
+            };
+            if (baseBits is not null && j % 20 == 7)
+            {
+                // Every model equal to the base here: all deltas zero, which puts signed zeros through every sum.
+                value = BFloat16Bits.ToSingle(baseBits[j]);
+            }
+            else if (baseBits is not null && pick >= 16 && rng.Next(10) < 3)
+            {
+                // Equal to the base (zero delta) or the base plus a fixed step (tied magnitudes).
+                value = BFloat16Bits.ToSingle(baseBits[j]) + (rng.Next(2) == 0 ? 0f : 0.0078125f);
+            }
+            values[j] = BFloat16Bits.FromSingle(value);
+        }
+        return values;
+    }
+
+    private static Tensor Tensor(ushort[] bits)
+    {
+        var tensor = torch.empty(bits.Length, ScalarType.BFloat16);
+        tensor.bytes = MemoryMarshal.AsBytes(bits.AsSpan());
+        return tensor;
+    }
+}
+
+internal static class RandomGaussian
+{
+    public static double NextGaussian(this Random rng) =>
+        Math.Sqrt(-2.0 * Math.Log(1.0 - rng.NextDouble())) * Math.Cos(2.0 * Math.PI * rng.NextDouble());
+}
