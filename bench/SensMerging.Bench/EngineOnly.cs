@@ -1,5 +1,6 @@
 using System.Globalization;
 using SensMerging.Abstractions;
+using SensMerging.Core.Config;
 using SensMerging.Core.Engine;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
@@ -7,6 +8,7 @@ using SensMerging.Strategies.Common;
 using SensMerging.Strategies.Interpolation;
 using SensMerging.Strategies.Linear;
 using SensMerging.Strategies.ModelStock;
+using SensMerging.Strategies.Slerp;
 using SensMerging.Strategies.TaskArithmeticFamily;
 
 namespace SensMerging.Bench;
@@ -14,10 +16,16 @@ namespace SensMerging.Bench;
 /// <summary>The engine runs of the benchmark: the merge plan per method, and the memory run (<c>--engine-only</c>).</summary>
 internal static class EngineOnly
 {
+    /// <summary>The methods <see cref="Plan"/> knows, every strategy the project ships.</summary>
+    public static IReadOnlyList<string> Methods { get; } =
+        [.. TaskArithmeticVariant.All.Select(v => v.Name), "sce", "ram", "ramplus_tl", "model_stock", "model_stock:whole", "linear", "passthrough",
+         "slerp", "nuslerp", "multislerp", "karcher", "nearswap", "arcee_fusion"];
+
     /// <summary>
-    /// base + experts merged with <paramref name="method"/>: any row of the task-arithmetic family's table, sce, ram,
-    /// ramplus_tl, model_stock (and <c>model_stock:whole</c>), linear, multislerp or karcher; every parameter at its
-    /// declared default except lambda 1 and the given density where the method has them; the given weights, seed 42.
+    /// base + experts merged with <paramref name="method"/> (one of <see cref="Methods"/>), as many experts as the method
+    /// takes (slerp, nearswap, arcee_fusion and passthrough one, nuslerp two), the base unless the method works without
+    /// one and takes a single model (passthrough). Parameters as a host resolves them: declared defaults, lambda 1, the
+    /// given density, t = 0.5 for slerp and 1e-3 for nearswap (their required t), the given weights; seed 42.
     /// </summary>
     public static MergePlan Plan(string method, IReadOnlyList<ModelFolder> models, double[] weights, double density)
     {
@@ -31,32 +39,38 @@ internal static class EngineOnly
             "ram" => RamStrategy.Plain(),
             "ramplus_tl" => RamStrategy.PlusTensorLocal(),
             "linear" => new LinearStrategy(),
+            "passthrough" => new PassthroughStrategy(),
+            "slerp" => new SlerpStrategy(),
+            "nuslerp" => new NuSlerpStrategy(),
             "multislerp" => new MultiSlerpStrategy(),
             "karcher" => new KarcherStrategy(),
+            "nearswap" => new NearSwapStrategy(),
+            "arcee_fusion" => new ArceeFusionStrategy(),
             _ => TaskArithmeticVariant.All.FirstOrDefault(v => v.Name == method) is { } variant
                 ? GeneralizedTaskArithmeticStrategy.Create(variant)
-                : throw new ArgumentException("unknown method " + method + " (" + string.Join(", ",
-                    [.. TaskArithmeticVariant.All.Select(v => v.Name), "sce", "ram", "ramplus_tl", "model_stock", "model_stock:whole", "linear", "multislerp", "karcher"]) + ")"),
+                : throw new ArgumentException("unknown method " + method + " (" + string.Join(", ", Methods) + ")"),
         };
-        var global = strategy.Parameters.Where(p => p.Default is not null && p.Name != "weight").ToDictionary(p => p.Name, p => p.Default!);
-        if (global.ContainsKey("lambda"))
+        var traits = strategy.Traits;
+        var experts = Math.Min(models.Count - 1, traits.MaxModels ?? int.MaxValue);
+        if (experts < traits.MinModels)
         {
-            global["lambda"] = 1.0;
+            throw new ArgumentException($"{method} needs {traits.MinModels} experts; run with --experts {traits.MinModels} or more");
         }
-        if (global.ContainsKey("density"))
-        {
-            global["density"] = density;
-        }
-        var experts = models.Count - 1;
-        var perModel = Enumerable.Range(0, experts).Select(i => (IReadOnlyDictionary<string, object>)new Dictionary<string, object> { ["weight"] = weights[i] }).ToList();
-        var parameters = new ResolvedParameters(global, perModel);
+        var withBase = traits.RequiresBaseModel || traits.MaxModels != 1;
+        var declared = strategy.Parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+        var wanted = new Dictionary<string, object> { ["lambda"] = 1.0, ["density"] = density, ["t"] = method == "nearswap" ? 1e-3 : 0.5 };
+        var global = wanted.Where(kv => declared.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        var perModel = Enumerable.Range(0, experts).Select(i => (IReadOnlyDictionary<string, object>)(declared.Contains("weight")
+            ? new Dictionary<string, object> { ["weight"] = weights[i] }
+            : new Dictionary<string, object>())).ToList();
+        var parameters = ParameterResolver.ResolveDirect(strategy, experts, global, perModel);
         return new MergePlan
         {
-            Base = new MergeInput("base", models[0]),
-            Models = [.. models.Skip(1).Select((m, i) => new MergeInput("expert" + (i + 1).ToString(CultureInfo.InvariantCulture), m))],
+            Base = withBase ? new MergeInput("base", models[0]) : null,
+            Models = [.. models.Skip(1).Take(experts).Select((m, i) => new MergeInput("expert" + (i + 1).ToString(CultureInfo.InvariantCulture), m))],
             Strategy = strategy,
             ParameterResolver = (_, _) => parameters,
-            Weights = weights,
+            Weights = weights[..experts],
             Seed = 42,
         };
     }
