@@ -124,7 +124,9 @@ public sealed class NuSlerpStrategy : IStreamingMergeStrategy
                 {
                     delta.sub_(block.Base);
                 }
-                block.Output.addcmul_(delta, i == 0 ? s0 : s1, 1);
+                // mul_ then add_ (the same roundings as addcmul_ with value 1) with no Scalar operand: a libtorch Scalar
+                // made for the call was seen freed under the engine's two workers (c10 Scalar "toFloat" check failed).
+                block.Output.add_(delta.mul_(i == 0 ? s0 : s1));
             }
         }
 

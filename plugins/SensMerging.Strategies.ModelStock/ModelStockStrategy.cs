@@ -130,7 +130,8 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
                 delta.copy_(block.Models[i]).sub_(baseBlock);
                 mixed.add_(delta, alpha: weights[i] / weightSum);
             }
-            block.Output.copy_(baseBlock).addcmul_(mixed, ratio, 1);
+            // mul_ then add_ (addcmul_'s roundings with value 1) without a Scalar operand; see NuSlerpStrategy.
+            block.Output.copy_(baseBlock).add_(mixed.mul_(ratio));
         }
 
         public void Dispose()
