@@ -168,6 +168,7 @@ public sealed partial class MergePipeline
                 ParameterResolver = parameters is null ? null : (tensor, _) => parameters[tensor].Parameters,
                 WeightOverride = parameters is null ? null : (tensor, _) => parameters[tensor].Weights,
                 Layout = layout,
+                Vocabulary = inputs.Vocabulary,
                 CastDType = config.Dtype is null ? null : SafeTensorsDType.Parse(config.Dtype),
                 OutputDType = outDType is null ? null : SafeTensorsDType.Parse(outDType),
                 ComputeInFloat32 = request.ComputeInFloat32,
@@ -182,6 +183,7 @@ public sealed partial class MergePipeline
                 ShardSizeBytes = request.ShardSizeBytes,
                 Device = request.Device,
                 TokenizerSource = inputs.TokenizerFolder,
+                ChatTemplate = inputs.ChatTemplate,
                 Card = MergeProvenance.Card(config, record.Id, prepared, inputs, seed),
             };
             var result = await _engine.RunAsync(plan, options, progress, cancellationToken);
@@ -295,7 +297,7 @@ public sealed partial class MergePipeline
     private async Task<ResolvedInputs> ResolveInputsAsync(MergeConfig config, IMergeStrategy strategy, CancellationToken cancellationToken)
     {
         var resolved = new List<ResolvedModel>();
-        foreach (var reference in config.ReferencedModels())
+        foreach (var reference in config.ResolvedModels())
         {
             resolved.Add(await _resolver.ResolveAsync(reference, cancellationToken));
         }
