@@ -146,6 +146,64 @@ public sealed class VocabularyMergeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_frankenmerge_permutes_the_embeddings_of_the_slice_they_come_from()
+    {
+        // mergekit plans the embeddings from the first slice's sources and lm_head from the last's: each is permuted over
+        // those inputs only, so a token the one source lacks has no donor there and gets a zero row.
+        var output = await Merge("franken", $$"""
+            slices:
+              - sources:
+                  - model: {{_chatml}}
+                    layer_range: [0, 1]
+              - sources:
+                  - model: {{_tools}}
+                    layer_range: [0, 1]
+            merge_method: passthrough
+            tokenizer_source: union
+            dtype: float32
+            """);
+        var vocab = Vocabulary(output);
+        Assert.Equal(13, vocab.Count);
+        Assert.Equal(2, Config(output)["num_hidden_layers"]!.GetValue<int>());
+        foreach (var (tensor, model) in new[] { ("model.embed_tokens.weight", "chatml"), ("lm_head.weight", "tools") })
+        {
+            var own = JsonNode.Parse(File.ReadAllText(Path.Combine(_root, model, "tokenizer.json")))!;
+            var ownVocab = own["model"]!["vocab"]!.AsObject().ToDictionary(v => v.Key, v => v.Value!.GetValue<int>());
+            foreach (var token in own["added_tokens"]!.AsArray())
+            {
+                ownVocab[token!["content"]!.GetValue<string>()] = token["id"]!.GetValue<int>();
+            }
+            var got = ReadOutput(output, tensor);
+            foreach (var (token, id) in vocab)
+            {
+                for (var c = 0; c < Hidden; c++)
+                {
+                    var expected = ownVocab.TryGetValue(token, out var row) ? _weights[model][tensor][(row * Hidden) + c] : 0f;
+                    Assert.Equal(expected, got[(id * Hidden) + c]);
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_tokenizer_source_outside_the_merge_is_resolved_and_used()
+    {
+        // The tools model's tokenizer, from a folder that is not merged (base and chatml are): "cd" and "<tool>" are in
+        // neither merged model, so their rows are zero.
+        var outside = Path.Combine(_root, "outside");
+        Directory.CreateDirectory(outside);
+        File.Copy(Path.Combine(_tools, "tokenizer.json"), Path.Combine(outside, "tokenizer.json"));
+        File.Copy(Path.Combine(_tools, "config.json"), Path.Combine(outside, "config.json"));
+        var output = await Merge("outside", $"merge_method: task_arithmetic\nbase_model: {_base}\nmodels:\n  - model: {_chatml}\n    parameters: {{weight: 0.7}}\ndtype: float32\ntokenizer_source: {outside}\n");
+        var vocab = Vocabulary(output);
+        Assert.Equal(11, vocab.Count);
+        var got = ReadOutput(output, "model.embed_tokens.weight");
+        Assert.All(Enumerable.Range(0, Hidden), c => Assert.Equal(0f, got[(vocab["<tool>"] * Hidden) + c]));
+        // <|im_start|>: only chatml has it (id 9 there), so the base takes chatml's row and the delta is zero.
+        Assert.All(Enumerable.Range(0, Hidden), c => Assert.Equal(_weights["chatml"]["model.embed_tokens.weight"][(9 * Hidden) + c], got[(vocab["<|im_start|>"] * Hidden) + c]));
+    }
+
+    [Fact]
     public async Task A_chat_template_string_or_auto_lands_in_tokenizer_config()
     {
         const string Template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}";
