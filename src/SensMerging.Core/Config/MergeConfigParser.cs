@@ -270,7 +270,7 @@ public static class MergeConfigParser
                     case "parameters":
                         Parameters(value, parameters);
                         break;
-                    case "calibration" when allowCalibration:
+                    case "calibration":
                         calibration = Calibration(value);
                         break;
                     case "layer_range" when !allowCalibration:
@@ -328,10 +328,12 @@ public static class MergeConfigParser
             {
                 Problem(slices.Children[parsed.FindIndex(p => p.Slice == slice)], $"a slice's base_model ('{sliceBase}') is not supported in a config of several slices");
             }
+            // Every model once, with the calibration set any of its sources gives (the decorators score each model once).
             var models = new List<InputModel>();
-            foreach (var source in parsed.SelectMany(p => p.Slice.Sources).Where(source => !models.Any(m => m.Model.SameModelAs(source.Model.Model))))
+            var sources = parsed.SelectMany(p => p.Slice.Sources).Select(x => x.Model).ToList();
+            foreach (var source in sources.Where(source => !models.Any(m => m.Model.SameModelAs(source.Model))))
             {
-                models.Add(source.Model);
+                models.Add(source with { Calibration = sources.FirstOrDefault(x => x.Model.SameModelAs(source.Model) && x.Calibration is not null)?.Calibration });
             }
             return (models, null, null, null, [.. parsed.Select(p => p.Slice)]);
         }

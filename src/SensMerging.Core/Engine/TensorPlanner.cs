@@ -291,7 +291,9 @@ internal static class TensorPlanner
                     continue;
                 }
             }
-            jobs.Add(Job(plan, jobs.Count, planned.Name, tensors, planned.Base is not null, planned.Parameters, planned.Weights, names, problems));
+            var job = Job(plan, jobs.Count, planned.Name, tensors, planned.Base is not null, planned.Parameters, planned.Weights, names, problems);
+            List<string> ownGroups = [.. planned.Sources.Select(x => LayerGroups.Of(x.TensorName))];
+            jobs.Add(ownGroups.All(g => g == job.LayerGroup) ? job : job with { ModelLayerGroups = ownGroups });
         }
         ThrowIfAny(problems);
         return jobs;

@@ -111,12 +111,6 @@ public sealed partial class MergePipeline
             _plugins.GetDecorator(decorator.Name); // unknown decorators fail before anything is resolved or recorded
         }
         RefuseDecoratorsOnLora(config);
-        if (config.Slices is not null && config.Decorators.Count > 0)
-        {
-            throw new MergeConfigException(config.SourcePath, [
-                "decorators on a config of several slices are not supported yet: a frankenmerge's layers come from different "
-                + "models and positions, and the scorers would have to map each output layer back to its sources"]);
-        }
         // Before any pull, hash or record: the output folder may not overlap an input, the config, the Hub cache or the
         // registry; no other merge may be writing it; it must be absent or empty unless overwriting. Held to the end.
         using var outputClaim = _outputGuard.Claim(request.OutputPath, request.Overwrite, config);
