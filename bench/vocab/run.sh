@@ -17,6 +17,6 @@ for round in 1 2 3; do
     rm -rf "$dir/out-$v"
     /usr/bin/time -v dotnet "$host" merge "$dir/$v.yml" --out "$dir/out-$v" --compute-dtype float32 --plugins plugins.json \
       --registry "$dir/reg/merges.db" > "$dir/$v.out" 2> "$dir/$v.err"
-    echo "round $round $v: $(grep 'Elapsed' "$dir/$v.err" | awk '{print $NF}') s, peak RSS $(grep 'Maximum resident' "$dir/$v.err" | awk '{print $NF}') KB"
+    echo "round $round $v: $(grep 'Elapsed' "$dir/$v.err" | awk '{print $NF}') (m:ss), peak RSS $(grep 'Maximum resident' "$dir/$v.err" | awk '{print $NF}') KB"
   done
 done
