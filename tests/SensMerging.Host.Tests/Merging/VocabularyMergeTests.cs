@@ -97,6 +97,31 @@ public sealed class VocabularyMergeTests : IDisposable
     }
 
     [Fact]
+    public async Task In_bfloat16_the_permuted_rows_are_mergekits_bit_for_bit()
+    {
+        // Weights 0 leave the (permuted) base, so the output is its rows exactly: its own, donors' (cast from float32 to
+        // bfloat16) and, for <|im_start|>, which it lacks, the mean of chatml's and tools' cast rows computed in bfloat16.
+        // (With two rows, rounding the sum and then halving equals rounding once, so the rounding order of a mean over
+        // three or more rows is not exercised here.)
+        var config = $"merge_method: task_arithmetic\nbase_model: {_base}\nmodels:\n  - model: {_chatml}\n    parameters: {{weight: 0.0}}\n  - model: {_tools}\n    parameters: {{weight: 0.0}}\ndtype: bfloat16\ntokenizer_source: union\n";
+        var output = await Merge("bf16", config);
+        var reference = Reference(new JsonObject { ["source"] = "union", ["method"] = "task_arithmetic", ["base"] = "base", ["dtype"] = "bfloat16", ["zero_weights"] = true });
+        foreach (var name in Embeddings)
+        {
+            var got = ReadOutput(output, name, SafeTensorsDType.BF16);
+            var rows = reference["rows"]![name]!.AsArray();
+            Assert.Equal(rows.Count * Hidden, got.Length);
+            for (var r = 0; r < rows.Count; r++)
+            {
+                for (var c = 0; c < Hidden; c++)
+                {
+                    Assert.Equal((float)rows[r]![c]!.GetValue<double>(), got[(r * Hidden) + c]);
+                }
+            }
+        }
+    }
+
+    [Fact]
     public async Task The_tokenizer_block_sets_token_sources_force_and_padding_and_a_named_chat_template()
     {
         var block = """
@@ -271,7 +296,11 @@ public sealed class VocabularyMergeTests : IDisposable
         spec["weights"] = spec["method"]!.GetValue<string>() == "linear"
             ? new JsonObject { ["base"] = 0.2, ["chatml"] = 0.5, ["tools"] = 0.3 }
             : new JsonObject { ["chatml"] = 0.7, ["tools"] = 0.5 };
-        spec["dtype"] = "float32";
+        spec["dtype"] ??= "float32";
+        if (spec["zero_weights"] is not null)
+        {
+            spec["weights"] = new JsonObject { ["chatml"] = 0.0, ["tools"] = 0.0 };
+        }
         spec["tensors"] = new JsonArray([.. Embeddings.Select(e => (JsonNode)e)]);
         if (spec["tokens"] is JsonObject tokens)
         {
@@ -337,14 +366,16 @@ public sealed class VocabularyMergeTests : IDisposable
 
     private static JsonObject Config(string output) => JsonNode.Parse(File.ReadAllText(Path.Combine(output, "config.json")))!.AsObject();
 
-    private static float[] ReadOutput(string folder, string name)
+    private static float[] ReadOutput(string folder, string name, SafeTensorsDType? dtype = null)
     {
         using var file = SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
         var info = file.Tensors.Single(t => t.Name == name);
-        Assert.Equal(SafeTensorsDType.F32, info.DType);
+        Assert.Equal(dtype ?? SafeTensorsDType.F32, info.DType);
         var bytes = new byte[info.ByteLength];
         file.ReadBytes(info, bytes);
-        return MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+        return info.DType == SafeTensorsDType.BF16
+            ? [.. MemoryMarshal.Cast<byte, ushort>(bytes).ToArray().Select(b => BitConverter.Int32BitsToSingle(b << 16))]
+            : MemoryMarshal.Cast<byte, float>(bytes).ToArray();
     }
 
     /// <summary>
