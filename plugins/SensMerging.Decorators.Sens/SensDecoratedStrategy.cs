@@ -68,7 +68,16 @@ public partial class SensDecoratedStrategy : IDecoratedStrategy
         _groupIndex.TryGetValue(group, out var l) ? _coefficients[expert][l] : 1.0;
 
     /// <summary>The weights handed to the inner strategy for a tensor of <paramref name="group"/>: w_i * c_i^group.</summary>
-    public double[] ScaledWeights(IReadOnlyList<string> modelNames, IReadOnlyList<double> weights, string group)
+    public double[] ScaledWeights(IReadOnlyList<string> modelNames, IReadOnlyList<double> weights, string group) =>
+        ScaledWeights(modelNames, weights, group, null);
+
+    /// <summary>
+    /// The weights handed to the inner strategy: w_i * c_i^g_i, where g_i is model i's own layer group for the tensor
+    /// (<paramref name="modelGroups"/>, contract 1.5: in a frankenmerge output layer j of a slice is layer
+    /// <c>layer_range[0] + j</c> of each source, and each source is weighed by its coefficient for the layer it gives),
+    /// else <paramref name="group"/>.
+    /// </summary>
+    public double[] ScaledWeights(IReadOnlyList<string> modelNames, IReadOnlyList<double> weights, string group, IReadOnlyList<string>? modelGroups)
     {
         ArgumentNullException.ThrowIfNull(modelNames);
         ArgumentNullException.ThrowIfNull(weights);
@@ -76,20 +85,25 @@ public partial class SensDecoratedStrategy : IDecoratedStrategy
         {
             throw new ArgumentException($"{weights.Count} weights for {modelNames.Count} models", nameof(weights));
         }
+        if (modelGroups is not null && modelGroups.Count != modelNames.Count)
+        {
+            throw new ArgumentException($"{modelGroups.Count} layer groups for {modelNames.Count} models", nameof(modelGroups));
+        }
         var scaled = new double[weights.Count];
-        var hasGroup = _groupIndex.TryGetValue(group, out var l);
-        if (!hasGroup && _reportedGroups.TryAdd(group, true))
-        {
-            LogUnscoredGroup(_logger, group);
-        }
         var byName = modelNames.All(_expertIndex.ContainsKey);
-        if (hasGroup && !byName && modelNames.Count != _experts.Length)
-        {
-            throw new InvalidOperationException(
-                $"sens: the merge's models ({string.Join(", ", modelNames)}) are not the scored experts ({string.Join(", ", _experts)}).");
-        }
         for (var r = 0; r < weights.Count; r++)
         {
+            var own = modelGroups?[r] ?? group;
+            var hasGroup = _groupIndex.TryGetValue(own, out var l);
+            if (!hasGroup && _reportedGroups.TryAdd(own, true))
+            {
+                LogUnscoredGroup(_logger, own);
+            }
+            if (hasGroup && !byName && modelNames.Count != _experts.Length)
+            {
+                throw new InvalidOperationException(
+                    $"sens: the merge's models ({string.Join(", ", modelNames)}) are not the scored experts ({string.Join(", ", _experts)}).");
+            }
             // By name when every model is a scored expert; otherwise by position (same count, merge order).
             scaled[r] = hasGroup ? weights[r] * _coefficients[byName ? _expertIndex[modelNames[r]] : r][l] : weights[r];
         }
@@ -99,7 +113,7 @@ public partial class SensDecoratedStrategy : IDecoratedStrategy
     public void Merge(MergeTensorRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var weights = ScaledWeights(request.ModelNames, request.Weights, request.LayerGroup);
+        var weights = ScaledWeights(request.ModelNames, request.Weights, request.LayerGroup, request.ModelLayerGroups);
         Inner.Merge(request with { Weights = weights });
     }
 
@@ -124,7 +138,7 @@ public sealed class SensDecoratedStreamingStrategy : SensDecoratedStrategy, IStr
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        var weights = ScaledWeights(tensor.ModelNames, tensor.Weights, tensor.LayerGroup);
+        var weights = ScaledWeights(tensor.ModelNames, tensor.Weights, tensor.LayerGroup, tensor.ModelLayerGroups);
         return new ScaledSession(_inner.BeginTensor(tensor with { Weights = weights }), weights);
     }
 

@@ -16,6 +16,7 @@ public static class WholeTensor
         {
             TensorName = request.TensorName,
             LayerGroup = request.LayerGroup,
+            ModelLayerGroups = request.ModelLayerGroups,
             Shape = request.Output.shape,
             HasBase = request.Base is not null,
             ModelNames = request.ModelNames,

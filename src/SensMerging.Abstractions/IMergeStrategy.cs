@@ -104,6 +104,14 @@ public sealed record MergeTensorRequest
     /// <summary>The tensor's layer group (<see cref="LayerGroups.Of"/>).</summary>
     public required string LayerGroup { get; init; }
 
+    /// <summary>
+    /// Each model's own layer group for this tensor, in the order of <see cref="ModelNames"/> (contract 1.5), or null when
+    /// every model's tensor lies in <see cref="LayerGroup"/>. A frankenmerge (several slices) reads output layer j of a
+    /// slice from layer <c>layer_range[0] + j</c> of each source, so a model's own group can differ from the output's: a
+    /// decorator that weighs models per layer group (Sens-Merging) uses the model's own group.
+    /// </summary>
+    public IReadOnlyList<string>? ModelLayerGroups { get; init; }
+
     /// <summary>The base model's tensor, or null when the merge has no base model.</summary>
     public Tensor? Base { get; init; }
 

@@ -272,6 +272,59 @@ public sealed class ConfigParserTests : IDisposable
 
         var baseTokenizer = Parse("merge_method: linear\nmodels:\n  - model: org/a\ntokenizer:\n  source: base\n");
         Assert.Equal(TokenizerSourceKind.Base, baseTokenizer.TokenizerSource!.Kind);
+        // The tokenizer source may be a model the merge does not merge; it is resolved with the others, only its tokenizer read.
+        Assert.Equal(["org/base", "org/math", "org/code", "org/math@v2"], config.ResolvedModels().Select(m => m.Text));
+    }
+
+    [Fact]
+    public void The_tokenizer_block_and_chat_template_parse_as_mergekit_reads_them()
+    {
+        var config = Parse("""
+            merge_method: linear
+            models:
+              - model: org/a
+              - model: org/b
+            tokenizer:
+              tokens:
+                "<|im_start|>":
+                  source: org/b
+                  force: true
+                "<pad>":
+                  source: {kind: zero}
+                "<x>":
+                  source: {kind: model_token, model: org/a, token: "<s>"}
+                "<y>":
+                  source: {kind: model_token, model: org/a, token_id: 3}
+              pad_to_multiple_of: 64
+            chat_template: chatml
+            """);
+        var tokenizer = config.Tokenizer!;
+        Assert.Equal(TokenizerSourceKind.Union, tokenizer.Source.Kind); // mergekit's default for the block
+        Assert.Equal(64, tokenizer.PadToMultipleOf);
+        Assert.Equal((TokenEmbeddingKind.Model, "org/b", true), (tokenizer.Tokens["<|im_start|>"].Source!.Kind, tokenizer.Tokens["<|im_start|>"].Source!.Model!.Text, tokenizer.Tokens["<|im_start|>"].Force));
+        Assert.Equal(TokenEmbeddingKind.Zero, tokenizer.Tokens["<pad>"].Source!.Kind);
+        Assert.Equal(new TokenEmbeddingSource(TokenEmbeddingKind.ModelToken, config.Models[0].Model, "<s>"), tokenizer.Tokens["<x>"].Source);
+        Assert.Equal(3L, tokenizer.Tokens["<y>"].Source!.TokenId);
+        Assert.Equal("chatml", config.ChatTemplate);
+        Assert.Equal(TokenizerSourceKind.Union, Parse("merge_method: linear\nmodels:\n  - model: org/a\ntokenizer_source: union\n").TokenizerSource!.Kind);
+
+        var bad = Assert.Throws<MergeConfigException>(() => Parse("""
+            merge_method: linear
+            models:
+              - model: org/a
+            tokenizer:
+              tokens:
+                "<a>": {source: {kind: zero}, force: maybe}
+                "<b>": {source: {kind: model_token, model: org/a}}
+                "<c>": {source: org/elsewhere}
+                "<d>": {sauce: org/a}
+              pad_to_multiple_of: 0
+            """));
+        Assert.Contains("token '<a>': 'force' must be true or false", bad.Message, StringComparison.Ordinal);
+        Assert.Contains("token '<b>': a model_token source needs exactly one of 'token' and 'token_id'", bad.Message, StringComparison.Ordinal);
+        Assert.Contains("token '<c>': its source model 'org/elsewhere' is not one of the merge's models (org/a)", bad.Message, StringComparison.Ordinal);
+        Assert.Contains("token '<d>': unknown key 'sauce' (use source, force)", bad.Message, StringComparison.Ordinal);
+        Assert.Contains("'tokenizer.pad_to_multiple_of' must be a positive integer, got 0", bad.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -282,11 +335,11 @@ public sealed class ConfigParserTests : IDisposable
             models:
               - model: org/a
                 lora: org/adapter
-            chat_template: auto
+            modules: {}
             frobnicate: 3
             """));
         Assert.Contains("line 4: unsupported key 'lora'", error.Message, StringComparison.Ordinal);
-        Assert.Contains("line 5: unsupported key 'chat_template'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("line 5: unsupported key 'modules' (mergekit modules are not supported)", error.Message, StringComparison.Ordinal);
         Assert.Contains("line 6: unsupported key 'frobnicate'", error.Message, StringComparison.Ordinal);
         Assert.Equal(3, error.Problems.Count);
     }
@@ -316,9 +369,6 @@ public sealed class ConfigParserTests : IDisposable
     [Fact]
     public void Unsupported_mergekit_features_are_errors()
     {
-        var union = Assert.Throws<MergeConfigException>(() => Parse("merge_method: linear\nmodels:\n  - model: org/a\ntokenizer_source: union\n"));
-        Assert.Contains("union", union.Message, StringComparison.Ordinal);
-
         var lora = Assert.Throws<MergeConfigException>(() => Parse("merge_method: linear\nmodels:\n  - model: org/a+org/lora+org/more\n"));
         Assert.Contains("a LoRA reference is 'model+adapter', with one '+'", lora.Message, StringComparison.Ordinal);
 

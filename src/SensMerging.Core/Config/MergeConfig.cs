@@ -2,8 +2,9 @@ namespace SensMerging.Core.Config;
 
 /// <summary>
 /// A parsed merge configuration: mergekit's keys (<c>merge_method</c>, <c>base_model</c>, <c>models</c>,
-/// <c>parameters</c>, <c>dtype</c>, <c>out_dtype</c>, <c>tokenizer_source</c>/<c>tokenizer.source</c>, a single full-depth
-/// <c>slices</c> entry) plus this project's <c>decorators</c>, per-model <c>calibration</c>, <c>seed</c> and <c>name</c>.
+/// <c>parameters</c>, <c>dtype</c>, <c>out_dtype</c>, <c>tokenizer_source</c> / the <c>tokenizer</c> block,
+/// <c>chat_template</c>, <c>slices</c>) plus this project's <c>decorators</c>, per-model <c>calibration</c>, <c>seed</c>
+/// and <c>name</c>.
 /// </summary>
 public sealed record MergeConfig
 {
@@ -24,8 +25,19 @@ public sealed record MergeConfig
     /// <summary>Output dtype, or null for the compute dtype.</summary>
     public string? OutDtype { get; init; }
 
-    /// <summary>Where the tokenizer comes from; null means the base model (or the first model without a base).</summary>
-    public TokenizerSource? TokenizerSource { get; init; }
+    /// <summary>
+    /// mergekit's <c>tokenizer_source</c> or <c>tokenizer</c> block: when given, the output vocabulary is built from the
+    /// tokenizers and the embedding / lm_head rows token by token (see <c>Tokenizers.OutputVocabulary</c>). Null: the
+    /// tokenizer files are copied from the base model (or the first model), and embeddings of different sizes are merged
+    /// on their common sub-matrix, as mergekit does without a tokenizer source.
+    /// </summary>
+    public TokenizerSettings? Tokenizer { get; init; }
+
+    /// <summary>Where the tokenizer comes from (<see cref="Tokenizer"/>'s source); null means the base model (or the first model without a base).</summary>
+    public TokenizerSource? TokenizerSource => Tokenizer?.Source;
+
+    /// <summary>mergekit's <c>chat_template</c>: a built-in template's name, <c>auto</c>, or a Jinja template; null keeps the tokenizer's own.</summary>
+    public string? ChatTemplate { get; init; }
 
     /// <summary>Decorators in order: the first wraps the strategy, each next one wraps the previous.</summary>
     public IReadOnlyList<DecoratorConfig> Decorators { get; init; } = [];
@@ -59,7 +71,16 @@ public sealed record MergeConfig
             ? [.. Models.Where(m => !m.Model.SameModelAs(BaseModel))]
             : Models;
 
-    /// <summary>Every model the merge reads (base first), without duplicates.</summary>
+    /// <summary>
+    /// Every model the merge reads (base first), without duplicates: the merged models, then a tokenizer source that is not
+    /// one of them (only its tokenizer files are read).
+    /// </summary>
+    public IReadOnlyList<ModelReference> ResolvedModels() =>
+        TokenizerSource?.Model is { } tokenizer && !ReferencedModels().Any(m => m.SameModelAs(tokenizer))
+            ? [.. ReferencedModels(), tokenizer]
+            : ReferencedModels();
+
+    /// <summary>Every model the merge merges (base first), without duplicates.</summary>
     public IReadOnlyList<ModelReference> ReferencedModels()
     {
         var all = new List<ModelReference>();
@@ -110,12 +131,45 @@ public sealed record DecoratorConfig(string Name, IReadOnlyDictionary<string, ob
 /// <summary>Where the merged model's tokenizer comes from.</summary>
 public enum TokenizerSourceKind
 {
+    /// <summary>The base model's tokenizer (tokens at ids beyond its config's <c>vocab_size</c> removed).</summary>
     Base,
+
+    /// <summary>A named model's tokenizer, as it is.</summary>
     Model,
+
+    /// <summary>The base model's tokenizer with every other model's tokens added (mergekit's <c>union</c>).</summary>
+    Union,
 }
 
-/// <summary>The tokenizer source: the base model, or a named model.</summary>
+/// <summary>The tokenizer source: the base model, the union of all, or a named model.</summary>
 public sealed record TokenizerSource(TokenizerSourceKind Kind, ModelReference? Model);
+
+/// <summary>
+/// The output vocabulary's settings: its source, tokens to add or whose embedding rows are chosen (mergekit's
+/// <c>tokenizer.tokens</c>), and the multiple the embedding rows are padded to (<c>pad_to_multiple_of</c>).
+/// </summary>
+public sealed record TokenizerSettings(TokenizerSource Source, IReadOnlyDictionary<string, TokenEmbedding> Tokens, int? PadToMultipleOf);
+
+/// <summary>One entry of <c>tokenizer.tokens</c>: where the token's embedding row comes from and whether it replaces the models' own rows.</summary>
+/// <param name="Source">The row's source; null is refused when the row is needed.</param>
+/// <param name="Force">Use <paramref name="Source"/> for every model, even those that have the token.</param>
+public sealed record TokenEmbedding(TokenEmbeddingSource? Source, bool Force);
+
+/// <summary>Kinds of <see cref="TokenEmbeddingSource"/>.</summary>
+public enum TokenEmbeddingKind
+{
+    /// <summary>The row of the same token in a model (<c>source: some/model</c>).</summary>
+    Model,
+
+    /// <summary>A zero row (<c>kind: zero</c>).</summary>
+    Zero,
+
+    /// <summary>The row of another token, by text or id, in a model's own table (<c>kind: model_token</c>).</summary>
+    ModelToken,
+}
+
+/// <summary>Where an embedding row comes from: a model's row of the token, a zero row, or a model's row of another token.</summary>
+public sealed record TokenEmbeddingSource(TokenEmbeddingKind Kind, ModelReference? Model, string? Token = null, long? TokenId = null);
 
 /// <summary>A half-open block range [Start, End).</summary>
 public sealed record LayerRange(int Start, int End)

@@ -6,24 +6,21 @@ namespace SensMerging.Core.Config;
 
 /// <summary>
 /// Reads mergekit-style YAML into a <see cref="MergeConfig"/>. Every key is checked: keys this host does not support
-/// (mergekit's <c>modules</c>, <c>chat_template</c>, multi-slice layouts, LoRA references, union tokenizers...) are
-/// reported by name and line, never ignored. All problems found are reported together.
+/// (mergekit's <c>modules</c>, slice <c>residual_weight</c>...) are reported by name and line, never ignored. All
+/// problems found are reported together.
 /// </summary>
 public static class MergeConfigParser
 {
     private static readonly HashSet<string> TopLevelKeys =
     [
         "merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
-        "decorators", "seed", "name",
+        "chat_template", "decorators", "seed", "name",
     ];
 
     private static readonly Dictionary<string, string> KnownUnsupported = new(StringComparer.Ordinal)
     {
         ["modules"] = "mergekit modules are not supported",
-        ["chat_template"] = "chat templates are not merged here; the tokenizer files come from the tokenizer source",
         ["residual_weight"] = "slice residual weights are not supported",
-        ["tokens"] = "tokenizer token overrides are not supported",
-        ["pad_to_multiple_of"] = "embedding padding is not supported",
     };
 
     /// <summary>Reads and parses a config file; relative model and calibration paths resolve against its folder.</summary>
@@ -103,8 +100,9 @@ public static class MergeConfigParser
             ModelReference? sliceBase = null;
             List<ConfigSlice>? configSlices = null;
             string? dtype = null, outDtype = null, name = null;
-            TokenizerSource? tokenizer = null;
+            TokenizerSettings? tokenizer = null;
             YamlNode? tokenizerNode = null;
+            string? chatTemplate = null;
             var decorators = new List<DecoratorConfig>();
             long? seed = null;
 
@@ -144,7 +142,7 @@ public static class MergeConfigParser
                             Problem(value, "give either 'tokenizer_source' or 'tokenizer', not both");
                         }
                         tokenizerNode = value;
-                        tokenizer = Tokenizer(value);
+                        tokenizer = Tokenizer(value, "tokenizer_source") is { } source ? new TokenizerSettings(source, new Dictionary<string, TokenEmbedding>(), null) : null;
                         break;
                     case "tokenizer":
                         if (tokenizerNode is not null)
@@ -153,6 +151,9 @@ public static class MergeConfigParser
                         }
                         tokenizerNode = value;
                         tokenizer = TokenizerMapping(value);
+                        break;
+                    case "chat_template":
+                        chatTemplate = String(value, key);
                         break;
                     case "decorators":
                         Decorators(value, decorators);
@@ -197,6 +198,10 @@ public static class MergeConfigParser
                     parameters[key] = value; // a slice's parameters take precedence over the top-level ones, as in mergekit
                 }
             }
+            if (tokenizer is not null && inputs is not null)
+            {
+                CheckTokenizerModels(tokenizerNode!, tokenizer, baseModel, inputs);
+            }
             if (Problems.Count > 0)
             {
                 return null;
@@ -209,7 +214,8 @@ public static class MergeConfigParser
                 Parameters = parameters,
                 Dtype = dtype,
                 OutDtype = outDtype,
-                TokenizerSource = tokenizer,
+                Tokenizer = tokenizer,
+                ChatTemplate = chatTemplate,
                 Decorators = decorators,
                 Seed = seed,
                 Name = name,
@@ -264,7 +270,7 @@ public static class MergeConfigParser
                     case "parameters":
                         Parameters(value, parameters);
                         break;
-                    case "calibration" when allowCalibration:
+                    case "calibration":
                         calibration = Calibration(value);
                         break;
                     case "layer_range" when !allowCalibration:
@@ -322,10 +328,12 @@ public static class MergeConfigParser
             {
                 Problem(slices.Children[parsed.FindIndex(p => p.Slice == slice)], $"a slice's base_model ('{sliceBase}') is not supported in a config of several slices");
             }
+            // Every model once, with the calibration set any of its sources gives (the decorators score each model once).
             var models = new List<InputModel>();
-            foreach (var source in parsed.SelectMany(p => p.Slice.Sources).Where(source => !models.Any(m => m.Model.SameModelAs(source.Model.Model))))
+            var sources = parsed.SelectMany(p => p.Slice.Sources).Select(x => x.Model).ToList();
+            foreach (var source in sources.Where(source => !models.Any(m => m.Model.SameModelAs(source.Model))))
             {
-                models.Add(source.Model);
+                models.Add(source with { Calibration = sources.FirstOrDefault(x => x.Model.SameModelAs(source.Model) && x.Calibration is not null)?.Calibration });
             }
             return (models, null, null, null, [.. parsed.Select(p => p.Slice)]);
         }
@@ -638,9 +646,9 @@ public static class MergeConfigParser
             return null;
         }
 
-        private TokenizerSource? Tokenizer(YamlNode node)
+        private TokenizerSource? Tokenizer(YamlNode node, string key)
         {
-            var text = String(node, "tokenizer_source");
+            var text = String(node, key);
             switch (text)
             {
                 case null:
@@ -648,35 +656,184 @@ public static class MergeConfigParser
                 case "base":
                     return new TokenizerSource(TokenizerSourceKind.Base, null);
                 case "union":
-                    Problem(node, "unsupported tokenizer_source 'union' (building a union vocabulary is not supported; use 'base' or a model)");
-                    return null;
+                    return new TokenizerSource(TokenizerSourceKind.Union, null);
                 default:
                     var model = Model(node, text.StartsWith("model:", StringComparison.Ordinal) ? text["model:".Length..] : text);
                     return model is null ? null : new TokenizerSource(TokenizerSourceKind.Model, model);
             }
         }
 
-        private TokenizerSource? TokenizerMapping(YamlNode node)
+        /// <summary>mergekit's <c>tokenizer</c> block: <c>source</c> (default <c>union</c>, as mergekit's), <c>tokens</c>, <c>pad_to_multiple_of</c>.</summary>
+        private TokenizerSettings? TokenizerMapping(YamlNode node)
         {
             if (node is not YamlMappingNode map)
             {
-                Problem(node, "'tokenizer' must be a mapping {source}");
+                Problem(node, "'tokenizer' must be a mapping {source, tokens, pad_to_multiple_of}");
                 return null;
             }
-            TokenizerSource? result = null;
+            var source = new TokenizerSource(TokenizerSourceKind.Union, null);
+            var tokens = new Dictionary<string, TokenEmbedding>(StringComparer.Ordinal);
+            int? pad = null;
             foreach (var (keyNode, value) in map.Children)
             {
                 var key = KeyOf(keyNode);
-                if (key == "source")
+                switch (key)
                 {
-                    result = Tokenizer(value);
-                }
-                else if (key is not null)
-                {
-                    Unsupported(keyNode, key);
+                    case null:
+                        break;
+                    case "source":
+                        source = Tokenizer(value, "tokenizer.source") ?? source;
+                        break;
+                    case "pad_to_multiple_of":
+                        pad = Positive(value, "tokenizer.pad_to_multiple_of");
+                        break;
+                    case "tokens":
+                        Tokens(value, tokens);
+                        break;
+                    default:
+                        Unsupported(keyNode, key);
+                        break;
                 }
             }
-            return result;
+            return new TokenizerSettings(source, tokens, pad);
+        }
+
+        /// <summary><c>tokens: {"&lt;token&gt;": {source: ..., force: bool}}</c>.</summary>
+        private void Tokens(YamlNode node, Dictionary<string, TokenEmbedding> tokens)
+        {
+            if (node is not YamlMappingNode map)
+            {
+                Problem(node, "'tokenizer.tokens' must be a mapping of token text to {source, force}");
+                return;
+            }
+            foreach (var (keyNode, value) in map.Children)
+            {
+                if (keyNode is not YamlScalarNode { Value: { Length: > 0 } token })
+                {
+                    Problem(keyNode, "'tokenizer.tokens' keys must be the tokens' text");
+                    continue;
+                }
+                TokenEmbeddingSource? source = null;
+                var force = false;
+                if (value is YamlScalarNode { Value: null or "" or "~" or "null" })
+                {
+                    tokens[token] = new TokenEmbedding(null, false);
+                    continue;
+                }
+                if (value is not YamlMappingNode entry)
+                {
+                    Problem(value, $"token '{token}': expected a mapping {{source, force}}");
+                    continue;
+                }
+                foreach (var (k, v) in entry.Children)
+                {
+                    switch (KeyOf(k))
+                    {
+                        case null:
+                            break;
+                        case "source":
+                            source = TokenSource(v, token);
+                            break;
+                        case "force":
+                            if (Scalar(v) is bool b)
+                            {
+                                force = b;
+                            }
+                            else
+                            {
+                                Problem(v, $"token '{token}': 'force' must be true or false");
+                            }
+                            break;
+                        case var other:
+                            Problem(k, $"token '{token}': unknown key '{other}' (use source, force)");
+                            break;
+                    }
+                }
+                tokens[token] = new TokenEmbedding(source, force);
+            }
+        }
+
+        /// <summary>A token's embedding source: a model name, <c>{kind: zero}</c>, or <c>{kind: model_token, model, token | token_id}</c>.</summary>
+        private TokenEmbeddingSource? TokenSource(YamlNode node, string token)
+        {
+            if (node is YamlScalarNode)
+            {
+                var model = Model(node, String(node, $"tokens.{token}.source"));
+                return model is null ? null : new TokenEmbeddingSource(TokenEmbeddingKind.Model, model);
+            }
+            if (node is not YamlMappingNode map)
+            {
+                Problem(node, $"token '{token}': 'source' must be a model or a mapping {{kind: zero}} / {{kind: model_token, model, token}}");
+                return null;
+            }
+            string? kind = null;
+            ModelReference? model2 = null;
+            string? text = null;
+            long? id = null;
+            foreach (var (k, v) in map.Children)
+            {
+                switch (KeyOf(k))
+                {
+                    case null:
+                        break;
+                    case "kind":
+                        kind = String(v, "kind");
+                        break;
+                    case "model":
+                        model2 = Model(v);
+                        break;
+                    case "token":
+                        text = v is YamlScalarNode { Value: { } t } ? t : null;
+                        if (text is null)
+                        {
+                            Problem(v, $"token '{token}': 'source.token' must be a token's text");
+                        }
+                        break;
+                    case "token_id":
+                        id = Integer(v, "token_id");
+                        break;
+                    case var other:
+                        Problem(k, $"token '{token}': unknown key '{other}' in source (use kind, model, token, token_id)");
+                        break;
+                }
+            }
+            switch (kind)
+            {
+                case "zero":
+                    return new TokenEmbeddingSource(TokenEmbeddingKind.Zero, null);
+                case "model_token":
+                    if (model2 is null)
+                    {
+                        Problem(node, $"token '{token}': a model_token source needs 'model'");
+                        return null;
+                    }
+                    if ((text is null) == (id is null))
+                    {
+                        Problem(node, $"token '{token}': a model_token source needs exactly one of 'token' and 'token_id'");
+                        return null;
+                    }
+                    return new TokenEmbeddingSource(TokenEmbeddingKind.ModelToken, model2, text, id);
+                default:
+                    Problem(node, $"token '{token}': unknown source kind '{kind}' (use zero or model_token, or name a model)");
+                    return null;
+            }
+        }
+
+        /// <summary>
+        /// Every model a <c>tokens</c> entry names must be one the merge reads (its embedding rows are read with the others);
+        /// the tokenizer source itself may be any model (only its tokenizer files are read, as mergekit does).
+        /// </summary>
+        private void CheckTokenizerModels(YamlNode node, TokenizerSettings settings, ModelReference? baseModel, List<InputModel> inputs)
+        {
+            bool Known(ModelReference m) => (baseModel is not null && baseModel.SameModelAs(m)) || inputs.Any(i => i.Model.SameModelAs(m));
+            var names = string.Join(", ", inputs.Select(i => i.Model.Text).Prepend(baseModel?.Text).OfType<string>().Distinct());
+            foreach (var (token, entry) in settings.Tokens)
+            {
+                if (entry.Source?.Model is { } m && !Known(m))
+                {
+                    Problem(node, $"token '{token}': its source model '{m.Text}' is not one of the merge's models ({names})");
+                }
+            }
         }
 
         private string? Dtype(YamlNode node, string key)

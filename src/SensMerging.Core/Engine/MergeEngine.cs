@@ -44,6 +44,10 @@ public sealed partial class MergeEngine
         {
             Log.ExtraTensors(_logger, warning.Message);
         }
+        foreach (var note in tensors.Notes)
+        {
+            Log.EmbeddingsCut(_logger, note);
+        }
         var validation = total.Elapsed;
         cancellationToken.ThrowIfCancellationRequested();
 
@@ -75,9 +79,23 @@ public sealed partial class MergeEngine
 
         var reference = (plan.Base ?? plan.Models[0]).Folder.Path;
         var outDtypeName = (plan.OutputDType ?? plan.CastDType)?.TorchDtypeName;
+        // vocab_size follows the embedding rows written: the output vocabulary's, or the common sub-matrix's when cut.
+        var vocabSize = plan.Vocabulary?.PaddedCount
+            ?? (tensors.Notes.Count > 0 ? (int?)jobs.FirstOrDefault(j => Tokenizers.EmbeddingRows.IsEmbedding(j.Name) && j.Shape.Length == 2)?.Shape[0] : null);
         output.CopyConfig(reference, outDtypeName ?? (plan.Base ?? plan.Models[0]).Folder.Config?.TorchDtype,
-            plan.Layout is null ? null : tensors.LayerCount);
-        output.CopyTokenizer(options.TokenizerSource ?? reference);
+            plan.Layout is null ? null : tensors.LayerCount, vocabSize);
+        if (plan.Vocabulary is { } vocabulary)
+        {
+            Tokenizers.TokenizerFiles.Write(output.WorkPath, vocabulary, options.ChatTemplate);
+        }
+        else
+        {
+            output.CopyTokenizer(options.TokenizerSource ?? reference);
+            if (options.ChatTemplate is { } template)
+            {
+                Tokenizers.TokenizerFiles.SetChatTemplate(output.WorkPath, template);
+            }
+        }
         output.WriteModelCard(options.Card ?? DefaultCard(plan, options, jobs));
 
         var files = CollectFiles(output.WorkPath, weightFiles, options.ComputeSha256);
@@ -186,6 +204,9 @@ public sealed partial class MergeEngine
 
         [LoggerMessage(EventId = 3004, EventName = "InputExtraTensors", Level = LogLevel.Warning, Message = "Input data: {Problem}")]
         public static partial void ExtraTensors(ILogger logger, string problem);
+
+        [LoggerMessage(EventId = 3006, EventName = "EmbeddingsCut", Level = LogLevel.Warning, Message = "Vocabularies differ: {Note}")]
+        public static partial void EmbeddingsCut(ILogger logger, string note);
 
         [LoggerMessage(EventId = 3005, EventName = "RoundedOnce", Level = LogLevel.Warning,
             Message = "'{Method}' computes in float32 and rounds each result once to {DType}; mergekit rounds after every operation, so single values can differ from mergekit's by one unit in the last place (--compute-dtype float32 asks for this on purpose)")]

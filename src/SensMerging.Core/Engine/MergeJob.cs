@@ -57,6 +57,12 @@ internal sealed record MergeJob(
     /// <summary>True when the strategy must round its intermediates to a half-precision <see cref="ComputeDType"/>.</summary>
     public bool RoundsInHalfPrecision(StrategyTraits traits) => IsMerged && traits.RoundsIntermediates && ComputeDType != SafeTensorsDType.F32;
 
+    /// <summary>
+    /// Each model's own layer group (the base excluded), when a frankenmerge reads this output tensor from other layers
+    /// than its own (<see cref="MergeTensorRequest.ModelLayerGroups"/>); null otherwise.
+    /// </summary>
+    public IReadOnlyList<string>? ModelLayerGroups { get; init; }
+
     /// <summary>Whether every input is stored in bfloat16.</summary>
     public bool StoredAsBFloat16 { get; } = Inputs.All(i => i.DType == SafeTensorsDType.BF16);
 }

@@ -70,6 +70,14 @@ public sealed record MergePlan
     /// output config.json's <c>num_hidden_layers</c> is the number of output blocks.
     /// </summary>
     public IReadOnlyList<PlannedTensor>? Layout { get; init; }
+
+    /// <summary>
+    /// The output vocabulary (mergekit's <c>tokenizer_source</c>): the embedding and lm_head inputs become the models' rows
+    /// in its token order (<see cref="Tokenizers.EmbeddingRows"/>), config.json's <c>vocab_size</c> is its padded size, and
+    /// its tokenizer is written instead of copying one. Null: tokenizer files are copied, and embeddings of different sizes
+    /// are merged on their common sub-matrix.
+    /// </summary>
+    public Tokenizers.OutputVocabulary? Vocabulary { get; init; }
 }
 
 /// <summary>
@@ -143,8 +151,11 @@ public sealed record MergeOptions
     /// </summary>
     public int TorchThreadsPerWorker { get; init; } = 1;
 
-    /// <summary>Folder whose tokenizer files are copied (null: the base, else the first expert).</summary>
+    /// <summary>Folder whose tokenizer files are copied (null: the base, else the first expert); not used with <see cref="MergePlan.Vocabulary"/>.</summary>
     public string? TokenizerSource { get; init; }
+
+    /// <summary>The chat template written into the output's <c>tokenizer_config.json</c> (resolved by <see cref="Tokenizers.ChatTemplates"/>); null keeps the tokenizer's own.</summary>
+    public string? ChatTemplate { get; init; }
 
     /// <summary>The model card (null: a default card listing method, inputs and parameters).</summary>
     public ModelCard? Card { get; init; }

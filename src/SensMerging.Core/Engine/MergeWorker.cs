@@ -134,6 +134,7 @@ internal sealed class MergeWorker : IDisposable
         {
             TensorName = job.Name,
             LayerGroup = job.LayerGroup,
+            ModelLayerGroups = job.ModelLayerGroups,
             Shape = job.Shape,
             HasBase = job.HasBase,
             ModelNames = job.ModelNames,
@@ -383,6 +384,7 @@ internal sealed class MergeWorker : IDisposable
         {
             TensorName = job.Name,
             LayerGroup = job.LayerGroup,
+            ModelLayerGroups = job.ModelLayerGroups,
             Base = job.HasBase ? inputs[0] : null,
             Models = job.HasBase ? inputs[1..] : inputs,
             ModelNames = job.ModelNames,

@@ -1,6 +1,7 @@
 using SensMerging.Abstractions;
 using SensMerging.Core.Config;
 using SensMerging.Core.Models;
+using SensMerging.Core.Tokenizers;
 
 namespace SensMerging.Core.Engine;
 
@@ -14,8 +15,11 @@ namespace SensMerging.Core.Engine;
 public sealed class ResolvedInputs : IDisposable
 {
     private ResolvedInputs(
-        IReadOnlyList<ResolvedModel> resolved, MergeInput? baseModel, IReadOnlyList<MergeInput> experts, ModelFolder reference, string tokenizerFolder)
+        IReadOnlyList<ResolvedModel> resolved, MergeInput? baseModel, IReadOnlyList<MergeInput> experts, ModelFolder reference, string tokenizerFolder,
+        OutputVocabulary? vocabulary, string? chatTemplate)
     {
+        Vocabulary = vocabulary;
+        ChatTemplate = chatTemplate;
         Resolved = resolved;
         Base = baseModel;
         Experts = experts;
@@ -43,8 +47,14 @@ public sealed class ResolvedInputs : IDisposable
     /// <summary>The reference model's layer groups in model order (<see cref="Abstractions.LayerGroups.InModelOrder"/>).</summary>
     public IReadOnlyList<string> LayerGroups { get; }
 
-    /// <summary>The folder the output's tokenizer files are copied from.</summary>
+    /// <summary>The folder the output's tokenizer files are copied from (when there is no <see cref="Vocabulary"/>).</summary>
     public string TokenizerFolder { get; }
+
+    /// <summary>The output vocabulary built from the tokenizers (the config's <c>tokenizer_source</c> / <c>tokenizer</c>), or null.</summary>
+    public OutputVocabulary? Vocabulary { get; }
+
+    /// <summary>The config's <c>chat_template</c> resolved to a template (<see cref="ChatTemplates.Resolve"/>), or null.</summary>
+    public string? ChatTemplate { get; }
 
     /// <summary>
     /// Opens the inputs of <paramref name="config"/> from its resolved references: the base, then the experts in the
@@ -74,7 +84,17 @@ public sealed class ResolvedInputs : IDisposable
             var reference = baseInput?.Folder ?? experts.FirstOrDefault()?.Folder
                 ?? throw new MergeValidationException("the config lists no models to merge");
             var tokenizer = config.TokenizerSource is { Kind: TokenizerSourceKind.Model, Model: { } m } ? Find(m).LocalPath : reference.Path;
-            return new ResolvedInputs(resolved, baseInput, experts, reference, tokenizer);
+            // mergekit's referenced order: the base first, then the models as listed; each under the name the merge gives it.
+            var opened = (baseInput is null ? experts : [baseInput, .. experts]).DistinctBy(i => i.Name).ToList();
+            var referenced = config.ReferencedModels();
+            string? NameOf(ModelReference r) => referenced.FirstOrDefault(x => x.SameModelAs(r))?.Text is { } text && opened.Any(o => o.Name == text) ? text : null;
+            var vocabulary = config.Tokenizer is { } settings
+                ? OutputVocabulary.Build(settings, [.. referenced.Select(NameOf).OfType<string>().Distinct().Select(n => opened.First(o => o.Name == n))
+                    .Select(o => new VocabularyModel(o.Name, o.Folder.Path, o.Folder.Config?.VocabSize))], baseInput?.Name, NameOf,
+                    settings.Source.Model is { } source ? Find(source).LocalPath : null)
+                : null;
+            var chatTemplate = config.ChatTemplate is { } template ? ChatTemplates.Resolve(template, referenced.Select(r => Find(r).LocalPath)) : null;
+            return new ResolvedInputs(resolved, baseInput, experts, reference, tokenizer, vocabulary, chatTemplate);
         }
         catch
         {

@@ -1,6 +1,7 @@
 using SensMerging.Abstractions;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
+using SensMerging.Core.Tokenizers;
 
 namespace SensMerging.Core.Engine;
 
@@ -8,7 +9,11 @@ namespace SensMerging.Core.Engine;
 /// What the engine merges, planned once before anything is written: the jobs (one per output tensor), the tensors the
 /// inputs have and the reference lacks, and the number of transformer blocks the jobs' depths are measured against.
 /// </summary>
-internal sealed record TensorPlan(IReadOnlyList<MergeJob> Jobs, IReadOnlyList<MergeDataWarning> ExtraTensors, int LayerCount);
+/// <param name="Jobs">One job per output tensor.</param>
+/// <param name="ExtraTensors">Tensors inputs have and the reference lacks.</param>
+/// <param name="LayerCount">Transformer blocks of the output.</param>
+/// <param name="Notes">What the plan did that a user should hear of (embeddings cut to their common sub-matrix).</param>
+internal sealed record TensorPlan(IReadOnlyList<MergeJob> Jobs, IReadOnlyList<MergeDataWarning> ExtraTensors, int LayerCount, IReadOnlyList<string> Notes);
 
 /// <summary>
 /// Turns a <see cref="MergePlan"/> and the input files into <see cref="MergeJob"/>s: the plan-level checks (model counts,
@@ -27,11 +32,13 @@ internal static class TensorPlanner
         CheckPlan(plan, options);
         if (plan.Layout is { } layout)
         {
-            var layoutJobs = FromLayout(plan, layout);
-            return new TensorPlan(layoutJobs, [], layoutJobs.Count == 0 ? 0 : layoutJobs.Max(j => j.LayerIndex) + 1);
+            var layoutNotes = new List<string>();
+            var layoutJobs = FromLayout(plan, layout, layoutNotes);
+            return new TensorPlan(layoutJobs, [], layoutJobs.Count == 0 ? 0 : layoutJobs.Max(j => j.LayerIndex) + 1, layoutNotes);
         }
-        var (jobs, extra) = ByName(plan, options.Strict);
-        return new TensorPlan(jobs, extra, (plan.Base ?? plan.Models[0]).Folder.LayerCount);
+        var notes = new List<string>();
+        var (jobs, extra) = ByName(plan, options.Strict, notes);
+        return new TensorPlan(jobs, extra, (plan.Base ?? plan.Models[0]).Folder.LayerCount, notes);
     }
 
     /// <summary>Throws one <see cref="MergeValidationException"/> listing <paramref name="problems"/>, when there are any.</summary>
@@ -113,7 +120,7 @@ internal static class TensorPlanner
     /// Every tensor of the reference model (the base, else the first model) under its own name in every input; per input,
     /// the tensors the reference lacks (not merged: a warning, or with <paramref name="strict"/> a <see cref="MergeDataException"/>).
     /// </summary>
-    private static (List<MergeJob> Jobs, IReadOnlyList<MergeDataWarning> ExtraTensors) ByName(MergePlan plan, bool strict)
+    private static (List<MergeJob> Jobs, IReadOnlyList<MergeDataWarning> ExtraTensors) ByName(MergePlan plan, bool strict, List<string> notes)
     {
         var problems = new List<string>();
         var inputs = (plan.Base is null ? plan.Models : [plan.Base, .. plan.Models]).ToList();
@@ -125,6 +132,7 @@ internal static class TensorPlanner
         {
             var tensors = new List<ModelTensor>(inputs.Count) { t };
             var mixed = false;
+            var embedding = EmbeddingRows.IsEmbedding(t.Name) && t.Shape.Count == 2;
             foreach (var other in inputs.Skip(1))
             {
                 if (!other.Folder.TryGetTensor(t.Name, out var o))
@@ -132,7 +140,7 @@ internal static class TensorPlanner
                     problems.Add($"tensor '{t.Name}' of '{reference.Name}' is missing from model '{other.Name}'");
                     continue;
                 }
-                if (!TensorShape.SameAs(o.Shape, t.Shape))
+                if (!TensorShape.SameAs(o.Shape, t.Shape) && !(embedding && o.Shape.Count == 2))
                 {
                     problems.Add($"tensor '{t.Name}' has shape {TensorShape.Format(t.Shape)} in '{reference.Name}' but {TensorShape.Format(o.Shape)} in '{other.Name}'");
                 }
@@ -150,6 +158,24 @@ internal static class TensorPlanner
             if (tensors.Count != inputs.Count || mixed)
             {
                 continue;
+            }
+            if (embedding)
+            {
+                var substituted = EmbeddingRows.Substitute(plan.Vocabulary, plan.CastDType, t.Name, tensors, inputNames, plan.Base?.Name, problems, out var note);
+                if (substituted is null && problems.Count > 0)
+                {
+                    continue;
+                }
+                tensors = substituted?.ToList() ?? tensors;
+                if (note is not null)
+                {
+                    notes.Add(note);
+                }
+                if (tensors.Any(x => !TensorShape.SameAs(x.Shape, tensors[0].Shape)))
+                {
+                    problems.Add($"tensor '{tensors[0].Name}' has shapes {string.Join(", ", tensors.Select(x => TensorShape.Format(x.Shape)))} in its inputs, which cannot be merged");
+                    continue;
+                }
             }
             var weights = configured;
             if (plan.WeightOverride is { } hook)
@@ -194,7 +220,7 @@ internal static class TensorPlanner
     /// in their models, of one shape, floating-point dtypes cast as in the usual layout), with the strategy's model counts
     /// and base checked per tensor.
     /// </summary>
-    private static List<MergeJob> FromLayout(MergePlan plan, IReadOnlyList<PlannedTensor> layout)
+    private static List<MergeJob> FromLayout(MergePlan plan, IReadOnlyList<PlannedTensor> layout, List<string> notes)
     {
         var traits = plan.Strategy.Traits;
         var problems = new List<string>();
@@ -222,6 +248,7 @@ internal static class TensorPlanner
             }
             var tensors = new List<ModelTensor>(planned.Sources.Count + 1);
             IReadOnlyList<PlannedSource> sources = planned.Base is { } baseSource ? [baseSource, .. planned.Sources] : planned.Sources;
+            var embedding = EmbeddingRows.IsEmbedding(planned.Name);
             foreach (var source in sources)
             {
                 if (!source.Model.Folder.TryGetTensor(source.TensorName, out var t))
@@ -229,7 +256,7 @@ internal static class TensorPlanner
                     problems.Add($"tensor '{source.TensorName}' (for output tensor '{planned.Name}') is missing from model '{source.Model.Name}'");
                     continue;
                 }
-                if (tensors.Count > 0 && !TensorShape.SameAs(t.Shape, tensors[0].Shape))
+                if (tensors.Count > 0 && !TensorShape.SameAs(t.Shape, tensors[0].Shape) && !(embedding && t.Shape.Count == 2 && tensors[0].Shape.Count == 2))
                 {
                     problems.Add($"output tensor '{planned.Name}' has sources of shapes {TensorShape.Format(tensors[0].Shape)} and {TensorShape.Format(t.Shape)} ('{source.Model.Name}')");
                     continue;
@@ -245,8 +272,28 @@ internal static class TensorPlanner
             {
                 continue;
             }
-            jobs.Add(Job(plan, jobs.Count, planned.Name, tensors, planned.Base is not null, planned.Parameters, planned.Weights,
-                [.. sources.Select(x => x.Model.Name)], problems));
+            List<string> names = [.. sources.Select(x => x.Model.Name)];
+            if (embedding)
+            {
+                var substituted = EmbeddingRows.Substitute(plan.Vocabulary, plan.CastDType, planned.Name, tensors, names, planned.Base?.Model.Name, problems, out var note);
+                if (substituted is null && problems.Count > 0)
+                {
+                    continue;
+                }
+                tensors = substituted?.ToList() ?? tensors;
+                if (note is not null)
+                {
+                    notes.Add(note);
+                }
+                if (tensors.Any(x => !TensorShape.SameAs(x.Shape, tensors[0].Shape)))
+                {
+                    problems.Add($"tensor '{tensors[0].Name}' has shapes {string.Join(", ", tensors.Select(x => TensorShape.Format(x.Shape)))} in its inputs, which cannot be merged");
+                    continue;
+                }
+            }
+            var job = Job(plan, jobs.Count, planned.Name, tensors, planned.Base is not null, planned.Parameters, planned.Weights, names, problems);
+            List<string> ownGroups = [.. planned.Sources.Select(x => LayerGroups.Of(x.TensorName))];
+            jobs.Add(ownGroups.All(g => g == job.LayerGroup) ? job : job with { ModelLayerGroups = ownGroups });
         }
         ThrowIfAny(problems);
         return jobs;

@@ -1,7 +1,5 @@
 using System.Buffers;
-using System.Buffers.Binary;
 using System.Numerics;
-using SensMerging.Abstractions;
 using SensMerging.Core.Models;
 using SensMerging.Core.SafeTensors;
 
@@ -87,7 +85,7 @@ internal sealed class LoraSource(ModelTensor weight, ModelTensor a, ModelTensor 
                 for (var c = 0; c < sum.Length; c++, at += size)
                 {
                     var element = destination.Slice(at, size);
-                    Write(weight.DType, element, Read(weight.DType, element) + (scale * sum[c]));
+                    ElementValues.Write(weight.DType, element, ElementValues.Read(weight.DType, element) + (scale * sum[c]));
                 }
             }
         }
@@ -127,43 +125,12 @@ internal sealed class LoraSource(ModelTensor weight, ModelTensor a, ModelTensor 
             tensor.Source.ReadBytes(byteOffset, span);
             for (var i = 0; i < values.Length; i++)
             {
-                values[i] = Read(tensor.DType, span.Slice(i * size, size));
+                values[i] = ElementValues.Read(tensor.DType, span.Slice(i * size, size));
             }
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(bytes);
-        }
-    }
-
-    private static double Read(SafeTensorsDType dtype, ReadOnlySpan<byte> element) =>
-        dtype == SafeTensorsDType.F32 ? BinaryPrimitives.ReadSingleLittleEndian(element)
-        : dtype == SafeTensorsDType.BF16 ? BFloat16Bits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(element))
-        : dtype == SafeTensorsDType.F16 ? (double)BinaryPrimitives.ReadHalfLittleEndian(element)
-        : dtype == SafeTensorsDType.F64 ? BinaryPrimitives.ReadDoubleLittleEndian(element)
-        : throw new NotSupportedException($"LoRA arithmetic on {dtype} values");
-
-    private static void Write(SafeTensorsDType dtype, Span<byte> element, double value)
-    {
-        if (dtype == SafeTensorsDType.F32)
-        {
-            BinaryPrimitives.WriteSingleLittleEndian(element, (float)value);
-        }
-        else if (dtype == SafeTensorsDType.BF16)
-        {
-            BinaryPrimitives.WriteUInt16LittleEndian(element, BFloat16Bits.FromSingle((float)value));
-        }
-        else if (dtype == SafeTensorsDType.F16)
-        {
-            BinaryPrimitives.WriteHalfLittleEndian(element, (Half)(float)value);
-        }
-        else if (dtype == SafeTensorsDType.F64)
-        {
-            BinaryPrimitives.WriteDoubleLittleEndian(element, value);
-        }
-        else
-        {
-            throw new NotSupportedException($"LoRA arithmetic on {dtype} values");
         }
     }
 }

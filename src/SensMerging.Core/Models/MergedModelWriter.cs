@@ -102,9 +102,11 @@ public sealed partial class MergedModelWriter : IDisposable
 
     /// <summary>
     /// Copies <c>config.json</c> from <paramref name="sourceFolder"/> with <c>torch_dtype</c> set to
-    /// <paramref name="torchDtype"/> (when given), and <c>generation_config.json</c> when present. Returns the files written.
+    /// <paramref name="torchDtype"/> (when given), <c>num_hidden_layers</c> to <paramref name="layerCount"/> and
+    /// <c>vocab_size</c> to <paramref name="vocabSize"/> (when given), and <c>generation_config.json</c> when present.
+    /// Returns the files written.
     /// </summary>
-    public IReadOnlyList<string> CopyConfig(string sourceFolder, string? torchDtype, int? layerCount = null)
+    public IReadOnlyList<string> CopyConfig(string sourceFolder, string? torchDtype, int? layerCount = null, int? vocabSize = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(sourceFolder);
         var written = new List<string>();
@@ -120,6 +122,10 @@ public sealed partial class MergedModelWriter : IDisposable
             if (layerCount is { } layers)
             {
                 node["num_hidden_layers"] = layers;
+            }
+            if (vocabSize is { } vocab)
+            {
+                node["vocab_size"] = vocab;
             }
             var target = Path.Combine(WorkPath, "config.json");
             File.WriteAllText(target, node.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");

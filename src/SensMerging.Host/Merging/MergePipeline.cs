@@ -111,12 +111,6 @@ public sealed partial class MergePipeline
             _plugins.GetDecorator(decorator.Name); // unknown decorators fail before anything is resolved or recorded
         }
         RefuseDecoratorsOnLora(config);
-        if (config.Slices is not null && config.Decorators.Count > 0)
-        {
-            throw new MergeConfigException(config.SourcePath, [
-                "decorators on a config of several slices are not supported yet: a frankenmerge's layers come from different "
-                + "models and positions, and the scorers would have to map each output layer back to its sources"]);
-        }
         // Before any pull, hash or record: the output folder may not overlap an input, the config, the Hub cache or the
         // registry; no other merge may be writing it; it must be absent or empty unless overwriting. Held to the end.
         using var outputClaim = _outputGuard.Claim(request.OutputPath, request.Overwrite, config);
@@ -168,6 +162,7 @@ public sealed partial class MergePipeline
                 ParameterResolver = parameters is null ? null : (tensor, _) => parameters[tensor].Parameters,
                 WeightOverride = parameters is null ? null : (tensor, _) => parameters[tensor].Weights,
                 Layout = layout,
+                Vocabulary = inputs.Vocabulary,
                 CastDType = config.Dtype is null ? null : SafeTensorsDType.Parse(config.Dtype),
                 OutputDType = outDType is null ? null : SafeTensorsDType.Parse(outDType),
                 ComputeInFloat32 = request.ComputeInFloat32,
@@ -182,6 +177,7 @@ public sealed partial class MergePipeline
                 ShardSizeBytes = request.ShardSizeBytes,
                 Device = request.Device,
                 TokenizerSource = inputs.TokenizerFolder,
+                ChatTemplate = inputs.ChatTemplate,
                 Card = MergeProvenance.Card(config, record.Id, prepared, inputs, seed),
             };
             var result = await _engine.RunAsync(plan, options, progress, cancellationToken);
@@ -295,7 +291,7 @@ public sealed partial class MergePipeline
     private async Task<ResolvedInputs> ResolveInputsAsync(MergeConfig config, IMergeStrategy strategy, CancellationToken cancellationToken)
     {
         var resolved = new List<ResolvedModel>();
-        foreach (var reference in config.ReferencedModels())
+        foreach (var reference in config.ResolvedModels())
         {
             resolved.Add(await _resolver.ResolveAsync(reference, cancellationToken));
         }
