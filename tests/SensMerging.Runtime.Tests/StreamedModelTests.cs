@@ -115,6 +115,57 @@ public sealed class StreamedModelTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("llama3")]
+    [InlineData("qwen2")]
+    [InlineData("gemma2")]
+    public async Task Logit_alignment_under_a_budget_equals_it_in_memory(string name)
+    {
+        var configJson = ArchitectureReferenceTests.Cases().Select(c => (object[])c).Single(c => (string)c[0] == name)[2].ToString()!;
+        var configPath = Path.Combine(_temp.Path, name + ".config.json");
+        await File.WriteAllTextAsync(configPath, configJson);
+        var experts = new List<ScoredModel>();
+        for (var e = 0; e < 3; e++)
+        {
+            var dir = _temp.Sub(name + "-" + e);
+            ReferencePython.Run("make", configPath, dir, (20 + e).ToString(System.Globalization.CultureInfo.InvariantCulture), "F32");
+            await File.WriteAllTextAsync(Path.Combine(dir, "tokenizer.json"), TinyModel.WordTokenizerJson());
+            var texts = Texts.Select(t => new TextSample(t[..(t.Length - (3 * e))])).ToArray();
+            experts.Add(new ScoredModel("expert" + e, dir, new TextDataset("task" + e, "/calibration/task" + e + ".jsonl", texts, 64)));
+        }
+        var plan = new StreamingPlan(LlamaConfig.Load(Path.Combine(experts[0].ModelPath, "config.json")), 4);
+        var budget = 2 * plan.MinimumStreamingBytes;
+        using (var loaded = new LlamaRuntime().Load(experts[0].ModelPath, new ModelLoadOptions() { MaxMemoryBytes = budget }, CancellationToken.None))
+        {
+            Assert.IsType<StreamedLlamaModel>(loaded, exactMatch: true);
+        }
+        var scorer = new LogitAlignmentScorer();
+        ScoringContext Context(long? limit) => new()
+        {
+            Models = experts,
+            Runtime = new LlamaRuntime(),
+            Parameters = new ResolvedParameters(new Dictionary<string, object>
+            {
+                [SensMerging.Scorers.Calibration.Samples] = (long)Texts.Length,
+                [SensMerging.Scorers.Calibration.MaxLength] = 64L,
+                [LogitAlignmentScorer.ReferenceMemoryMb] = 1024L,
+            }, []),
+            Logger = NullLogger.Instance,
+            MaxMemoryBytes = limit,
+        };
+        var inMemory = await scorer.ScoreAsync(Context(null), CancellationToken.None);
+        var budgeted = await scorer.ScoreAsync(Context(budget), CancellationToken.None);
+        for (var i = 0; i < experts.Count; i++)
+        {
+            for (var j = 0; j < experts.Count; j++)
+            {
+                var e = inMemory.Values[i][j];
+                var a = budgeted.Values[i][j];
+                Assert.True(i == j ? a == 0 && e == 0 : e > 0 && Math.Abs(a - e) <= Relative * e, $"{name} g[{i},{j}]: budgeted {a:G9} vs in memory {e:G9}");
+            }
+        }
+    }
+
     [Fact]
     public void A_budget_too_small_for_one_block_is_refused_with_the_numbers()
     {

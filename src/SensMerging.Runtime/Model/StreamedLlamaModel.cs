@@ -53,7 +53,7 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
         _logger = logger;
         Plan = new StreamingPlan(config, dtype switch { ScalarType.Float64 => 8, ScalarType.Float32 => 4, _ => 2 });
         _tables = new AttentionTables(config);
-        _finalNorm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad: true, config.GemmaNorms);
+        _finalNorm = Unscoped(() => new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, dtype, device, requiresGrad: true, config.GemmaNorms));
     }
 
     public string ModelPath { get; }
@@ -532,7 +532,7 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
         var key = Config.WindowOf(index) ?? -1;
         if (!_layerModules.TryGetValue(key, out var layer))
         {
-            layer = new LlamaDecoderLayer(index, Config, Dtype, Device, requiresGrad: true);
+            layer = Unscoped(() => new LlamaDecoderLayer(index, Config, Dtype, Device, requiresGrad: true));
             _layerModules[key] = layer;
         }
         var prefix = LayerPrefix(index);
@@ -542,6 +542,22 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
             ReadWhole(prefix + name, parameter);
         }
         return layer;
+    }
+
+    /// <summary>
+    /// A module made outside whatever dispose scope the caller is in (a scorer calls passes inside its own scopes): its
+    /// parameters live until the model is disposed.
+    /// </summary>
+    private static T Unscoped<T>(Func<T> make)
+        where T : nn.Module
+    {
+        using var scope = NewDisposeScope();
+        var module = make();
+        foreach (var parameter in module.parameters())
+        {
+            scope.Detach(parameter);
+        }
+        return module;
     }
 
     private static string LayerPrefix(int index) => "model.layers." + index.ToString(CultureInfo.InvariantCulture) + ".";
@@ -595,7 +611,8 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
                 throw new InvalidDataException($"{ModelPath}: weight '{name}' is stored as {stored.DType}; the runtime reads F32, F16, BF16 and F64 weights.");
             }
             _weightIndex[name] = _namedWeights.Count;
-            _namedWeights.Add((name, empty(shape, Dtype, meta)));
+            using var scope = NewDisposeScope();
+            _namedWeights.Add((name, empty(shape, Dtype, meta).DetachFromDisposeScope()));
         }
         using var noGrad = no_grad();
         ReadWhole(NormName, _finalNorm.Weight);
