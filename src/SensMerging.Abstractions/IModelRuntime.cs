@@ -67,7 +67,9 @@ public interface ILayerwiseGradients
     /// Back-propagates the mean next-token cross-entropy of <paramref name="sample"/> (as <see cref="ICausalLanguageModel.Loss"/>)
     /// and calls <paramref name="onGradient"/> once per weight of <see cref="ICausalLanguageModel.NamedWeights"/> with its
     /// index there, the weight and its whole gradient (a tied weight once, with the sum of its uses). The gradient
-    /// tensor is only valid during the call. The weights' own <c>.grad</c> stays untouched.
+    /// tensor is only valid during the call. The weights' own <c>.grad</c> stays untouched. A model streamed from disk
+    /// under a memory budget, whose whole vocabulary-sized gradients would not fit, may throw
+    /// <see cref="NotSupportedException"/> here and offer only the several-sample form, which hands pieces.
     /// </summary>
     /// <param name="sample">The tokenized sample; it must have at least one loss position.</param>
     /// <param name="onGradient">Receives (index in NamedWeights, weight, gradient), last block first.</param>
