@@ -11,7 +11,9 @@ using TorchSharp;
 
 // Sensitivity scoring, the project's scorer vs a straightforward PyTorch script (peer_scoring.py, plain
 // loss.backward()), on one random BF16 Qwen2-architecture model, same samples, each in its own process: time and
-// peak RSS (VmHWM / ru_maxrss) of each, and how far apart their scores are.
+// peak RSS (VmHWM / ru_maxrss) of each, and how far apart their scores are. The project's scorer runs in each mode
+// asked for (--modes): in memory (the whole model loaded) and streamed under --max-memory (the model read from its
+// file block by block); for the streamed run the bench also prints the peak RSS against the budget.
 var inv = CultureInfo.InvariantCulture;
 var options = Options.Parse(args);
 if (options.Child is { } childSamples)
@@ -19,6 +21,12 @@ if (options.Child is { } childSamples)
     // Child: score and report; nothing else runs in this process.
     torch.set_num_threads(options.Threads);
     var calibration = File.ReadAllLines(childSamples).Select(t => new TextSample(t)).ToArray();
+    // The process's own footprint (runtime, libtorch loaded) before any model: the overhead beside the budget.
+    using (var warm = torch.ones(4))
+    {
+        _ = warm.sum().item<float>();
+    }
+    var baseline = Status("VmRSS");
     var scorer = new SensitivityScorer();
     var context = new ScoringContext
     {
@@ -26,6 +34,7 @@ if (options.Child is { } childSamples)
         Runtime = new LlamaRuntime(),
         Parameters = new ResolvedParameters(new Dictionary<string, object> { [Calibration.Samples] = (long)calibration.Length, [Calibration.MaxLength] = (long)options.Tokens }, []),
         Logger = NullLogger.Instance,
+        MaxMemoryBytes = options.ChildBudget,
     };
     var watch = Stopwatch.StartNew();
     var table = await scorer.ScoreAsync(context, CancellationToken.None);
@@ -40,11 +49,16 @@ if (options.Child is { } childSamples)
         ["seconds"] = seconds,
         ["scoring_seconds"] = table.Details["seconds"],
         ["peak_rss_bytes"] = Status("VmHWM"),
+        ["baseline_rss_bytes"] = baseline,
         ["scores"] = scores,
     }.ToJsonString());
     return;
 }
 
+if (options.Modes.Contains("streamed") && options.MaxMemory is null)
+{
+    throw new ArgumentException("the streamed mode needs --max-memory SIZE (e.g. --max-memory 650MB)");
+}
 Directory.CreateDirectory(options.Root);
 var python = "/usr/bin/python3";
 var script = Path.Combine(AppContext.BaseDirectory, "peer_scoring.py");
@@ -89,30 +103,49 @@ foreach (var text in texts)
 var samplesPath = Path.Combine(options.Root, "samples.json");
 File.WriteAllText(samplesPath, new JsonObject { ["samples"] = encoded }.ToJsonString());
 
-var peer = JsonNode.Parse(Run(python, [script, "score", options.ModelDir, samplesPath, options.Threads.ToString(inv)]))!;
-Console.WriteLine($"pytorch script: {peer["seconds"]!.GetValue<double>():F1} s scoring (+{peer["load_seconds"]!.GetValue<double>():F1} s load), peak RSS {peer["peak_rss_bytes"]!.GetValue<long>() / 1e6:F0} MB");
+var plan = new StreamingPlan(LlamaConfig.Load(Path.Combine(options.ModelDir, "config.json")), 4);
+Console.WriteLine($"FP32 weights {plan.WeightBytes / 1e6:F0} MB; one block {plan.LayerBytes / 1e6:F1} MB; modes {string.Join(",", options.Modes)}; budget for the streamed mode {(options.MaxMemory is { } mm ? $"{mm / 1e6:F0} MB ({(double)plan.WeightBytes / mm:F1}x smaller than the FP32 weights)" : "none")}");
+JsonNode? peer = null;
+if (!options.SkipPeer)
+{
+    peer = JsonNode.Parse(Run(python, [script, "score", options.ModelDir, samplesPath, options.Threads.ToString(inv)]))!;
+    Console.WriteLine($"pytorch script: {peer["seconds"]!.GetValue<double>():F1} s scoring (+{peer["load_seconds"]!.GetValue<double>():F1} s load), peak RSS {peer["peak_rss_bytes"]!.GetValue<long>() / 1e6:F0} MB");
+}
 var self = Environment.ProcessPath!;
-var childArgs = new List<string>();
-if (Path.GetFileNameWithoutExtension(self) == "dotnet")
+foreach (var mode in options.Modes)
 {
-    childArgs.Add(typeof(Options).Assembly.Location);
+    var childArgs = new List<string>();
+    if (Path.GetFileNameWithoutExtension(self) == "dotnet")
+    {
+        childArgs.Add(typeof(Options).Assembly.Location);
+    }
+    childArgs.AddRange(args);
+    childArgs.AddRange(["--child", textsPath, "--child-mode", mode]);
+    var ours = JsonNode.Parse(Run(self, [.. childArgs]).Trim().Split('\n').Last())!;
+    var oursSeconds = ours["seconds"]!.GetValue<double>();
+    var oursPeak = ours["peak_rss_bytes"]!.GetValue<long>();
+    var oursBaseline = ours["baseline_rss_bytes"]!.GetValue<long>();
+    Console.WriteLine($"sensmerge scorer, {mode}: {oursSeconds:F1} s (load + scoring), peak RSS {oursPeak / 1e6:F0} MB (the process before any model: {oursBaseline / 1e6:F0} MB)");
+    if (mode == "streamed" && options.MaxMemory is { } budget)
+    {
+        Console.WriteLine($"  streamed: peak RSS {oursPeak / 1e6:F0} MB = budget {budget / 1e6:F0} MB {(oursPeak <= budget + oursBaseline ? "+" : "+ MORE THAN")} the process's own {oursBaseline / 1e6:F0} MB ({(oursPeak - oursBaseline) / 1e6:F0} MB above it; {(oursPeak <= budget + oursBaseline ? "within" : "OVER")} budget + overhead)");
+    }
+    if (peer is null)
+    {
+        continue;
+    }
+    var worst = 0.0;
+    foreach (var (group, value) in peer["scores"]!.AsObject())
+    {
+        var expected = value!.GetValue<double>();
+        var actual = ours["scores"]![group]?.GetValue<double>() ?? double.NaN;
+        worst = Math.Max(worst, Math.Abs(actual - expected) / Math.Abs(expected));
+    }
+    var peerTotal = peer["seconds"]!.GetValue<double>() + peer["load_seconds"]!.GetValue<double>();
+    Console.WriteLine($"  {mode}: time ratio (sensmerge / pytorch, both including the model load): {oursSeconds / peerTotal:F2}");
+    Console.WriteLine($"  {mode}: peak RSS ratio (sensmerge / pytorch): {(double)oursPeak / peer["peak_rss_bytes"]!.GetValue<long>():F2}");
+    Console.WriteLine($"  {mode}: largest relative score difference over {peer["scores"]!.AsObject().Count} groups: {worst:E2}");
 }
-childArgs.AddRange(args);
-childArgs.AddRange(["--child", textsPath]);
-var ours = JsonNode.Parse(Run(self, [.. childArgs]).Trim().Split('\n').Last())!;
-Console.WriteLine($"sensmerge scorer: {ours["seconds"]!.GetValue<double>():F1} s (load + scoring), peak RSS {ours["peak_rss_bytes"]!.GetValue<long>() / 1e6:F0} MB");
-
-var worst = 0.0;
-foreach (var (group, value) in peer["scores"]!.AsObject())
-{
-    var expected = value!.GetValue<double>();
-    var actual = ours["scores"]![group]?.GetValue<double>() ?? double.NaN;
-    worst = Math.Max(worst, Math.Abs(actual - expected) / Math.Abs(expected));
-}
-var peerTotal = peer["seconds"]!.GetValue<double>() + peer["load_seconds"]!.GetValue<double>();
-Console.WriteLine($"time ratio (sensmerge / pytorch, both including the model load): {ours["seconds"]!.GetValue<double>() / peerTotal:F2}");
-Console.WriteLine($"peak RSS ratio (sensmerge / pytorch): {(double)ours["peak_rss_bytes"]!.GetValue<long>() / peer["peak_rss_bytes"]!.GetValue<long>():F2}");
-Console.WriteLine($"largest relative score difference over {peer["scores"]!.AsObject().Count} groups: {worst:E2}");
 Console.WriteLine($"load average at end {File.ReadAllText("/proc/loadavg").Trim()}");
 return;
 
@@ -145,10 +178,24 @@ static long Status(string key)
     return 0;
 }
 
-/// <summary>Command line: model shape (defaults: Qwen2.5-0.5B), samples, tokens, threads, root folder.</summary>
+/// <summary>
+/// Command line: model shape (defaults: Qwen2.5-0.5B), samples, tokens, threads, root folder, the scorer's modes
+/// (<c>--modes inmemory,streamed</c>), the streamed mode's budget (<c>--max-memory 650MB</c>), <c>--skip-peer true</c>.
+/// </summary>
 internal sealed record Options(string Root, int Layers, int Hidden, int Heads, int KvHeads, int Intermediate, int Vocab, int Samples, int Tokens, int Threads, string? Child)
 {
     public string ModelDir => Path.Combine(Root, "model");
+
+    public IReadOnlyList<string> Modes { get; init; } = ["inmemory", "streamed"];
+
+    public long? MaxMemory { get; init; }
+
+    public bool SkipPeer { get; init; }
+
+    public string? ChildMode { get; init; }
+
+    /// <summary>The budget the child scores under: the streamed mode's, none in memory.</summary>
+    public long? ChildBudget => ChildMode == "streamed" ? MaxMemory : null;
 
     public static Options Parse(string[] args)
     {
@@ -165,6 +212,13 @@ internal sealed record Options(string Root, int Layers, int Hidden, int Heads, i
         return new Options(
             values.GetValueOrDefault("root") ?? Path.Combine(Path.GetTempPath(), "sensmerge-scoring-bench"),
             Int("layers", 24), Int("hidden", 896), Int("heads", 14), Int("kv", 2), Int("intermediate", 4864), Int("vocab", 151936),
-            Int("samples", 16), Int("tokens", 256), Int("threads", 2), values.GetValueOrDefault("child"));
+            Int("samples", 16), Int("tokens", 256), Int("threads", 2), values.GetValueOrDefault("child"))
+        {
+            Modes = (values.GetValueOrDefault("modes") ?? "inmemory,streamed").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(m => m is "inmemory" or "streamed" ? m : throw new ArgumentException($"unknown mode '{m}' (inmemory, streamed)")).ToArray(),
+            MaxMemory = values.TryGetValue("max-memory", out var budget) ? SensMerging.Core.SafeTensors.ByteSize.Parse(budget) : null,
+            SkipPeer = values.TryGetValue("skip-peer", out var skip) && bool.Parse(skip),
+            ChildMode = values.GetValueOrDefault("child-mode"),
+        };
     }
 }

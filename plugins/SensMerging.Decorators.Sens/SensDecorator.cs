@@ -154,6 +154,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
             Parameters = context.Scorers.ResolveParameters(scorer, values),
             Logger = context.Logger,
             Device = context.Device,
+            MaxMemoryBytes = context.MaxMemoryBytes,
         };
         var table = await scorer.ScoreAsync(scoring, cancellationToken).ConfigureAwait(false);
         return table ?? throw new InvalidOperationException($"sens: scorer '{name}' returned no table.");

@@ -61,7 +61,7 @@ public sealed partial class LogitAlignmentScorer : IScorer
         var watch = Stopwatch.StartNew();
         var k = experts.Count;
         var g = Enumerable.Range(0, k).Select(_ => new double[k]).ToArray();
-        var loadOptions = new ModelLoadOptions(context.Device, ScalarType.Float32, RequiresGrad: false);
+        var loadOptions = new ModelLoadOptions(context.Device, ScalarType.Float32, RequiresGrad: false) { MaxMemoryBytes = context.MaxMemoryBytes };
         using var store = new ReferenceLogitStore(budgetMb * 1024L * 1024L);
         var tasks = new TaskSamples[k];
         long forwardPasses = 0, tokens = 0;
@@ -176,8 +176,8 @@ public sealed partial class LogitAlignmentScorer : IScorer
     /// <summary>Float32 logits <c>[positions, vocabulary]</c> of one sample (a fresh tensor the caller may change).</summary>
     private static Tensor SelectedLogits(ICausalLanguageModel model, TokenizedSample sample, long[] positions)
     {
-        var device = model.NamedWeights.Count > 0 ? model.NamedWeights[0].Weight.device : CPU;
-        var ids = tensor(sample.Ids, dtype: ScalarType.Int64, device: device).unsqueeze(0);
+        // Ids on the CPU: the model moves them to its device (a streamed model's weights are on no device between passes).
+        var ids = tensor(sample.Ids, dtype: ScalarType.Int64).unsqueeze(0);
         var logits = model.Forward(ids);
         if (logits.dim() != 3 || logits.shape[0] != 1 || logits.shape[1] != sample.Ids.Length)
         {

@@ -17,7 +17,15 @@ public interface IModelRuntime
 /// <param name="Device">cpu or cuda.</param>
 /// <param name="Dtype">Compute dtype; FP32 by default (sensitivities are computed in FP32).</param>
 /// <param name="RequiresGrad">True when gradients will be taken with respect to the weights.</param>
-public sealed record ModelLoadOptions(string Device = "cpu", ScalarType Dtype = ScalarType.Float32, bool RequiresGrad = false);
+public sealed record ModelLoadOptions(string Device = "cpu", ScalarType Dtype = ScalarType.Float32, bool RequiresGrad = false)
+{
+    /// <summary>
+    /// The most memory, in bytes, the model's tensors (weights, gradients, activations kept between blocks) may take,
+    /// or null for no limit (contract 1.5). A runtime that cannot hold the model within it streams the weights from
+    /// its files block by block (out-of-core) and refuses, naming the numbers, a budget too small for even one block.
+    /// </summary>
+    public long? MaxMemoryBytes { get; init; }
+}
 
 /// <summary>A loaded decoder-only language model. Owns native memory: dispose it.</summary>
 public interface ICausalLanguageModel : IDisposable
@@ -59,13 +67,42 @@ public interface ILayerwiseGradients
     /// Back-propagates the mean next-token cross-entropy of <paramref name="sample"/> (as <see cref="ICausalLanguageModel.Loss"/>)
     /// and calls <paramref name="onGradient"/> once per weight of <see cref="ICausalLanguageModel.NamedWeights"/> with its
     /// index there, the weight and its whole gradient (a tied weight once, with the sum of its uses). The gradient
-    /// tensor is only valid during the call. The weights' own <c>.grad</c> stays untouched.
+    /// tensor is only valid during the call. The weights' own <c>.grad</c> stays untouched. A model streamed from disk
+    /// under a memory budget, whose whole vocabulary-sized gradients would not fit, may throw
+    /// <see cref="NotSupportedException"/> here and offer only the several-sample form, which hands pieces.
     /// </summary>
     /// <param name="sample">The tokenized sample; it must have at least one loss position.</param>
     /// <param name="onGradient">Receives (index in NamedWeights, weight, gradient), last block first.</param>
     /// <param name="cancellationToken">Checked between blocks.</param>
     /// <returns>The loss value.</returns>
     double BackwardLayerwise(TokenizedSample sample, Action<int, Tensor, Tensor> onGradient, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Each sample's own gradient, as <see cref="BackwardLayerwise(TokenizedSample, Action{int, Tensor, Tensor}, CancellationToken)"/>,
+    /// for several samples at once (contract 1.5), so that a model streamed from disk reads each block once per group
+    /// of samples rather than once per sample. <paramref name="onPiece"/> receives (sample index, weight index in
+    /// <see cref="ICausalLanguageModel.NamedWeights"/>, weight values, gradient) for <em>pieces</em> of a weight: the
+    /// pieces of one (sample, weight) are disjoint parts of the weight (row ranges, row sets, or the whole weight,
+    /// where rows left out or zeroed in a piece's gradient are covered by another piece), so any statistic that is a
+    /// sum over the weight's entries of f(value, gradient) with f(value, 0) = 0 (sum |theta x grad|, sum grad^2) is the
+    /// sum over the pieces. Tensors are only valid during the call. The default takes the samples one at a time.
+    /// </summary>
+    /// <param name="samples">The tokenized samples; each must have at least one loss position.</param>
+    /// <param name="onPiece">Receives (sample index, weight index, weight piece, gradient piece).</param>
+    /// <param name="cancellationToken">Checked between blocks.</param>
+    /// <returns>Each sample's loss value, in order.</returns>
+    IReadOnlyList<double> BackwardLayerwise(IReadOnlyList<TokenizedSample> samples, Action<int, int, Tensor, Tensor> onPiece, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(samples);
+        ArgumentNullException.ThrowIfNull(onPiece);
+        var losses = new double[samples.Count];
+        for (var s = 0; s < samples.Count; s++)
+        {
+            var index = s;
+            losses[s] = BackwardLayerwise(samples[s], (k, weight, gradient) => onPiece(index, k, weight, gradient), cancellationToken);
+        }
+        return losses;
+    }
 }
 
 /// <summary>A tokenizer as scorers need it.</summary>

@@ -68,6 +68,12 @@ public sealed record ScoringContext
 
     /// <summary>Compute device, <c>cpu</c> or <c>cuda</c>.</summary>
     public string Device { get; init; } = "cpu";
+
+    /// <summary>
+    /// Memory budget in bytes for a model the scorers load (<see cref="ModelLoadOptions.MaxMemoryBytes"/>), or null for
+    /// no limit (contract 1.5). Beyond it the runtime streams the weights from disk block by block.
+    /// </summary>
+    public long? MaxMemoryBytes { get; init; }
 }
 
 /// <summary>A model to score and the data of its task.</summary>

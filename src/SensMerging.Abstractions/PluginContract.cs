@@ -13,7 +13,8 @@ public static class PluginContract
     /// <summary>Additive changes bump the minor version (1.1: <see cref="IStreamingMergeStrategy"/> and <see cref="MergeTensorRequest.ElementStart"/>;
     /// 1.2: <see cref="StrategyTraits.AcceptsBFloat16"/> and <see cref="BFloat16Bits"/>; 1.3: <see cref="StrategyTraits.RoundsIntermediates"/>, <see cref="StrategyTraits.WritesFloat32"/>
     /// and <see cref="MergeTensorRequest.ComputeDType"/>; 1.4: <see cref="ILayerwiseGradients"/>;
-    /// 1.5: <see cref="MergeTensorRequest.ModelLayerGroups"/> and <see cref="MergeTensorInfo.ModelLayerGroups"/>).</summary>
+    /// 1.5: <see cref="MergeTensorRequest.ModelLayerGroups"/> and <see cref="MergeTensorInfo.ModelLayerGroups"/>, <see cref="ModelLoadOptions.MaxMemoryBytes"/>,
+    /// <see cref="ScoringContext.MaxMemoryBytes"/>, <see cref="DecoratorContext.MaxMemoryBytes"/> and the several-sample <see cref="ILayerwiseGradients"/> pass).</summary>
     public const int Minor = 5;
 
     /// <summary>The contract version as written in manifests, "major.minor".</summary>

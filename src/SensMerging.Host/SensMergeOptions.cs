@@ -19,6 +19,12 @@ public sealed class SensMergeOptions
     [RegularExpression("^(cpu|cuda)$", ErrorMessage = "Device must be cpu or cuda")]
     public string Device { get; set; } = "cpu";
 
+    /// <summary>
+    /// Memory budget for a model the scorers load (for example <c>8GiB</c>, <c>500MB</c>; empty: no limit). A model
+    /// that does not fit is streamed from its safetensors files block by block; <c>--max-memory</c> overrides it.
+    /// </summary>
+    public string? MaxMemory { get; set; }
+
     /// <summary>libtorch CPU threads (0: libtorch's default). On a busy machine 1 is often fastest for small models.</summary>
     [Range(0, 1024)]
     public int TorchThreads { get; set; }

@@ -24,6 +24,37 @@ public static class CliApp
         return signals.ExitCode(exitCode);
     }
 
+    /// <summary>A fresh <c>--max-memory</c> option for the commands that score (merge with a decorator, scores).</summary>
+    public static Option<string?> MaxMemoryOption() => new("--max-memory")
+    {
+        Description = "Memory budget for each model the scorers load, e.g. 8GiB or 500MB (default: SensMerge:MaxMemory, none); a larger model is streamed from its files block by block",
+    };
+
+    /// <summary>
+    /// Where the scorers run: <paramref name="device"/>'s value or <c>SensMerge:Device</c>, and the memory budget from
+    /// <paramref name="maxMemory"/> or <c>SensMerge:MaxMemory</c> (parsed as a size; a bad size is an error naming it).
+    /// </summary>
+    public static Merging.ScoringDevice ScoringDevice(ParseResult parse, Option<string?> device, Option<string?> maxMemory, IServiceProvider services)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        ArgumentNullException.ThrowIfNull(services);
+        var options = services.GetRequiredService<IOptions<SensMergeOptions>>().Value;
+        var budget = parse.GetValue(maxMemory) ?? options.MaxMemory;
+        long? bytes = null;
+        if (!string.IsNullOrWhiteSpace(budget))
+        {
+            try
+            {
+                bytes = Core.SafeTensors.ByteSize.Parse(budget);
+            }
+            catch (FormatException ex)
+            {
+                throw new ArgumentException($"--max-memory / SensMerge:MaxMemory: {ex.Message}", ex);
+            }
+        }
+        return new Merging.ScoringDevice(parse.GetValue(device) ?? options.Device, bytes);
+    }
+
     public static RootCommand Create()
     {
         var root = new RootCommand("sensmerge: merge fine-tuned LLMs with pluggable strategies and Sens-Merging, with provenance.")

@@ -26,10 +26,11 @@ public static class MergeCommand
         };
         compute.AcceptOnlyFromAmong(MergeRunRequest.Float32Compute);
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder (only once the new one is complete)" };
+        var maxMemory = CliApp.MaxMemoryOption();
         var strict = new Option<bool>("--strict") { Description = "Fail the merge on problems in the input data (NaN/Inf values, tensors the base lacks) instead of recording them as warnings" };
         var command = new Command("merge", "Merge a base model and experts as a config says, recording the merge in the registry")
         {
-            config, output, device, seed, shard, dtype, compute, overwrite, strict,
+            config, output, device, seed, shard, dtype, compute, overwrite, strict, maxMemory,
         };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
@@ -43,11 +44,13 @@ public static class MergeCommand
             {
                 SafeTensorsDType.Parse(dtypeText); // a wrong --dtype fails before anything runs
             }
+            var scoring = CliApp.ScoringDevice(parse, device, maxMemory, services);
             var request = new MergeRunRequest
             {
                 ConfigPath = configFile.FullName,
                 OutputPath = parse.GetValue(output)!.FullName,
-                Device = parse.GetValue(device) ?? services.GetRequiredService<Microsoft.Extensions.Options.IOptions<SensMergeOptions>>().Value.Device,
+                Device = scoring.Device,
+                MaxMemoryBytes = scoring.MaxMemoryBytes,
                 Seed = parse.GetValue(seed),
                 ShardSizeBytes = ByteSize.Parse(parse.GetValue(shard)!),
                 OutputDType = dtypeText,

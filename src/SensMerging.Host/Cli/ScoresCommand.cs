@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Options;
 using SensMerging.Registry;
 using SensMerging.Host.Merging;
 
@@ -17,7 +16,8 @@ public static class ScoresCommand
         var json = new Option<bool>("--json") { Description = "Print every table as JSON" };
         var device = new Option<string?>("--device") { Description = "cpu or cuda" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
-        var command = new Command("scores", "Run the scorers only: alpha, tau and the coefficients (layer groups by experts)") { config, json, device };
+        var maxMemory = CliApp.MaxMemoryOption();
+        var command = new Command("scores", "Run the scorers only: alpha, tau and the coefficients (layer groups by experts)") { config, json, device, maxMemory };
         command.SetAction((parse, ct) => CliApp.RunInHostAsync(parse, async (services, token) =>
         {
             var file = parse.GetValue(config)!;
@@ -26,7 +26,7 @@ public static class ScoresCommand
                 throw new FileNotFoundException($"merge config {file.FullName} does not exist");
             }
             var prepared = await services.GetRequiredService<MergePipeline>().ScoreAsync(
-                file.FullName, parse.GetValue(device) ?? services.GetRequiredService<IOptions<SensMergeOptions>>().Value.Device, token);
+                file.FullName, CliApp.ScoringDevice(parse, device, maxMemory, services), token);
             if (parse.GetValue(json))
             {
                 Console.Out.WriteLine(JsonSerializer.Serialize(prepared.Reports, JsonOutput.Options));

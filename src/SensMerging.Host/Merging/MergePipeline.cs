@@ -23,6 +23,9 @@ public sealed record MergeRunRequest
 
     public string Device { get; init; } = "cpu";
 
+    /// <summary>Memory budget in bytes for each model the scorers load (<c>--max-memory</c>, <c>SensMerge:MaxMemory</c>), or null for none.</summary>
+    public long? MaxMemoryBytes { get; init; }
+
     /// <summary>Overrides the config's seed.</summary>
     public long? Seed { get; init; }
 
@@ -48,6 +51,9 @@ public sealed record MergeRunRequest
     /// <summary>Tags stored with the registry record.</summary>
     public IReadOnlyList<string> Tags { get; init; } = [];
 }
+
+/// <summary>Where the scorers run: the device and the memory budget for each model they load (null: no limit).</summary>
+public sealed record ScoringDevice(string Device, long? MaxMemoryBytes = null);
 
 /// <summary>A finished merge: its registry record id, what the engine produced, and what the decorators computed.</summary>
 public sealed record MergeRunOutcome(string RecordId, MergeResult Result, IReadOnlyList<DecoratorReport> Reports);
@@ -146,7 +152,7 @@ public sealed partial class MergePipeline
         try
         {
             var scoringWatch = Stopwatch.StartNew();
-            var prepared = await PrepareAsync(config, strategy, inputs, request.Device, cancellationToken);
+            var prepared = await PrepareAsync(config, strategy, inputs, new ScoringDevice(request.Device, request.MaxMemoryBytes), cancellationToken);
             durations[Phases.Scoring] = scoringWatch.Elapsed.TotalSeconds;
             if (prepared.Reports.Count > 0)
             {
@@ -216,7 +222,7 @@ public sealed partial class MergePipeline
     }
 
     /// <summary>Runs the config's decorators (and so their scorers) without merging: <c>sensmerge scores</c>.</summary>
-    public async Task<PreparedStrategy> ScoreAsync(string configPath, string device, CancellationToken cancellationToken)
+    public async Task<PreparedStrategy> ScoreAsync(string configPath, ScoringDevice device, CancellationToken cancellationToken)
     {
         var config = await MergeConfigParser.LoadAsync(configPath, cancellationToken);
         var strategy = _plugins.GetStrategy(config.MergeMethod);
@@ -229,7 +235,7 @@ public sealed partial class MergePipeline
         return await PrepareAsync(config, strategy, inputs, device, cancellationToken);
     }
 
-    private async Task<PreparedStrategy> PrepareAsync(MergeConfig config, IMergeStrategy strategy, ResolvedInputs inputs, string device, CancellationToken cancellationToken)
+    private async Task<PreparedStrategy> PrepareAsync(MergeConfig config, IMergeStrategy strategy, ResolvedInputs inputs, ScoringDevice device, CancellationToken cancellationToken)
     {
         var reports = new List<DecoratorReport>();
         var scorers = new ScorerCatalog(_plugins, _scoreCache);
@@ -251,7 +257,8 @@ public sealed partial class MergePipeline
                 Scorers = scorers,
                 Runtime = _runtime,
                 Logger = _loggerFactory.CreateLogger("SensMerging.Decorator." + decorator.Name),
-                Device = device,
+                Device = device.Device,
+                MaxMemoryBytes = device.MaxMemoryBytes,
             };
             var decorated = await decorator.DecorateAsync(strategy, context, cancellationToken);
             reports.Add(decorated.Report);

@@ -257,7 +257,7 @@ public sealed partial class LlamaModel : ICausalLanguageModel, ILayerwiseGradien
         {
             throw new InvalidOperationException("BackwardLayerwise needs a model loaded with RequiresGrad.");
         }
-        var (ids, length, positions, targets) = LossPositions([sample]);
+        var (ids, length, positions, targets) = LossPositions([sample], TextTokenizer.PadTokenId, Config.VocabSize);
         return LayerwiseBackward.Run(this, tensor(ids, [1, length], ScalarType.Int64, Device), positions, targets, onGradient, cancellationToken);
     }
 
@@ -271,7 +271,11 @@ public sealed partial class LlamaModel : ICausalLanguageModel, ILayerwiseGradien
     }
 
     /// <summary>The right-padded ids of <paramref name="samples"/> and their loss positions (row-major) and targets.</summary>
-    private (long[] Ids, int Length, List<long> Positions, List<long> Targets) LossPositions(IReadOnlyList<TokenizedSample> samples)
+    private (long[] Ids, int Length, List<long> Positions, List<long> Targets) LossPositions(IReadOnlyList<TokenizedSample> samples) =>
+        LossPositions(samples, TextTokenizer.PadTokenId, Config.VocabSize);
+
+    /// <summary>The right-padded ids of <paramref name="samples"/> (padded with <paramref name="pad"/>), their loss positions (row-major) and targets; ids outside the vocabulary are refused.</summary>
+    internal static (long[] Ids, int Length, List<long> Positions, List<long> Targets) LossPositions(IReadOnlyList<TokenizedSample> samples, int pad, int vocabulary)
     {
         var length = samples.Max(s => s.Length);
         var ids = new long[samples.Count * length];
@@ -284,13 +288,13 @@ public sealed partial class LlamaModel : ICausalLanguageModel, ILayerwiseGradien
             {
                 throw new ArgumentException($"Sample {b} has {sample.Ids.Length} ids but {sample.LossMask.Length} loss-mask entries.", nameof(samples));
             }
-            Array.Fill(ids, TextTokenizer.PadTokenId, b * length, length);
+            Array.Fill(ids, pad, b * length, length);
             for (var t = 0; t < sample.Length; t++)
             {
                 var id = sample.Ids[t];
-                if (id < 0 || id >= Config.VocabSize)
+                if (id < 0 || id >= vocabulary)
                 {
-                    throw new ArgumentException($"Sample {b} token {t} has id {id}, outside the vocabulary of {Config.VocabSize}.", nameof(samples));
+                    throw new ArgumentException($"Sample {b} token {t} has id {id}, outside the vocabulary of {vocabulary}.", nameof(samples));
                 }
                 ids[(b * length) + t] = id;
                 if (t + 1 < sample.Length && sample.LossMask[t])
@@ -402,7 +406,7 @@ public sealed partial class LlamaModel : ICausalLanguageModel, ILayerwiseGradien
         return new Device(name);
     }
 
-    private static ScalarType CheckDtype(ScalarType dtype) => dtype is ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16
+    internal static ScalarType CheckDtype(ScalarType dtype) => dtype is ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16
         ? dtype
         : throw new ArgumentException($"Compute dtype {dtype} is not a floating-point type.", nameof(dtype));
 
@@ -420,7 +424,7 @@ public sealed partial class LlamaModel : ICausalLanguageModel, ILayerwiseGradien
     /// or format problems become <see cref="InvalidDataException"/> carrying Core's message, which names the file,
     /// shard or tensor at fault; a folder with no weights at all is a <see cref="FileNotFoundException"/>.
     /// </summary>
-    private static ModelFolder OpenWeights(string modelPath)
+    internal static ModelFolder OpenWeights(string modelPath)
     {
         var single = Path.Combine(modelPath, ShardedSafeTensorsWriter.SingleFileName);
         if (!File.Exists(single) && !File.Exists(Path.Combine(modelPath, ShardedSafeTensorsWriter.IndexFileName)))

@@ -429,12 +429,7 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
 {
     private readonly LlamaBackbone _backbone;
     private readonly LinearMap? _lmHead;
-    private readonly double[] _inverseFrequencies;
-    private readonly Dictionary<int, Tensor> _windowBlocked = [];
-    private Tensor? _cos;
-    private Tensor? _sin;
-    private Tensor? _blocked;
-    private long _tableLength;
+    private readonly AttentionTables _tables;
 
     internal LlamaNetwork(LlamaConfig config, ScalarType dtype, Device device, bool requiresGrad)
         : base("LlamaForCausalLM")
@@ -447,13 +442,7 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
             _lmHead = new LinearMap("lm_head", config.HiddenSize, config.VocabSize, false, dtype, device, requiresGrad);
             register_module("lm_head", _lmHead);
         }
-        var d = config.HeadDim;
-        _inverseFrequencies = new double[d / 2];
-        for (var i = 0; i < d / 2; i++)
-        {
-            _inverseFrequencies[i] = 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / d);
-        }
-        config.RopeScaling?.Apply(_inverseFrequencies);
+        _tables = new AttentionTables(config);
     }
 
     public LlamaConfig Config { get; }
@@ -476,38 +465,21 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>The token embeddings <c>[B,T,H]</c> that enter the first block (Gemma: scaled by sqrt(hidden_size)).</summary>
-    internal Tensor Embed(Tensor ids)
+    internal Tensor Embed(Tensor ids) => ScaleEmbeddings(Config, _backbone.EmbedTokens.Apply(ids));
+
+    /// <summary>Gemma: embeddings times sqrt(hidden_size), the factor rounded to the activations' dtype; others unchanged.</summary>
+    internal static Tensor ScaleEmbeddings(LlamaConfig config, Tensor hidden)
     {
-        var hidden = _backbone.EmbedTokens.Apply(ids);
-        if (Config.GemmaNorms)
+        if (!config.GemmaNorms)
         {
-            // Gemma: embeddings times sqrt(hidden_size), the factor rounded to the activations' dtype.
-            using var normalizer = tensor(Math.Sqrt(Config.HiddenSize), hidden.dtype, hidden.device);
-            hidden = hidden * normalizer;
+            return hidden;
         }
-        return hidden;
+        using var normalizer = tensor(Math.Sqrt(config.HiddenSize), hidden.dtype, hidden.device);
+        return hidden * normalizer;
     }
 
     /// <summary>Block <paramref name="index"/> applied to <paramref name="hidden"/> <c>[B,T,H]</c>.</summary>
-    internal Tensor ApplyLayer(int index, Tensor hidden)
-    {
-        var length = hidden.shape[1];
-        var weight = _backbone.EmbedTokens.Weight;
-        EnsureTables(length, weight.dtype, weight.device);
-        var cos = _cos!.narrow(0, 0, length);
-        var sin = _sin!.narrow(0, 0, length);
-        var blocked = _blocked!.narrow(0, 0, length).narrow(1, 0, length);
-        var layer = _backbone.Layers[index];
-        if (Config.LayerTypes is null)
-        {
-            var causalOnly = Config.SlidingWindow is not { } window || window >= length;
-            return layer.Apply(hidden, cos, sin, blocked, causalOnly);
-        }
-        // Per-layer attention (Qwen2/3 layer_types, Gemma 2's alternating sliding and full layers).
-        var layerCausalOnly = layer.Window is not { } layerWindow || layerWindow >= length;
-        var layerBlocked = layerCausalOnly ? blocked : _windowBlocked[layer.Window!.Value].narrow(0, 0, length).narrow(1, 0, length);
-        return layer.Apply(hidden, cos, sin, layerBlocked, layerCausalOnly);
-    }
+    internal Tensor ApplyLayer(int index, Tensor hidden) => _tables.Apply(_backbone.Layers[index], hidden);
 
     /// <summary>The final norm of the last block's output.</summary>
     internal Tensor FinalNorm(Tensor hidden) => _backbone.Norm.Apply(hidden);
@@ -525,25 +497,78 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
     internal IEnumerable<Parameter> LayerParameters(int index) => _backbone.Layers[index].parameters();
 
     /// <summary>Logits of hidden states (any leading shape, last dim H); Gemma 2 soft-caps them.</summary>
-    public Tensor Head(Tensor hidden)
+    public Tensor Head(Tensor hidden) => Logits(Config, hidden, HeadWeight);
+
+    /// <summary>
+    /// Logits of <paramref name="hidden"/> against output rows <paramref name="weight"/> <c>[V or a slice of V, H]</c>,
+    /// soft-capped when the config says so (elementwise, so a slice of the vocabulary gives that slice of the logits).
+    /// </summary>
+    internal static Tensor Logits(LlamaConfig config, Tensor hidden, Tensor weight)
     {
-        var logits = nn.functional.linear(hidden, HeadWeight);
-        return Config.FinalLogitSoftcapping is { } cap ? (logits / cap).tanh() * cap : logits;
+        var logits = nn.functional.linear(hidden, weight);
+        return config.FinalLogitSoftcapping is { } cap ? (logits / cap).tanh() * cap : logits;
     }
 
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
-            DisposeTables();
+            _tables.Dispose();
         }
         base.Dispose(disposing);
     }
+}
 
-    /// <summary>
-    /// Keeps the rotary cos/sin tables <c>[L,d]</c> and the blocked-attention mask <c>[L,L]</c> for the longest
-    /// sequence seen so far (outside any dispose scope), so each forward pass only takes views of them.
-    /// </summary>
+/// <summary>
+/// The rotary cos/sin tables <c>[L,d]</c> and blocked-attention masks <c>[L,L]</c> (plain causal, and one per distinct
+/// sliding window) for the longest sequence seen so far, kept outside any dispose scope so that each block application
+/// only takes views of them; shared by the in-memory network and the streamed model.
+/// </summary>
+internal sealed class AttentionTables : IDisposable
+{
+    private readonly LlamaConfig _config;
+    private readonly double[] _inverseFrequencies;
+    private readonly int[] _windows;
+    private readonly Dictionary<int, Tensor> _windowBlocked = [];
+    private Tensor? _cos;
+    private Tensor? _sin;
+    private Tensor? _blocked;
+    private long _tableLength;
+
+    public AttentionTables(LlamaConfig config)
+    {
+        _config = config;
+        var d = config.HeadDim;
+        _inverseFrequencies = new double[d / 2];
+        for (var i = 0; i < d / 2; i++)
+        {
+            _inverseFrequencies[i] = 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / d);
+        }
+        config.RopeScaling?.Apply(_inverseFrequencies);
+        _windows = Enumerable.Range(0, config.NumHiddenLayers).Select(config.WindowOf).OfType<int>().Distinct().ToArray();
+    }
+
+    /// <summary><paramref name="layer"/> applied to <paramref name="hidden"/> <c>[B,T,H]</c> with the tables of its length.</summary>
+    public Tensor Apply(LlamaDecoderLayer layer, Tensor hidden)
+    {
+        var length = hidden.shape[1];
+        EnsureTables(length, hidden.dtype, hidden.device);
+        var cos = _cos!.narrow(0, 0, length);
+        var sin = _sin!.narrow(0, 0, length);
+        var blocked = _blocked!.narrow(0, 0, length).narrow(1, 0, length);
+        if (_config.LayerTypes is null)
+        {
+            var causalOnly = _config.SlidingWindow is not { } window || window >= length;
+            return layer.Apply(hidden, cos, sin, blocked, causalOnly);
+        }
+        // Per-layer attention (Qwen2/3 layer_types, Gemma 2's alternating sliding and full layers).
+        var layerCausalOnly = layer.Window is not { } layerWindow || layerWindow >= length;
+        var layerBlocked = layerCausalOnly ? blocked : _windowBlocked[layer.Window!.Value].narrow(0, 0, length).narrow(1, 0, length);
+        return layer.Apply(hidden, cos, sin, layerBlocked, layerCausalOnly);
+    }
+
+    public void Dispose() => DisposeTables();
+
     private void EnsureTables(long length, ScalarType dtype, Device device)
     {
         if (_cos is not null && _tableLength >= length && _cos.dtype == dtype && _cos.device == device)
@@ -568,11 +593,11 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
         _cos = table.cos().to(dtype, device).DetachFromDisposeScope();
         _sin = table.sin().to(dtype, device).DetachFromDisposeScope();
         var causal = ones(size, size, ScalarType.Bool).triu(1);
-        if (Config.LayerTypes is not null)
+        if (_config.LayerTypes is not null)
         {
             // Layers choose their own window: plain causal here, one sliding mask per distinct window.
             _blocked = causal.to(device).DetachFromDisposeScope();
-            foreach (var window in _backbone.Layers.Select(l => l.Window).OfType<int>().Distinct())
+            foreach (var window in _windows)
             {
                 _windowBlocked[window] = causal.logical_or(ones(size, size, ScalarType.Bool).tril(-window)).to(device).DetachFromDisposeScope();
             }
@@ -580,7 +605,7 @@ public sealed class LlamaNetwork : nn.Module<Tensor, Tensor>
             return;
         }
         var blocked = causal;
-        if (Config.SlidingWindow is { } slidingWindow && slidingWindow < size)
+        if (_config.SlidingWindow is { } slidingWindow && slidingWindow < size)
         {
             // Mistral: position i sees j only when i - j < window.
             blocked = blocked.logical_or(ones(size, size, ScalarType.Bool).tril(-slidingWindow));

@@ -204,6 +204,27 @@ public sealed class ExternalPluginTests : IDisposable
                 Assert.Equal(coefficients.Values[e][g], values[e][g].GetDouble(), 12);
             }
         }
+        // Under --max-memory far below what the models need loaded whole (about 4 MB with a 256-token sample's
+        // activations), the runtime streams them from their files block by block: the same coefficients.
+        var plan = new SensMerging.Runtime.Model.StreamingPlan(SensMerging.Host.Tests.Merging.TinyLlama.Config, 4);
+        Assert.True(plan.InMemoryBytes(true, 256) > 1_000_000 && plan.BlockReserveBytes(24) + plan.SampleBytes(24, 24) < 1_000_000);
+        var (bexit, bout, berr) = await Processes.SensMergeAsync("scores", config, "--json", "--max-memory", "1MB", "--plugins", pluginsFile, "--registry", registry, "--verbose");
+        Assert.True(bexit == 0, berr + bout);
+        Assert.Contains("Streaming ", berr + bout, StringComparison.Ordinal);
+        var budgeted = JsonDocument.Parse(bout[bout.IndexOf('[', StringComparison.Ordinal)..]).RootElement[0].GetProperty("tables").EnumerateArray().Single(t => t.GetProperty("scorer").GetString() == "coefficients").GetProperty("values");
+        for (var e = 0; e < coefficients.Experts.Count; e++)
+        {
+            for (var g = 0; g < coefficients.LayerGroups.Count; g++)
+            {
+                Assert.True(Math.Abs(coefficients.Values[e][g] - budgeted[e][g].GetDouble()) <= 1e-5 * Math.Abs(coefficients.Values[e][g]), $"coefficient {e},{g}: streamed {budgeted[e][g].GetDouble()} vs {coefficients.Values[e][g]}");
+            }
+        }
+        var (fexit, fout, ferr) = await Processes.SensMergeAsync("scores", config, "--max-memory", "1KB", "--plugins", pluginsFile, "--registry", registry);
+        Assert.True(fexit != 0, "a 1 KB budget was accepted: " + fout);
+        Assert.Contains("memory budget 0.0 MiB is too small", ferr + fout, StringComparison.Ordinal);
+        var (uexit, uout, uerr) = await Processes.SensMergeAsync("scores", config, "--max-memory", "12XB", "--plugins", pluginsFile, "--registry", registry);
+        Assert.True(uexit != 0 && (uerr + uout).Contains("unknown unit 'XB'", StringComparison.Ordinal), uerr + uout);
+
         var (texit, tout, terr) = await Processes.SensMergeAsync("scores", config, "--plugins", pluginsFile, "--registry", registry);
         Assert.True(texit == 0, terr + tout);
         Assert.Contains("alpha", tout, StringComparison.Ordinal);
