@@ -92,11 +92,8 @@ public sealed class ArchitectureReferenceTests : IDisposable
     [MemberData(nameof(Cases))]
     public async Task Logits_and_sensitivity_scores_match_the_float64_reference(string name, string dtype, string configJson)
     {
-        var dir = _temp.Sub(name);
         var configPath = Path.Combine(_temp.Path, name + ".config.json");
-        await File.WriteAllTextAsync(configPath, configJson);
-        ReferencePython.Run("make", configPath, dir, "11", dtype);
-        await File.WriteAllTextAsync(Path.Combine(dir, "tokenizer.json"), TinyModel.WordTokenizerJson());
+        var dir = await ReferencePython.MakeModelAsync(_temp.Sub(name), configPath, configJson, 11, dtype);
 
         // The runtime's logits, one sample at a time.
         var samples = new JsonArray();

@@ -18,11 +18,8 @@ public sealed class LayerwiseGradientTests : IDisposable
     [MemberData(nameof(ArchitectureReferenceTests.Cases), MemberType = typeof(ArchitectureReferenceTests))]
     public async Task Layerwise_gradients_equal_a_full_backward(string name, string dtype, string configJson)
     {
-        var dir = _temp.Sub(name);
         var configPath = Path.Combine(_temp.Path, name + ".config.json");
-        await File.WriteAllTextAsync(configPath, configJson);
-        ReferencePython.Run("make", configPath, dir, "5", dtype);
-        await File.WriteAllTextAsync(Path.Combine(dir, "tokenizer.json"), TinyModel.WordTokenizerJson());
+        var dir = await ReferencePython.MakeModelAsync(_temp.Sub(name), configPath, configJson, 5, dtype);
         using var model = new LlamaRuntime().LoadLlama(dir, new ModelLoadOptions(RequiresGrad: true), CancellationToken.None);
         var count = model.NamedWeights.Count;
         foreach (var text in new[] { "<s> a b c d e f g h i j k l m n", "<s> z y x w v u" })

@@ -12,6 +12,19 @@ internal static class ReferencePython
 
     private static readonly Lazy<string?> Missing = new(Probe);
 
+    /// <summary>
+    /// A random model of the architecture <paramref name="configJson"/> describes, made by the reference script with
+    /// <paramref name="seed"/> in <paramref name="dtype"/> in the folder <paramref name="folder"/>, with the tests' word
+    /// tokenizer; returns the folder.
+    /// </summary>
+    public static async Task<string> MakeModelAsync(string folder, string configPath, string configJson, int seed, string dtype)
+    {
+        await File.WriteAllTextAsync(configPath, configJson);
+        Run("make", configPath, folder, seed.ToString(System.Globalization.CultureInfo.InvariantCulture), dtype);
+        await File.WriteAllTextAsync(System.IO.Path.Combine(folder, "tokenizer.json"), TinyModel.WordTokenizerJson());
+        return folder;
+    }
+
     /// <summary>Runs the reference script; returns its stdout, or throws with its stderr.</summary>
     public static string Run(params string[] args)
     {

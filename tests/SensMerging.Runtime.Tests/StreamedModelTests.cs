@@ -32,11 +32,8 @@ public sealed class StreamedModelTests : IDisposable
     [MemberData(nameof(ArchitectureReferenceTests.Cases), MemberType = typeof(ArchitectureReferenceTests))]
     public async Task Streamed_gradients_scores_and_logits_equal_the_in_memory_model(string name, string dtype, string configJson)
     {
-        var dir = _temp.Sub(name);
         var configPath = Path.Combine(_temp.Path, name + ".config.json");
-        await File.WriteAllTextAsync(configPath, configJson);
-        ReferencePython.Run("make", configPath, dir, "7", dtype);
-        await File.WriteAllTextAsync(Path.Combine(dir, "tokenizer.json"), TinyModel.WordTokenizerJson());
+        var dir = await ReferencePython.MakeModelAsync(_temp.Sub(name), configPath, configJson, 7, dtype);
         var runtime = new LlamaRuntime();
 
         // In memory: one sample at a time, whole gradients.

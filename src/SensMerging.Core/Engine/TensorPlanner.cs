@@ -161,21 +161,11 @@ internal static class TensorPlanner
             }
             if (embedding)
             {
-                var substituted = EmbeddingRows.Substitute(plan.Vocabulary, plan.CastDType, t.Name, tensors, inputNames, plan.Base?.Name, problems, out var note);
-                if (substituted is null && problems.Count > 0)
+                if (EmbeddingInputs(plan, t.Name, tensors, inputNames, plan.Base?.Name, problems, notes) is not { } rows)
                 {
                     continue;
                 }
-                tensors = substituted?.ToList() ?? tensors;
-                if (note is not null)
-                {
-                    notes.Add(note);
-                }
-                if (tensors.Any(x => !TensorShape.SameAs(x.Shape, tensors[0].Shape)))
-                {
-                    problems.Add($"tensor '{tensors[0].Name}' has shapes {string.Join(", ", tensors.Select(x => TensorShape.Format(x.Shape)))} in its inputs, which cannot be merged");
-                    continue;
-                }
+                tensors = rows;
             }
             var weights = configured;
             if (plan.WeightOverride is { } hook)
@@ -275,21 +265,11 @@ internal static class TensorPlanner
             List<string> names = [.. sources.Select(x => x.Model.Name)];
             if (embedding)
             {
-                var substituted = EmbeddingRows.Substitute(plan.Vocabulary, plan.CastDType, planned.Name, tensors, names, planned.Base?.Model.Name, problems, out var note);
-                if (substituted is null && problems.Count > 0)
+                if (EmbeddingInputs(plan, planned.Name, tensors, names, planned.Base?.Model.Name, problems, notes) is not { } rows)
                 {
                     continue;
                 }
-                tensors = substituted?.ToList() ?? tensors;
-                if (note is not null)
-                {
-                    notes.Add(note);
-                }
-                if (tensors.Any(x => !TensorShape.SameAs(x.Shape, tensors[0].Shape)))
-                {
-                    problems.Add($"tensor '{tensors[0].Name}' has shapes {string.Join(", ", tensors.Select(x => TensorShape.Format(x.Shape)))} in its inputs, which cannot be merged");
-                    continue;
-                }
+                tensors = rows;
             }
             var job = Job(plan, jobs.Count, planned.Name, tensors, planned.Base is not null, planned.Parameters, planned.Weights, names, problems);
             List<string> ownGroups = [.. planned.Sources.Select(x => LayerGroups.Of(x.TensorName))];
@@ -301,6 +281,32 @@ internal static class TensorPlanner
 
     /// <summary>Floating-point inputs of different dtypes are cast (mergekit's rule); anything else must match exactly.</summary>
     private static bool Castable(SafeTensorsDType a, SafeTensorsDType b) => a == b || (a.IsFloatingPoint && b.IsFloatingPoint);
+
+    /// <summary>
+    /// An embedding or head tensor's inputs with their rows arranged for the output vocabulary (<see cref="EmbeddingRows"/>;
+    /// its note, if any, added to <paramref name="notes"/>), or null when they cannot be merged (the reason added to
+    /// <paramref name="problems"/>). The one place both planners (by name and by slice layout) take this step.
+    /// </summary>
+    private static List<ModelTensor>? EmbeddingInputs(
+        MergePlan plan, string name, List<ModelTensor> tensors, IReadOnlyList<string> models, string? baseName, List<string> problems, List<string> notes)
+    {
+        var substituted = EmbeddingRows.Substitute(plan.Vocabulary, plan.CastDType, name, tensors, models, baseName, problems, out var note);
+        if (substituted is null && problems.Count > 0)
+        {
+            return null;
+        }
+        var rows = substituted?.ToList() ?? tensors;
+        if (note is not null)
+        {
+            notes.Add(note);
+        }
+        if (rows.Any(x => !TensorShape.SameAs(x.Shape, rows[0].Shape)))
+        {
+            problems.Add($"tensor '{rows[0].Name}' has shapes {string.Join(", ", rows.Select(x => TensorShape.Format(x.Shape)))} in its inputs, which cannot be merged");
+            return null;
+        }
+        return rows;
+    }
 
     /// <summary>
     /// One job: a floating-point tensor is merged, cast to the plan's dtype (else the promotion of its inputs' dtypes),
