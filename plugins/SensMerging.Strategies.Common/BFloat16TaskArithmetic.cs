@@ -72,14 +72,22 @@ internal static class BFloat16TaskArithmetic
             {
                 continue;
             }
-            var histogram = MagnitudeHistogram((ushort*)inputs[i], basePtr, numel);
-            if (lowerRank > 0)
+            var histogram = MagnitudeSelect.RentHistogram();
+            try
             {
-                lower[i] = KthSmallest(histogram, lowerRank);
+                MagnitudeHistogram((ushort*)inputs[i], basePtr, numel, histogram);
+                if (lowerRank > 0)
+                {
+                    lower[i] = KthSmallest(histogram, lowerRank);
+                }
+                if (upperRank > 0)
+                {
+                    upper[i] = KthSmallest(histogram, upperRank);
+                }
             }
-            if (upperRank > 0)
+            finally
             {
-                upper[i] = KthSmallest(histogram, upperRank);
+                MagnitudeSelect.ReturnHistogram(histogram);
             }
         }
         var plan = new Plan(count, weights, lower, upper, drop, variant.Consensus == ConsensusMethod.Sum, settings.Normalize,
@@ -87,10 +95,9 @@ internal static class BFloat16TaskArithmetic
         Combine(plan, inputs, numel, basePtr, (ushort*)NativeSpans.Address(request.Output));
     }
 
-    /// <summary>How many elements have each 15-bit magnitude key of bf16(x - base).</summary>
-    private static unsafe long[] MagnitudeHistogram(ushort* x, ushort* b, long n)
+    /// <summary>Counts into <paramref name="histogram"/> (zeroed, 32768 buckets) how many elements have each 15-bit magnitude key of bf16(x - base).</summary>
+    private static unsafe void MagnitudeHistogram(ushort* x, ushort* b, long n, long[] histogram)
     {
-        var histogram = new long[1 << 15];
         long j = 0;
         if (Vector256.IsHardwareAccelerated)
         {
@@ -109,13 +116,12 @@ internal static class BFloat16TaskArithmetic
         {
             histogram[Delta(x[j], b[j]) & 0x7FFF]++;
         }
-        return histogram;
     }
 
     /// <summary>The <paramref name="k"/>-th smallest magnitude (1-based) of a <see cref="MagnitudeHistogram"/>.</summary>
     private static float KthSmallest(long[] histogram, long k)
     {
-        for (var key = 0; key < histogram.Length; key++)
+        for (var key = 0; key < MagnitudeSelect.HalfKeys; key++)
         {
             if (k <= histogram[key])
             {

@@ -70,19 +70,43 @@ public static class MagnitudeSelect
     {
         using var flat = values.reshape(-1);
         var remaining = k;
-        var hist = new long[1 << 15];
-        ForEachChunk(flat, span =>
+        var hist = RentHistogram();
+        try
         {
-            foreach (var bits in MemoryMarshal.Cast<byte, ushort>(span))
+            ForEachChunk(flat, span =>
             {
-                hist[bits & 0x7FFF]++;
-            }
-        });
-        return (ushort)Find(hist, ref remaining);
+                foreach (var bits in MemoryMarshal.Cast<byte, ushort>(span))
+                {
+                    hist[bits & 0x7FFF]++;
+                }
+            });
+            return (ushort)Find(hist.AsSpan(0, HalfKeys), ref remaining);
+        }
+        finally
+        {
+            ReturnHistogram(hist);
+        }
     }
 
+    /// <summary>The number of half-precision magnitude keys (15 bits).</summary>
+    public const int HalfKeys = 1 << 15;
+
+    /// <summary>
+    /// A zeroed histogram of at least <see cref="HalfKeys"/> buckets from the shared pool (256 KiB: renting it keeps
+    /// small tensors from allocating one each); give it back with <see cref="ReturnHistogram"/>.
+    /// </summary>
+    public static long[] RentHistogram()
+    {
+        var histogram = System.Buffers.ArrayPool<long>.Shared.Rent(HalfKeys);
+        Array.Clear(histogram, 0, HalfKeys);
+        return histogram;
+    }
+
+    /// <summary>Returns a histogram from <see cref="RentHistogram"/> to the pool.</summary>
+    public static void ReturnHistogram(long[] histogram) => System.Buffers.ArrayPool<long>.Shared.Return(histogram);
+
     /// <summary>The bucket holding the <paramref name="remaining"/>-th entry; <paramref name="remaining"/> becomes the rank inside it.</summary>
-    private static int Find(long[] hist, ref long remaining)
+    private static int Find(ReadOnlySpan<long> hist, ref long remaining)
     {
         for (var i = 0; i < hist.Length; i++)
         {
