@@ -44,11 +44,11 @@ public sealed partial class SensDecorator : IStrategyDecorator
     public IReadOnlyList<ParameterSpec> Parameters { get; } =
     [
         ParameterSpec.Float(Temperature, DefaultTemperature, ParameterScope.Global,
-            "T: softmax temperature over experts (lower T, stronger steering).", min: 1e-6),
+            "T: softmax temperature over experts (lower T, stronger steering); may vary by layer group.", min: 1e-6) with { PerLayerGroup = true },
         ParameterSpec.Choice(TemperatureScaleName, "absolute", ParameterScope.Global,
             "absolute: softmax of alpha*tau/T as published; spread (the project's extension): alpha*tau is first divided by its "
             + "standard deviation over the experts within each layer group, so T counts spreads whatever the number of groups and experts.",
-            "absolute", "spread"),
+            "absolute", "spread") with { PerLayerGroup = true },
         ParameterSpec.Choice(Alignment, DefaultAlignment, ParameterScope.Global,
             "How g becomes transferability: alignment (t_i = sum exp(-g_ij/g_mean), closer is better) or distance (t_i = sum g_ij).",
             "alignment", "distance"),
@@ -57,9 +57,11 @@ public sealed partial class SensDecorator : IStrategyDecorator
         new ParameterSpec(CrossScorer, ParameterKind.String, "logit_alignment", ParameterScope.Global,
             "Cross-task scorer (K x K table g_ij), for example logit_alignment."),
         ParameterSpec.Boolean(TaskScaling, true, ParameterScope.Global,
-            "Task-specific scaling; off: alpha = 1 for every expert and group, and the task scorer is not run."),
+            "Task-specific scaling; off: alpha = 1 for every expert (in the groups where it is off; the task scorer runs only when some group has it on).")
+            with { PerLayerGroup = true },
         ParameterSpec.Boolean(CrossScaling, true, ParameterScope.Global,
-            "Cross-task scaling; off: tau = 1/K for every expert, and the cross scorer is not run."),
+            "Cross-task scaling; off: tau = 1/K for every expert (in the groups where it is off; the cross scorer runs only when some group has it on).")
+            with { PerLayerGroup = true },
     ];
 
     public async Task<IDecoratedStrategy> DecorateAsync(IMergeStrategy inner, DecoratorContext context, CancellationToken cancellationToken)
@@ -67,6 +69,12 @@ public sealed partial class SensDecorator : IStrategyDecorator
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(context);
         var settings = SensSettings.Read(context.Parameters);
+        // temperature, temperature_scale, task_scaling and cross_scaling may differ between layer groups (contract 1.6).
+        var groupSettings = context.LayerGroups.Count == 0
+            ? [settings.Group]
+            : context.LayerGroups.Select(g => SensSettings.Read(context.ParametersOf(g)).Group).ToArray();
+        var needsTask = groupSettings.Any(g => g.TaskScaling);
+        var needsCross = groupSettings.Any(g => g.CrossScaling);
         // The calibration is each expert's calibration block as the host loaded it (samples and max_length are set there,
         // and only there); the scorers get all of it, and the report records these same objects.
         var experts = context.Experts.ToArray();
@@ -74,7 +82,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
         {
             throw new InvalidOperationException("sens: the merge has no experts to weigh.");
         }
-        if (settings.TaskScaling || settings.CrossScaling)
+        if (needsTask || needsCross)
         {
             var missing = experts.Where(e => e.Data is null || e.Data.Samples.Count == 0).Select(e => e.Name).ToArray();
             if (missing.Length > 0)
@@ -87,14 +95,14 @@ public sealed partial class SensDecorator : IStrategyDecorator
 
         var tables = new List<ScoreTable>();
         ScoreTable? taskTable = null;
-        if (settings.TaskScaling)
+        if (needsTask)
         {
             taskTable = await RunScorerAsync(settings.TaskScorer, ScorerKind.TaskSpecific, experts, context, cancellationToken).ConfigureAwait(false);
             ValidateRows(taskTable, experts);
             tables.Add(Rename(taskTable, "S"));
         }
         ScoreTable? crossTable = null;
-        if (settings.CrossScaling)
+        if (needsCross)
         {
             crossTable = await RunScorerAsync(settings.CrossScorer, ScorerKind.CrossTask, experts, context, cancellationToken).ConfigureAwait(false);
             ValidateRows(crossTable, experts);
@@ -107,7 +115,8 @@ public sealed partial class SensDecorator : IStrategyDecorator
         }
 
         var groups = taskTable is not null ? taskTable.Columns.ToArray() : context.LayerGroups.ToArray();
-        var result = SensMath.Compute(taskTable?.Values, crossTable?.Values, experts.Length, groups.Length, settings.Reading, settings.Temperature, settings.Scale);
+        var settingsOf = groups.Select(g => SensSettings.Read(context.ParametersOf(g)).Group).ToArray();
+        var result = SensMath.Compute(taskTable?.Values, crossTable?.Values, experts.Length, settingsOf, settings.Reading);
         var names = experts.Select(e => e.Name).ToArray();
         tables.Add(new ScoreTable("alpha", ScorerKind.TaskSpecific, names, groups, result.Alpha));
         tables.Add(new ScoreTable("t", ScorerKind.CrossTask, ["t"], names, [result.Transferability]));
@@ -120,7 +129,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
         {
             LogUnscoredGroups(context.Logger, string.Join(", ", unscored));
         }
-        var reportSettings = settings.ToDictionary(inner.Name, names, settings.TaskScaling || settings.CrossScaling ? experts : []);
+        var reportSettings = settings.ToDictionary(inner.Name, names, needsTask || needsCross ? experts : [], groups, settingsOf);
         var report = new DecoratorReport(DecoratorName, reportSettings, tables);
         LogCoefficients(context.Logger, inner.Name, experts.Length, groups.Length,
             result.Coefficients.SelectMany(r => r).DefaultIfEmpty(1).Min(), result.Coefficients.SelectMany(r => r).DefaultIfEmpty(1).Max());
@@ -223,24 +232,31 @@ internal sealed record SensSettings(
             parameters.Boolean(SensDecorator.CrossScaling));
     }
 
+    /// <summary>The settings that may differ between layer groups, as <see cref="SensMath"/> takes them.</summary>
+    public GroupSettings Group => new(Temperature, Scale, TaskScaling, CrossScaling);
+
     /// <summary>
-    /// The report's settings. <c>samples</c> and <c>max_length</c> come from <paramref name="scored"/>, the calibration the
-    /// scorers got (each expert's calibration block): one number when every expert's is the same, else a map expert to number;
-    /// absent when no scorer ran on calibration data.
+    /// The report's settings. <c>temperature</c>, <c>temperature_scale</c>, <c>task_scaling</c> and <c>cross_scaling</c> are
+    /// the values used in <paramref name="groups"/> (<paramref name="groupSettings"/>): one value when every group's is the
+    /// same, else a map layer group to value. <c>samples</c> and <c>max_length</c> come from <paramref name="scored"/>, the
+    /// calibration the scorers got (each expert's calibration block): one number when every expert's is the same, else a map
+    /// expert to number; absent when no scorer ran on calibration data.
     /// </summary>
-    public IReadOnlyDictionary<string, object> ToDictionary(string inner, IReadOnlyList<string> experts, IReadOnlyList<ScoredModel> scored)
+    public IReadOnlyDictionary<string, object> ToDictionary(
+        string inner, IReadOnlyList<string> experts, IReadOnlyList<ScoredModel> scored, IReadOnlyList<string> groups, IReadOnlyList<GroupSettings> groupSettings)
     {
         var settings = new Dictionary<string, object>(StringComparer.Ordinal)
         {
             ["inner"] = inner,
             ["experts"] = experts.ToArray(),
-            [SensDecorator.Temperature] = Temperature,
-            [SensDecorator.TemperatureScaleName] = Scale == TemperatureScale.Spread ? "spread" : "absolute",
+            [SensDecorator.Temperature] = ByGroup(groups, groupSettings, g => g.Temperature, Temperature),
+            [SensDecorator.TemperatureScaleName] = ByGroup(groups, groupSettings, g => g.Scale == TemperatureScale.Spread ? "spread" : "absolute",
+                Scale == TemperatureScale.Spread ? "spread" : "absolute"),
             [SensDecorator.Alignment] = Reading == TransferReading.Alignment ? "alignment" : "distance",
             [SensDecorator.TaskScorer] = TaskScorer,
             [SensDecorator.CrossScorer] = CrossScorer,
-            [SensDecorator.TaskScaling] = TaskScaling,
-            [SensDecorator.CrossScaling] = CrossScaling,
+            [SensDecorator.TaskScaling] = ByGroup(groups, groupSettings, g => g.TaskScaling, TaskScaling),
+            [SensDecorator.CrossScaling] = ByGroup(groups, groupSettings, g => g.CrossScaling, CrossScaling),
         };
         var data = scored.Where(e => e.Data is not null).ToArray();
         if (data.Length > 0)
@@ -249,6 +265,23 @@ internal sealed record SensSettings(
             settings[SensDecorator.MaxLength] = InEffect(data, d => d.MaxLength);
         }
         return settings;
+    }
+
+    /// <summary>One value when every group's is the same (or there are no groups: <paramref name="merge"/>), else group to value.</summary>
+    private static object ByGroup<T>(IReadOnlyList<string> groups, IReadOnlyList<GroupSettings> groupSettings, Func<GroupSettings, T> value, T merge)
+        where T : notnull
+    {
+        var values = groupSettings.Select(value).ToArray();
+        if (values.Length == 0 || values.Distinct().Count() == 1)
+        {
+            return values.Length == 0 ? merge : values[0];
+        }
+        var map = new Dictionary<string, object>(StringComparer.Ordinal);
+        for (var g = 0; g < groups.Count; g++)
+        {
+            map[groups[g]] = values[g];
+        }
+        return map;
     }
 
     private static object InEffect(IReadOnlyList<ScoredModel> scored, Func<TextDataset, int> value)

@@ -24,6 +24,17 @@ public enum TemperatureScale
     Spread,
 }
 
+/// <summary>
+/// One layer group's settings: the temperature and its scale, and whether the group scales by task (alpha) and across
+/// tasks (tau). sens's parameters <c>temperature</c>, <c>temperature_scale</c>, <c>task_scaling</c> and <c>cross_scaling</c>
+/// may differ between groups (contract 1.6, a gradient or filter list in the config).
+/// </summary>
+/// <param name="Temperature">T, above 0.</param>
+/// <param name="Scale">What T divides.</param>
+/// <param name="TaskScaling">False: alpha = 1 for every expert in the group.</param>
+/// <param name="CrossScaling">False: tau = 1/K for every expert in the group.</param>
+public sealed record GroupSettings(double Temperature, TemperatureScale Scale = TemperatureScale.Absolute, bool TaskScaling = true, bool CrossScaling = true);
+
 /// <summary>Every number of one Sens-Merging computation. Rows of the matrices are experts; columns layer groups.</summary>
 /// <param name="Alpha">alpha_i^l.</param>
 /// <param name="Transferability">t_i.</param>
@@ -166,10 +177,27 @@ public static class SensMath
         IReadOnlyList<double[]> alpha, IReadOnlyList<double> tau, double temperature, TemperatureScale scale = TemperatureScale.Absolute)
     {
         ArgumentNullException.ThrowIfNull(alpha);
+        var groups = alpha.Count == 0 ? 0 : alpha[0].Length;
+        return Combine(alpha, tau, Enumerable.Repeat(new GroupSettings(temperature, scale), groups).ToArray());
+    }
+
+    /// <summary>
+    /// <see cref="Combine(IReadOnlyList{double[]}, IReadOnlyList{double}, double, TemperatureScale)"/> with each layer
+    /// group's own settings: its temperature and scale, and alpha_i^l = 1 where its task scaling is off, tau_i = 1/K where
+    /// its cross scaling is off.
+    /// </summary>
+    public static (double[][] Sigma, double[][] Coefficients) Combine(
+        IReadOnlyList<double[]> alpha, IReadOnlyList<double> tau, IReadOnlyList<GroupSettings> groupSettings)
+    {
+        ArgumentNullException.ThrowIfNull(alpha);
         ArgumentNullException.ThrowIfNull(tau);
-        if (!(temperature > 0) || !double.IsFinite(temperature))
+        ArgumentNullException.ThrowIfNull(groupSettings);
+        foreach (var settings in groupSettings)
         {
-            throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "the temperature must be a finite number above 0");
+            if (!(settings.Temperature > 0) || !double.IsFinite(settings.Temperature))
+            {
+                throw new ArgumentOutOfRangeException(nameof(groupSettings), settings.Temperature, "the temperature must be a finite number above 0");
+            }
         }
         var k = alpha.Count;
         if (tau.Count != k)
@@ -181,6 +209,10 @@ public static class SensMath
             return ([], []);
         }
         var groups = alpha[0].Length;
+        if (groupSettings.Count != groups)
+        {
+            throw new ArgumentException($"{groupSettings.Count} group settings for {groups} layer groups", nameof(groupSettings));
+        }
         for (var i = 0; i < k; i++)
         {
             if (alpha[i].Length != groups)
@@ -200,16 +232,17 @@ public static class SensMath
         var e = new double[k];
         for (var l = 0; l < groups; l++)
         {
+            var settings = groupSettings[l];
             for (var i = 0; i < k; i++)
             {
-                x[i] = alpha[i][l] * tau[i];
+                x[i] = (settings.TaskScaling ? alpha[i][l] : 1.0) * (settings.CrossScaling ? tau[i] : 1.0 / k);
             }
-            var divisor = temperature;
-            if (scale == TemperatureScale.Spread)
+            var divisor = settings.Temperature;
+            if (settings.Scale == TemperatureScale.Spread)
             {
                 var spread = PopulationSpread(x);
                 // Experts that tie in this group (spread 0, or below rounding) get equal coefficients.
-                divisor = spread > 1e-12 * x.Max(Math.Abs) ? temperature * spread : double.PositiveInfinity;
+                divisor = spread > 1e-12 * x.Max(Math.Abs) ? settings.Temperature * spread : double.PositiveInfinity;
             }
             var max = double.NegativeInfinity;
             for (var i = 0; i < k; i++)
@@ -257,7 +290,22 @@ public static class SensMath
         double temperature,
         TemperatureScale scale = TemperatureScale.Absolute)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(groups);
+        var settings = new GroupSettings(temperature, scale, TaskScaling: taskScores is not null, CrossScaling: cross is not null);
+        return Compute(taskScores, cross, experts, Enumerable.Repeat(settings, groups).ToArray(), reading);
+    }
+
+    /// <summary>
+    /// The whole computation with each layer group's own settings (<see cref="GroupSettings"/>). <paramref name="taskScores"/>
+    /// is needed when some group scales by task, <paramref name="cross"/> when some group scales across tasks. The returned
+    /// alpha is the one used (1 in the groups without task scaling); t and tau are the experts' (1 and 1/K without a cross
+    /// table), and a group without cross scaling uses 1/K.
+    /// </summary>
+    public static SensCoefficients Compute(
+        IReadOnlyList<double[]>? taskScores, IReadOnlyList<double[]>? cross, int experts, IReadOnlyList<GroupSettings> groupSettings, TransferReading reading)
+    {
         ArgumentOutOfRangeException.ThrowIfLessThan(experts, 1);
+        ArgumentNullException.ThrowIfNull(groupSettings);
         if (taskScores is not null && taskScores.Count != experts)
         {
             throw new ArgumentException($"the task-score table has {taskScores.Count} rows for {experts} experts", nameof(taskScores));
@@ -266,10 +314,29 @@ public static class SensMath
         {
             throw new ArgumentException($"the cross-task table has {cross.Count} rows for {experts} experts", nameof(cross));
         }
+        if (taskScores is null && groupSettings.Any(g => g.TaskScaling))
+        {
+            throw new ArgumentException("a layer group scales by task, but there is no task-score table", nameof(taskScores));
+        }
+        if (cross is null && groupSettings.Any(g => g.CrossScaling))
+        {
+            throw new ArgumentException("a layer group scales across tasks, but there is no cross-task table", nameof(cross));
+        }
+        var groups = groupSettings.Count;
         var alpha = taskScores is null ? UniformAlpha(experts, groups) : Alpha(taskScores);
+        for (var l = 0; l < groups; l++)
+        {
+            if (!groupSettings[l].TaskScaling)
+            {
+                foreach (var row in alpha)
+                {
+                    row[l] = 1.0;
+                }
+            }
+        }
         var t = cross is null ? Enumerable.Repeat(1.0, experts).ToArray() : Transferability(cross, reading);
         var tau = cross is null ? UniformTau(experts) : Tau(t);
-        var (sigma, c) = Combine(alpha, tau, temperature, scale);
+        var (sigma, c) = Combine(alpha, tau, groupSettings);
         return new SensCoefficients(alpha, t, tau, sigma, c);
     }
 

@@ -38,8 +38,44 @@ public sealed record DecoratorContext
     /// <summary>The layer groups of the model, in model order.</summary>
     public required IReadOnlyList<string> LayerGroups { get; init; }
 
-    /// <summary>The decorator's parameters (defaults applied).</summary>
+    /// <summary>
+    /// The decorator's parameters for the merge as a whole (defaults applied, kinds and ranges checked). A parameter
+    /// declared <see cref="ParameterSpec.PerLayerGroup"/> and given as a gradient or filter list has here its value in
+    /// the first layer group; read <see cref="ParametersOf"/> for each group's.
+    /// </summary>
     public required ResolvedParameters Parameters { get; init; }
+
+    /// <summary>
+    /// The decorator's parameters resolved for each layer group, in the order of <see cref="LayerGroups"/> (contract 1.6),
+    /// as a strategy's are for each tensor: a gradient list is evaluated at the group's depth (block b of n blocks at
+    /// b / (n - 1); the groups outside the blocks, embeddings, final norm and head, at 0, the list's first value), and a
+    /// filter list takes the first entry whose filter is a substring of the group's name (<c>model.embed_tokens</c>,
+    /// <c>model.layers.7</c>, <c>model.norm</c>, <c>lm_head</c>). Parameters not declared per layer group have the same
+    /// value in every group. Empty from hosts before 1.6.
+    /// </summary>
+    public IReadOnlyList<ResolvedParameters> LayerGroupParameters { get; init; } = [];
+
+    /// <summary>
+    /// The parameters of layer group <paramref name="layerGroup"/> (<see cref="LayerGroupParameters"/>); <see cref="Parameters"/>
+    /// for a group the merge does not have, and from hosts before 1.6.
+    /// </summary>
+    /// <param name="layerGroup">A name from <see cref="LayerGroups"/>.</param>
+    /// <returns>The group's resolved parameters.</returns>
+    public ResolvedParameters ParametersOf(string layerGroup)
+    {
+        ArgumentNullException.ThrowIfNull(layerGroup);
+        if (LayerGroupParameters.Count == LayerGroups.Count)
+        {
+            for (var g = 0; g < LayerGroups.Count; g++)
+            {
+                if (string.Equals(LayerGroups[g], layerGroup, StringComparison.Ordinal))
+                {
+                    return LayerGroupParameters[g];
+                }
+            }
+        }
+        return Parameters;
+    }
 
     /// <summary>Scorer plugins by name.</summary>
     public required IScorerCatalog Scorers { get; init; }

@@ -48,6 +48,15 @@ public sealed record ParameterSpec(string Name, ParameterKind Kind, object? Defa
     /// <summary>True when the configuration must give a value (no default).</summary>
     public bool Required => Default is null;
 
+    /// <summary>
+    /// For a decorator's parameter (contract 1.6): true when its value may differ between layer groups, given as a
+    /// strategy's parameters are, a list interpolated over depth (a gradient) or a list of <c>{filter, value}</c>
+    /// entries; the host resolves it for every layer group (<see cref="DecoratorContext.LayerGroupParameters"/>). False
+    /// (the default): one value for the whole merge, and a gradient or filter list is refused naming the parameter.
+    /// Strategies' parameters vary per tensor whatever this says.
+    /// </summary>
+    public bool PerLayerGroup { get; init; }
+
     /// <summary>A float parameter with an optional inclusive range.</summary>
     /// <param name="name">The key in the config.</param>
     /// <param name="default">The default, or null when required.</param>

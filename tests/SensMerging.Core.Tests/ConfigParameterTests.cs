@@ -190,4 +190,89 @@ public sealed class ConfigParameterTests
             Assert.Contains("not a finite number", notFinite.Message, StringComparison.Ordinal);
         }
     }
+
+    private static readonly string[] DecoratorGroups = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.layers.2", "model.norm", "lm_head"];
+
+    private static readonly ParameterSpec[] DecoratorSpecs =
+    [
+        ParameterSpec.Float("temperature", 2.0, ParameterScope.Global, "T", min: 0.01) with { PerLayerGroup = true },
+        ParameterSpec.Boolean("task_scaling", true, ParameterScope.Global, "task scaling") with { PerLayerGroup = true },
+        ParameterSpec.Choice("temperature_scale", "absolute", ParameterScope.Global, "scale", "absolute", "spread") with { PerLayerGroup = true },
+        new ParameterSpec("task_scorer", ParameterKind.String, "sensitivity", ParameterScope.Global, "scorer"),
+        ParameterSpec.Float("strength", 1.0, ParameterScope.Global, "one value for the merge"),
+    ];
+
+    private static IReadOnlyDictionary<string, ParameterValue> DecoratorValues(string yaml) =>
+        Parse("merge_method: linear\nmodels:\n  - model: org/a\ndecorators:\n  - name: sens\n    parameters:\n" + yaml).Decorators[0].Parameters;
+
+    [Fact]
+    public void Decorator_parameters_vary_by_layer_group_with_gradients_and_filters()
+    {
+        // Three blocks: block b sits at depth b / 2; embeddings, final norm and head at depth 0 (mergekit's t = 0 for the
+        // tensors outside the blocks), so a gradient gives them its first value.
+        var values = DecoratorValues("""
+                  temperature: [1.0, 3.0]
+                  task_scaling:
+                    - filter: lm_head
+                      value: false
+                    - value: true
+                  temperature_scale:
+                    - filter: model.layers.2
+                      value: spread
+                  task_scorer: fisher
+            """);
+        var resolved = DecoratorParameters.Resolve("decorator 'sens'", values, DecoratorSpecs, DecoratorGroups, 3);
+        Assert.Equal(DecoratorGroups.Length, resolved.LayerGroups.Count);
+        Assert.Equal([1.0, 1.0, 2.0, 3.0, 1.0, 1.0], resolved.LayerGroups.Select(p => p.Float("temperature")));
+        Assert.Equal([true, true, true, true, true, false], resolved.LayerGroups.Select(p => p.Boolean("task_scaling")));
+        // A filter list without a matching entry falls back to the declared default.
+        Assert.Equal(["absolute", "absolute", "absolute", "spread", "absolute", "absolute"], resolved.LayerGroups.Select(p => p.String("temperature_scale")));
+        // One-value parameters are the same in every group; the merge-wide value of a per-group one is its first group's.
+        Assert.All(resolved.LayerGroups, p => Assert.Equal("fisher", p.String("task_scorer")));
+        Assert.All(resolved.LayerGroups, p => Assert.Equal(1.0, p.Float("strength")));
+        Assert.Equal(1.0, resolved.Merge.Float("temperature"));
+        Assert.Equal("fisher", resolved.Merge.String("task_scorer"));
+
+        // Plain values: every group the same.
+        var plain = DecoratorParameters.Resolve("decorator 'sens'", DecoratorValues("      temperature: 0.5\n"), DecoratorSpecs, DecoratorGroups, 3);
+        Assert.All(plain.LayerGroups, p => Assert.Equal(0.5, p.Float("temperature")));
+        Assert.Equal(0.5, plain.Merge.Float("temperature"));
+        Assert.Equal(2.0, DecoratorParameters.Resolve("decorator 'sens'", new Dictionary<string, ParameterValue>(), DecoratorSpecs, DecoratorGroups, 3)
+            .LayerGroups[3].Float("temperature"));
+    }
+
+    [Fact]
+    public void Decorator_parameters_refuse_lists_for_one_value_parameters_and_filters_that_match_no_group()
+    {
+        // A list for a text parameter that takes one value stays a list of names, joined as before contract 1.6.
+        var names = DecoratorParameters.Resolve("decorator 'sens'", DecoratorValues("      task_scorer: [sensitivity, fisher]\n"), DecoratorSpecs, DecoratorGroups, 3);
+        Assert.Equal("sensitivity,fisher", names.Merge.String("task_scorer"));
+
+        var error = Assert.Throws<MergeConfigException>(() => DecoratorParameters.Resolve("decorator 'sens'", DecoratorValues("""
+                  strength: [0.5, 1.0]
+                  task_scorer:
+                    - filter: lm_head
+                      value: fisher
+                  temperature:
+                    - filter: mlp
+                      value: 4.0
+                    - value: 2.0
+                  task_scaling: [true, false]
+                  bogus: 1
+            """), DecoratorSpecs, DecoratorGroups, 3));
+        Assert.Contains("parameter 'strength' of decorator 'sens' takes one value for the whole merge, not a list interpolated over depth "
+            + "(the parameters that may vary by layer group: temperature, task_scaling, temperature_scale)", error.Message, StringComparison.Ordinal);
+        Assert.Contains("parameter 'task_scorer' of decorator 'sens' takes one value for the whole merge, not a list of {filter, value}", error.Message, StringComparison.Ordinal);
+        Assert.Contains("filter 'mlp' of parameter 'temperature' (decorator 'sens') matches no layer group", error.Message, StringComparison.Ordinal);
+        Assert.Contains("model.embed_tokens, model.layers.0, model.layers.1, ..., lm_head", error.Message, StringComparison.Ordinal);
+        Assert.Contains("'bogus' is not a parameter of decorator 'sens'", error.Message, StringComparison.Ordinal);
+        // A boolean gradient picks a value per depth, as a strategy's non-numeric lists do; that one is valid.
+        Assert.DoesNotContain("parameter 'task_scaling'", error.Message, StringComparison.Ordinal);
+
+        // Ranges are checked in every group, naming the group.
+        var range = Assert.Throws<MergeConfigException>(() => DecoratorParameters.Resolve("decorator 'sens'",
+            DecoratorValues("      temperature: [1.0, 0.0]\n"), DecoratorSpecs, DecoratorGroups, 3));
+        Assert.Contains("parameter 'temperature' of decorator 'sens' (layer group 'model.layers.2') is 0, outside the allowed range", range.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("model.layers.0'", range.Message, StringComparison.Ordinal);
+    }
 }

@@ -264,8 +264,9 @@ public sealed class ConfigParserTests : IDisposable
         Assert.Equal(new CalibrationSource(Path.Combine(_dir, "data", "math.jsonl"), 100, 512), config.Models[0].Calibration);
         Assert.Equal(new CalibrationSource(Path.Combine(_dir, "data", "code.jsonl"), null, null), config.Models[1].Calibration);
         Assert.Equal("sens", config.Decorators[0].Name);
-        Assert.Equal(2.0, config.Decorators[0].Parameters["temperature"]);
-        Assert.Equal(new object[] { "sensitivity", "logit_alignment" }, (IEnumerable<object>)config.Decorators[0].Parameters["scorers"]);
+        // Decorators' parameters are parsed as a strategy's (contract 1.6): a value, or a list (a gradient, or a list of names).
+        Assert.Equal(2.0, Assert.IsType<ScalarParameter>(config.Decorators[0].Parameters["temperature"]).Value);
+        Assert.Equal(new object[] { "sensitivity", "logit_alignment" }, Assert.IsType<GradientParameter>(config.Decorators[0].Parameters["scorers"]).Values);
         Assert.Equal("clip", config.Decorators[1].Name);
         Assert.Equal(TokenizerSourceKind.Model, config.TokenizerSource!.Kind);
         Assert.Equal("v2", config.TokenizerSource.Model!.Revision);

@@ -233,6 +233,65 @@ public sealed class SensDecoratorTests
     }
 
     [Fact]
+    public async Task SettingsPerLayerGroup_GiveEachGroupItsOwnSoftmax_RecomputedByHand()
+    {
+        // Contract 1.6: the host resolves temperature, task_scaling and cross_scaling per layer group (a gradient or a
+        // filter list in the config). Here: T rising over the groups, no task scaling in lm_head, no cross scaling in the
+        // final norm. Expected values from the paper's formulas written out below, not from SensMath.
+        double[] temperatures = [0.1, 0.2, 0.3, 0.4, 0.5];
+        var perGroup = Groups.Select((g, l) => TestScorerCatalog.Resolve(new SensDecorator().Parameters, new Dictionary<string, object>
+        {
+            ["temperature"] = temperatures[l],
+            ["alignment"] = "distance",
+            ["task_scaling"] = g != "lm_head",
+            ["cross_scaling"] = g != "model.norm",
+        })).ToArray();
+        var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));
+        var recorder = new RecordingStrategy(new LinearStrategy());
+        var context = Context(catalog, new Dictionary<string, object> { ["alignment"] = "distance" }) with { LayerGroupParameters = perGroup };
+        var decorated = await new SensDecorator().DecorateAsync(recorder, context, CancellationToken.None);
+        var weights = new[] { 1.0, 0.5, 2.0 };
+        foreach (var group in Groups)
+        {
+            var models = RandomTensors(3, 5, 4, 4);
+            using var output = Merge(decorated, group + ".weight", null, models, weights, TestScorerCatalog.Resolve(recorder.Parameters));
+            foreach (var m in models)
+            {
+                m.Dispose();
+            }
+        }
+
+        // alpha_i^l = S_i^l / ||S_i||; t_i = sum_{j != i} g_ij (distance reading); tau_i = t_i / sum t.
+        var norms = HandS.Select(row => Math.Sqrt(row.Sum(v => v * v))).ToArray();
+        var t = Enumerable.Range(0, 3).Select(i => Enumerable.Range(0, 3).Where(j => j != i).Sum(j => HandG[i][j])).ToArray();
+        var tau = t.Select(v => v / t.Sum()).ToArray();
+        Assert.Equal(Groups.Length, recorder.Calls.Count);
+        foreach (var (group, applied) in recorder.Calls)
+        {
+            var l = Array.IndexOf(Groups, group);
+            var x = Enumerable.Range(0, 3).Select(i =>
+                (group == "lm_head" ? 1.0 : HandS[i][l] / norms[i]) * (group == "model.norm" ? 1.0 / 3 : tau[i]) / temperatures[l]).ToArray();
+            var exps = x.Select(Math.Exp).ToArray();
+            for (var i = 0; i < 3; i++)
+            {
+                Assert.Equal(weights[i] * 3 * exps[i] / exps.Sum(), applied[i], 12);
+            }
+        }
+        // lm_head without task scaling and with tau from distances still steers; a group with both off would not.
+        Assert.Contains(recorder.Calls, c => c.Group == "lm_head" && Math.Abs(c.Weights[0] - weights[0]) > 1e-3);
+
+        // The report says which value each group used, and the alpha it used (1 where task scaling is off).
+        var report = decorated.Report;
+        var reportedT = Assert.IsType<Dictionary<string, object>>(report.Settings["temperature"]);
+        Assert.Equal(temperatures.Cast<object>(), Groups.Select(g => reportedT[g]));
+        var reportedTask = Assert.IsType<Dictionary<string, object>>(report.Settings["task_scaling"]);
+        Assert.Equal(false, reportedTask["lm_head"]);
+        Assert.Equal("absolute", report.Settings["temperature_scale"]);
+        var alpha = report.Tables.Single(x => x.Scorer == "alpha");
+        Assert.All(Enumerable.Range(0, 3), i => Assert.Equal(1.0, alpha[i, Groups.Length - 1]));
+    }
+
+    [Fact]
     public async Task DecoratedStrategy_MirrorsInner_AndKeepsWeightsOfUnscoredGroups()
     {
         var catalog = new TestScorerCatalog(TaskScorer(HandS), CrossScorer(HandG));

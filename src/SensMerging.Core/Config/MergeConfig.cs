@@ -125,8 +125,11 @@ public sealed record CalibrationSource(string Path, int? Samples, int? MaxLength
     public int MaxLengthOrDefault => MaxLength ?? DefaultMaxLength;
 }
 
-/// <summary>One entry of <c>decorators</c>: a decorator plugin's name and its parameters (scalars or lists of scalars).</summary>
-public sealed record DecoratorConfig(string Name, IReadOnlyDictionary<string, object> Parameters, int Line);
+/// <summary>
+/// One entry of <c>decorators</c>: a decorator plugin's name and its parameters, parsed as a strategy's are (a value, a
+/// gradient list or a filter list; <see cref="DecoratorParameters.Resolve"/> evaluates them per layer group).
+/// </summary>
+public sealed record DecoratorConfig(string Name, IReadOnlyDictionary<string, ParameterValue> Parameters, int Line);
 
 /// <summary>Where the merged model's tokenizer comes from.</summary>
 public enum TokenizerSourceKind

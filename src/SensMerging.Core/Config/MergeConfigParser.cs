@@ -572,7 +572,7 @@ public static class MergeConfigParser
                     var plain = String(item, "decorators[]");
                     if (plain is not null)
                     {
-                        into.Add(new DecoratorConfig(plain, new Dictionary<string, object>(), Line(item)));
+                        into.Add(new DecoratorConfig(plain, new Dictionary<string, ParameterValue>(), Line(item)));
                     }
                     continue;
                 }
@@ -582,7 +582,7 @@ public static class MergeConfigParser
                     continue;
                 }
                 string? name = null;
-                var parameters = new Dictionary<string, object>(StringComparer.Ordinal);
+                var parameters = new Dictionary<string, ParameterValue>(StringComparer.Ordinal);
                 foreach (var (keyNode, value) in map.Children)
                 {
                     var key = KeyOf(keyNode);
@@ -593,19 +593,8 @@ public static class MergeConfigParser
                         case "name":
                             name = String(value, "decorator name");
                             break;
-                        case "parameters" when value is YamlMappingNode parameterMap:
-                            foreach (var (pKey, pValue) in parameterMap.Children)
-                            {
-                                var parameterName = KeyOf(pKey);
-                                var parsed = parameterName is null ? null : DecoratorValue(pValue, parameterName);
-                                if (parsed is not null)
-                                {
-                                    parameters[parameterName!] = parsed;
-                                }
-                            }
-                            break;
                         case "parameters":
-                            Problem(value, "decorator 'parameters' must be a mapping");
+                            Parameters(value, parameters);
                             break;
                         default:
                             Unsupported(keyNode, key);
@@ -619,31 +608,6 @@ public static class MergeConfigParser
                 }
                 into.Add(new DecoratorConfig(name, parameters, Line(map)));
             }
-        }
-
-        private object? DecoratorValue(YamlNode node, string name)
-        {
-            if (node is YamlScalarNode scalar)
-            {
-                var value = Scalar(scalar);
-                if (value is null)
-                {
-                    Problem(node, $"decorator parameter '{name}' has no value");
-                }
-                return value;
-            }
-            if (node is YamlSequenceNode list && list.Children.All(c => c is YamlScalarNode))
-            {
-                var values = list.Children.Select(c => Scalar((YamlScalarNode)c)).ToList();
-                if (values.Any(v => v is null))
-                {
-                    Problem(node, $"decorator parameter '{name}' has an empty list item");
-                    return null;
-                }
-                return values.Cast<object>().ToList();
-            }
-            Problem(node, $"decorator parameter '{name}' must be a value or a list of values");
-            return null;
         }
 
         private TokenizerSource? Tokenizer(YamlNode node, string key)

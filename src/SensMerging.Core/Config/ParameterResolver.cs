@@ -194,7 +194,7 @@ public sealed class ParameterResolver
         ArgumentNullException.ThrowIfNull(component);
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(specs);
-        var problems = UnknownNames(component, values, specs);
+        var problems = UnknownNames(component, values.Keys, specs);
         var result = ResolveValues(component, specs, name => values.GetValueOrDefault(name), problems);
         ThrowIfAny(problems);
         return new ResolvedParameters(result, []);
@@ -217,7 +217,7 @@ public sealed class ParameterResolver
         }
         global ??= new Dictionary<string, object>();
         var specs = strategy.Parameters;
-        var problems = UnknownNames(strategy.Name, global, specs);
+        var problems = UnknownNames(strategy.Name, global.Keys, specs);
         var globalSpecs = specs.Where(s => s.Scope == ParameterScope.Global).ToList();
         var modelSpecs = specs.Where(s => s.Scope == ParameterScope.PerModel).ToList();
         var resolvedGlobal = ResolveValues(strategy.Name, globalSpecs, name => global.GetValueOrDefault(name), problems);
@@ -226,18 +226,18 @@ public sealed class ParameterResolver
         {
             var own = perModel?[i] ?? new Dictionary<string, object>();
             var component = $"{strategy.Name} (model {i})";
-            problems.AddRange(UnknownNames(component, own, modelSpecs));
+            problems.AddRange(UnknownNames(component, own.Keys, modelSpecs));
             resolvedModels.Add(ResolveValues(component, modelSpecs, name => own.GetValueOrDefault(name) ?? global.GetValueOrDefault(name), problems));
         }
         ThrowIfAny(problems);
         return new ResolvedParameters(resolvedGlobal, resolvedModels);
     }
 
-    private static List<string> UnknownNames(string component, IReadOnlyDictionary<string, object> values, IReadOnlyList<ParameterSpec> specs) =>
-        [.. values.Keys.Where(k => specs.All(s => s.Name != k)).Select(name => $"'{name}' is not a parameter of {component} (known: {Known(specs)})")];
+    internal static List<string> UnknownNames(string component, IEnumerable<string> names, IReadOnlyList<ParameterSpec> specs) =>
+        [.. names.Where(k => specs.All(s => s.Name != k)).Select(name => $"'{name}' is not a parameter of {component} (known: {Known(specs)})")];
 
     /// <summary>Each spec's given value (or its default) converted to its kind and checked against its range.</summary>
-    private static Dictionary<string, object> ResolveValues(string component, IEnumerable<ParameterSpec> specs, Func<string, object?> given, List<string> problems)
+    internal static Dictionary<string, object> ResolveValues(string component, IEnumerable<ParameterSpec> specs, Func<string, object?> given, List<string> problems)
     {
         var result = new Dictionary<string, object>(StringComparer.Ordinal);
         foreach (var spec in specs)
@@ -264,7 +264,7 @@ public sealed class ParameterResolver
         return result;
     }
 
-    private static void ThrowIfAny(List<string> problems)
+    internal static void ThrowIfAny(List<string> problems)
     {
         if (problems.Count > 0)
         {
@@ -306,7 +306,7 @@ public sealed class ParameterResolver
         }
     }
 
-    private static object ConvertValue(ParameterSpec spec, object raw, string where)
+    internal static object ConvertValue(ParameterSpec spec, object raw, string where)
     {
         object value;
         switch (spec.Kind)

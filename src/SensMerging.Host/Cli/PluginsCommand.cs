@@ -73,7 +73,7 @@ public static class PluginsCommand
                 c.Name,
                 c.Instance.Description,
                 c.Instance.Parameters.Select(s => new ParameterJson(
-                    s.Name, s.Kind.ToString().ToLowerInvariant(), s.Default, s.Scope == ParameterScope.PerModel ? "per-model" : "global",
+                    s.Name, s.Kind.ToString().ToLowerInvariant(), s.Default, ScopeText(s),
                     s.Minimum, s.Maximum, s.AllowedValues.Count > 0 ? s.AllowedValues : null, s.Description)).ToList())).ToList())).ToList());
 
     /// <summary>The stack trace behind every refused plugin that has one (for plugin authors; shown with -v).</summary>
@@ -108,10 +108,14 @@ public static class PluginsCommand
             {
                 var range = s.Minimum is not null || s.Maximum is not null ? $" [[{s.Minimum?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? ""}..{s.Maximum?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? ""}]]" : "";
                 var choices = s.AllowedValues.Count > 0 ? $" one of {string.Join("|", s.AllowedValues)}" : "";
-                AnsiConsole.MarkupLine($"    {Markup.Escape(s.Name)}: {s.Kind.ToString().ToLowerInvariant()}, {(s.Scope == ParameterScope.PerModel ? "per-model" : "global")}, default {Markup.Escape(s.Default?.ToString() ?? "(required)")}{range}{Markup.Escape(choices)} - {Markup.Escape(s.Description)}");
+                AnsiConsole.MarkupLine($"    {Markup.Escape(s.Name)}: {s.Kind.ToString().ToLowerInvariant()}, {ScopeText(s)}, default {Markup.Escape(s.Default?.ToString() ?? "(required)")}{range}{Markup.Escape(choices)} - {Markup.Escape(s.Description)}");
             }
         }
     }
+
+    /// <summary>A parameter's scope as listed: per-model, per-layer-group (a decorator's, contract 1.6) or global.</summary>
+    private static string ScopeText(ParameterSpec spec) =>
+        spec.Scope == ParameterScope.PerModel ? "per-model" : spec.PerLayerGroup ? "per-layer-group" : "global";
 }
 
 internal sealed record PluginListJson(string? PluginsFile, string HostContractVersion, IReadOnlyList<PluginJson> Plugins);

@@ -248,12 +248,14 @@ public sealed partial class MergePipeline
         foreach (var decoratorConfig in config.Decorators)
         {
             var decorator = _plugins.GetDecorator(decoratorConfig.Name);
+            var parameters = DecoratorParameters.Resolve($"decorator '{decorator.Name}'", decoratorConfig.Parameters, decorator.Parameters, inputs.LayerGroups, inputs.LayerCount);
             var context = new DecoratorContext
             {
                 Experts = experts,
                 Base = baseModel,
                 LayerGroups = inputs.LayerGroups,
-                Parameters = ParameterResolver.ResolveComponent(decorator.Name, decoratorConfig.Parameters, decorator.Parameters),
+                Parameters = parameters.Merge,
+                LayerGroupParameters = parameters.LayerGroups,
                 Scorers = scorers,
                 Runtime = _runtime,
                 Logger = _loggerFactory.CreateLogger("SensMerging.Decorator." + decorator.Name),

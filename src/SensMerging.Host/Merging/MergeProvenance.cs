@@ -30,7 +30,7 @@ internal sealed class MergeProvenance(PluginCatalog plugins)
             Strategy = PluginRefOf(ComponentKind.Strategy, strategy.Name),
             Decorators = [.. config.Decorators.Select(d => new DecoratorRef(PluginRefOf(ComponentKind.Decorator, d.Name))
             {
-                Parameters = d.Parameters.ToDictionary(kv => kv.Key, kv => RegistryValue.FromObject(kv.Value), StringComparer.Ordinal),
+                Parameters = d.Parameters.ToDictionary(kv => kv.Key, kv => Recorded(kv.Value), StringComparer.Ordinal),
             })],
             Inputs = inputRecords,
             Seed = seed,

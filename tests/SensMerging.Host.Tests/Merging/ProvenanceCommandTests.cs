@@ -82,6 +82,73 @@ public sealed class ProvenanceCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Sens_parameters_given_per_layer_group_are_applied_and_recorded_and_a_filter_for_tensor_names_is_refused()
+    {
+        var models = Path.Combine(_root, "llamas");
+        TinyLlama.Write(Path.Combine(models, "base"), 10);
+        TinyLlama.Write(Path.Combine(models, "math"), 11);
+        TinyLlama.Write(Path.Combine(models, "code"), 12);
+        var mathData = TinyLlama.Calibration(Path.Combine(models, "math.jsonl"), "add", 12);
+        var codeData = TinyLlama.Calibration(Path.Combine(models, "code.jsonl"), "print", 12);
+        string Yaml(string temperature, string taskScaling) => $$"""
+            merge_method: task_arithmetic
+            base_model: {{Path.Combine(models, "base")}}
+            models:
+              - model: {{Path.Combine(models, "math")}}
+                calibration: {path: {{mathData}}, samples: 8, max_length: 32}
+              - model: {{Path.Combine(models, "code")}}
+                calibration: {path: {{codeData}}, samples: 8, max_length: 32}
+            decorators:
+              - name: sens
+                parameters:
+                  temperature: {{temperature}}
+                  task_scaling: {{taskScaling}}
+            """;
+
+        // Two blocks: a gradient [0.5, 1.5] gives block 0 (depth 0) 0.5 and block 1 (depth 1) 1.5; the groups outside the
+        // blocks take its first value. The head's task scaling is off through a filter list.
+        var (exit, stdout, stderr) = await SensMerge("merge", Config("groups.yaml", Yaml("[0.5, 1.5]", "[{filter: lm_head, value: false}, {value: true}]")),
+            "--out", Path.Combine(_root, "groups-out"));
+
+        Assert.True(exit == 0, stderr + stdout);
+        var record = await RecordAsync(stdout.Split("registry id ")[1].Trim());
+        var coefficients = record.Coefficients ?? throw new InvalidOperationException("no coefficients recorded");
+        var groups = coefficients.LayerGroups;
+        Assert.Equal(["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "lm_head"], groups);
+        var expectedT = new Dictionary<string, double>
+        {
+            ["model.embed_tokens"] = 0.5, ["model.layers.0"] = 0.5, ["model.layers.1"] = 1.5, ["model.norm"] = 0.5, ["lm_head"] = 0.5,
+        };
+        var settings = record.DecoratorSettings["sens"];
+        Assert.Equal(expectedT, settings["temperature"].AsMap.ToDictionary(kv => kv.Key, kv => kv.Value.AsDouble));
+        Assert.Equal(groups.Select(g => g != "lm_head"), groups.Select(g => settings["task_scaling"].AsMap[g].AsBoolean));
+        // The config's own values are recorded as written: a list and a filter list.
+        Assert.Equal([0.5, 1.5], record.Decorators[0].Parameters["temperature"].AsList.Select(v => v.AsDouble));
+
+        // Each group's coefficients are K softmax(alpha tau / T_group) of the recorded sensitivity table (alpha = S / ||S||,
+        // 1 in the head) and tau, recomputed here by hand.
+        var s = record.ScoreTables.Single(t => t.Scorer == "sensitivity");
+        var tau = coefficients.Tables.Single(t => t.Scorer == "tau").Values[0];
+        for (var l = 0; l < groups.Count; l++)
+        {
+            var x = Enumerable.Range(0, 2).Select(i =>
+                (groups[l] == "lm_head" ? 1.0 : s.Values[i][l] / Math.Sqrt(s.Values[i].Sum(v => v * v))) * tau[i] / expectedT[groups[l]]).ToArray();
+            var e = x.Select(Math.Exp).ToArray();
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(2 * e[i] / e.Sum(), coefficients.Values[i][l], 12);
+            }
+        }
+
+        // A filter written for tensor names matches no layer group: refused before anything is merged, naming it.
+        (exit, stdout, stderr) = await SensMerge("merge", Config("mlp.yaml", Yaml("[{filter: mlp, value: 4.0}, {value: 2.0}]", "true")),
+            "--out", Path.Combine(_root, "mlp-out"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("filter 'mlp' of parameter 'temperature' (decorator 'sens') matches no layer group", stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(_root, "mlp-out")) && Directory.EnumerateFileSystemEntries(Path.Combine(_root, "mlp-out")).Any());
+    }
+
+    [Fact]
     public async Task NaN_Inf_and_extra_tensors_are_warned_about_and_recorded_and_strict_fails_on_them()
     {
         var parent = Path.Combine(_root, "models");

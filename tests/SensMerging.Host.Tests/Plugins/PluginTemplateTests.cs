@@ -176,7 +176,9 @@ public sealed class ScorerAndDecoratorTemplateTests(PackedContractFixture fixtur
                 calibration: {path: {{Fixture.CodeData}}, samples: 2, max_length: 24}
             decorators:
               - name: {{component}}
-                parameters: {scorer: fisher, strength: 1.0}
+                parameters:
+                  scorer: fisher
+                  strength: [{filter: model.layers.0, value: 0.0}, {value: 1.0}]
             """);
         var registry = Path.Combine(hostDir, "registry.db");
         var output = await MergeAsync(hostDir, config, registry);
@@ -186,15 +188,19 @@ public sealed class ScorerAndDecoratorTemplateTests(PackedContractFixture fixtur
         Assert.Equal(component, Assert.Single(record.Decorators).Plugin.Component);
         var coefficients = record.Coefficients ?? throw new InvalidOperationException("the decorator's coefficients were not recorded");
         var scores = record.ScoreTables.Single(t => t.Scorer == "fisher");
-        // c_i^l = S_i^l / mean_j S_j^l (strength 1), from the scorer's table as recorded.
+        // c_i^l = (S_i^l / mean_j S_j^l)^strength, from the scorer's table as recorded; the template declares strength per
+        // layer group (contract 1.6), so the filter list gives block 0 strength 0 (c = 1) and every other group strength 1.
+        Assert.Contains("model.layers.0", scores.Columns);
         for (var g = 0; g < scores.Columns.Count; g++)
         {
             var mean = (scores.Values[0][g] + scores.Values[1][g]) / 2;
+            var strength = scores.Columns[g] == "model.layers.0" ? 0.0 : 1.0;
             for (var e = 0; e < 2; e++)
             {
-                Assert.Equal(scores.Values[e][g] / mean, coefficients.Get(coefficients.Experts[e], scores.Columns[g]), 12);
+                Assert.Equal(System.Math.Pow(scores.Values[e][g] / mean, strength), coefficients.Get(coefficients.Experts[e], scores.Columns[g]), 12);
             }
         }
+        Assert.Equal(0.0, record.DecoratorSettings[component]["strength"].AsMap["model.layers.0"].AsDouble);
         var steered = 0;
         ForEachTensor(output, (_, x, actual) =>
         {

@@ -29,7 +29,10 @@ public sealed partial class Decorator : IStrategyDecorator
     public IReadOnlyList<ParameterSpec> Parameters { get; } =
     [
         new ParameterSpec("scorer", ParameterKind.String, "fisher", ParameterScope.Global, "The task-specific scorer whose table steers the weights."),
-        ParameterSpec.Float("strength", 1.0, ParameterScope.Global, "Exponent of the score ratio (0: no steering).", min: 0),
+        // Per layer group (contract 1.6): a config may give a gradient ([0, 1]: no steering in the first block, full in the
+        // last) or a filter list ([{filter: lm_head, value: 0}, {value: 1}]); the host resolves it for every group.
+        ParameterSpec.Float("strength", 1.0, ParameterScope.Global, "Exponent of the score ratio (0: no steering); may vary by layer group.", min: 0)
+            with { PerLayerGroup = true },
     ];
 
     /// <inheritdoc />
@@ -38,7 +41,6 @@ public sealed partial class Decorator : IStrategyDecorator
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(context);
         var scorerName = context.Parameters.String("scorer");
-        var strength = context.Parameters.Float("strength");
         var scorer = context.Scorers.Get(scorerName);
         if (scorer.Kind != ScorerKind.TaskSpecific)
         {
@@ -61,8 +63,10 @@ public sealed partial class Decorator : IStrategyDecorator
         {
             coefficients[i] = new double[scores.Columns.Count];
         }
+        var strengths = scores.Columns.Select(group => context.ParametersOf(group).Float("strength")).ToArray();
         for (var l = 0; l < scores.Columns.Count; l++)
         {
+            var strength = strengths[l];
             var mean = Enumerable.Range(0, experts.Length).Average(i => scores[i, l]);
             for (var i = 0; i < experts.Length; i++)
             {
@@ -73,7 +77,14 @@ public sealed partial class Decorator : IStrategyDecorator
 
         // A table named "coefficients" (experts x layer groups) is what the registry records as the merge's coefficients.
         var report = new DecoratorReport(Name,
-            new Dictionary<string, object> { ["scorer"] = scorerName, ["strength"] = strength },
+            new Dictionary<string, object>
+            {
+                ["scorer"] = scorerName,
+                // One number when every group's is the same, else layer group to strength.
+                ["strength"] = strengths.Distinct().Count() <= 1
+                    ? (object)strengths.DefaultIfEmpty(context.Parameters.Float("strength")).First()
+                    : scores.Columns.Zip(strengths).ToDictionary(p => p.First, p => (object)p.Second),
+            },
             [scores, new ScoreTable("coefficients", ScorerKind.TaskSpecific, experts, scores.Columns, coefficients)]);
         var steering = new Steering(Name, experts.Length, scores.Columns, coefficients);
         // Keep streaming when the inner strategy streams, or decorating would make the host hold whole tensors.
