@@ -17,6 +17,7 @@ public sealed class PluginsListCommandTests : IDisposable
             {
                 new { id = "linear", path = TestPaths.PluginFolder("SensMerging.Strategies.Linear") },
                 new { id = "ghost", path = "missing-folder" },
+                new { id = "sens", path = TestPaths.PluginFolder("SensMerging.Decorators.Sens") },
             },
         }));
 
@@ -25,7 +26,7 @@ public sealed class PluginsListCommandTests : IDisposable
         Assert.True(exit == 0, stderr);
         using var doc = JsonDocument.Parse(stdout);
         var plugins = doc.RootElement.GetProperty("plugins").EnumerateArray().ToList();
-        Assert.Equal(2, plugins.Count);
+        Assert.Equal(3, plugins.Count);
         var linear = plugins[0];
         Assert.Equal("linear", linear.GetProperty("id").GetString());
         Assert.Equal("Loaded", linear.GetProperty("status").GetString());
@@ -36,6 +37,13 @@ public sealed class PluginsListCommandTests : IDisposable
         Assert.Equal("NotFound", ghost.GetProperty("status").GetString());
         Assert.Contains("missing-folder", ghost.GetProperty("reason").GetString(), StringComparison.Ordinal);
         Assert.Equal(SensMerging.Abstractions.PluginContract.Version, doc.RootElement.GetProperty("hostContractVersion").GetString());
+        // A decorator's parameter that may vary by layer group says so (contract 1.6); a strategy's per-model one says per-model.
+        var scopes = plugins[2].GetProperty("components")[0].GetProperty("parameters").EnumerateArray()
+            .ToDictionary(p => p.GetProperty("name").GetString()!, p => p.GetProperty("scope").GetString());
+        Assert.Equal("per-layer-group", scopes["temperature"]);
+        Assert.Equal("global", scopes["task_scorer"]);
+        Assert.Equal("per-model", linear.GetProperty("components")[0].GetProperty("parameters").EnumerateArray()
+            .Single(p => p.GetProperty("name").GetString() == "weight").GetProperty("scope").GetString());
     }
 
     [Fact]
