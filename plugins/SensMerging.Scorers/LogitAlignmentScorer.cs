@@ -126,7 +126,7 @@ public sealed partial class LogitAlignmentScorer : IScorer
                         var reference = store.Get(sample.Reference, cancellationToken).to(mine.device);
                         // Per-token L2 over the vocabulary, averaged over the compared tokens.
                         mine.sub_(reference);
-                        var distance = mine.mul_(mine).sum(1, type: ScalarType.Float64).sqrt_().mean().item<double>();
+                        var distance = DoubleSums.Rows(mine.mul_(mine).contiguous()).Average(Math.Sqrt);
                         total += distance;
                         forwardPasses++;
                     }
