@@ -35,24 +35,36 @@ public sealed class ProvenanceCommandTests : IDisposable
         return await registry.GetAsync(id) ?? throw new InvalidOperationException($"no record {id}");
     }
 
-    [Fact]
-    public async Task A_sens_merge_records_the_calibration_in_effect_and_each_table_once()
+    /// <summary>
+    /// A base and two experts (tiny llamas) with calibration files of <paramref name="written"/> samples each, and the
+    /// config's lines up to its decorators: task_arithmetic, each expert's calibration block asking for
+    /// <paramref name="samples"/> samples of at most <paramref name="maxLength"/> tokens.
+    /// </summary>
+    private string SensModels(int written, int samples, int maxLength)
     {
         var models = Path.Combine(_root, "llamas");
         TinyLlama.Write(Path.Combine(models, "base"), 10);
         TinyLlama.Write(Path.Combine(models, "math"), 11);
         TinyLlama.Write(Path.Combine(models, "code"), 12);
-        var mathData = TinyLlama.Calibration(Path.Combine(models, "math.jsonl"), "add", 30);
-        var codeData = TinyLlama.Calibration(Path.Combine(models, "code.jsonl"), "print", 30);
-        // The calibration blocks ask for 20 samples of at most 64 tokens; the decorator keeps its defaults (100, 256).
-        var config = Config("sens.yaml", $$"""
+        var mathData = TinyLlama.Calibration(Path.Combine(models, "math.jsonl"), "add", written);
+        var codeData = TinyLlama.Calibration(Path.Combine(models, "code.jsonl"), "print", written);
+        return $$"""
             merge_method: task_arithmetic
             base_model: {{Path.Combine(models, "base")}}
             models:
               - model: {{Path.Combine(models, "math")}}
-                calibration: {path: {{mathData}}, samples: 20, max_length: 64}
+                calibration: {path: {{mathData}}, samples: {{samples}}, max_length: {{maxLength}}}
               - model: {{Path.Combine(models, "code")}}
-                calibration: {path: {{codeData}}, samples: 20, max_length: 64}
+                calibration: {path: {{codeData}}, samples: {{samples}}, max_length: {{maxLength}}}
+
+            """;
+    }
+
+    [Fact]
+    public async Task A_sens_merge_records_the_calibration_in_effect_and_each_table_once()
+    {
+        // The calibration blocks ask for 20 samples of at most 64 tokens; the decorator keeps its defaults (100, 256).
+        var config = Config("sens.yaml", SensModels(30, 20, 64) + """
             decorators:
               - name: sens
             """);
@@ -84,20 +96,8 @@ public sealed class ProvenanceCommandTests : IDisposable
     [Fact]
     public async Task Sens_parameters_given_per_layer_group_are_applied_and_recorded_and_a_filter_for_tensor_names_is_refused()
     {
-        var models = Path.Combine(_root, "llamas");
-        TinyLlama.Write(Path.Combine(models, "base"), 10);
-        TinyLlama.Write(Path.Combine(models, "math"), 11);
-        TinyLlama.Write(Path.Combine(models, "code"), 12);
-        var mathData = TinyLlama.Calibration(Path.Combine(models, "math.jsonl"), "add", 12);
-        var codeData = TinyLlama.Calibration(Path.Combine(models, "code.jsonl"), "print", 12);
-        string Yaml(string temperature, string taskScaling) => $$"""
-            merge_method: task_arithmetic
-            base_model: {{Path.Combine(models, "base")}}
-            models:
-              - model: {{Path.Combine(models, "math")}}
-                calibration: {path: {{mathData}}, samples: 8, max_length: 32}
-              - model: {{Path.Combine(models, "code")}}
-                calibration: {path: {{codeData}}, samples: 8, max_length: 32}
+        var models = SensModels(12, 8, 32);
+        string Yaml(string temperature, string taskScaling) => models + $$"""
             decorators:
               - name: sens
                 parameters:
