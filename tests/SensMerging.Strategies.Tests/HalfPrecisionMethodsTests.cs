@@ -1,5 +1,6 @@
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Interpolation;
+using SensMerging.Strategies.TaskArithmeticFamily;
 using static SensMerging.Strategies.Tests.MergeHarness;
 using static TorchSharp.torch;
 
@@ -49,9 +50,123 @@ public sealed class HalfPrecisionMethodsTests
         Assert.Contains(Enumerable.Range(0, a.Length), e => Bits(once[e]) != Bits(expected[e]));
     }
 
+    public static TheoryData<ScalarType, bool> RamCases => new()
+    {
+        { ScalarType.BFloat16, false },
+        { ScalarType.Float16, false },
+        { ScalarType.BFloat16, true },
+        { ScalarType.Float16, true },
+    };
+
+    /// <summary>
+    /// mergekit: <c>t = stack(x_i - base)</c>; counted <c>|t| &gt; epsilon</c>; <c>counts</c> per entry;
+    /// <c>z = t * counted</c>; <c>(z * unique [* lambda]) + (z * overlap / counts.clamp(min=1))</c> summed over the models;
+    /// plus the base. ramplus_tl's lambda (float32: int64 counts clamped by a float) promotes the unique part, the sum and
+    /// the base's addition to float32, and its result is float32.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(RamCases))]
+    public void Ram_rounds_every_operation_as_mergekit(ScalarType dtype, bool plus)
+    {
+        var (b, xs) = RamInputs(dtype);
+        var strategy = plus ? RamStrategy.PlusTensorLocal() : RamStrategy.Plain();
+        const double epsilon = 1e-5, r = 0.3, alpha = 0.6; // epsilon rounds up in both dtypes
+        var global = new Dictionary<string, object> { ["epsilon"] = epsilon };
+        if (plus)
+        {
+            global["r"] = r;
+            global["alpha"] = alpha;
+        }
+        var got = Run(strategy, b, xs, global: global, compute: dtype);
+
+        var n = b.Length;
+        var k = xs.Length;
+        var eps = R((float)epsilon, dtype); // a comparison casts its scalar to the dtype
+        var t = xs.Select(x => x.Select((v, e) => R(v - b[e], dtype)).ToArray()).ToArray();
+        var counted = t.Select(row => row.Select(v => MathF.Abs(v) > eps).ToArray()).ToArray();
+        var counts = Enumerable.Range(0, n).Select(e => Enumerable.Range(0, k).Count(i => counted[i][e])).ToArray();
+        var lambda = new float[k];
+        Array.Fill(lambda, 1f);
+        if (plus)
+        {
+            for (var i = 0; i < k; i++)
+            {
+                var shared = Enumerable.Range(0, n).Count(e => counted[i][e] && counts[e] > 1);
+                var alone = Enumerable.Range(0, n).Count(e => counted[i][e] && counts[e] == 1);
+                var rho = shared / MathF.Max(alone, (float)epsilon);
+                lambda[i] = (Math.Clamp(rho, 0f, (float)alpha) * (float)r) + 1f;
+            }
+        }
+        var expected = new float[n];
+        for (var e = 0; e < n; e++)
+        {
+            var sum = 0f;
+            for (var i = 0; i < k; i++)
+            {
+                var z = t[i][e] * (counted[i][e] ? 1f : 0f);
+                var uniquePart = z * (counts[e] == 1 ? 1f : 0f);
+                var sharedPart = R(z * (counts[e] > 1 ? 1f : 0f) / Math.Max(counts[e], 1), dtype);
+                sum += plus ? (uniquePart * lambda[i]) + sharedPart : R(uniquePart + sharedPart, dtype);
+            }
+            expected[e] = plus ? b[e] + sum : R(b[e] + R(sum, dtype), dtype);
+        }
+        AssertBits(expected, got);
+        var once = Run(strategy, b, xs, global: global).Select(v => plus ? v : R(v, dtype)).ToArray();
+        Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
+    }
+
     [Fact]
-    public void Methods_that_round_like_mergekit_say_so() =>
+    public void Methods_that_round_like_mergekit_say_so()
+    {
         Assert.True(new NearSwapStrategy().Traits.RoundsIntermediates);
+        Assert.True(RamStrategy.Plain().Traits.RoundsIntermediates);
+        Assert.True(RamStrategy.PlusTensorLocal().Traits.RoundsIntermediates);
+        Assert.True(RamStrategy.PlusTensorLocal().Traits.WritesFloat32); // mergekit's float32 lambda promotes its result
+        Assert.False(RamStrategy.Plain().Traits.WritesFloat32);
+    }
+
+    /// <summary>
+    /// A base and three models in the dtype: entries changed by one, two or three models (means of 2 and 3 that round),
+    /// changes at and just around epsilon (1e-5, which rounds up to a larger value in both dtypes: a change equal to the
+    /// rounded epsilon is not counted, though it is above 1e-5), bases of several scales, signed zeros, subnormal and huge
+    /// values.
+    /// </summary>
+    private static (float[] Base, float[][] Models) RamInputs(ScalarType dtype)
+    {
+        var rng = new Random(23);
+        const int n = 3000;
+        var b = new float[n];
+        var xs = new[] { new float[n], new float[n], new float[n] };
+        var eps = R(1e-5f, dtype);
+        var near = new[] { eps, R(eps * 1.05f, dtype), R(eps * 0.95f, dtype), -eps };
+        for (var e = 0; e < n; e++)
+        {
+            b[e] = R((float)((rng.NextDouble() - 0.5) * Math.Pow(10, -rng.Next(5))), dtype);
+            for (var i = 0; i < 3; i++)
+            {
+                var change = rng.Next(4) switch
+                {
+                    0 => 0f,
+                    1 => near[rng.Next(near.Length)],
+                    _ => (float)(0.02 * (rng.NextDouble() - 0.5)),
+                };
+                xs[i][e] = R(b[e] + change, dtype);
+            }
+        }
+        var tiny = dtype == ScalarType.Float16 ? (float)BitConverter.UInt16BitsToHalf(5) : BitConverter.UInt32BitsToSingle(0x00050000u);
+        var huge = R(dtype == ScalarType.Float16 ? 30000f : 1e38f, dtype);
+        (float Base, float X0, float X1, float X2)[] special =
+        [
+            (0f, -0f, 0f, -0f), (-0f, -0f, -0f, 0f), (-0f, 0f, 0f, 0f), (0.5f, 0.5f, 0.5f, 0.5f),
+            (tiny, -tiny, tiny, 0f), (huge, -huge, huge, R(huge * 0.5f, dtype)), (-huge, huge, huge, huge), (1f, 2f, 3f, 3f),
+            (0f, eps, 0f, 0f), (0f, eps, -eps, 0f), (0f, R(eps * 1.05f, dtype), eps, 0f), (0f, -eps, 0f, R(eps * 1.05f, dtype)),
+        ];
+        for (var s = 0; s < special.Length; s++)
+        {
+            (b[s], xs[0][s], xs[1][s], xs[2][s]) = special[s];
+        }
+        return (b, xs);
+    }
 
     /// <summary>
     /// A base and a model in the dtype: most entries within a few t of each other (blended), then the awkward ones: equal
@@ -69,7 +184,7 @@ public sealed class HalfPrecisionMethodsTests
             b.Add(R(x + (float)(t * 4 * (rng.NextDouble() - 0.5)), dtype));
         }
         var tiny = dtype == ScalarType.Float16 ? (float)BitConverter.UInt16BitsToHalf(3) : BitConverter.UInt32BitsToSingle(0x00030000u);
-        var huge = dtype == ScalarType.Float16 ? 60000f : 3e38f;
+        var huge = R(dtype == ScalarType.Float16 ? 60000f : 3e38f, dtype);
         var step = R((float)t, dtype);
         (float, float)[] special =
         [
