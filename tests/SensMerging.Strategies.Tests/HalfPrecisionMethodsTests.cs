@@ -115,9 +115,80 @@ public sealed class HalfPrecisionMethodsTests
         Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
     }
 
+    public static TheoryData<ScalarType, double> SceCases => new()
+    {
+        { ScalarType.BFloat16, 1.0 },
+        { ScalarType.Float16, 1.0 },
+        { ScalarType.BFloat16, 0.5 },
+        { ScalarType.Float16, 0.5 },
+    };
+
+    /// <summary>
+    /// mergekit: <c>t = stack(x_i - base)</c>, times the variance mask when select_topk &lt; 1; the majority sign of
+    /// <c>t.sum(0)</c>; <c>w = mean(t^2)</c> per model over the tensor, divided by their sum (a Python float);
+    /// <c>(t * w * erase).sum(0) / (w * erase).sum(0).clamp(min=1e-6)</c> plus the base. The per-model means are the one
+    /// operation taken from torch itself (<c>mean</c> over the tensor in the dtype): torch sums a tensor in float32 with its
+    /// own blocked partial sums, whose order no simple loop reproduces. With select_topk 0.5 the inputs make the mask
+    /// unambiguous: 800 entries whose task vectors disagree by at least 0.06 and 800 that differ by at most 0.002 (the
+    /// other 400 are equal in every model: variance 0, not counted), so the top int(1600 * 0.5) are the first kind.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SceCases))]
+    public void Sce_rounds_every_operation_as_mergekit(ScalarType dtype, double topk)
+    {
+        long[] shape = [40, 50];
+        var (b, xs, wide) = SceInputs(dtype);
+        var strategy = new SceStrategy();
+        var global = new Dictionary<string, object> { ["select_topk"] = topk };
+        var got = Run(strategy, b, xs, global: global, shape: shape, compute: dtype);
+
+        var n = b.Length;
+        var k = xs.Length;
+        var t = xs.Select(x => x.Select((v, e) => R(v - b[e], dtype)).ToArray()).ToArray();
+        if (topk < 1)
+        {
+            t = [.. t.Select(row => row.Select((v, e) => v * (wide[e] ? 1f : 0f)).ToArray())];
+        }
+        var squares = t.SelectMany(row => row.Select(v => R(v * v, dtype))).ToArray();
+        float[] means;
+        using (var wideSquares = tensor(squares, [k, .. shape]))
+        using (var narrowSquares = wideSquares.to(dtype))
+        using (var mean = narrowSquares.mean([1L, 2L]))
+        using (var wideMean = mean.to(ScalarType.Float32))
+        {
+            means = wideMean.data<float>().ToArray();
+        }
+        var total = R(means.Sum(), dtype);
+        var weights = means.Select(m => MathF.Abs(total) < 1e-6f ? R(1f / k, dtype) : R(m / total, dtype)).ToArray();
+        var floor = R(1e-6f, dtype);
+        var expected = new float[n];
+        for (var e = 0; e < n; e++)
+        {
+            var signSum = 0f;
+            for (var i = 0; i < k; i++)
+            {
+                signSum += t[i][e];
+            }
+            var majority = R(signSum, dtype) >= 0 ? 1 : -1;
+            var merged = 0f;
+            var divisor = 0f;
+            for (var i = 0; i < k; i++)
+            {
+                var erased = weights[i] * (MathF.Sign(t[i][e]) == majority ? 1f : 0f);
+                merged += R(t[i][e] * erased, dtype);
+                divisor += erased;
+            }
+            expected[e] = R(b[e] + R(R(merged, dtype) / MathF.Max(R(divisor, dtype), floor), dtype), dtype);
+        }
+        AssertBits(expected, got);
+        var once = Run(strategy, b, xs, global: global, shape: shape).Select(v => R(v, dtype)).ToArray();
+        Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
+    }
+
     [Fact]
     public void Methods_that_round_like_mergekit_say_so()
     {
+        Assert.True(new SceStrategy().Traits.RoundsIntermediates);
         Assert.True(new NearSwapStrategy().Traits.RoundsIntermediates);
         Assert.True(RamStrategy.Plain().Traits.RoundsIntermediates);
         Assert.True(RamStrategy.PlusTensorLocal().Traits.RoundsIntermediates);
@@ -198,6 +269,53 @@ public sealed class HalfPrecisionMethodsTests
             b.Add(y);
         }
         return ([.. a], [.. b]);
+    }
+
+    /// <summary>
+    /// A 40 x 50 base and three models in the dtype, entries of three kinds (see the test). Wide: task vectors
+    /// (c1, -c2, c3), c1, c2 in [0.2, 0.4], |c3| &lt;= 0.4 (variance over 0.02); narrow: c1, c2 in [0.005, 0.01], |c3| &lt;=
+    /// 0.01 (variance between 1e-5 and 1e-4, not 0 in float16 either); none. Some of each kind are replaced by awkward
+    /// ones of the same kind: signed zeros, equal values, a sign sum of exactly 0 (majority +1), a subnormal change,
+    /// large values.
+    /// </summary>
+    private static (float[] Base, float[][] Models, bool[] Wide) SceInputs(ScalarType dtype)
+    {
+        var rng = new Random(31);
+        const int n = 2000;
+        var b = new float[n];
+        var xs = new[] { new float[n], new float[n], new float[n] };
+        var kinds = Enumerable.Range(0, n).Select(e => e < 800 ? 0 : e < 1600 ? 1 : 2).OrderBy(_ => rng.Next()).ToArray();
+        float U(double low, double high) => (float)(low + ((high - low) * rng.NextDouble()));
+        for (var e = 0; e < n; e++)
+        {
+            b[e] = R(U(-0.1, 0.1), dtype);
+            float[] change = kinds[e] switch
+            {
+                0 => [U(0.2, 0.4), -U(0.2, 0.4), U(-0.4, 0.4)],
+                1 => [U(0.005, 0.01), -U(0.005, 0.01), U(-0.01, 0.01)],
+                _ => [0f, 0f, 0f],
+            };
+            var order = rng.Next(3); // which model gets which change
+            for (var i = 0; i < 3; i++)
+            {
+                xs[i][e] = R(b[e] + change[(i + order) % 3], dtype);
+            }
+        }
+        var tiny = dtype == ScalarType.Float16 ? (float)BitConverter.UInt16BitsToHalf(7) : BitConverter.UInt32BitsToSingle(0x00070000u);
+        (int Kind, float Base, float X0, float X1, float X2)[] special =
+        [
+            (2, 0f, -0f, 0f, -0f), (2, -0f, 0f, -0f, -0f), (2, 0.5f, 0.5f, 0.5f, 0.5f),
+            (0, 0.25f, 0.5f, 0f, 0.25f), (0, 0f, 0.3f, -0.3f, tiny), (0, -0.125f, 0.5f, -0.75f, 0.125f),
+            (0, R(1000f, dtype), R(1010f, dtype), R(990f, dtype), R(1000f, dtype)),
+            (1, 0f, R(0.008f, dtype), R(-0.008f, dtype), 0f),
+        ];
+        var used = new HashSet<int>();
+        foreach (var (kind, x, x0, x1, x2) in special)
+        {
+            var e = Enumerable.Range(0, n).First(e => kinds[e] == kind && used.Add(e));
+            (b[e], xs[0][e], xs[1][e], xs[2][e]) = (R(x, dtype), R(x0, dtype), R(x1, dtype), R(x2, dtype));
+        }
+        return (b, xs, [.. kinds.Select(kind => kind == 0)]);
     }
 
     private static float R(float value, ScalarType dtype) => HalfPrecisionTests.Round(value, dtype);
