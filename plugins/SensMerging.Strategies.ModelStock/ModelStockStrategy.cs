@@ -18,7 +18,10 @@ public sealed class ModelStockPlugin : IPluginConfigurator
 /// When the denominator vanishes (cos = -1/(k-1)) the result is the base.
 /// Streams (<see cref="IStreamingMergeStrategy"/>): one statistics pass gathers the task vectors' Gram matrix
 /// (<see cref="BlockGram"/>, double precision), then every block is <c>base + sum_i t w_i / sum(w) * d_i</c>; the
-/// whole-tensor merge runs the same code over one block.
+/// whole-tensor merge runs the same code over one block. With a half-precision <see cref="MergeTensorRequest.ComputeDType"/>
+/// and equal weights (mergekit's model_stock has none: a plain average) it runs mergekit's torch operations in that
+/// dtype instead, on whole tensors (<see cref="StrategyTraits.RoundsIntermediates"/>); unequal weights keep the float32
+/// computation, rounded once.
 /// </summary>
 public sealed class ModelStockStrategy : IStreamingMergeStrategy
 {
@@ -36,9 +39,65 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
             "One t per row (output filter) of the tensor, from the rows' cosines, instead of one per tensor (mergekit's filter_wise)."),
     ];
 
-    public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 2, Elementwise: false);
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 2, Elementwise: false) { RoundsIntermediates = true };
 
-    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request);
+    public void Merge(MergeTensorRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.ComputesInHalfPrecision && request.Base is not null && request.Weights.All(w => w == request.Weights[0]))
+        {
+            RequestChecks.Check(request, Name, Traits);
+            MergeInComputeDType(request, request.Base);
+            return;
+        }
+        WholeTensor.Merge(this, request);
+    }
+
+    /// <summary>
+    /// mergekit's model_stock on tensors of the compute dtype, each operation rounding its result: the task vectors
+    /// <c>o_i = x_i - base</c> (flattened, or rows with filter_wise; a 1-D tensor is one row); per pair
+    /// <c>((o_i * o_j).sum(-1) / (norm(o_i) * norm(o_j)).clamp(min=1e-6)).clamp(-1, 1)</c> (sums and norms accumulated in
+    /// float32 by torch and rounded once, the bound cast to the dtype); their mean; <c>t = (N cos) / (1 + (N - 1) cos)</c>
+    /// with N a Python int (a float32 factor); Python's <c>sum(ws) / N</c> (0 + x_0 + x_1 ..., each addition rounded);
+    /// <c>t * avg + (1 - t) * base</c>. Where the denominator is 0 (cos = -1/(N - 1), mergekit divides by it) t is 0, as in
+    /// float32.
+    /// </summary>
+    private static void MergeInComputeDType(MergeTensorRequest request, TorchSharp.torch.Tensor baseTensor)
+    {
+        var dtype = request.ComputeDType;
+        var k = request.Models.Count;
+        var filterWise = request.Parameters.Boolean("filter_wise");
+        using var noGrad = TorchSharp.torch.no_grad();
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        TorchSharp.torch.Tensor Shaped(TorchSharp.torch.Tensor x)
+        {
+            var cast = x.to(dtype); // exact: the host already rounded the inputs to the dtype
+            return !filterWise ? cast.reshape(-1) : cast.dim() == 1 ? cast.unsqueeze(0) : cast;
+        }
+        var w0 = Shaped(baseTensor);
+        var ws = request.Models.Select(Shaped).ToArray();
+        var offsets = ws.Select(w => w.sub(w0)).ToArray();
+        var cosines = new List<TorchSharp.torch.Tensor>();
+        for (var i = 0; i < k; i++)
+        {
+            for (var j = i + 1; j < k; j++)
+            {
+                var normProduct = TorchSharp.torch.linalg.vector_norm(offsets[i], 2, [-1L]).mul(TorchSharp.torch.linalg.vector_norm(offsets[j], 2, [-1L]));
+                cosines.Add(offsets[i].mul(offsets[j]).sum(-1L).div(normProduct.clamp_min(NormProductFloor)).clamp(-1, 1));
+            }
+        }
+        var cos = TorchSharp.torch.stack(cosines).mean([0L]).unsqueeze(-1);
+        var denominator = cos.mul(k - 1).add(1);
+        var t = cos.mul(k).div(denominator).masked_fill(denominator.eq(0), 0);
+        var sum = ws[0].add(0);
+        for (var i = 1; i < k; i++)
+        {
+            sum = sum.add(ws[i]);
+        }
+        var average = sum.div(k);
+        var merged = t.mul(average).add(t.neg().add(1).mul(w0));
+        request.Output.copy_(merged.reshape(request.Output.shape));
+    }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {

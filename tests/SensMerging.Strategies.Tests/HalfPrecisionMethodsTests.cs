@@ -1,5 +1,6 @@
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Interpolation;
+using SensMerging.Strategies.ModelStock;
 using SensMerging.Strategies.TaskArithmeticFamily;
 using static SensMerging.Strategies.Tests.MergeHarness;
 using static TorchSharp.torch;
@@ -185,9 +186,87 @@ public sealed class HalfPrecisionMethodsTests
         Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
     }
 
+    public static TheoryData<ScalarType, bool> ModelStockCases => new()
+    {
+        { ScalarType.BFloat16, false },
+        { ScalarType.Float16, false },
+        { ScalarType.BFloat16, true },
+        { ScalarType.Float16, true },
+    };
+
+    /// <summary>
+    /// mergekit: <c>o_i = x_i - base</c> (flattened, or per row with filter_wise); per pair
+    /// <c>((o_i * o_j).sum(-1) / (norm(o_i) * norm(o_j)).clamp(min=1e-6)).clamp(-1, 1)</c>; their mean;
+    /// <c>t = (N cos) / (1 + (N - 1) cos)</c>; <c>sum(ws) / N</c> (Python's sum starts from the int 0, so
+    /// <c>-0 + 0</c> is +0); <c>t * avg + (1 - t) * base</c>. The norms and the sums over a row are taken from torch
+    /// itself (its blocked float32 accumulation has no simple order); everything else is emulated here. The mean of the
+    /// three cosines is a float32 sum divided and rounded once (torch &gt;= 2.1's mean of a half-precision tensor).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ModelStockCases))]
+    public void Model_stock_rounds_every_operation_as_mergekit(ScalarType dtype, bool filterWise)
+    {
+        const int rows = 20, columns = 50, n = rows * columns;
+        var (b, xs) = ModelStockInputs(dtype, n);
+        var strategy = new ModelStockStrategy();
+        var global = new Dictionary<string, object> { ["filter_wise"] = filterWise };
+        long[] shape = [rows, columns];
+        var got = Run(strategy, b, xs, global: global, shape: shape, compute: dtype);
+
+        var k = xs.Length;
+        var groups = filterWise ? rows : 1;
+        var width = n / groups;
+        var o = xs.Select(x => x.Select((v, e) => R(v - b[e], dtype)).ToArray()).ToArray();
+        float[] FromTorch(float[] values, Func<Tensor, Tensor> reduce)
+        {
+            using var wide = tensor(values, [groups, width]);
+            using var narrow = wide.to(dtype);
+            using var reduced = reduce(narrow);
+            using var back = reduced.to(ScalarType.Float32);
+            return back.data<float>().ToArray();
+        }
+        var norms = o.Select(v => FromTorch(v, x => linalg.vector_norm(x, 2, [-1L]))).ToArray();
+        var floor = R(1e-6f, dtype);
+        var cosSums = new float[groups];
+        var pairs = 0;
+        for (var i = 0; i < k; i++)
+        {
+            for (var j = i + 1; j < k; j++)
+            {
+                pairs++;
+                var dots = FromTorch([.. o[i].Select((v, e) => R(v * o[j][e], dtype))], x => x.sum(-1L));
+                for (var g = 0; g < groups; g++)
+                {
+                    cosSums[g] += Math.Clamp(R(dots[g] / MathF.Max(R(norms[i][g] * norms[j][g], dtype), floor), dtype), -1f, 1f);
+                }
+            }
+        }
+        var expected = new float[n];
+        for (var g = 0; g < groups; g++)
+        {
+            var cos = R(cosSums[g] / pairs, dtype);
+            var denominator = R(1f + R((k - 1) * cos, dtype), dtype);
+            var t = denominator == 0 ? 0f : R(R(k * cos, dtype) / denominator, dtype);
+            for (var e = g * width; e < (g + 1) * width; e++)
+            {
+                var sum = R(0f + xs[0][e], dtype);
+                for (var i = 1; i < k; i++)
+                {
+                    sum = R(sum + xs[i][e], dtype);
+                }
+                var average = R(sum / k, dtype);
+                expected[e] = R(R(t * average, dtype) + R(R(1f - t, dtype) * b[e], dtype), dtype);
+            }
+        }
+        AssertBits(expected, got);
+        var once = Run(strategy, b, xs, global: global, shape: shape).Select(v => R(v, dtype)).ToArray();
+        Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
+    }
+
     [Fact]
     public void Methods_that_round_like_mergekit_say_so()
     {
+        Assert.True(new ModelStockStrategy().Traits.RoundsIntermediates);
         Assert.True(new SceStrategy().Traits.RoundsIntermediates);
         Assert.True(new NearSwapStrategy().Traits.RoundsIntermediates);
         Assert.True(RamStrategy.Plain().Traits.RoundsIntermediates);
@@ -316,6 +395,31 @@ public sealed class HalfPrecisionMethodsTests
             (b[e], xs[0][e], xs[1][e], xs[2][e]) = (R(x, dtype), R(x0, dtype), R(x1, dtype), R(x2, dtype));
         }
         return (b, xs, [.. kinds.Select(kind => kind == 0)]);
+    }
+
+    /// <summary>
+    /// A base and three models in the dtype whose task vectors share a direction (cosines near 0.5), with a few awkward
+    /// entries: all -0 (Python's <c>0 + -0</c> is +0), signed zeros, equal values, a subnormal, large values.
+    /// </summary>
+    private static (float[] Base, float[][] Models) ModelStockInputs(ScalarType dtype, int n)
+    {
+        var rng = new Random(41);
+        float U(double scale) => (float)(scale * (rng.NextDouble() - 0.5));
+        var b = Enumerable.Range(0, n).Select(_ => R(U(1), dtype)).ToArray();
+        var shared = Enumerable.Range(0, n).Select(_ => U(0.02)).ToArray();
+        var xs = Enumerable.Range(0, 3).Select(_ => b.Select((v, e) => R(v + shared[e] + U(0.02), dtype)).ToArray()).ToArray();
+        var tiny = dtype == ScalarType.Float16 ? (float)BitConverter.UInt16BitsToHalf(9) : BitConverter.UInt32BitsToSingle(0x00090000u);
+        (float Base, float X0, float X1, float X2)[] special =
+        [
+            (-0f, -0f, -0f, -0f), (0f, -0f, 0f, -0f), (-0f, 0f, -0f, 0f), (0.5f, 0.5f, 0.5f, 0.5f), (tiny, -tiny, tiny, 0f),
+            (R(1000f, dtype), R(1004f, dtype), R(1000f, dtype), R(996f, dtype)),
+        ];
+        for (var s = 0; s < special.Length; s++)
+        {
+            var e = 7 + (s * 50); // one per row of the first rows
+            (b[e], xs[0][e], xs[1][e], xs[2][e]) = special[s];
+        }
+        return (b, xs);
     }
 
     private static float R(float value, ScalarType dtype) => HalfPrecisionTests.Round(value, dtype);
