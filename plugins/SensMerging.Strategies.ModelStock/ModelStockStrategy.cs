@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Common;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace SensMerging.Strategies.ModelStock;
 
@@ -62,42 +63,78 @@ public sealed class ModelStockStrategy : IStreamingMergeStrategy
     /// <c>t * avg + (1 - t) * base</c>. Where the denominator is 0 (cos = -1/(N - 1), mergekit divides by it) t is 0, as in
     /// float32.
     /// </summary>
-    private static void MergeInComputeDType(MergeTensorRequest request, TorchSharp.torch.Tensor baseTensor)
+    private static void MergeInComputeDType(MergeTensorRequest request, Tensor baseTensor)
     {
         var dtype = request.ComputeDType;
         var k = request.Models.Count;
         var filterWise = request.Parameters.Boolean("filter_wise");
-        using var noGrad = TorchSharp.torch.no_grad();
-        using var scope = TorchSharp.torch.NewDisposeScope();
-        TorchSharp.torch.Tensor Shaped(TorchSharp.torch.Tensor x)
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        // mergekit's shapes: flattened, or rows along the last dimension (a 1-D tensor is one row). Casts are exact: the
+        // host already rounded the inputs to the dtype. The cast's own handle is released so that disposing the view
+        // frees the storage.
+        Tensor Shaped(Tensor x)
         {
-            var cast = x.to(dtype); // exact: the host already rounded the inputs to the dtype
-            return !filterWise ? cast.reshape(-1) : cast.dim() == 1 ? cast.unsqueeze(0) : cast;
+            using var cast = x.to(dtype);
+            return Rows(cast, filterWise);
         }
         var w0 = Shaped(baseTensor);
-        var ws = request.Models.Select(Shaped).ToArray();
-        var offsets = ws.Select(w => w.sub(w0)).ToArray();
-        var cosines = new List<TorchSharp.torch.Tensor>();
+        // The offsets in place of the casts (the same rounding as out of place): k whole tensors of the dtype.
+        var offsets = request.Models.Select(m => Shaped(m).sub_(w0)).ToArray();
+        var norms = offsets.Select(o => torch.linalg.vector_norm(o, 2, [-1L])).ToArray();
+        var cosines = new List<Tensor>();
         for (var i = 0; i < k; i++)
         {
             for (var j = i + 1; j < k; j++)
             {
-                var normProduct = TorchSharp.torch.linalg.vector_norm(offsets[i], 2, [-1L]).mul(TorchSharp.torch.linalg.vector_norm(offsets[j], 2, [-1L]));
-                cosines.Add(offsets[i].mul(offsets[j]).sum(-1L).div(normProduct.clamp_min(NormProductFloor)).clamp(-1, 1));
+                Tensor dot;
+                using (var product = offsets[i].mul(offsets[j]))
+                {
+                    dot = product.sum(-1L);
+                }
+                cosines.Add(dot.div(norms[i].mul(norms[j]).clamp_min(NormProductFloor)).clamp(-1, 1));
             }
         }
-        var cos = TorchSharp.torch.stack(cosines).mean([0L]).unsqueeze(-1);
+        foreach (var offset in offsets)
+        {
+            offset.Dispose();
+        }
+        var cos = torch.stack(cosines).mean([0L]).unsqueeze(-1);
         var denominator = cos.mul(k - 1).add(1);
         var t = cos.mul(k).div(denominator).masked_fill(denominator.eq(0), 0);
-        var sum = ws[0].add(0);
-        for (var i = 1; i < k; i++)
+
+        // The blend is elementwise: in chunks along the first dimension (elements, or rows), reading the models again.
+        var models = request.Models.Select(m => Rows(m, filterWise)).ToArray();
+        var contiguous = request.Output.is_contiguous();
+        var output = contiguous ? request.Output.view(w0.shape) : torch.empty(w0.shape, request.Output.dtype);
+        var length = w0.shape[0];
+        var perSlice = w0.numel() / Math.Max(length, 1);
+        var chunk = Math.Max(1, BlendChunk / Math.Max(perSlice, 1));
+        for (long start = 0; start < length; start += chunk)
         {
-            sum = sum.add(ws[i]);
+            using var chunkScope = torch.NewDisposeScope();
+            var count = Math.Min(chunk, length - start);
+            var tc = t.shape[0] == 1 ? t : t.narrow(0, start, count);
+            var sum = models[0].narrow(0, start, count).to(dtype).add(0); // Python's sum(ws) starts from the int 0
+            for (var i = 1; i < k; i++)
+            {
+                sum = sum.add(models[i].narrow(0, start, count).to(dtype));
+            }
+            var merged = tc.mul(sum.div(k)).add(tc.neg().add(1).mul(w0.narrow(0, start, count)));
+            output.narrow(0, start, count).copy_(merged);
         }
-        var average = sum.div(k);
-        var merged = t.mul(average).add(t.neg().add(1).mul(w0));
-        request.Output.copy_(merged.reshape(request.Output.shape));
+        if (!contiguous)
+        {
+            request.Output.copy_(output.view(request.Output.shape));
+        }
     }
+
+    /// <summary>mergekit's view of a tensor: flattened, or (filter_wise) rows along the last dimension.</summary>
+    private static Tensor Rows(Tensor x, bool filterWise) =>
+        !filterWise ? x.reshape(-1) : x.dim() == 1 ? x.unsqueeze(0) : x.reshape(-1, x.shape[^1]);
+
+    /// <summary>Elements per chunk of the blend (temporaries of a few MB each).</summary>
+    private const long BlendChunk = 1L << 20;
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {

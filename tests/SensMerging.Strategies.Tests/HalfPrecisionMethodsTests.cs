@@ -186,12 +186,15 @@ public sealed class HalfPrecisionMethodsTests
         Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
     }
 
-    public static TheoryData<ScalarType, bool> ModelStockCases => new()
+    /// <summary>20 x 50, or 1050 x 1000: more than one chunk of the blend (1 Mi elements).</summary>
+    public static TheoryData<ScalarType, bool, int, int> ModelStockCases => new()
     {
-        { ScalarType.BFloat16, false },
-        { ScalarType.Float16, false },
-        { ScalarType.BFloat16, true },
-        { ScalarType.Float16, true },
+        { ScalarType.BFloat16, false, 20, 50 },
+        { ScalarType.Float16, false, 20, 50 },
+        { ScalarType.BFloat16, true, 20, 50 },
+        { ScalarType.Float16, true, 20, 50 },
+        { ScalarType.BFloat16, false, 1050, 1000 },
+        { ScalarType.BFloat16, true, 1050, 1000 },
     };
 
     /// <summary>
@@ -204,9 +207,9 @@ public sealed class HalfPrecisionMethodsTests
     /// </summary>
     [Theory]
     [MemberData(nameof(ModelStockCases))]
-    public void Model_stock_rounds_every_operation_as_mergekit(ScalarType dtype, bool filterWise)
+    public void Model_stock_rounds_every_operation_as_mergekit(ScalarType dtype, bool filterWise, int rows, int columns)
     {
-        const int rows = 20, columns = 50, n = rows * columns;
+        var n = rows * columns;
         var (b, xs) = ModelStockInputs(dtype, n);
         var strategy = new ModelStockStrategy();
         var global = new Dictionary<string, object> { ["filter_wise"] = filterWise };
