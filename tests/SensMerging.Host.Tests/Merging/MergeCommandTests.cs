@@ -345,7 +345,7 @@ public sealed class MergeCommandTests : IDisposable
     }
 
     /// <summary>
-    /// The methods that reproduce mergekit's half-precision arithmetic (nearswap, ram, ramplus_tl, sce) through the
+    /// The methods that reproduce mergekit's half-precision arithmetic (nearswap, ram, ramplus_tl, sce, model_stock) through the
     /// engine on bfloat16 files with <c>dtype: bfloat16</c>: no "rounds once" warning, tensors written in bfloat16 except
     /// ramplus_tl's (mergekit's float32 lambda makes its result float32, written as it is), and nearswap's values equal to
     /// mergekit's operations emulated here element by element (each rounded to bfloat16; t / d as reciprocal * t).
@@ -366,6 +366,7 @@ public sealed class MergeCommandTests : IDisposable
             ["ram"] = $"merge_method: ram\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\ndtype: bfloat16\n",
             ["ramplus_tl"] = $"merge_method: ramplus_tl\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\ndtype: bfloat16\n",
             ["sce"] = $"merge_method: sce\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\nparameters: {{select_topk: 0.5}}\ndtype: bfloat16\n",
+            ["model_stock"] = $"merge_method: model_stock\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\ndtype: bfloat16\n",
         };
         foreach (var (method, yaml) in configs)
         {
