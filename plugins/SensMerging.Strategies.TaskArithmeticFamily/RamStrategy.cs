@@ -13,6 +13,12 @@ namespace SensMerging.Strategies.TaskArithmeticFamily;
 /// scales each model's unique entries by lambda_i = 1 + r clamp(rho_i, 0, alpha), with rho_i the ratio of the model's
 /// shared to unique counted entries in this tensor. The configured weights are not used (mergekit's are not either).
 /// <c>ram</c> is elementwise (row blocks stream); <c>ramplus_tl</c> takes whole tensors (rho_i counts the whole tensor).
+/// With a half-precision <see cref="MergeTensorRequest.ComputeDType"/> both run mergekit's torch operations in that dtype
+/// (<see cref="StrategyTraits.RoundsIntermediates"/>): the task vectors and the shared entries' means rounded to it, epsilon
+/// cast to it for the comparison, the models' sum accumulated in float32 and rounded once. <c>ramplus_tl</c>'s lambda is
+/// a float32 tensor in mergekit, so there the unique entries' products, the sum and the base's addition are float32 and
+/// its result is float32 (<see cref="StrategyTraits.WritesFloat32"/>: written so unless an output dtype is asked for, as
+/// mergekit writes what its method returns).
 /// </summary>
 public sealed class RamStrategy : IMergeStrategy
 {
@@ -24,7 +30,7 @@ public sealed class RamStrategy : IMergeStrategy
         Parameters = plus
             ? [R, Alpha, Epsilon]
             : [Epsilon];
-        Traits = new StrategyTraits(RequiresBaseModel: true, MinModels: 1, Elementwise: !plus);
+        Traits = new StrategyTraits(RequiresBaseModel: true, MinModels: 1, Elementwise: !plus) { RoundsIntermediates = true, WritesFloat32 = plus };
     }
 
     /// <summary>mergekit's <c>ram</c>.</summary>
@@ -56,6 +62,11 @@ public sealed class RamStrategy : IMergeStrategy
     {
         var baseTensor = RequestChecks.Check(request, Name, Traits)!;
         var epsilon = request.Parameters.Float("epsilon");
+        if (request.ComputesInHalfPrecision)
+        {
+            MergeInComputeDType(request, baseTensor, epsilon);
+            return;
+        }
         if (Fused(request, baseTensor, epsilon))
         {
             return;
@@ -71,14 +82,61 @@ public sealed class RamStrategy : IMergeStrategy
         var uniquePart = zeroed * unique;
         if (_plus)
         {
-            var shared = counted.logical_and(overlap).sum(1L).to_type(ScalarType.Float32);
-            var alone = counted.logical_and(unique).sum(1L).to_type(ScalarType.Float32);
-            var rho = shared / alone.clamp_min(epsilon);
-            var lambda = (rho.clamp(0, request.Parameters.Float("alpha")) * request.Parameters.Float("r")) + 1;
-            uniquePart = uniquePart * lambda.unsqueeze(-1);
+            uniquePart = uniquePart * Lambda(request, counted, overlap, unique, epsilon).unsqueeze(-1);
         }
         var merged = (uniquePart + (zeroed * overlap / counts.clamp_min(1))).sum(0L);
         request.Output.copy_(baseTensor + merged.view(baseTensor.shape));
+    }
+
+    /// <summary>
+    /// RAM+'s lambda_i = 1 + r clamp(rho_i, 0, alpha), rho_i = shared_i / max(unique_i, epsilon), as mergekit computes it:
+    /// float32 whatever the compute dtype (its counts are int64, and clamping them by a float promotes to float32).
+    /// </summary>
+    private static Tensor Lambda(MergeTensorRequest request, Tensor counted, Tensor overlap, Tensor unique, double epsilon)
+    {
+        var shared = counted.logical_and(overlap).sum(1L).to_type(ScalarType.Float32);
+        var alone = counted.logical_and(unique).sum(1L).to_type(ScalarType.Float32);
+        var rho = shared / alone.clamp_min(epsilon);
+        return (rho.clamp(0, request.Parameters.Float("alpha")) * request.Parameters.Float("r")) + 1;
+    }
+
+    /// <summary>
+    /// mergekit's operations on tensors of the compute dtype: <c>t = x - base</c> stacked (each rounded),
+    /// <c>|t| &gt; epsilon</c> (torch casts the scalar to the dtype for a comparison), the int64 counts,
+    /// <c>t * counted</c>, the unique part <c>t * unique</c> and the shared part <c>t * overlap / counts.clamp(min=1)</c>
+    /// (the division rounded), their sum (rounded), the sum over the models (float32 accumulation, rounded once), plus the
+    /// base (rounded). For <c>ramplus_tl</c> the unique part is multiplied by the float32 lambda, which promotes the rest to
+    /// float32 (mergekit's result is float32). The integer clamp bound keeps the counts int64 (a float one would promote the
+    /// division to float32).
+    /// </summary>
+    private void MergeInComputeDType(MergeTensorRequest request, Tensor baseTensor, double epsilon)
+    {
+        var dtype = request.ComputeDType;
+        var k = request.Models.Count;
+        // Rented outside the dispose scope below (disposing it must not dispose them); copies exact: the host already
+        // rounded the inputs to the dtype.
+        var baseValues = request.Scratch.Rent(dtype).copy_(baseTensor);
+        var vectors = request.Scratch.Rent([k, baseTensor.numel()], dtype);
+        using var flatBase = baseValues.view(-1);
+        for (var i = 0; i < k; i++)
+        {
+            using var row = vectors[i];
+            using var model = request.Models[i].reshape(-1);
+            row.copy_(model).sub_(flatBase);
+        }
+        using var scope = NewDisposeScope();
+        var counted = vectors.abs().gt(epsilon);
+        var counts = counted.sum(0L, keepdim: true);
+        var overlap = counts.gt(1);
+        var unique = counts.eq(1);
+        var zeroed = vectors.mul(counted);
+        var uniquePart = zeroed.mul(unique);
+        if (_plus)
+        {
+            uniquePart = uniquePart.mul(Lambda(request, counted, overlap, unique, epsilon).unsqueeze(-1));
+        }
+        var merged = uniquePart.add(zeroed.mul(overlap).div(counts.clamp_min(1L))).sum(0L);
+        request.Output.copy_(baseValues.add(merged.view(baseValues.shape)));
     }
 
     /// <summary>

@@ -223,7 +223,7 @@ public sealed class HalfPrecisionTests
     }
 
     /// <summary>Round to nearest even in <paramref name="dtype"/>, from the formats' definitions.</summary>
-    private static float Round(float value, ScalarType dtype)
+    internal static float Round(float value, ScalarType dtype)
     {
         if (dtype == ScalarType.Float16)
         {

@@ -344,6 +344,61 @@ public sealed class MergeCommandTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// The methods that reproduce mergekit's half-precision arithmetic (nearswap, ram, ramplus_tl, sce, model_stock) through the
+    /// engine on bfloat16 files with <c>dtype: bfloat16</c>: no "rounds once" warning, tensors written in bfloat16 except
+    /// ramplus_tl's (mergekit's float32 lambda makes its result float32, written as it is), and nearswap's values equal to
+    /// mergekit's operations emulated here element by element (each rounded to bfloat16; t / d as reciprocal * t).
+    /// </summary>
+    [Fact]
+    public async Task Half_precision_methods_give_mergekits_bfloat16_arithmetic_through_the_engine()
+    {
+        var parent = Path.Combine(_root, "bf16");
+        var baseDir = Path.Combine(parent, "base");
+        var baseValues = TinyModels.WriteStandIn(baseDir, 1, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama");
+        var pathA = Path.Combine(parent, "a");
+        var a = TinyModels.WriteStandIn(pathA, 2, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        var pathB = Path.Combine(parent, "b");
+        TinyModels.WriteStandIn(pathB, 3, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        var configs = new Dictionary<string, string>
+        {
+            ["nearswap"] = $"merge_method: nearswap\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\nparameters: {{t: 0.01}}\ndtype: bfloat16\n",
+            ["ram"] = $"merge_method: ram\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\ndtype: bfloat16\n",
+            ["ramplus_tl"] = $"merge_method: ramplus_tl\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\ndtype: bfloat16\n",
+            ["sce"] = $"merge_method: sce\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\nparameters: {{select_topk: 0.5}}\ndtype: bfloat16\n",
+            ["model_stock"] = $"merge_method: model_stock\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\ndtype: bfloat16\n",
+        };
+        foreach (var (method, yaml) in configs)
+        {
+            var output = Path.Combine(_root, "bf16-" + method);
+            var (exit, stdout, stderr) = await SensMerge("merge", Config(method + "-bf16.yaml", yaml), "--out", output);
+            Assert.True(exit == 0, $"{method}: {stderr}{stdout}");
+            Assert.DoesNotContain("computes in float32 and rounds", stdout + stderr, StringComparison.Ordinal);
+            using var weights = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(output, "model.safetensors"));
+            var written = method == "ramplus_tl" ? Core.SafeTensors.SafeTensorsDType.F32 : Core.SafeTensors.SafeTensorsDType.BF16;
+            Assert.All(weights.Tensors, t => Assert.Equal(written, t.DType));
+            using var config = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(output, "config.json")));
+            Assert.Equal("bfloat16", config.RootElement.GetProperty("torch_dtype").GetString());
+        }
+
+        static float Bf16(float v) => BitConverter.UInt32BitsToSingle((BitConverter.SingleToUInt32Bits(v) + 0x7FFFu + ((BitConverter.SingleToUInt32Bits(v) >> 16) & 1u)) & 0xFFFF0000u);
+        var floor = Bf16(1e-6f);
+        foreach (var (name, x) in baseValues)
+        {
+            using var file = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(_root, "bf16-nearswap", "model.safetensors"));
+            var info = file.GetTensor(name);
+            var bytes = new byte[info.ByteLength];
+            file.ReadBytes(info, bytes);
+            var got = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(bytes).ToArray();
+            for (var e = 0; e < x.Length; e++)
+            {
+                var w = Math.Clamp(Bf16(Bf16(1f / MathF.Max(MathF.Abs(Bf16(x[e] - a[name][e])), floor)) * 0.01f), 0f, 1f);
+                var expected = Bf16(Bf16(w * a[name][e]) + Bf16(Bf16(1f - w) * x[e]));
+                Assert.True((ushort)(BitConverter.SingleToUInt32Bits(expected) >> 16) == got[e], $"{name}[{e}]: expected {expected}");
+            }
+        }
+    }
+
     [Fact]
     public async Task A_two_slice_passthrough_frankenmerge_equals_the_hand_built_model()
     {
