@@ -8,8 +8,8 @@ namespace SensMerging.Strategies.Interpolation;
 /// NearSwap (mergekit <c>nearswap</c>): per element, with a the base and b the one other model,
 /// <c>w = clamp(t / max(|a - b|, 1e-6), 0, 1)</c> and <c>out = w * b + (1 - w) * a</c>: the model's value is taken
 /// where it lies within t of the base, the base's elsewhere, blended in between. Elementwise. In float32 it divides t by
-/// the floored difference, where mergekit's <c>t / d</c> is <c>d.reciprocal() * t</c> (Python's float over a tensor): the
-/// two can differ by one unit in the last place of w. With a half-precision <see cref="MergeTensorRequest.ComputeDType"/> it runs mergekit's torch operations
+/// the floored difference as mergekit's <c>t / d</c> does, <c>d.reciprocal() * t</c> (Python's float over a tensor; a
+/// division would differ from it by one unit in the last place of w). With a half-precision <see cref="MergeTensorRequest.ComputeDType"/> it runs mergekit's torch operations
 /// in that dtype (<see cref="StrategyTraits.RoundsIntermediates"/>), so each rounds its result as there: the difference,
 /// the floor (1e-6 rounded to the dtype, as torch's clamp casts its bound), <c>t / d</c> as Python evaluates a float over a
 /// tensor (<c>d.reciprocal() * t</c>: the reciprocal rounded, t entering the product as a float32), the clamp, both
@@ -45,7 +45,8 @@ public sealed class NearSwapStrategy : IMergeStrategy
         var weight = request.Scratch.Rent(request.Output.dtype);
         var other = request.Scratch.Rent(request.Output.dtype);
         other.copy_(a).sub_(b).abs_().clamp_min_(DifferenceFloor);
-        weight.fill_(t).div_(other).clamp_(0, 1);
+        // mergekit's t / d is Python's float over a tensor, d.reciprocal() * t: the reciprocal rounded, then the product.
+        weight.copy_(other).reciprocal_().mul_(t).clamp_(0, 1);
         request.Output.copy_(weight).mul_(b);
         other.copy_(weight).neg_().add_(1).mul_(a);
         request.Output.add_(other);

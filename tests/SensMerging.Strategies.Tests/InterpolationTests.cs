@@ -25,6 +25,22 @@ public sealed class InterpolationTests
         Assert.True(Enumerable.Range(0, 300).Count(i => Math.Abs(a[i] - b[i]) > 0.02 && result[i] != b[i]) > 100, "far from the base: blended toward it");
         var missing = Assert.Throws<ArgumentException>(() => Run(new NearSwapStrategy(), a, [b, b], global: new() { ["t"] = t }));
         Assert.Contains("nearswap", missing.Message, StringComparison.Ordinal);
+
+        // mergekit's bytes in float32: its t / d is Python's float over a tensor, d.reciprocal() * t, each step rounded to
+        // float32 (IEEE division and product, correctly rounded), then clamp, w * b + (1 - w) * a.
+        var mergekit = a.Select((x, i) =>
+        {
+            var d = MathF.Max(MathF.Abs(x - b[i]), 1e-6f);
+            var w = Math.Clamp((1f / d) * (float)t, 0f, 1f);
+            return (w * b[i]) + ((1f - w) * x);
+        }).ToArray();
+        Assert.Equal(mergekit.Select(BitConverter.SingleToInt32Bits), result.Select(BitConverter.SingleToInt32Bits));
+        // A division, t / d, rounds differently somewhere in these values: the check above can tell the two apart.
+        Assert.Contains(Enumerable.Range(0, 300), i =>
+        {
+            var d = MathF.Max(MathF.Abs(a[i] - b[i]), 1e-6f);
+            return Math.Clamp((float)t / d, 0f, 1f) != Math.Clamp((1f / d) * (float)t, 0f, 1f);
+        });
     }
 
     [Theory]
