@@ -63,7 +63,11 @@ public sealed class SceStrategy : IMergeStrategy
         request.Output.copy_(baseTensor + final);
     }
 
-    /// <summary>mergekit's sce_mask: the top int(nonzero * density) entries by variance across the models (population).</summary>
+    /// <summary>
+    /// mergekit's sce_mask, in the vectors' dtype: the variance across the models (population, torch's <c>var</c>), the
+    /// count of its non-zero entries times the density as a float32 product truncated (Python's <c>int(tensor * float)</c>:
+    /// an int64 tensor times a float is a float32 tensor), the top that many by magnitude set to 1 in a mask of the dtype.
+    /// </summary>
     private static Tensor Select(Tensor vectors, double density)
     {
         if (density <= 0)
@@ -71,7 +75,7 @@ public sealed class SceStrategy : IMergeStrategy
             return zeros_like(vectors[0]);
         }
         var variance = vectors.var(0L, unbiased: false);
-        var keep = (long)(count_nonzero(variance).item<long>() * density);
+        var keep = (long)((float)count_nonzero(variance).item<long>() * (float)density);
         var mask = zeros_like(variance);
         if (keep == 0)
         {
@@ -84,7 +88,7 @@ public sealed class SceStrategy : IMergeStrategy
 
     /// <summary>
     /// mergekit's sce on tensors of the compute dtype, each operation rounding its result: <c>t_i = x_i - base</c> stacked;
-    /// with select_topk &lt; 1 the variance mask (<see cref="SelectInComputeDType"/>) multiplied in; the majority sign of
+    /// with select_topk &lt; 1 the variance mask (<see cref="Select"/>) multiplied in; the majority sign of
     /// <c>t.sum(0)</c> (float32 accumulation, rounded once) and the erase mask <c>sign(t) == majority</c>; the weights
     /// <c>mean(t^2)</c> per model (torch's mean: a float32 sum over the tensor, divided, rounded), their sum taken as a
     /// Python float and each weight divided by it (or <c>1 / k</c> each when it is under 1e-6); <c>(t * w * erase).sum(0)</c>
@@ -104,7 +108,7 @@ public sealed class SceStrategy : IMergeStrategy
             row.copy_(request.Models[i]).sub_(baseValues);
         }
         using var scope = NewDisposeScope();
-        var vectors = topk < 1 ? stacked.mul(SelectInComputeDType(stacked, topk).unsqueeze(0)) : stacked;
+        var vectors = topk < 1 ? stacked.mul(Select(stacked, topk).unsqueeze(0)) : stacked;
         var majority = vectors.sum(0L).ge(0).to(dtype).mul(2).sub(1);
         var erase = vectors.sign().eq(majority);
         var dims = Enumerable.Range(1, (int)vectors.dim() - 1).Select(d => (long)d).ToArray();
@@ -120,28 +124,5 @@ public sealed class SceStrategy : IMergeStrategy
         var merged = vectors.mul(erased).sum(0L);
         var final = merged.div(erased.sum(0L).clamp_min(1e-6));
         request.Output.copy_(baseValues.add(final));
-    }
-
-    /// <summary>
-    /// mergekit's sce_mask in the compute dtype: the variance across the models (torch's <c>var</c> on the dtype), the
-    /// count of its non-zero entries times the density as a float32 product truncated (Python's <c>int(tensor * float)</c>),
-    /// the top that many by magnitude set to 1 in a mask of the dtype.
-    /// </summary>
-    private static Tensor SelectInComputeDType(Tensor vectors, double density)
-    {
-        if (density <= 0)
-        {
-            return zeros_like(vectors[0]);
-        }
-        var variance = vectors.var(0L, unbiased: false);
-        var keep = (long)(float)((float)count_nonzero(variance).item<long>() * (float)density);
-        var mask = zeros_like(variance);
-        if (keep == 0)
-        {
-            return mask;
-        }
-        var (_, indices) = variance.abs().view(-1).topk((int)keep, largest: true);
-        mask.view(-1).index_fill_(0, indices, 1);
-        return mask;
     }
 }
