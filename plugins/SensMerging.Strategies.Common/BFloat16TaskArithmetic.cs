@@ -12,87 +12,49 @@ namespace SensMerging.Strategies.Common;
 /// step mergekit's torch performs, each result rounded to bfloat16 (nearest, ties to even) where torch rounds it, sums
 /// over the models accumulated in float32 from zero in model order and rounded once, as torch's reduction does. The
 /// bits equal the libtorch path's (tested bit for bit against it, signed zeros included) at a fraction of its time.
-/// <para>Covers task_arithmetic, ties, breadcrumbs and breadcrumbs_ties (no sparsification, or magnitude bands) with
-/// contiguous bfloat16 inputs and output and no L1 rescale; DARE, DELLA, the L1 rescale (torch's own blocked sum) and
-/// float16 stay on the libtorch path.</para>
+/// <para>Covers task_arithmetic, ties, breadcrumbs and breadcrumbs_ties (no sparsification, or magnitude bands) with no
+/// L1 rescale, whole (contiguous bfloat16 inputs and output) or streamed in blocks (<see cref="Session"/>); DARE, DELLA,
+/// the L1 rescale (torch's own blocked sum) and float16 stay on the libtorch path.</para>
 /// </summary>
 internal static class BFloat16TaskArithmetic
 {
-    /// <summary>Whether this request can take the fused path.</summary>
+    /// <summary>Whether this request can take the fused path: <see cref="Fits"/>, with contiguous CPU bfloat16 tensors.</summary>
     public static bool Applies(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings)
     {
         if (request.ComputeDType != ScalarType.BFloat16 || request.Base is null || !IsPlainBFloat16(request.Output) || !IsPlainBFloat16(request.Base))
         {
             return false;
         }
+        return request.Models.All(IsPlainBFloat16) && Fits(variant, settings);
+    }
+
+    /// <summary>
+    /// Whether the fused passes cover the method and its settings: no sparsification or magnitude bands, and no L1
+    /// rescale (its norms are torch's own blocked sums).
+    /// </summary>
+    public static bool Fits(TaskArithmeticVariant variant, TaskArithmeticSettings settings)
+    {
         if (variant.Sparsification is not (SparsificationMethod.None or SparsificationMethod.Magnitude or SparsificationMethod.MagnitudeOutliers))
         {
             return false;
         }
-        for (var i = 0; i < request.Models.Count; i++)
-        {
-            if (!IsPlainBFloat16(request.Models[i]) || (variant.Sparsification != SparsificationMethod.None && settings.RescalesL1(i)))
-            {
-                return false;
-            }
-        }
-        return true;
+        return variant.Sparsification == SparsificationMethod.None || !Enumerable.Range(0, settings.Weights.Length).Any(settings.RescalesL1);
     }
 
     private static bool IsPlainBFloat16(Tensor tensor) =>
         tensor.dtype == ScalarType.BFloat16 && tensor.device_type == DeviceType.CPU && tensor.is_contiguous() && tensor.numel() > 0;
 
     /// <summary>
-    /// Merges the request's tensor into its output (call only when <see cref="Applies"/>). The task vectors are never
-    /// stored: a model's magnitude bounds come from a histogram of its rounded deltas' magnitudes (a bfloat16 magnitude
-    /// is its 15 low bits, whose integer order is the magnitudes' order, so 32768 buckets give the k-th exactly, ties
-    /// kept as the libtorch path keeps them), and the combination pass computes each delta again from the inputs.
+    /// Merges the request's tensor into its output (call only when <see cref="Applies"/>): <see cref="Session"/> over the
+    /// tensor as one block. The task vectors are never stored: a model's magnitude bounds come from a histogram of its
+    /// rounded deltas' magnitudes (a bfloat16 magnitude is its 15 low bits, whose integer order is the magnitudes' order,
+    /// so 32768 buckets give the k-th exactly, ties kept as the libtorch path keeps them), and the combination pass
+    /// computes each delta again from the inputs.
     /// </summary>
-    public static unsafe void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings)
+    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings)
     {
-        var count = request.Models.Count;
-        var numel = request.Output.numel();
-        var weights = RoundedWeights(settings.Weights);
-        var inputs = new IntPtr[count];
-        var lower = new float[count];
-        var upper = new float[count];
-        var drop = new bool[count];
-        var basePtr = (ushort*)NativeSpans.Address(request.Base!);
-        for (var i = 0; i < count; i++)
-        {
-            inputs[i] = (IntPtr)NativeSpans.Address(request.Models[i]);
-            (lower[i], upper[i], drop[i]) = (float.NegativeInfinity, float.PositiveInfinity, false);
-            if (variant.Sparsification == SparsificationMethod.None)
-            {
-                continue;
-            }
-            var (lowerRank, upperRank, dropAll) = settings.MagnitudeRanks(variant, i, numel);
-            drop[i] = dropAll;
-            if (dropAll || (lowerRank == 0 && upperRank == 0))
-            {
-                continue;
-            }
-            var histogram = MagnitudeSelect.RentHistogram();
-            try
-            {
-                MagnitudeHistogram((ushort*)inputs[i], basePtr, numel, histogram);
-                if (lowerRank > 0)
-                {
-                    lower[i] = KthSmallest(histogram, lowerRank);
-                }
-                if (upperRank > 0)
-                {
-                    upper[i] = KthSmallest(histogram, upperRank);
-                }
-            }
-            finally
-            {
-                MagnitudeSelect.ReturnHistogram(histogram);
-            }
-        }
-        var plan = new Plan(count, weights, lower, upper, drop, variant.Consensus == ConsensusMethod.Sum, settings.Normalize,
-            settings.Lambda == 1.0 ? null : (float)settings.Lambda, PlainDivisor(weights));
-        Combine(plan, inputs, numel, basePtr, (ushort*)NativeSpans.Address(request.Output));
+        using var session = new Session(variant, settings, request.Output.numel(), request.TensorName);
+        WholeTensor.Run(session, request);
     }
 
     /// <summary>Counts into <paramref name="histogram"/> (zeroed, 32768 buckets) how many elements have each 15-bit magnitude key of bf16(x - base).</summary>
@@ -332,4 +294,227 @@ internal static class BFloat16TaskArithmetic
     /// <summary>float32 rounded to bfloat16 and widened back (the value a bfloat16 tensor holds).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Round(float value) => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(value));
+
+    /// <summary>
+    /// The fused passes over one tensor seen in blocks (<see cref="ITensorMergeSession"/>): one statistics pass adds each
+    /// block's rounded delta magnitudes to every trimming model's histogram (the thresholds are then exact for the whole
+    /// tensor), and the combination pass is elementwise, so the bits do not depend on the block size; the whole-tensor
+    /// <see cref="Merge"/> runs this session over a single block. Blocks whose tensors are all contiguous CPU bfloat16 are
+    /// read and written in place; others (float32 holding the host's bfloat16-rounded values, or on another device) are
+    /// copied to bfloat16 first, exactly, and the result copied back (correct, not fast).
+    /// </summary>
+    internal sealed unsafe class Session : ITensorMergeSession
+    {
+        private readonly TaskArithmeticVariant _variant;
+        private readonly TaskArithmeticSettings _settings;
+        private readonly string _tensorName;
+        private readonly long _numel;
+        private readonly int _count;
+        private readonly float[] _weights;
+        private readonly float[] _lower;
+        private readonly float[] _upper;
+        private readonly bool[] _drop;
+        private readonly (long Lower, long Upper)[] _ranks;
+        private readonly long[]?[] _histograms;
+        private Plan? _plan;
+
+        public Session(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long numel, string tensorName)
+        {
+            if (!Fits(variant, settings))
+            {
+                throw new ArgumentException($"{variant.Name}: tensor '{tensorName}' needs the libtorch half-precision path (DARE, DELLA or the L1 rescale)", nameof(variant));
+            }
+            _variant = variant;
+            _settings = settings;
+            _tensorName = tensorName;
+            _numel = numel;
+            _count = settings.Weights.Length;
+            _weights = RoundedWeights(settings.Weights);
+            _lower = new float[_count];
+            _upper = new float[_count];
+            _drop = new bool[_count];
+            _ranks = new (long, long)[_count];
+            _histograms = new long[]?[_count];
+            for (var i = 0; i < _count; i++)
+            {
+                (_lower[i], _upper[i]) = (float.NegativeInfinity, float.PositiveInfinity);
+                if (variant.Sparsification == SparsificationMethod.None)
+                {
+                    continue;
+                }
+                var (lowerRank, upperRank, dropAll) = settings.MagnitudeRanks(variant, i, numel);
+                _drop[i] = dropAll;
+                _ranks[i] = dropAll ? (0, 0) : (lowerRank, upperRank);
+            }
+        }
+
+        /// <summary>Pass 0 fills the histograms of the models that trim by magnitude (none: no statistics pass); then the thresholds are read off them.</summary>
+        public bool BeginPass(int pass)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(pass);
+            if (pass == 0 && _plan is null)
+            {
+                for (var i = 0; i < _count; i++)
+                {
+                    if (_ranks[i].Lower > 0 || _ranks[i].Upper > 0)
+                    {
+                        _histograms[i] = MagnitudeSelect.RentHistogram();
+                    }
+                }
+                if (_histograms.Any(h => h is not null))
+                {
+                    return true;
+                }
+            }
+            if (_plan is null)
+            {
+                for (var i = 0; i < _count; i++)
+                {
+                    if (_histograms[i] is not { } histogram)
+                    {
+                        continue;
+                    }
+                    if (_ranks[i].Lower > 0)
+                    {
+                        _lower[i] = KthSmallest(histogram, _ranks[i].Lower);
+                    }
+                    if (_ranks[i].Upper > 0)
+                    {
+                        _upper[i] = KthSmallest(histogram, _ranks[i].Upper);
+                    }
+                }
+                ReturnHistograms();
+                _plan = new Plan(_count, _weights, _lower, _upper, _drop, _variant.Consensus == ConsensusMethod.Sum, _settings.Normalize,
+                    _settings.Lambda == 1.0 ? null : (float)_settings.Lambda, PlainDivisor(_weights));
+            }
+            return false;
+        }
+
+        public void Observe(MergeTensorRequest block)
+        {
+            Check(block);
+            if (_plan is not null)
+            {
+                throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' observed after its statistics passes ended");
+            }
+            using var bits = Bits.Of(block, withOutput: false);
+            for (var i = 0; i < _count; i++)
+            {
+                if (_histograms[i] is { } histogram)
+                {
+                    MagnitudeHistogram((ushort*)bits.Models[i], bits.Base, bits.Count, histogram);
+                }
+            }
+        }
+
+        public void Merge(MergeTensorRequest block)
+        {
+            Check(block);
+            var plan = _plan ?? throw new InvalidOperationException(
+                $"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
+            using var bits = Bits.Of(block, withOutput: true);
+            Combine(plan, bits.Models, bits.Count, bits.Base, bits.Output);
+            bits.CopyOutputBack(block.Output);
+        }
+
+        public void Dispose() => ReturnHistograms();
+
+        private void ReturnHistograms()
+        {
+            for (var i = 0; i < _count; i++)
+            {
+                if (_histograms[i] is { } histogram)
+                {
+                    MagnitudeSelect.ReturnHistogram(histogram);
+                    _histograms[i] = null;
+                }
+            }
+        }
+
+        private void Check(MergeTensorRequest block)
+        {
+            RequestChecks.Check(block, _variant.Name, _variant.Traits);
+            if (block.Models.Count != _count)
+            {
+                throw new ArgumentException($"{_variant.Name}: tensor '{_tensorName}' started with {_count} models, a block has {block.Models.Count}", nameof(block));
+            }
+            if (block.ElementStart < 0 || block.ElementStart + block.Output.numel() > _numel)
+            {
+                throw new ArgumentException($"{_variant.Name}: a block of tensor '{_tensorName}' ({block.Output.numel()} elements from {block.ElementStart}) lies outside its {_numel} elements", nameof(block));
+            }
+        }
+    }
+
+    /// <summary>A block's bfloat16 bit patterns: the tensors themselves when plain, else exact bfloat16 copies on the CPU (the output copied back).</summary>
+    private sealed unsafe class Bits : IDisposable
+    {
+        private readonly List<Tensor> _owned = [];
+        private Tensor? _outputCopy;
+
+        public ushort* Base { get; private set; }
+
+        public IntPtr[] Models { get; private set; } = [];
+
+        public ushort* Output { get; private set; }
+
+        public long Count { get; private set; }
+
+        public static Bits Of(MergeTensorRequest request, bool withOutput)
+        {
+            var bits = new Bits { Count = request.Output.numel() };
+            bits.Models = new IntPtr[request.Models.Count];
+            if (bits.Count == 0)
+            {
+                return bits;
+            }
+            bits.Base = bits.Pointer(request.Base!);
+            for (var i = 0; i < bits.Models.Length; i++)
+            {
+                bits.Models[i] = (IntPtr)bits.Pointer(request.Models[i]);
+            }
+            if (withOutput)
+            {
+                if (IsPlainBFloat16(request.Output))
+                {
+                    bits.Output = (ushort*)NativeSpans.Address(request.Output);
+                }
+                else
+                {
+                    bits._outputCopy = torch.empty(bits.Count, ScalarType.BFloat16);
+                    bits.Output = (ushort*)NativeSpans.Address(bits._outputCopy);
+                }
+            }
+            return bits;
+        }
+
+        public void CopyOutputBack(Tensor output)
+        {
+            if (_outputCopy is not null)
+            {
+                using var shaped = _outputCopy.view(output.shape);
+                output.copy_(shaped);
+            }
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in _owned)
+            {
+                t.Dispose();
+            }
+            _outputCopy?.Dispose();
+        }
+
+        private ushort* Pointer(Tensor tensor)
+        {
+            if (IsPlainBFloat16(tensor))
+            {
+                return (ushort*)NativeSpans.Address(tensor);
+            }
+            // Exact: the host hands a bfloat16 compute dtype's inputs already rounded to it.
+            var copy = tensor.to(ScalarType.BFloat16, torch.CPU).contiguous();
+            _owned.Add(copy);
+            return (ushort*)NativeSpans.Address(copy);
+        }
+    }
 }

@@ -14,11 +14,12 @@ public static class PluginContract
     /// 1.2: <see cref="StrategyTraits.AcceptsBFloat16"/> and <see cref="BFloat16Bits"/>; 1.3: <see cref="StrategyTraits.RoundsIntermediates"/>, <see cref="StrategyTraits.WritesFloat32"/>
     /// and <see cref="MergeTensorRequest.ComputeDType"/>; 1.4: <see cref="ILayerwiseGradients"/>;
     /// 1.5: <see cref="MergeTensorRequest.ModelLayerGroups"/> and <see cref="MergeTensorInfo.ModelLayerGroups"/>, <see cref="ModelLoadOptions.MaxMemoryBytes"/>,
-    /// <see cref="ScoringContext.MaxMemoryBytes"/>, <see cref="DecoratorContext.MaxMemoryBytes"/> and the several-sample <see cref="ILayerwiseGradients"/> pass).</summary>
-    public const int Minor = 5;
+    /// <see cref="ScoringContext.MaxMemoryBytes"/>, <see cref="DecoratorContext.MaxMemoryBytes"/> and the several-sample <see cref="ILayerwiseGradients"/> pass;
+    /// 1.6: <see cref="StrategyTraits.StreamsBFloat16Rounding"/> and <see cref="MergeTensorInfo.ComputeDType"/>).</summary>
+    public const int Minor = 6;
 
     /// <summary>The contract version as written in manifests, "major.minor".</summary>
-    public const string Version = "1.5";
+    public const string Version = "1.6";
 
     /// <summary>The manifest every plugin folder carries beside its main assembly.</summary>
     public const string ManifestFileName = "plugin.json";

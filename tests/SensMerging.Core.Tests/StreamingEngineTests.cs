@@ -20,6 +20,7 @@ public sealed class StreamingEngineTests : IDisposable
     [InlineData("ties", "F32")]
     [InlineData("ties", "BF16")]
     [InlineData("breadcrumbs_ties", "F32")]
+    [InlineData("breadcrumbs_ties", "BF16")]
     public void Streamed_in_tiny_blocks_equals_the_whole_tensor_merge(string method, string dtypeName)
     {
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
@@ -38,7 +39,10 @@ public sealed class StreamingEngineTests : IDisposable
         };
 
         // Block of 5 elements: rows of 8 do not fit, so tensors stream as flat ranges not aligned to vectors.
-        var streamed = new MergeEngine().Run(Plan(strategy, "s"), new MergeOptions { OutputPath = _dir.File("streamed"), MaxParallelism = 2, BlockElements = 5 });
+        // BF16 inputs compute in mergekit's bfloat16 rounding by default: those tensors stream too (StreamsBFloat16Rounding).
+        var streamedOnly = new StreamedOnly(strategy);
+        var streamed = new MergeEngine().Run(Plan(streamedOnly, "s"), new MergeOptions { OutputPath = _dir.File("streamed"), MaxParallelism = 2, BlockElements = 5 });
+        Assert.Equal([dtype == SafeTensorsDType.BF16 ? ScalarType.BFloat16 : ScalarType.Float32], streamedOnly.ComputeDTypes.Distinct());
         var whole = new MergeEngine().Run(Plan(new WholeTensorOnly(strategy), "w"), new MergeOptions { OutputPath = _dir.File("whole"), MaxParallelism = 1 });
 
         using var a = ModelFolder.Open(streamed.OutputPath);
@@ -263,6 +267,28 @@ public sealed class StreamingEngineTests : IDisposable
         public StrategyTraits Traits => inner.Traits;
 
         public void Merge(MergeTensorRequest request) => inner.Merge(request);
+    }
+
+    /// <summary>A streaming strategy that refuses whole tensors, recording the compute dtypes its sessions are told.</summary>
+    private sealed class StreamedOnly(IStreamingMergeStrategy inner) : IStreamingMergeStrategy
+    {
+        public System.Collections.Concurrent.ConcurrentBag<ScalarType> ComputeDTypes { get; } = [];
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public IReadOnlyList<ParameterSpec> Parameters => inner.Parameters;
+
+        public StrategyTraits Traits => inner.Traits;
+
+        public void Merge(MergeTensorRequest request) => throw new InvalidOperationException($"'{request.TensorName}' was not streamed");
+
+        public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
+        {
+            ComputeDTypes.Add(tensor.ComputeDType);
+            return inner.BeginTensor(tensor);
+        }
     }
 
     /// <summary>Records the protocol calls; its output is each element's index in the whole tensor.</summary>

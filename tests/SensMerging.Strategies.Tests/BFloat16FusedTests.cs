@@ -101,7 +101,7 @@ public sealed class BFloat16FusedTests
     /// smaller, and (for a model) entries equal to the base or differing from it by one repeated step, so deltas are
     /// zero and magnitudes tie; at every 20th element all models equal the base.
     /// </summary>
-    private static ushort[] Values(Random rng, int n, ushort[]? baseBits)
+    internal static ushort[] Values(Random rng, int n, ushort[]? baseBits)
     {
         var values = new ushort[n];
         for (var j = 0; j < n; j++)
@@ -131,7 +131,7 @@ public sealed class BFloat16FusedTests
         return values;
     }
 
-    private static Tensor Tensor(ushort[] bits)
+    internal static Tensor Tensor(ushort[] bits)
     {
         var tensor = torch.empty(bits.Length, ScalarType.BFloat16);
         tensor.bytes = MemoryMarshal.AsBytes(bits.AsSpan());
