@@ -12,9 +12,10 @@ namespace SensMerging.Strategies.Common;
 /// step mergekit's torch performs, each result rounded to bfloat16 (nearest, ties to even) where torch rounds it, sums
 /// over the models accumulated in float32 from zero in model order and rounded once, as torch's reduction does. The
 /// bits equal the libtorch path's (tested bit for bit against it, signed zeros included) at a fraction of its time.
-/// <para>Covers task_arithmetic, ties, breadcrumbs and breadcrumbs_ties (no sparsification, or magnitude bands) with no
-/// L1 rescale, whole (contiguous bfloat16 inputs and output) or streamed in blocks (<see cref="Session"/>); DARE, DELLA,
-/// the L1 rescale (torch's own blocked sum) and float16 stay on the libtorch path.</para>
+/// <para>Covers task_arithmetic, ties, breadcrumbs, breadcrumbs_ties, dare_ties and dare_linear (no sparsification,
+/// magnitude bands or DARE's counter-stream drops), whole (contiguous bfloat16 inputs and output) or streamed in blocks
+/// (<see cref="Session"/>); with mergekit's L1 rescale only whole, because its norms are torch's own sums over the whole
+/// tensor (taken by torch here too, over the same magnitudes). DELLA and float16 stay on the libtorch path.</para>
 /// </summary>
 internal static class BFloat16TaskArithmetic
 {
@@ -29,17 +30,16 @@ internal static class BFloat16TaskArithmetic
     }
 
     /// <summary>
-    /// Whether the fused passes cover the method and its settings: no sparsification or magnitude bands, and no L1
-    /// rescale (its norms are torch's own blocked sums).
+    /// Whether the fused passes cover the method and its settings: no sparsification, magnitude bands or DARE's random
+    /// drops, with or without the L1 rescale (DELLA's row ranks are not covered). The rescale's norms are torch's own
+    /// sums (its blocked order), so a session takes them only from a block that is the whole tensor (<see cref="Streams"/>).
     /// </summary>
-    public static bool Fits(TaskArithmeticVariant variant, TaskArithmeticSettings settings)
-    {
-        if (variant.Sparsification is not (SparsificationMethod.None or SparsificationMethod.Magnitude or SparsificationMethod.MagnitudeOutliers))
-        {
-            return false;
-        }
-        return variant.Sparsification == SparsificationMethod.None || !Enumerable.Range(0, settings.Weights.Length).Any(settings.RescalesL1);
-    }
+    public static bool Fits(TaskArithmeticVariant variant, TaskArithmeticSettings settings) =>
+        variant.Sparsification is SparsificationMethod.None or SparsificationMethod.Magnitude or SparsificationMethod.MagnitudeOutliers or SparsificationMethod.Random;
+
+    /// <summary>Whether a <see cref="Session"/> can take the tensor in blocks of any size: <see cref="Fits"/> and no L1 rescale.</summary>
+    public static bool Streams(TaskArithmeticVariant variant, TaskArithmeticSettings settings) =>
+        Fits(variant, settings) && !Enumerable.Range(0, settings.Weights.Length).Any(settings.RescalesL1);
 
     private static bool IsPlainBFloat16(Tensor tensor) =>
         tensor.dtype == ScalarType.BFloat16 && tensor.device_type == DeviceType.CPU && tensor.is_contiguous() && tensor.numel() > 0;
@@ -51,9 +51,9 @@ internal static class BFloat16TaskArithmetic
     /// so 32768 buckets give the k-th exactly, ties kept as the libtorch path keeps them), and the combination pass
     /// computes each delta again from the inputs.
     /// </summary>
-    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings)
+    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings, long randomSeed)
     {
-        using var session = new Session(variant, settings, request.Output.numel(), request.TensorName);
+        using var session = new Session(variant, settings, request.Output.numel(), request.TensorName, randomSeed);
         WholeTensor.Run(session, request);
     }
 
@@ -119,22 +119,27 @@ internal static class BFloat16TaskArithmetic
     }
 
     /// <summary>What the combination needs, fixed for the tensor.</summary>
-    private sealed record Plan(int Count, float[] Weights, float[] Lower, float[] Upper, bool[] Drop, bool Consensus, bool Normalize, float? Lambda, float PlainDivisor);
+    /// <remarks>
+    /// Per model: the magnitude band (Lower, Upper), DARE's keep stream (RandomKey, RandomThreshold; threshold 0: no
+    /// random drop) and the L1 rescale factor (Factor, applied where Rescaled).
+    /// </remarks>
+    private sealed record Plan(int Count, float[] Weights, float[] Lower, float[] Upper, bool[] Drop, bool Consensus, bool Normalize, float? Lambda, float PlainDivisor,
+        ulong[] RandomKey, uint[] RandomThreshold, bool[] Random, float[] Factor, bool[] Rescaled);
 
     /// <summary>Per element: each model's band mask and weight, then the sum or sign election, divisor, lambda and base.</summary>
-    private static unsafe void Combine(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output)
+    private static unsafe void Combine(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
     {
         long j = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            j = CombineVectors(plan, inputs, n, basePtr, output);
+            j = CombineVectors(plan, inputs, n, basePtr, output, elementStart);
         }
         Span<float> terms = stackalloc float[plan.Count];
         for (; j < n; j++)
         {
             for (var i = 0; i < plan.Count; i++)
             {
-                terms[i] = Weighted(plan, i, BFloat16Bits.ToSingle(Delta(((ushort*)inputs[i])[j], basePtr[j])));
+                terms[i] = Weighted(plan, i, BFloat16Bits.ToSingle(Delta(((ushort*)inputs[i])[j], basePtr[j])), elementStart + j);
             }
             float mixed;
             float divisor;
@@ -189,13 +194,32 @@ internal static class BFloat16TaskArithmetic
     /// <see cref="Combine"/> eight elements at a time, lane by lane the same float32 operations in the same order (so
     /// the same bits); returns how many elements it did (a multiple of eight).
     /// </summary>
-    private static unsafe long CombineVectors(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output)
+    private static unsafe long CombineVectors(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
     {
         var count = plan.Count;
         Span<Vector256<float>> terms = stackalloc Vector256<float>[count];
+        Span<ModelLanes> models = stackalloc ModelLanes[count];
+        for (var i = 0; i < count; i++)
+        {
+            models[i] = new ModelLanes
+            {
+                Weight = Vector256.Create(plan.Weights[i]),
+                Lower = Vector256.Create(plan.Lower[i]),
+                Upper = Vector256.Create(plan.Upper[i]),
+                Factor = Vector256.Create(plan.Factor[i]),
+                Threshold = Vector256.Create(plan.RandomThreshold[i]),
+                Key = plan.RandomKey[i],
+                Drop = plan.Drop[i],
+                HasLower = !float.IsNegativeInfinity(plan.Lower[i]),
+                HasUpper = !float.IsPositiveInfinity(plan.Upper[i]),
+                Random = plan.Random[i],
+                Rescaled = plan.Rescaled[i],
+            };
+        }
         var one = Vector256.Create(1f);
         var minusOne = Vector256.Create(-1f);
         var lambda = Vector256.Create(plan.Lambda ?? 1f);
+        var scalesByLambda = plan.Lambda is not null;
         var plainDivisor = Vector256.Create(plan.PlainDivisor);
         long j = 0;
         for (; j + 8 <= n; j += 8)
@@ -203,23 +227,33 @@ internal static class BFloat16TaskArithmetic
             var baseValues = BFloat16Bits.Widen(Vector128.Load(basePtr + j));
             for (var i = 0; i < count; i++)
             {
+                ref readonly var m = ref models[i];
                 var delta = RoundVector(BFloat16Bits.Widen(Vector128.Load((ushort*)inputs[i] + j)) - baseValues);
-                if (plan.Drop[i])
+                if (m.Drop)
                 {
                     delta = Vector256<float>.Zero;
                 }
                 else
                 {
-                    if (!float.IsNegativeInfinity(plan.Lower[i]))
+                    if (m.HasLower)
                     {
-                        delta *= Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(Vector256.Abs(delta), Vector256.Create(plan.Lower[i])), one, Vector256<float>.Zero);
+                        delta *= Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(Vector256.Abs(delta), m.Lower), one, Vector256<float>.Zero);
                     }
-                    if (!float.IsPositiveInfinity(plan.Upper[i]))
+                    if (m.HasUpper)
                     {
-                        delta *= Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Abs(delta), Vector256.Create(plan.Upper[i])), one, Vector256<float>.Zero);
+                        delta *= Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Abs(delta), m.Upper), one, Vector256<float>.Zero);
+                    }
+                    if (m.Random)
+                    {
+                        var keep = Vector256.LessThan(CounterRandom.Uniform24x8(m.Key, elementStart + j), m.Threshold);
+                        delta *= Vector256.ConditionalSelect(keep.AsSingle(), one, Vector256<float>.Zero);
+                    }
+                    if (m.Rescaled)
+                    {
+                        delta = RoundVector(delta * m.Factor);
                     }
                 }
-                terms[i] = RoundVector(delta * Vector256.Create(plan.Weights[i]));
+                terms[i] = RoundVector(delta * m.Weight);
             }
             Vector256<float> mixed;
             Vector256<float> divisor;
@@ -239,7 +273,7 @@ internal static class BFloat16TaskArithmetic
                         Vector256.ConditionalSelect(Vector256.LessThan(terms[i], Vector256<float>.Zero), minusOne, Vector256<float>.Zero));
                     var agree = Vector256.ConditionalSelect(Vector256.Equals(sign, majority), one, Vector256<float>.Zero);
                     kept += terms[i] * agree;
-                    weight += Vector256.Create(plan.Weights[i]) * agree;
+                    weight += models[i].Weight * agree;
                 }
                 mixed = RoundVector(kept);
                 divisor = RoundVector(weight);
@@ -254,7 +288,7 @@ internal static class BFloat16TaskArithmetic
             {
                 mixed = RoundVector(mixed / divisor);
             }
-            if (plan.Lambda is not null)
+            if (scalesByLambda)
             {
                 mixed = RoundVector(mixed * lambda);
             }
@@ -263,12 +297,41 @@ internal static class BFloat16TaskArithmetic
         return j;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> RoundVector(Vector256<float> values) => BFloat16Bits.Widen(BFloat16Bits.Narrow(values));
+    /// <summary>
+    /// Eight float32 values rounded to bfloat16 and widened back, in the 32-bit lanes (no pack and unpack): the bits of
+    /// <c>Widen(Narrow(values))</c>, nearest with ties to even, every NaN as 0xFFFF.
+    /// </summary>
+    /// <summary>One model's constants of <see cref="Plan"/> as vectors, set once per combination.</summary>
+    private struct ModelLanes
+    {
+        public Vector256<float> Weight;
+        public Vector256<float> Lower;
+        public Vector256<float> Upper;
+        public Vector256<float> Factor;
+        public Vector256<uint> Threshold;
+        public ulong Key;
+        public bool Drop;
+        public bool HasLower;
+        public bool HasUpper;
+        public bool Random;
+        public bool Rescaled;
+    }
 
-    /// <summary>Model <paramref name="i"/>'s delta through its magnitude band (each mask a multiplication by 1 or 0, as torch's) and times its weight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Weighted(Plan plan, int i, float delta)
+    private static Vector256<float> RoundVector(Vector256<float> values)
+    {
+        var bits = values.AsUInt32();
+        var rounded = (bits + ((bits >>> 16) & Vector256<uint>.One) + Vector256.Create(0x7FFFu)) & Vector256.Create(0xFFFF_0000u);
+        var nan = ~Vector256.Equals(values, values).AsUInt32();
+        return Vector256.ConditionalSelect(nan, Vector256.Create((uint)BFloat16Bits.NaN << 16), rounded).AsSingle();
+    }
+
+    /// <summary>
+    /// Model <paramref name="i"/>'s delta through its magnitude band or DARE's drop at <paramref name="index"/> (each mask a
+    /// multiplication by 1 or 0, as torch's), times its L1 rescale factor (rounded) and its weight (rounded).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Weighted(Plan plan, int i, float delta, long index)
     {
         if (plan.Drop[i])
         {
@@ -284,6 +347,14 @@ internal static class BFloat16TaskArithmetic
             {
                 delta *= Math.Abs(delta) <= plan.Upper[i] ? 1f : 0f;
             }
+            if (plan.Random[i])
+            {
+                delta *= CounterRandom.Uniform24(plan.RandomKey[i], index) < plan.RandomThreshold[i] ? 1f : 0f;
+            }
+            if (plan.Rescaled[i])
+            {
+                delta = Round(delta * plan.Factor[i]);
+            }
         }
         return Round(delta * plan.Weights[i]);
     }
@@ -296,12 +367,16 @@ internal static class BFloat16TaskArithmetic
     private static float Round(float value) => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(value));
 
     /// <summary>
-    /// The fused passes over one tensor seen in blocks (<see cref="ITensorMergeSession"/>): one statistics pass adds each
+    /// The fused passes over one tensor seen in blocks (<see cref="ITensorMergeSession"/>): a statistics pass adds each
     /// block's rounded delta magnitudes to every trimming model's histogram (the thresholds are then exact for the whole
-    /// tensor), and the combination pass is elementwise, so the bits do not depend on the block size; the whole-tensor
-    /// <see cref="Merge"/> runs this session over a single block. Blocks whose tensors are all contiguous CPU bfloat16 are
-    /// read and written in place; others (float32 holding the host's bfloat16-rounded values, or on another device) are
-    /// copied to bfloat16 first, exactly, and the result copied back (correct, not fast).
+    /// tensor), and the combination pass is elementwise (DARE's drops keyed by the element's position in the whole
+    /// tensor), so the bits do not depend on the block size; the whole-tensor <see cref="Merge"/> runs this session over a
+    /// single block. With the L1 rescale one more statistics pass takes each rescaled model's norms before and after its
+    /// mask with torch's own sum over the magnitudes (written as bfloat16 into a scratch tensor of the tensor's shape:
+    /// the same tensor torch sums on the libtorch path, so the same blocked order and the same bits); that pass needs the
+    /// block to be the whole tensor. Blocks whose tensors are all contiguous CPU bfloat16 are read and written in place;
+    /// others (float32 holding the host's bfloat16-rounded values, or on another device) are copied to bfloat16 first,
+    /// exactly, and the result copied back (correct, not fast).
     /// </summary>
     internal sealed unsafe class Session : ITensorMergeSession
     {
@@ -316,13 +391,28 @@ internal static class BFloat16TaskArithmetic
         private readonly bool[] _drop;
         private readonly (long Lower, long Upper)[] _ranks;
         private readonly long[]?[] _histograms;
+        private readonly ulong[] _randomKey;
+        private readonly uint[] _randomThreshold;
+        private readonly bool[] _random;
+        private readonly bool[] _rescaled;
+        private readonly float[] _factor;
+        private Phase _phase;
         private Plan? _plan;
 
-        public Session(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long numel, string tensorName)
+        private enum Phase
+        {
+            Start,
+            Histograms,
+            Norms,
+            Done,
+        }
+
+        /// <param name="randomSeed">The tensor's seed: DARE's stream of model i is keyed by <c>randomSeed + i</c>.</param>
+        public Session(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long numel, string tensorName, long randomSeed)
         {
             if (!Fits(variant, settings))
             {
-                throw new ArgumentException($"{variant.Name}: tensor '{tensorName}' needs the libtorch half-precision path (DARE, DELLA or the L1 rescale)", nameof(variant));
+                throw new ArgumentException($"{variant.Name}: tensor '{tensorName}' needs the libtorch half-precision path (DELLA)", nameof(variant));
             }
             _variant = variant;
             _settings = settings;
@@ -335,11 +425,27 @@ internal static class BFloat16TaskArithmetic
             _drop = new bool[_count];
             _ranks = new (long, long)[_count];
             _histograms = new long[]?[_count];
+            _randomKey = new ulong[_count];
+            _randomThreshold = new uint[_count];
+            _random = new bool[_count];
+            _rescaled = new bool[_count];
+            _factor = new float[_count];
             for (var i = 0; i < _count; i++)
             {
                 (_lower[i], _upper[i]) = (float.NegativeInfinity, float.PositiveInfinity);
-                if (variant.Sparsification == SparsificationMethod.None)
+                var density = settings.Densities[i];
+                if (variant.Sparsification == SparsificationMethod.None || density >= 1.0)
                 {
+                    continue;
+                }
+                _rescaled[i] = settings.RescalesL1(i);
+                if (variant.Sparsification == SparsificationMethod.Random)
+                {
+                    // DeltaSparsifier's DARE: zero_() at density 0, else the keep mask of the counter stream.
+                    _drop[i] = density <= 0;
+                    _random[i] = density > 0;
+                    _randomKey[i] = CounterRandom.StreamKey(randomSeed + i);
+                    _randomThreshold[i] = CounterRandom.Threshold(density);
                     continue;
                 }
                 var (lowerRank, upperRank, dropAll) = settings.MagnitudeRanks(variant, i, numel);
@@ -348,62 +454,71 @@ internal static class BFloat16TaskArithmetic
             }
         }
 
-        /// <summary>Pass 0 fills the histograms of the models that trim by magnitude (none: no statistics pass); then the thresholds are read off them.</summary>
+        /// <summary>
+        /// Pass 0 fills the histograms of the models that trim by magnitude; then, where the L1 rescale is on, a pass takes
+        /// the norms (from a whole-tensor block); neither is needed without trimming or rescale.
+        /// </summary>
         public bool BeginPass(int pass)
         {
             ArgumentOutOfRangeException.ThrowIfNegative(pass);
-            if (pass == 0 && _plan is null)
+            switch (_phase)
             {
-                for (var i = 0; i < _count; i++)
-                {
-                    if (_ranks[i].Lower > 0 || _ranks[i].Upper > 0)
+                case Phase.Start:
+                    for (var i = 0; i < _count; i++)
                     {
-                        _histograms[i] = MagnitudeSelect.RentHistogram();
+                        if (_ranks[i].Lower > 0 || _ranks[i].Upper > 0)
+                        {
+                            _histograms[i] = MagnitudeSelect.RentHistogram();
+                        }
                     }
-                }
-                if (_histograms.Any(h => h is not null))
-                {
-                    return true;
-                }
+                    if (_histograms.Any(h => h is not null))
+                    {
+                        _phase = Phase.Histograms;
+                        return true;
+                    }
+                    break;
+                case Phase.Histograms:
+                    ReadThresholds();
+                    break;
+                case Phase.Norms:
+                case Phase.Done:
+                default:
+                    Finish();
+                    return false;
             }
-            if (_plan is null)
+            if (_rescaled.Any(r => r) && !_drop.Where((_, i) => _rescaled[i]).All(d => d))
             {
-                for (var i = 0; i < _count; i++)
-                {
-                    if (_histograms[i] is not { } histogram)
-                    {
-                        continue;
-                    }
-                    if (_ranks[i].Lower > 0)
-                    {
-                        _lower[i] = KthSmallest(histogram, _ranks[i].Lower);
-                    }
-                    if (_ranks[i].Upper > 0)
-                    {
-                        _upper[i] = KthSmallest(histogram, _ranks[i].Upper);
-                    }
-                }
-                ReturnHistograms();
-                _plan = new Plan(_count, _weights, _lower, _upper, _drop, _variant.Consensus == ConsensusMethod.Sum, _settings.Normalize,
-                    _settings.Lambda == 1.0 ? null : (float)_settings.Lambda, PlainDivisor(_weights));
+                _phase = Phase.Norms;
+                return true;
             }
+            Finish();
             return false;
         }
 
         public void Observe(MergeTensorRequest block)
         {
             Check(block);
-            if (_plan is not null)
+            switch (_phase)
             {
-                throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' observed after its statistics passes ended");
-            }
-            using var bits = Bits.Of(block, withOutput: false);
-            for (var i = 0; i < _count; i++)
-            {
-                if (_histograms[i] is { } histogram)
+                case Phase.Histograms:
                 {
-                    MagnitudeHistogram((ushort*)bits.Models[i], bits.Base, bits.Count, histogram);
+                    using var bits = Bits.Of(block, withOutput: false);
+                    for (var i = 0; i < _count; i++)
+                    {
+                        if (_histograms[i] is { } histogram)
+                        {
+                            MagnitudeHistogram((ushort*)bits.Models[i], bits.Base, bits.Count, histogram);
+                        }
+                    }
+                    break;
                 }
+                case Phase.Norms:
+                    ObserveNorms(block);
+                    break;
+                case Phase.Start:
+                case Phase.Done:
+                default:
+                    throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' observed outside a statistics pass");
             }
         }
 
@@ -413,11 +528,125 @@ internal static class BFloat16TaskArithmetic
             var plan = _plan ?? throw new InvalidOperationException(
                 $"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
             using var bits = Bits.Of(block, withOutput: true);
-            Combine(plan, bits.Models, bits.Count, bits.Base, bits.Output);
+            Combine(plan, bits.Models, bits.Count, bits.Base, bits.Output, block.ElementStart);
             bits.CopyOutputBack(block.Output);
         }
 
         public void Dispose() => ReturnHistograms();
+
+        private void ReadThresholds()
+        {
+            for (var i = 0; i < _count; i++)
+            {
+                if (_histograms[i] is not { } histogram)
+                {
+                    continue;
+                }
+                if (_ranks[i].Lower > 0)
+                {
+                    _lower[i] = KthSmallest(histogram, _ranks[i].Lower);
+                }
+                if (_ranks[i].Upper > 0)
+                {
+                    _upper[i] = KthSmallest(histogram, _ranks[i].Upper);
+                }
+            }
+            ReturnHistograms();
+        }
+
+        private void Finish()
+        {
+            if (_plan is not null)
+            {
+                return;
+            }
+            _phase = Phase.Done;
+            _plan = new Plan(_count, _weights, _lower, _upper, _drop, _variant.Consensus == ConsensusMethod.Sum, _settings.Normalize,
+                _settings.Lambda == 1.0 ? null : (float)_settings.Lambda, PlainDivisor(_weights), _randomKey, _randomThreshold, _random, _factor, _rescaled);
+        }
+
+        /// <summary>
+        /// mergekit's L1 rescale of each rescaled model, as <see cref="DeltaSparsifier"/> takes it in the dtype: the sums of
+        /// |delta| and of |kept delta| by torch (bfloat16 results), no rescale when either is below epsilon, else the factor
+        /// before / after rounded to bfloat16.
+        /// </summary>
+        private void ObserveNorms(MergeTensorRequest block)
+        {
+            if (block.ElementStart != 0 || block.Output.numel() != _numel)
+            {
+                throw new InvalidOperationException(
+                    $"{_variant.Name}: tensor '{_tensorName}' with the L1 rescale in bfloat16 needs its norms from the whole tensor (torch's own sum), not a block");
+            }
+            using var bits = Bits.Of(block, withOutput: false);
+            // The tensor's shape, contiguous, as the libtorch path's delta.abs() (pooled: rented outside the dispose scope).
+            var magnitudes = block.Scratch.Rent(ScalarType.BFloat16);
+            if (!magnitudes.is_contiguous() || magnitudes.numel() != _numel)
+            {
+                throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}': the scratch's bfloat16 tensor is not contiguous of the tensor's size");
+            }
+            using var scope = NewDisposeScope();
+            var target = (ushort*)NativeSpans.Address(magnitudes);
+            for (var i = 0; i < _count; i++)
+            {
+                if (!_rescaled[i] || _drop[i])
+                {
+                    continue;
+                }
+                var model = (ushort*)bits.Models[i];
+                WriteMagnitudes(i, model, bits.Base, target, kept: false);
+                var before = magnitudes.sum();
+                WriteMagnitudes(i, model, bits.Base, target, kept: true);
+                var after = magnitudes.sum();
+                if (before.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>() || after.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>())
+                {
+                    _rescaled[i] = false;
+                    continue;
+                }
+                _factor[i] = before.div(after).to(ScalarType.Float32).item<float>();
+            }
+        }
+
+        /// <summary>|bf16(x - base)| of model <paramref name="i"/>, or of its delta through the band or DARE mask (0 where dropped), as bfloat16 bits.</summary>
+        private void WriteMagnitudes(int i, ushort* model, ushort* basePtr, ushort* target, bool kept)
+        {
+            var lower = _lower[i];
+            var upper = _upper[i];
+            long j = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var lowerLanes = Vector256.Create(lower);
+                var upperLanes = Vector256.Create(upper);
+                var threshold = Vector256.Create(_randomThreshold[i]);
+                var magnitudeBits = Vector128.Create((ushort)0x7FFF);
+                for (; j + 8 <= _numel; j += 8)
+                {
+                    var delta = RoundVector(BFloat16Bits.Widen(Vector128.Load(model + j)) - BFloat16Bits.Widen(Vector128.Load(basePtr + j)));
+                    if (kept)
+                    {
+                        // The same 0/1 multiplications as the combination (a NaN stays NaN).
+                        var keep = _random[i]
+                            ? Vector256.LessThan(CounterRandom.Uniform24x8(_randomKey[i], j), threshold).AsSingle()
+                            : Vector256.GreaterThanOrEqual(Vector256.Abs(delta), lowerLanes) & Vector256.LessThanOrEqual(Vector256.Abs(delta), upperLanes);
+                        delta *= Vector256.ConditionalSelect(keep, Vector256.Create(1f), Vector256<float>.Zero);
+                    }
+                    (BFloat16Bits.Narrow(delta) & magnitudeBits).Store(target + j);
+                }
+            }
+            for (; j < _numel; j++)
+            {
+                var magnitude = (ushort)(Delta(model[j], basePtr[j]) & 0x7FFF);
+                if (kept)
+                {
+                    var value = BFloat16Bits.ToSingle(magnitude);
+                    var keep = _random[i]
+                        ? CounterRandom.Uniform24(_randomKey[i], j) < _randomThreshold[i]
+                        : value >= lower && value <= upper;
+                    // A NaN magnitude stays NaN through a multiplication by 1 or 0, as torch's masks leave it.
+                    magnitude = keep || float.IsNaN(value) ? magnitude : (ushort)0;
+                }
+                target[j] = magnitude;
+            }
+        }
 
         private void ReturnHistograms()
         {
@@ -437,10 +666,6 @@ internal static class BFloat16TaskArithmetic
             if (block.Models.Count != _count)
             {
                 throw new ArgumentException($"{_variant.Name}: tensor '{_tensorName}' started with {_count} models, a block has {block.Models.Count}", nameof(block));
-            }
-            if (block.ElementStart < 0 || block.ElementStart + block.Output.numel() > _numel)
-            {
-                throw new ArgumentException($"{_variant.Name}: a block of tensor '{_tensorName}' ({block.Output.numel()} elements from {block.ElementStart}) lies outside its {_numel} elements", nameof(block));
             }
         }
     }

@@ -97,9 +97,9 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     /// <summary>
     /// Starts a session for a streamed tensor (parameters checked here, before any block is read). In a half-precision
     /// compute dtype (<see cref="MergeTensorInfo.ComputeDType"/>) the session rounds as mergekit does: bfloat16 through
-    /// <see cref="BFloat16TaskArithmetic.Session"/> where the fused passes cover the request, otherwise (DARE, the L1
-    /// rescale, float16) the blocks are gathered and merged whole by <see cref="HalfPrecisionTaskArithmetic"/>
-    /// (<see cref="GatheredSession"/>: the same bits, the whole tensor's memory).
+    /// <see cref="BFloat16TaskArithmetic.Session"/> where its passes take blocks (no L1 rescale), otherwise (the L1
+    /// rescale, whose norms are torch's sums over the whole tensor; float16) the blocks are gathered and merged whole by
+    /// <see cref="HalfPrecisionTaskArithmetic"/> (<see cref="GatheredSession"/>: the same bits, the whole tensor's memory).
     /// </summary>
     public static ITensorMergeSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor, ILogger logger)
     {
@@ -108,9 +108,9 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         TaskArithmeticLog.SmallTensorDrops(logger, variant, settings, tensor.ElementCount, tensor.TensorName, tensor.ModelNames);
         if (HalfPrecisionTaskArithmetic.IsHalf(tensor.ComputeDType))
         {
-            if (tensor.ComputeDType == ScalarType.BFloat16 && BFloat16TaskArithmetic.Fits(variant, settings))
+            if (tensor.ComputeDType == ScalarType.BFloat16 && BFloat16TaskArithmetic.Streams(variant, settings))
             {
-                return new BFloat16TaskArithmetic.Session(variant, settings, tensor.ElementCount, tensor.TensorName);
+                return new BFloat16TaskArithmetic.Session(variant, settings, tensor.ElementCount, tensor.TensorName, tensor.Seed);
             }
             return new GatheredSession(tensor, whole => HalfPrecisionTaskArithmetic.Merge(
                 whole, variant, settings, whole.Base!, whole.TensorSeed != 0 ? whole.TensorSeed : whole.Seed));

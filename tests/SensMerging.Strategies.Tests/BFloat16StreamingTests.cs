@@ -20,7 +20,7 @@ public sealed class BFloat16StreamingTests
     public static TheoryData<string, bool, long, bool> Cases()
     {
         var data = new TheoryData<string, bool, long, bool>();
-        foreach (var method in new[] { "task_arithmetic", "ties", "breadcrumbs", "breadcrumbs_ties", "dare_ties" })
+        foreach (var method in new[] { "task_arithmetic", "ties", "breadcrumbs", "breadcrumbs_ties", "dare_ties", "dare_linear" })
         {
             // 1000: boundaries inside rows; 565: five whole rows; 515: 8 * 64 + 3; 4096: one block and a tail of 85; 4181: whole.
             foreach (var block in new long[] { 1000, 565, 515, 4096, 4181 })
@@ -29,10 +29,13 @@ public sealed class BFloat16StreamingTests
             }
             data.Add(method, false, 1000, true);
         }
-        // rescale on a magnitude method: the L1 norms need the whole tensor, so the session gathers its blocks.
-        data.Add("ties", true, 1000, false);
-        data.Add("ties", true, 515, true);
-        data.Add("ties", true, 4181, false);
+        // The L1 rescale (DARE's default): its norms are torch's sums over the whole tensor, so the session gathers its blocks.
+        foreach (var method in new[] { "ties", "dare_ties", "dare_linear" })
+        {
+            data.Add(method, true, 1000, false);
+            data.Add(method, true, 515, true);
+            data.Add(method, true, 4181, false);
+        }
         return data;
     }
 
@@ -49,7 +52,7 @@ public sealed class BFloat16StreamingTests
         var global = new Dictionary<string, object> { ["lambda"] = 0.7, ["normalize"] = true };
         if (variant.Sparsification != SparsificationMethod.None)
         {
-            global["rescale"] = rescale || variant.Sparsification == SparsificationMethod.Random;
+            global["rescale"] = rescale;
         }
         var perModel = weights.Select((_, i) =>
         {
@@ -96,7 +99,8 @@ public sealed class BFloat16StreamingTests
         {
             var info = WholeTensor.Info(Request(baseTensor, models, baseTensor, null!, 0));
             using var session = strategy.BeginTensor(info);
-            var fused = BFloat16TaskArithmetic.Fits(variant, settings);
+            var fused = BFloat16TaskArithmetic.Streams(variant, settings);
+            Assert.Equal(!rescale, fused);
             Assert.Equal(fused, session is BFloat16TaskArithmetic.Session);
             var blocks = new List<(long Start, long Count)>();
             for (long start = 0; start < numel; start += blockElements)
