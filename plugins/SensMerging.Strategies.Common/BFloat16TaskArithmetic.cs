@@ -63,15 +63,20 @@ internal static class BFloat16TaskArithmetic
         long j = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            Span<ushort> keys = stackalloc ushort[8];
+            // Keys are 15-bit, the histogram has at least 32768 buckets: no bounds checks needed.
+            ref var counts = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(histogram);
+            var magnitude = Vector128.Create((ushort)0x7FFF);
             for (; j + 8 <= n; j += 8)
             {
-                var delta = BFloat16Bits.Narrow(BFloat16Bits.Widen(Vector128.Load(x + j)) - BFloat16Bits.Widen(Vector128.Load(b + j)));
-                (delta & Vector128.Create((ushort)0x7FFF)).CopyTo(keys);
-                foreach (var key in keys)
-                {
-                    histogram[key]++;
-                }
+                var keys = BFloat16Bits.Narrow(BFloat16Bits.Widen(Vector128.Load(x + j)) - BFloat16Bits.Widen(Vector128.Load(b + j))) & magnitude;
+                Unsafe.Add(ref counts, keys.GetElement(0))++;
+                Unsafe.Add(ref counts, keys.GetElement(1))++;
+                Unsafe.Add(ref counts, keys.GetElement(2))++;
+                Unsafe.Add(ref counts, keys.GetElement(3))++;
+                Unsafe.Add(ref counts, keys.GetElement(4))++;
+                Unsafe.Add(ref counts, keys.GetElement(5))++;
+                Unsafe.Add(ref counts, keys.GetElement(6))++;
+                Unsafe.Add(ref counts, keys.GetElement(7))++;
             }
         }
         for (; j < n; j++)
@@ -267,11 +272,12 @@ internal static class BFloat16TaskArithmetic
                 var majority = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(RoundVector(sum), Vector256<float>.Zero), one, minusOne);
                 var kept = Vector256<float>.Zero;
                 var weight = Vector256<float>.Zero;
+                var positive = Vector256.Equals(majority, one);
                 for (var i = 0; i < count; i++)
                 {
-                    var sign = Vector256.ConditionalSelect(Vector256.GreaterThan(terms[i], Vector256<float>.Zero), one,
-                        Vector256.ConditionalSelect(Vector256.LessThan(terms[i], Vector256<float>.Zero), minusOne, Vector256<float>.Zero));
-                    var agree = Vector256.ConditionalSelect(Vector256.Equals(sign, majority), one, Vector256<float>.Zero);
+                    // sign(term) == majority (a zero or NaN term never agrees), as 1 or 0: multiplied, as torch does, so a
+                    // disagreeing NaN or infinite term still makes the sum NaN.
+                    var agree = Vector256.ConditionalSelect(positive, Vector256.GreaterThan(terms[i], Vector256<float>.Zero), Vector256.LessThan(terms[i], Vector256<float>.Zero)) & one;
                     kept += terms[i] * agree;
                     weight += models[i].Weight * agree;
                 }
