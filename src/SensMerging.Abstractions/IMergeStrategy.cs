@@ -57,10 +57,10 @@ public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, i
     /// request whose <see cref="MergeTensorRequest.ComputeDType"/> is bfloat16 or float16, it rounds every intermediate
     /// result to that dtype where mergekit's method does (each torch operation on tensors of that dtype rounds its result),
     /// so a config with <c>dtype: bfloat16</c> gives mergekit's bytes. A host hands such a strategy whole tensors (or
-    /// elementwise blocks) in that case, never streamed blocks: mergekit's whole-tensor statistics are taken on the rounded
-    /// values (unless <see cref="StreamsBFloat16Rounding"/>). Strategies without it compute in float32 and their result is
-    /// rounded once (more accurate, and it can differ from mergekit's by one unit in the last place); the host says so in
-    /// its log.
+    /// elementwise blocks) in that case, streamed blocks only in bfloat16 and only when the strategy declares
+    /// <see cref="StreamsBFloat16Rounding"/>: mergekit's whole-tensor statistics are taken on the rounded values.
+    /// Strategies without it compute in float32 and their result is rounded once (more accurate, and it can differ from
+    /// mergekit's by one unit in the last place); the host says so in its log.
     /// </summary>
     public bool RoundsIntermediates { get; init; }
 

@@ -57,6 +57,29 @@ public sealed class StreamingEngineTests : IDisposable
     }
 
     [Theory]
+    [InlineData("F16", "ties", false)]
+    [InlineData("BF16", "dare_ties", false)]
+    [InlineData("BF16", "ties", true)]
+    public void Half_precision_tensors_stream_only_in_bfloat16_where_the_strategy_declares_it(string dtypeName, string method, bool streams)
+    {
+        // float16 keeps the whole-tensor libtorch path; dare_ties does not declare StreamsBFloat16Rounding (torch sums its
+        // L1 norms over the whole tensor), so it goes whole in bfloat16 too.
+        var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
+        var strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.All.Single(v => v.Name == method));
+        var counted = new CountedCalls(strategy);
+        var parameters = ParameterResolver.ResolveDirect(strategy, 2, new Dictionary<string, object>(), [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.5 }]);
+        new MergeEngine().Run(new MergePlan
+        {
+            Base = _dir.Input("base", TinyModels.Make(_dir.File("base"), 1, dtype).Path),
+            Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1"), 2, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2"), 3, dtype).Path)],
+            Strategy = counted,
+            ParameterResolver = (_, _) => parameters,
+        }, new MergeOptions { OutputPath = _dir.File("out"), MaxParallelism = 1, BlockElements = 5 });
+        Assert.Equal(streams ? 0 : TinyModels.Llama.Length, counted.WholeTensors);
+        Assert.Equal(streams ? TinyModels.Llama.Length : 0, counted.Sessions);
+    }
+
+    [Theory]
     [InlineData("F32")]
     [InlineData("BF16")]
     public void Two_workers_finishing_out_of_order_write_the_same_bytes_and_shard_hashes_as_one(string dtypeName)
@@ -287,6 +310,37 @@ public sealed class StreamingEngineTests : IDisposable
         public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
         {
             ComputeDTypes.Add(tensor.ComputeDType);
+            return inner.BeginTensor(tensor);
+        }
+    }
+
+    /// <summary>Counts whole-tensor merges and sessions, passing both through.</summary>
+    private sealed class CountedCalls(IStreamingMergeStrategy inner) : IStreamingMergeStrategy
+    {
+        private int _wholeTensors;
+        private int _sessions;
+
+        public int WholeTensors => _wholeTensors;
+
+        public int Sessions => _sessions;
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public IReadOnlyList<ParameterSpec> Parameters => inner.Parameters;
+
+        public StrategyTraits Traits => inner.Traits;
+
+        public void Merge(MergeTensorRequest request)
+        {
+            Interlocked.Increment(ref _wholeTensors);
+            inner.Merge(request);
+        }
+
+        public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
+        {
+            Interlocked.Increment(ref _sessions);
             return inner.BeginTensor(tensor);
         }
     }
