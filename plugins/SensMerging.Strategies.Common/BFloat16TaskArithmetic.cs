@@ -12,87 +12,49 @@ namespace SensMerging.Strategies.Common;
 /// step mergekit's torch performs, each result rounded to bfloat16 (nearest, ties to even) where torch rounds it, sums
 /// over the models accumulated in float32 from zero in model order and rounded once, as torch's reduction does. The
 /// bits equal the libtorch path's (tested bit for bit against it, signed zeros included) at a fraction of its time.
-/// <para>Covers task_arithmetic, ties, breadcrumbs and breadcrumbs_ties (no sparsification, or magnitude bands) with
-/// contiguous bfloat16 inputs and output and no L1 rescale; DARE, DELLA, the L1 rescale (torch's own blocked sum) and
-/// float16 stay on the libtorch path.</para>
+/// <para>Covers task_arithmetic, ties, breadcrumbs, breadcrumbs_ties, dare_ties and dare_linear (no sparsification,
+/// magnitude bands or DARE's counter-stream drops), whole (contiguous bfloat16 inputs and output) or streamed in blocks
+/// (<see cref="Session"/>); with mergekit's L1 rescale only whole, because its norms are torch's own sums over the whole
+/// tensor (taken by torch here too, over the same magnitudes). DELLA and float16 stay on the libtorch path.</para>
 /// </summary>
 internal static class BFloat16TaskArithmetic
 {
-    /// <summary>Whether this request can take the fused path.</summary>
+    /// <summary>Whether this request can take the fused path: <see cref="Fits"/>, with contiguous CPU bfloat16 tensors.</summary>
     public static bool Applies(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings)
     {
         if (request.ComputeDType != ScalarType.BFloat16 || request.Base is null || !IsPlainBFloat16(request.Output) || !IsPlainBFloat16(request.Base))
         {
             return false;
         }
-        if (variant.Sparsification is not (SparsificationMethod.None or SparsificationMethod.Magnitude or SparsificationMethod.MagnitudeOutliers))
-        {
-            return false;
-        }
-        for (var i = 0; i < request.Models.Count; i++)
-        {
-            if (!IsPlainBFloat16(request.Models[i]) || (variant.Sparsification != SparsificationMethod.None && settings.RescalesL1(i)))
-            {
-                return false;
-            }
-        }
-        return true;
+        return request.Models.All(IsPlainBFloat16) && Fits(variant, settings);
     }
+
+    /// <summary>
+    /// Whether the fused passes cover the method and its settings: no sparsification, magnitude bands or DARE's random
+    /// drops, with or without the L1 rescale (DELLA's row ranks are not covered). The rescale's norms are torch's own
+    /// sums (its blocked order), so a session takes them only from a block that is the whole tensor (<see cref="Streams"/>).
+    /// </summary>
+    public static bool Fits(TaskArithmeticVariant variant, TaskArithmeticSettings settings) =>
+        variant.Sparsification is SparsificationMethod.None or SparsificationMethod.Magnitude or SparsificationMethod.MagnitudeOutliers or SparsificationMethod.Random;
+
+    /// <summary>Whether a <see cref="Session"/> can take the tensor in blocks of any size: <see cref="Fits"/> and no L1 rescale.</summary>
+    public static bool Streams(TaskArithmeticVariant variant, TaskArithmeticSettings settings) =>
+        Fits(variant, settings) && !Enumerable.Range(0, settings.Weights.Length).Any(settings.RescalesL1);
 
     private static bool IsPlainBFloat16(Tensor tensor) =>
         tensor.dtype == ScalarType.BFloat16 && tensor.device_type == DeviceType.CPU && tensor.is_contiguous() && tensor.numel() > 0;
 
     /// <summary>
-    /// Merges the request's tensor into its output (call only when <see cref="Applies"/>). The task vectors are never
-    /// stored: a model's magnitude bounds come from a histogram of its rounded deltas' magnitudes (a bfloat16 magnitude
-    /// is its 15 low bits, whose integer order is the magnitudes' order, so 32768 buckets give the k-th exactly, ties
-    /// kept as the libtorch path keeps them), and the combination pass computes each delta again from the inputs.
+    /// Merges the request's tensor into its output (call only when <see cref="Applies"/>): <see cref="Session"/> over the
+    /// tensor as one block. The task vectors are never stored: a model's magnitude bounds come from a histogram of its
+    /// rounded deltas' magnitudes (a bfloat16 magnitude is its 15 low bits, whose integer order is the magnitudes' order,
+    /// so 32768 buckets give the k-th exactly, ties kept as the libtorch path keeps them), and the combination pass
+    /// computes each delta again from the inputs.
     /// </summary>
-    public static unsafe void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings)
+    public static void Merge(MergeTensorRequest request, TaskArithmeticVariant variant, TaskArithmeticSettings settings, long randomSeed)
     {
-        var count = request.Models.Count;
-        var numel = request.Output.numel();
-        var weights = RoundedWeights(settings.Weights);
-        var inputs = new IntPtr[count];
-        var lower = new float[count];
-        var upper = new float[count];
-        var drop = new bool[count];
-        var basePtr = (ushort*)NativeSpans.Address(request.Base!);
-        for (var i = 0; i < count; i++)
-        {
-            inputs[i] = (IntPtr)NativeSpans.Address(request.Models[i]);
-            (lower[i], upper[i], drop[i]) = (float.NegativeInfinity, float.PositiveInfinity, false);
-            if (variant.Sparsification == SparsificationMethod.None)
-            {
-                continue;
-            }
-            var (lowerRank, upperRank, dropAll) = settings.MagnitudeRanks(variant, i, numel);
-            drop[i] = dropAll;
-            if (dropAll || (lowerRank == 0 && upperRank == 0))
-            {
-                continue;
-            }
-            var histogram = MagnitudeSelect.RentHistogram();
-            try
-            {
-                MagnitudeHistogram((ushort*)inputs[i], basePtr, numel, histogram);
-                if (lowerRank > 0)
-                {
-                    lower[i] = KthSmallest(histogram, lowerRank);
-                }
-                if (upperRank > 0)
-                {
-                    upper[i] = KthSmallest(histogram, upperRank);
-                }
-            }
-            finally
-            {
-                MagnitudeSelect.ReturnHistogram(histogram);
-            }
-        }
-        var plan = new Plan(count, weights, lower, upper, drop, variant.Consensus == ConsensusMethod.Sum, settings.Normalize,
-            settings.Lambda == 1.0 ? null : (float)settings.Lambda, PlainDivisor(weights));
-        Combine(plan, inputs, numel, basePtr, (ushort*)NativeSpans.Address(request.Output));
+        using var session = new Session(variant, settings, request.Output.numel(), request.TensorName, randomSeed);
+        WholeTensor.Run(session, request);
     }
 
     /// <summary>Counts into <paramref name="histogram"/> (zeroed, 32768 buckets) how many elements have each 15-bit magnitude key of bf16(x - base).</summary>
@@ -101,15 +63,20 @@ internal static class BFloat16TaskArithmetic
         long j = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            Span<ushort> keys = stackalloc ushort[8];
+            // Keys are 15-bit, the histogram has at least 32768 buckets: no bounds checks needed.
+            ref var counts = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(histogram);
+            var magnitude = Vector128.Create((ushort)0x7FFF);
             for (; j + 8 <= n; j += 8)
             {
-                var delta = BFloat16Bits.Narrow(BFloat16Bits.Widen(Vector128.Load(x + j)) - BFloat16Bits.Widen(Vector128.Load(b + j)));
-                (delta & Vector128.Create((ushort)0x7FFF)).CopyTo(keys);
-                foreach (var key in keys)
-                {
-                    histogram[key]++;
-                }
+                var keys = BFloat16Bits.Narrow(BFloat16Bits.Widen(Vector128.Load(x + j)) - BFloat16Bits.Widen(Vector128.Load(b + j))) & magnitude;
+                Unsafe.Add(ref counts, keys.GetElement(0))++;
+                Unsafe.Add(ref counts, keys.GetElement(1))++;
+                Unsafe.Add(ref counts, keys.GetElement(2))++;
+                Unsafe.Add(ref counts, keys.GetElement(3))++;
+                Unsafe.Add(ref counts, keys.GetElement(4))++;
+                Unsafe.Add(ref counts, keys.GetElement(5))++;
+                Unsafe.Add(ref counts, keys.GetElement(6))++;
+                Unsafe.Add(ref counts, keys.GetElement(7))++;
             }
         }
         for (; j < n; j++)
@@ -157,22 +124,27 @@ internal static class BFloat16TaskArithmetic
     }
 
     /// <summary>What the combination needs, fixed for the tensor.</summary>
-    private sealed record Plan(int Count, float[] Weights, float[] Lower, float[] Upper, bool[] Drop, bool Consensus, bool Normalize, float? Lambda, float PlainDivisor);
+    /// <remarks>
+    /// Per model: the magnitude band (Lower, Upper), DARE's keep stream (RandomKey, RandomThreshold; threshold 0: no
+    /// random drop) and the L1 rescale factor (Factor, applied where Rescaled).
+    /// </remarks>
+    private sealed record Plan(int Count, float[] Weights, float[] Lower, float[] Upper, bool[] Drop, bool Consensus, bool Normalize, float? Lambda, float PlainDivisor,
+        ulong[] RandomKey, uint[] RandomThreshold, bool[] Random, float[] Factor, bool[] Rescaled);
 
     /// <summary>Per element: each model's band mask and weight, then the sum or sign election, divisor, lambda and base.</summary>
-    private static unsafe void Combine(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output)
+    private static unsafe void Combine(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
     {
         long j = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            j = CombineVectors(plan, inputs, n, basePtr, output);
+            j = CombineVectors(plan, inputs, n, basePtr, output, elementStart);
         }
         Span<float> terms = stackalloc float[plan.Count];
         for (; j < n; j++)
         {
             for (var i = 0; i < plan.Count; i++)
             {
-                terms[i] = Weighted(plan, i, BFloat16Bits.ToSingle(Delta(((ushort*)inputs[i])[j], basePtr[j])));
+                terms[i] = Weighted(plan, i, BFloat16Bits.ToSingle(Delta(((ushort*)inputs[i])[j], basePtr[j])), elementStart + j);
             }
             float mixed;
             float divisor;
@@ -227,13 +199,32 @@ internal static class BFloat16TaskArithmetic
     /// <see cref="Combine"/> eight elements at a time, lane by lane the same float32 operations in the same order (so
     /// the same bits); returns how many elements it did (a multiple of eight).
     /// </summary>
-    private static unsafe long CombineVectors(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output)
+    private static unsafe long CombineVectors(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
     {
         var count = plan.Count;
         Span<Vector256<float>> terms = stackalloc Vector256<float>[count];
+        Span<ModelLanes> models = stackalloc ModelLanes[count];
+        for (var i = 0; i < count; i++)
+        {
+            models[i] = new ModelLanes
+            {
+                Weight = Vector256.Create(plan.Weights[i]),
+                Lower = Vector256.Create(plan.Lower[i]),
+                Upper = Vector256.Create(plan.Upper[i]),
+                Factor = Vector256.Create(plan.Factor[i]),
+                Threshold = Vector256.Create(plan.RandomThreshold[i]),
+                Key = plan.RandomKey[i],
+                Drop = plan.Drop[i],
+                HasLower = !float.IsNegativeInfinity(plan.Lower[i]),
+                HasUpper = !float.IsPositiveInfinity(plan.Upper[i]),
+                Random = plan.Random[i],
+                Rescaled = plan.Rescaled[i],
+            };
+        }
         var one = Vector256.Create(1f);
         var minusOne = Vector256.Create(-1f);
         var lambda = Vector256.Create(plan.Lambda ?? 1f);
+        var scalesByLambda = plan.Lambda is not null;
         var plainDivisor = Vector256.Create(plan.PlainDivisor);
         long j = 0;
         for (; j + 8 <= n; j += 8)
@@ -241,23 +232,33 @@ internal static class BFloat16TaskArithmetic
             var baseValues = BFloat16Bits.Widen(Vector128.Load(basePtr + j));
             for (var i = 0; i < count; i++)
             {
+                ref readonly var m = ref models[i];
                 var delta = RoundVector(BFloat16Bits.Widen(Vector128.Load((ushort*)inputs[i] + j)) - baseValues);
-                if (plan.Drop[i])
+                if (m.Drop)
                 {
                     delta = Vector256<float>.Zero;
                 }
                 else
                 {
-                    if (!float.IsNegativeInfinity(plan.Lower[i]))
+                    if (m.HasLower)
                     {
-                        delta *= Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(Vector256.Abs(delta), Vector256.Create(plan.Lower[i])), one, Vector256<float>.Zero);
+                        delta *= Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(Vector256.Abs(delta), m.Lower), one, Vector256<float>.Zero);
                     }
-                    if (!float.IsPositiveInfinity(plan.Upper[i]))
+                    if (m.HasUpper)
                     {
-                        delta *= Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Abs(delta), Vector256.Create(plan.Upper[i])), one, Vector256<float>.Zero);
+                        delta *= Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Abs(delta), m.Upper), one, Vector256<float>.Zero);
+                    }
+                    if (m.Random)
+                    {
+                        var keep = Vector256.LessThan(CounterRandom.Uniform24x8(m.Key, elementStart + j), m.Threshold);
+                        delta *= Vector256.ConditionalSelect(keep.AsSingle(), one, Vector256<float>.Zero);
+                    }
+                    if (m.Rescaled)
+                    {
+                        delta = RoundVector(delta * m.Factor);
                     }
                 }
-                terms[i] = RoundVector(delta * Vector256.Create(plan.Weights[i]));
+                terms[i] = RoundVector(delta * m.Weight);
             }
             Vector256<float> mixed;
             Vector256<float> divisor;
@@ -271,13 +272,14 @@ internal static class BFloat16TaskArithmetic
                 var majority = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(RoundVector(sum), Vector256<float>.Zero), one, minusOne);
                 var kept = Vector256<float>.Zero;
                 var weight = Vector256<float>.Zero;
+                var positive = Vector256.Equals(majority, one);
                 for (var i = 0; i < count; i++)
                 {
-                    var sign = Vector256.ConditionalSelect(Vector256.GreaterThan(terms[i], Vector256<float>.Zero), one,
-                        Vector256.ConditionalSelect(Vector256.LessThan(terms[i], Vector256<float>.Zero), minusOne, Vector256<float>.Zero));
-                    var agree = Vector256.ConditionalSelect(Vector256.Equals(sign, majority), one, Vector256<float>.Zero);
+                    // sign(term) == majority (a zero or NaN term never agrees), as 1 or 0: multiplied, as torch does, so a
+                    // disagreeing NaN or infinite term still makes the sum NaN.
+                    var agree = Vector256.ConditionalSelect(positive, Vector256.GreaterThan(terms[i], Vector256<float>.Zero), Vector256.LessThan(terms[i], Vector256<float>.Zero)) & one;
                     kept += terms[i] * agree;
-                    weight += Vector256.Create(plan.Weights[i]) * agree;
+                    weight += models[i].Weight * agree;
                 }
                 mixed = RoundVector(kept);
                 divisor = RoundVector(weight);
@@ -292,7 +294,7 @@ internal static class BFloat16TaskArithmetic
             {
                 mixed = RoundVector(mixed / divisor);
             }
-            if (plan.Lambda is not null)
+            if (scalesByLambda)
             {
                 mixed = RoundVector(mixed * lambda);
             }
@@ -301,12 +303,41 @@ internal static class BFloat16TaskArithmetic
         return j;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> RoundVector(Vector256<float> values) => BFloat16Bits.Widen(BFloat16Bits.Narrow(values));
+    /// <summary>
+    /// Eight float32 values rounded to bfloat16 and widened back, in the 32-bit lanes (no pack and unpack): the bits of
+    /// <c>Widen(Narrow(values))</c>, nearest with ties to even, every NaN as 0xFFFF.
+    /// </summary>
+    /// <summary>One model's constants of <see cref="Plan"/> as vectors, set once per combination.</summary>
+    private struct ModelLanes
+    {
+        public Vector256<float> Weight;
+        public Vector256<float> Lower;
+        public Vector256<float> Upper;
+        public Vector256<float> Factor;
+        public Vector256<uint> Threshold;
+        public ulong Key;
+        public bool Drop;
+        public bool HasLower;
+        public bool HasUpper;
+        public bool Random;
+        public bool Rescaled;
+    }
 
-    /// <summary>Model <paramref name="i"/>'s delta through its magnitude band (each mask a multiplication by 1 or 0, as torch's) and times its weight.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Weighted(Plan plan, int i, float delta)
+    private static Vector256<float> RoundVector(Vector256<float> values)
+    {
+        var bits = values.AsUInt32();
+        var rounded = (bits + ((bits >>> 16) & Vector256<uint>.One) + Vector256.Create(0x7FFFu)) & Vector256.Create(0xFFFF_0000u);
+        var nan = ~Vector256.Equals(values, values).AsUInt32();
+        return Vector256.ConditionalSelect(nan, Vector256.Create((uint)BFloat16Bits.NaN << 16), rounded).AsSingle();
+    }
+
+    /// <summary>
+    /// Model <paramref name="i"/>'s delta through its magnitude band or DARE's drop at <paramref name="index"/> (each mask a
+    /// multiplication by 1 or 0, as torch's), times its L1 rescale factor (rounded) and its weight (rounded).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Weighted(Plan plan, int i, float delta, long index)
     {
         if (plan.Drop[i])
         {
@@ -322,6 +353,14 @@ internal static class BFloat16TaskArithmetic
             {
                 delta *= Math.Abs(delta) <= plan.Upper[i] ? 1f : 0f;
             }
+            if (plan.Random[i])
+            {
+                delta *= CounterRandom.Uniform24(plan.RandomKey[i], index) < plan.RandomThreshold[i] ? 1f : 0f;
+            }
+            if (plan.Rescaled[i])
+            {
+                delta = Round(delta * plan.Factor[i]);
+            }
         }
         return Round(delta * plan.Weights[i]);
     }
@@ -332,4 +371,381 @@ internal static class BFloat16TaskArithmetic
     /// <summary>float32 rounded to bfloat16 and widened back (the value a bfloat16 tensor holds).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Round(float value) => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(value));
+
+    /// <summary>
+    /// The fused passes over one tensor seen in blocks (<see cref="ITensorMergeSession"/>): a statistics pass adds each
+    /// block's rounded delta magnitudes to every trimming model's histogram (the thresholds are then exact for the whole
+    /// tensor), and the combination pass is elementwise (DARE's drops keyed by the element's position in the whole
+    /// tensor), so the bits do not depend on the block size; the whole-tensor <see cref="Merge"/> runs this session over a
+    /// single block. With the L1 rescale one more statistics pass takes each rescaled model's norms before and after its
+    /// mask with torch's own sum over the magnitudes (written as bfloat16 into a scratch tensor of the tensor's shape:
+    /// the same tensor torch sums on the libtorch path, so the same blocked order and the same bits); that pass needs the
+    /// block to be the whole tensor. Blocks whose tensors are all contiguous CPU bfloat16 are read and written in place;
+    /// others (float32 holding the host's bfloat16-rounded values, or on another device) are copied to bfloat16 first,
+    /// exactly, and the result copied back (correct, not fast).
+    /// </summary>
+    internal sealed unsafe class Session : ITensorMergeSession
+    {
+        private readonly TaskArithmeticVariant _variant;
+        private readonly TaskArithmeticSettings _settings;
+        private readonly string _tensorName;
+        private readonly long _numel;
+        private readonly int _count;
+        private readonly float[] _weights;
+        private readonly float[] _lower;
+        private readonly float[] _upper;
+        private readonly bool[] _drop;
+        private readonly (long Lower, long Upper)[] _ranks;
+        private readonly long[]?[] _histograms;
+        private readonly ulong[] _randomKey;
+        private readonly uint[] _randomThreshold;
+        private readonly bool[] _random;
+        private readonly bool[] _rescaled;
+        private readonly float[] _factor;
+        private Phase _phase;
+        private Plan? _plan;
+
+        private enum Phase
+        {
+            Start,
+            Histograms,
+            Norms,
+            Done,
+        }
+
+        /// <param name="randomSeed">The tensor's seed: DARE's stream of model i is keyed by <c>randomSeed + i</c>.</param>
+        public Session(TaskArithmeticVariant variant, TaskArithmeticSettings settings, long numel, string tensorName, long randomSeed)
+        {
+            if (!Fits(variant, settings))
+            {
+                throw new ArgumentException($"{variant.Name}: tensor '{tensorName}' needs the libtorch half-precision path (DELLA)", nameof(variant));
+            }
+            _variant = variant;
+            _settings = settings;
+            _tensorName = tensorName;
+            _numel = numel;
+            _count = settings.Weights.Length;
+            _weights = RoundedWeights(settings.Weights);
+            _lower = new float[_count];
+            _upper = new float[_count];
+            _drop = new bool[_count];
+            _ranks = new (long, long)[_count];
+            _histograms = new long[]?[_count];
+            _randomKey = new ulong[_count];
+            _randomThreshold = new uint[_count];
+            _random = new bool[_count];
+            _rescaled = new bool[_count];
+            _factor = new float[_count];
+            for (var i = 0; i < _count; i++)
+            {
+                (_lower[i], _upper[i]) = (float.NegativeInfinity, float.PositiveInfinity);
+                var density = settings.Densities[i];
+                if (variant.Sparsification == SparsificationMethod.None || density >= 1.0)
+                {
+                    continue;
+                }
+                _rescaled[i] = settings.RescalesL1(i);
+                if (variant.Sparsification == SparsificationMethod.Random)
+                {
+                    // DeltaSparsifier's DARE: zero_() at density 0, else the keep mask of the counter stream.
+                    _drop[i] = density <= 0;
+                    _random[i] = density > 0;
+                    _randomKey[i] = CounterRandom.StreamKey(randomSeed + i);
+                    _randomThreshold[i] = CounterRandom.Threshold(density);
+                    continue;
+                }
+                var (lowerRank, upperRank, dropAll) = settings.MagnitudeRanks(variant, i, numel);
+                _drop[i] = dropAll;
+                _ranks[i] = dropAll ? (0, 0) : (lowerRank, upperRank);
+            }
+        }
+
+        /// <summary>
+        /// Pass 0 fills the histograms of the models that trim by magnitude; then, where the L1 rescale is on, a pass takes
+        /// the norms (from a whole-tensor block); neither is needed without trimming or rescale.
+        /// </summary>
+        public bool BeginPass(int pass)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(pass);
+            switch (_phase)
+            {
+                case Phase.Start:
+                    for (var i = 0; i < _count; i++)
+                    {
+                        if (_ranks[i].Lower > 0 || _ranks[i].Upper > 0)
+                        {
+                            _histograms[i] = MagnitudeSelect.RentHistogram();
+                        }
+                    }
+                    if (_histograms.Any(h => h is not null))
+                    {
+                        _phase = Phase.Histograms;
+                        return true;
+                    }
+                    break;
+                case Phase.Histograms:
+                    ReadThresholds();
+                    break;
+                case Phase.Norms:
+                case Phase.Done:
+                default:
+                    Finish();
+                    return false;
+            }
+            if (_rescaled.Any(r => r) && !_drop.Where((_, i) => _rescaled[i]).All(d => d))
+            {
+                _phase = Phase.Norms;
+                return true;
+            }
+            Finish();
+            return false;
+        }
+
+        public void Observe(MergeTensorRequest block)
+        {
+            Check(block);
+            switch (_phase)
+            {
+                case Phase.Histograms:
+                {
+                    using var bits = Bits.Of(block, withOutput: false);
+                    for (var i = 0; i < _count; i++)
+                    {
+                        if (_histograms[i] is { } histogram)
+                        {
+                            MagnitudeHistogram((ushort*)bits.Models[i], bits.Base, bits.Count, histogram);
+                        }
+                    }
+                    break;
+                }
+                case Phase.Norms:
+                    ObserveNorms(block);
+                    break;
+                case Phase.Start:
+                case Phase.Done:
+                default:
+                    throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' observed outside a statistics pass");
+            }
+        }
+
+        public void Merge(MergeTensorRequest block)
+        {
+            Check(block);
+            var plan = _plan ?? throw new InvalidOperationException(
+                $"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
+            using var bits = Bits.Of(block, withOutput: true);
+            Combine(plan, bits.Models, bits.Count, bits.Base, bits.Output, block.ElementStart);
+            bits.CopyOutputBack(block.Output);
+        }
+
+        public void Dispose() => ReturnHistograms();
+
+        private void ReadThresholds()
+        {
+            for (var i = 0; i < _count; i++)
+            {
+                if (_histograms[i] is not { } histogram)
+                {
+                    continue;
+                }
+                if (_ranks[i].Lower > 0)
+                {
+                    _lower[i] = KthSmallest(histogram, _ranks[i].Lower);
+                }
+                if (_ranks[i].Upper > 0)
+                {
+                    _upper[i] = KthSmallest(histogram, _ranks[i].Upper);
+                }
+            }
+            ReturnHistograms();
+        }
+
+        private void Finish()
+        {
+            if (_plan is not null)
+            {
+                return;
+            }
+            _phase = Phase.Done;
+            _plan = new Plan(_count, _weights, _lower, _upper, _drop, _variant.Consensus == ConsensusMethod.Sum, _settings.Normalize,
+                _settings.Lambda == 1.0 ? null : (float)_settings.Lambda, PlainDivisor(_weights), _randomKey, _randomThreshold, _random, _factor, _rescaled);
+        }
+
+        /// <summary>
+        /// mergekit's L1 rescale of each rescaled model, as <see cref="DeltaSparsifier"/> takes it in the dtype: the sums of
+        /// |delta| and of |kept delta| by torch (bfloat16 results), no rescale when either is below epsilon, else the factor
+        /// before / after rounded to bfloat16.
+        /// </summary>
+        private void ObserveNorms(MergeTensorRequest block)
+        {
+            if (block.ElementStart != 0 || block.Output.numel() != _numel)
+            {
+                throw new InvalidOperationException(
+                    $"{_variant.Name}: tensor '{_tensorName}' with the L1 rescale in bfloat16 needs its norms from the whole tensor (torch's own sum), not a block");
+            }
+            using var bits = Bits.Of(block, withOutput: false);
+            // The tensor's shape, contiguous, as the libtorch path's delta.abs() (pooled: rented outside the dispose scope).
+            var magnitudes = block.Scratch.Rent(ScalarType.BFloat16);
+            if (!magnitudes.is_contiguous() || magnitudes.numel() != _numel)
+            {
+                throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}': the scratch's bfloat16 tensor is not contiguous of the tensor's size");
+            }
+            using var scope = NewDisposeScope();
+            var target = (ushort*)NativeSpans.Address(magnitudes);
+            for (var i = 0; i < _count; i++)
+            {
+                if (!_rescaled[i] || _drop[i])
+                {
+                    continue;
+                }
+                var model = (ushort*)bits.Models[i];
+                WriteMagnitudes(i, model, bits.Base, target, kept: false);
+                var before = magnitudes.sum();
+                WriteMagnitudes(i, model, bits.Base, target, kept: true);
+                var after = magnitudes.sum();
+                if (before.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>() || after.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>())
+                {
+                    _rescaled[i] = false;
+                    continue;
+                }
+                _factor[i] = before.div(after).to(ScalarType.Float32).item<float>();
+            }
+        }
+
+        /// <summary>|bf16(x - base)| of model <paramref name="i"/>, or of its delta through the band or DARE mask (0 where dropped), as bfloat16 bits.</summary>
+        private void WriteMagnitudes(int i, ushort* model, ushort* basePtr, ushort* target, bool kept)
+        {
+            var lower = _lower[i];
+            var upper = _upper[i];
+            long j = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var lowerLanes = Vector256.Create(lower);
+                var upperLanes = Vector256.Create(upper);
+                var threshold = Vector256.Create(_randomThreshold[i]);
+                var magnitudeBits = Vector128.Create((ushort)0x7FFF);
+                for (; j + 8 <= _numel; j += 8)
+                {
+                    var delta = RoundVector(BFloat16Bits.Widen(Vector128.Load(model + j)) - BFloat16Bits.Widen(Vector128.Load(basePtr + j)));
+                    if (kept)
+                    {
+                        // The same 0/1 multiplications as the combination (a NaN stays NaN).
+                        var keep = _random[i]
+                            ? Vector256.LessThan(CounterRandom.Uniform24x8(_randomKey[i], j), threshold).AsSingle()
+                            : Vector256.GreaterThanOrEqual(Vector256.Abs(delta), lowerLanes) & Vector256.LessThanOrEqual(Vector256.Abs(delta), upperLanes);
+                        delta *= Vector256.ConditionalSelect(keep, Vector256.Create(1f), Vector256<float>.Zero);
+                    }
+                    (BFloat16Bits.Narrow(delta) & magnitudeBits).Store(target + j);
+                }
+            }
+            for (; j < _numel; j++)
+            {
+                var magnitude = (ushort)(Delta(model[j], basePtr[j]) & 0x7FFF);
+                if (kept)
+                {
+                    var value = BFloat16Bits.ToSingle(magnitude);
+                    var keep = _random[i]
+                        ? CounterRandom.Uniform24(_randomKey[i], j) < _randomThreshold[i]
+                        : value >= lower && value <= upper;
+                    // A NaN magnitude stays NaN through a multiplication by 1 or 0, as torch's masks leave it.
+                    magnitude = keep || float.IsNaN(value) ? magnitude : (ushort)0;
+                }
+                target[j] = magnitude;
+            }
+        }
+
+        private void ReturnHistograms()
+        {
+            for (var i = 0; i < _count; i++)
+            {
+                if (_histograms[i] is { } histogram)
+                {
+                    MagnitudeSelect.ReturnHistogram(histogram);
+                    _histograms[i] = null;
+                }
+            }
+        }
+
+        private void Check(MergeTensorRequest block)
+        {
+            RequestChecks.Check(block, _variant.Name, _variant.Traits);
+            if (block.Models.Count != _count)
+            {
+                throw new ArgumentException($"{_variant.Name}: tensor '{_tensorName}' started with {_count} models, a block has {block.Models.Count}", nameof(block));
+            }
+        }
+    }
+
+    /// <summary>A block's bfloat16 bit patterns: the tensors themselves when plain, else exact bfloat16 copies on the CPU (the output copied back).</summary>
+    private sealed unsafe class Bits : IDisposable
+    {
+        private readonly List<Tensor> _owned = [];
+        private Tensor? _outputCopy;
+
+        public ushort* Base { get; private set; }
+
+        public IntPtr[] Models { get; private set; } = [];
+
+        public ushort* Output { get; private set; }
+
+        public long Count { get; private set; }
+
+        public static Bits Of(MergeTensorRequest request, bool withOutput)
+        {
+            var bits = new Bits { Count = request.Output.numel() };
+            bits.Models = new IntPtr[request.Models.Count];
+            if (bits.Count == 0)
+            {
+                return bits;
+            }
+            bits.Base = bits.Pointer(request.Base!);
+            for (var i = 0; i < bits.Models.Length; i++)
+            {
+                bits.Models[i] = (IntPtr)bits.Pointer(request.Models[i]);
+            }
+            if (withOutput)
+            {
+                if (IsPlainBFloat16(request.Output))
+                {
+                    bits.Output = (ushort*)NativeSpans.Address(request.Output);
+                }
+                else
+                {
+                    bits._outputCopy = torch.empty(bits.Count, ScalarType.BFloat16);
+                    bits.Output = (ushort*)NativeSpans.Address(bits._outputCopy);
+                }
+            }
+            return bits;
+        }
+
+        public void CopyOutputBack(Tensor output)
+        {
+            if (_outputCopy is not null)
+            {
+                using var shaped = _outputCopy.view(output.shape);
+                output.copy_(shaped);
+            }
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in _owned)
+            {
+                t.Dispose();
+            }
+            _outputCopy?.Dispose();
+        }
+
+        private ushort* Pointer(Tensor tensor)
+        {
+            if (IsPlainBFloat16(tensor))
+            {
+                return (ushort*)NativeSpans.Address(tensor);
+            }
+            // Exact: the host hands a bfloat16 compute dtype's inputs already rounded to it.
+            var copy = tensor.to(ScalarType.BFloat16, torch.CPU).contiguous();
+            _owned.Add(copy);
+            return (ushort*)NativeSpans.Address(copy);
+        }
+    }
 }

@@ -19,8 +19,8 @@ namespace SensMerging.Strategies.Common;
 /// Sums over the models accumulate in float32 and round once (torch's reduction); every other operation rounds its
 /// result. Magnitude ties at the threshold are all kept (mergekit's argsort keeps an arbitrary subset of them, which is
 /// more frequent in half precision). Memory: one stacked tensor of the models' weighted deltas in the dtype.
-/// bfloat16 requests without DARE, DELLA or the L1 rescale take <see cref="BFloat16TaskArithmetic"/>'s fused passes
-/// instead (same bits, no stacked tensor).
+/// bfloat16 requests (all but DELLA) take <see cref="BFloat16TaskArithmetic"/>'s fused passes instead (same bits, no
+/// stacked tensor); float16 and DELLA stay here.
 /// </summary>
 internal static class HalfPrecisionTaskArithmetic
 {
@@ -36,7 +36,7 @@ internal static class HalfPrecisionTaskArithmetic
     {
         if (allowFused && BFloat16TaskArithmetic.Applies(request, variant, settings))
         {
-            BFloat16TaskArithmetic.Merge(request, variant, settings);
+            BFloat16TaskArithmetic.Merge(request, variant, settings, randomSeed);
             return;
         }
         var dtype = request.ComputeDType;

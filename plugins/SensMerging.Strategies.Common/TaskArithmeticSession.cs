@@ -94,12 +94,27 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             : (float)settings.Lambda;
     }
 
-    /// <summary>Starts a session for a streamed tensor (parameters checked here, before any block is read).</summary>
-    public static TaskArithmeticSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor, ILogger logger)
+    /// <summary>
+    /// Starts a session for a streamed tensor (parameters checked here, before any block is read). In a half-precision
+    /// compute dtype (<see cref="MergeTensorInfo.ComputeDType"/>) the session rounds as mergekit does: bfloat16 through
+    /// <see cref="BFloat16TaskArithmetic.Session"/> where its passes take blocks (no L1 rescale), otherwise (the L1
+    /// rescale, whose norms are torch's sums over the whole tensor; float16) the blocks are gathered and merged whole by
+    /// <see cref="HalfPrecisionTaskArithmetic"/> (<see cref="GatheredSession"/>: the same bits, the whole tensor's memory).
+    /// </summary>
+    public static ITensorMergeSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor, ILogger logger)
     {
         RequestChecks.Check(tensor, variant.Name, variant.Traits);
         var settings = TaskArithmeticSettings.Read(variant, tensor.Parameters, tensor.Weights, tensor.ModelNames, tensor.TensorName);
         TaskArithmeticLog.SmallTensorDrops(logger, variant, settings, tensor.ElementCount, tensor.TensorName, tensor.ModelNames);
+        if (HalfPrecisionTaskArithmetic.IsHalf(tensor.ComputeDType))
+        {
+            if (tensor.ComputeDType == ScalarType.BFloat16 && BFloat16TaskArithmetic.Streams(variant, settings))
+            {
+                return new BFloat16TaskArithmetic.Session(variant, settings, tensor.ElementCount, tensor.TensorName, tensor.Seed);
+            }
+            return new GatheredSession(tensor, whole => HalfPrecisionTaskArithmetic.Merge(
+                whole, variant, settings, whole.Base!, whole.TensorSeed != 0 ? whole.TensorSeed : whole.Seed));
+        }
         return new TaskArithmeticSession(variant, settings, tensor.ElementCount, tensor.Seed, tensor.TensorName);
     }
 

@@ -122,6 +122,9 @@ public sealed record TaskArithmeticVariant(
         AcceptsBFloat16 = Streams,
         // With a half-precision compute dtype every variant computes as mergekit does in it (HalfPrecisionTaskArithmetic).
         RoundsIntermediates = true,
+        // bfloat16 streams through the fused passes' session where they apply (no DARE: its L1 norms are torch's own
+        // blocked sums, computed whole; a rescale on the magnitude methods gathers its blocks and merges them whole).
+        StreamsBFloat16Rounding = Streams && Sparsification != SparsificationMethod.Random,
     };
 
     /// <summary>The parameters the variant reads, with mergekit's names and defaults.</summary>

@@ -25,6 +25,7 @@ public static class WholeTensor
             Seed = request.TensorSeed != 0 ? request.TensorSeed : request.Seed,
             LayerIndex = request.LayerIndex,
             LayerCount = request.LayerCount,
+            ComputeDType = request.ComputeDType,
         };
     }
 

@@ -57,11 +57,21 @@ public sealed record StrategyTraits(bool RequiresBaseModel, int MinModels = 1, i
     /// request whose <see cref="MergeTensorRequest.ComputeDType"/> is bfloat16 or float16, it rounds every intermediate
     /// result to that dtype where mergekit's method does (each torch operation on tensors of that dtype rounds its result),
     /// so a config with <c>dtype: bfloat16</c> gives mergekit's bytes. A host hands such a strategy whole tensors (or
-    /// elementwise blocks) in that case, never streamed blocks: mergekit's whole-tensor statistics are taken on the rounded
-    /// values. Strategies without it compute in float32 and their result is rounded once (more accurate, and it can differ
-    /// from mergekit's by one unit in the last place); the host says so in its log.
+    /// elementwise blocks) in that case, streamed blocks only in bfloat16 and only when the strategy declares
+    /// <see cref="StreamsBFloat16Rounding"/>: mergekit's whole-tensor statistics are taken on the rounded values.
+    /// Strategies without it compute in float32 and their result is rounded once (more accurate, and it can differ from
+    /// mergekit's by one unit in the last place); the host says so in its log.
     /// </summary>
     public bool RoundsIntermediates { get; init; }
+
+    /// <summary>
+    /// True when the strategy's sessions (<see cref="IStreamingMergeStrategy"/>) also round as
+    /// <see cref="RoundsIntermediates"/> asks for a bfloat16 compute dtype (contract 1.6): told it by
+    /// <see cref="MergeTensorInfo.ComputeDType"/>, a session gathers mergekit's whole-tensor statistics of the rounded
+    /// values over the blocks, and its blocks' results have the whole-tensor merge's bits whatever the block size. A host
+    /// may then stream tensors whose compute dtype is bfloat16; float16 ones still go whole.
+    /// </summary>
+    public bool StreamsBFloat16Rounding { get; init; }
 
     /// <summary>
     /// True when mergekit's method returns float32 tensors whatever the dtype of its inputs (contract 1.3; arcee_fusion

@@ -90,6 +90,13 @@ public sealed record MergeTensorInfo
     /// <summary>The transformer block the tensor belongs to, or -1.</summary>
     public int LayerIndex { get; init; } = -1;
 
+    /// <summary>
+    /// The compute dtype of the tensor's blocks (contract 1.6; each block's <see cref="MergeTensorRequest.ComputeDType"/>):
+    /// bfloat16 only for strategies that declare <see cref="StrategyTraits.StreamsBFloat16Rounding"/>; hosts before 1.6
+    /// leave it float32.
+    /// </summary>
+    public TorchSharp.torch.ScalarType ComputeDType { get; init; } = TorchSharp.torch.ScalarType.Float32;
+
     /// <summary>Number of transformer blocks in the model (0 when unknown).</summary>
     public int LayerCount { get; init; }
 

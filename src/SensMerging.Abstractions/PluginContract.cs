@@ -15,7 +15,8 @@ public static class PluginContract
     /// and <see cref="MergeTensorRequest.ComputeDType"/>; 1.4: <see cref="ILayerwiseGradients"/>;
     /// 1.5: <see cref="MergeTensorRequest.ModelLayerGroups"/> and <see cref="MergeTensorInfo.ModelLayerGroups"/>, <see cref="ModelLoadOptions.MaxMemoryBytes"/>,
     /// <see cref="ScoringContext.MaxMemoryBytes"/>, <see cref="DecoratorContext.MaxMemoryBytes"/> and the several-sample <see cref="ILayerwiseGradients"/> pass;
-    /// 1.6: <see cref="ParameterSpec.PerLayerGroup"/>, <see cref="DecoratorContext.LayerGroupParameters"/> and <see cref="DecoratorContext.ParametersOf"/>).</summary>
+    /// 1.6: <see cref="ParameterSpec.PerLayerGroup"/>, <see cref="DecoratorContext.LayerGroupParameters"/> and <see cref="DecoratorContext.ParametersOf"/>,
+    /// <see cref="StrategyTraits.StreamsBFloat16Rounding"/> and <see cref="MergeTensorInfo.ComputeDType"/>).</summary>
     public const int Minor = 6;
 
     /// <summary>The contract version as written in manifests, "major.minor".</summary>

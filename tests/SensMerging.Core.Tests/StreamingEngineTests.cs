@@ -20,6 +20,7 @@ public sealed class StreamingEngineTests : IDisposable
     [InlineData("ties", "F32")]
     [InlineData("ties", "BF16")]
     [InlineData("breadcrumbs_ties", "F32")]
+    [InlineData("breadcrumbs_ties", "BF16")]
     public void Streamed_in_tiny_blocks_equals_the_whole_tensor_merge(string method, string dtypeName)
     {
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
@@ -38,7 +39,10 @@ public sealed class StreamingEngineTests : IDisposable
         };
 
         // Block of 5 elements: rows of 8 do not fit, so tensors stream as flat ranges not aligned to vectors.
-        var streamed = new MergeEngine().Run(Plan(strategy, "s"), new MergeOptions { OutputPath = _dir.File("streamed"), MaxParallelism = 2, BlockElements = 5 });
+        // BF16 inputs compute in mergekit's bfloat16 rounding by default: those tensors stream too (StreamsBFloat16Rounding).
+        var streamedOnly = new StreamedOnly(strategy);
+        var streamed = new MergeEngine().Run(Plan(streamedOnly, "s"), new MergeOptions { OutputPath = _dir.File("streamed"), MaxParallelism = 2, BlockElements = 5 });
+        Assert.Equal([dtype == SafeTensorsDType.BF16 ? ScalarType.BFloat16 : ScalarType.Float32], streamedOnly.ComputeDTypes.Distinct());
         var whole = new MergeEngine().Run(Plan(new WholeTensorOnly(strategy), "w"), new MergeOptions { OutputPath = _dir.File("whole"), MaxParallelism = 1 });
 
         using var a = ModelFolder.Open(streamed.OutputPath);
@@ -50,6 +54,29 @@ public sealed class StreamingEngineTests : IDisposable
             Assert.Equal(y.bytes.ToArray(), x.bytes.ToArray());
         }
         Assert.Equal(whole.BytesRead, streamed.BytesRead);
+    }
+
+    [Theory]
+    [InlineData("F16", "ties", false)]
+    [InlineData("BF16", "dare_ties", false)]
+    [InlineData("BF16", "ties", true)]
+    public void Half_precision_tensors_stream_only_in_bfloat16_where_the_strategy_declares_it(string dtypeName, string method, bool streams)
+    {
+        // float16 keeps the whole-tensor libtorch path; dare_ties does not declare StreamsBFloat16Rounding (torch sums its
+        // L1 norms over the whole tensor), so it goes whole in bfloat16 too.
+        var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
+        var strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.All.Single(v => v.Name == method));
+        var counted = new CountedCalls(strategy);
+        var parameters = ParameterResolver.ResolveDirect(strategy, 2, new Dictionary<string, object>(), [new Dictionary<string, object> { ["density"] = 0.5 }, new Dictionary<string, object> { ["density"] = 0.5 }]);
+        new MergeEngine().Run(new MergePlan
+        {
+            Base = _dir.Input("base", TinyModels.Make(_dir.File("base"), 1, dtype).Path),
+            Models = [_dir.Input("e1", TinyModels.Make(_dir.File("e1"), 2, dtype).Path), _dir.Input("e2", TinyModels.Make(_dir.File("e2"), 3, dtype).Path)],
+            Strategy = counted,
+            ParameterResolver = (_, _) => parameters,
+        }, new MergeOptions { OutputPath = _dir.File("out"), MaxParallelism = 1, BlockElements = 5 });
+        Assert.Equal(streams ? 0 : TinyModels.Llama.Length, counted.WholeTensors);
+        Assert.Equal(streams ? TinyModels.Llama.Length : 0, counted.Sessions);
     }
 
     [Theory]
@@ -263,6 +290,59 @@ public sealed class StreamingEngineTests : IDisposable
         public StrategyTraits Traits => inner.Traits;
 
         public void Merge(MergeTensorRequest request) => inner.Merge(request);
+    }
+
+    /// <summary>A streaming strategy that refuses whole tensors, recording the compute dtypes its sessions are told.</summary>
+    private sealed class StreamedOnly(IStreamingMergeStrategy inner) : IStreamingMergeStrategy
+    {
+        public System.Collections.Concurrent.ConcurrentBag<ScalarType> ComputeDTypes { get; } = [];
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public IReadOnlyList<ParameterSpec> Parameters => inner.Parameters;
+
+        public StrategyTraits Traits => inner.Traits;
+
+        public void Merge(MergeTensorRequest request) => throw new InvalidOperationException($"'{request.TensorName}' was not streamed");
+
+        public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
+        {
+            ComputeDTypes.Add(tensor.ComputeDType);
+            return inner.BeginTensor(tensor);
+        }
+    }
+
+    /// <summary>Counts whole-tensor merges and sessions, passing both through.</summary>
+    private sealed class CountedCalls(IStreamingMergeStrategy inner) : IStreamingMergeStrategy
+    {
+        private int _wholeTensors;
+        private int _sessions;
+
+        public int WholeTensors => _wholeTensors;
+
+        public int Sessions => _sessions;
+
+        public string Name => inner.Name;
+
+        public string Description => inner.Description;
+
+        public IReadOnlyList<ParameterSpec> Parameters => inner.Parameters;
+
+        public StrategyTraits Traits => inner.Traits;
+
+        public void Merge(MergeTensorRequest request)
+        {
+            Interlocked.Increment(ref _wholeTensors);
+            inner.Merge(request);
+        }
+
+        public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
+        {
+            Interlocked.Increment(ref _sessions);
+            return inner.BeginTensor(tensor);
+        }
     }
 
     /// <summary>Records the protocol calls; its output is each element's index in the whole tensor.</summary>

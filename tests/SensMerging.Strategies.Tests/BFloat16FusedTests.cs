@@ -32,6 +32,16 @@ public sealed class BFloat16FusedTests
         }
         data.Add("breadcrumbs", false, 1.0, 60); // gamma * n < 1: mergekit drops the whole task vector
         data.Add("ties", true, 1.3, 1 << 16);
+        // DARE's random drops with and without mergekit's L1 rescale (its default), and the rescale on the magnitude methods
+        // ("+rescale"; torch sums the norms: above 32768 elements in parallel chunks).
+        foreach (var method in new[] { "dare_ties", "dare_linear", "dare_ties+norescale", "ties+rescale", "breadcrumbs_ties+rescale" })
+        {
+            data.Add(method, true, 0.7, 4099);
+            data.Add(method, false, 1.0, 257);
+        }
+        data.Add("dare_ties", true, 1.0, -4099);
+        data.Add("dare_linear", true, 1.0, 1 << 17);
+        data.Add("ties+rescale", false, 1.0, 1 << 17);
         return data;
     }
 
@@ -39,12 +49,17 @@ public sealed class BFloat16FusedTests
     [MemberData(nameof(Cases))]
     public void Fused_passes_give_the_libtorch_operations_bits(string method, bool normalize, double lambda, int n)
     {
-        var variant = TaskArithmeticVariant.All.Single(v => v.Name == method);
+        var rescale = method.EndsWith("+rescale", StringComparison.Ordinal) ? true : method.EndsWith("+norescale", StringComparison.Ordinal) ? false : (bool?)null;
+        var variant = TaskArithmeticVariant.All.Single(v => v.Name == method.Split('+')[0]);
         var strategy = GeneralizedTaskArithmeticStrategy.Create(variant);
         var rng = new Random(n + (normalize ? 1 : 0) + method.Length);
         double[] weights = n < 0 ? [-0.7, -0.45, -1.1, -0.45] : [0.7, -0.45, 1.1, 0.45];
         n = Math.Abs(n);
         var global = new Dictionary<string, object> { ["lambda"] = lambda, ["normalize"] = normalize };
+        if (rescale is { } r)
+        {
+            global["rescale"] = r;
+        }
         var perModel = weights.Select((_, i) =>
         {
             var values = new Dictionary<string, object> { ["density"] = i == 3 ? 1.0 : 0.3 + (0.2 * i) };
@@ -91,7 +106,7 @@ public sealed class BFloat16FusedTests
                 ComputeDType = ScalarType.BFloat16,
             };
             Assert.Equal(allowFused, BFloat16TaskArithmetic.Applies(request, variant, settings) && allowFused);
-            HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed: 1, allowFused);
+            HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed: 17, allowFused);
             return MemoryMarshal.Cast<byte, ushort>(output.bytes).ToArray();
         }
     }
@@ -101,7 +116,7 @@ public sealed class BFloat16FusedTests
     /// smaller, and (for a model) entries equal to the base or differing from it by one repeated step, so deltas are
     /// zero and magnitudes tie; at every 20th element all models equal the base.
     /// </summary>
-    private static ushort[] Values(Random rng, int n, ushort[]? baseBits)
+    internal static ushort[] Values(Random rng, int n, ushort[]? baseBits)
     {
         var values = new ushort[n];
         for (var j = 0; j < n; j++)
@@ -131,7 +146,7 @@ public sealed class BFloat16FusedTests
         return values;
     }
 
-    private static Tensor Tensor(ushort[] bits)
+    internal static Tensor Tensor(ushort[] bits)
     {
         var tensor = torch.empty(bits.Length, ScalarType.BFloat16);
         tensor.bytes = MemoryMarshal.AsBytes(bits.AsSpan());

@@ -117,11 +117,14 @@ public sealed partial class MergeEngine
 
     /// <summary>
     /// True when the engine merges the strategy's tensors through the block protocol: a streaming strategy that is not
-    /// elementwise, unless it must round its intermediates in half precision (mergekit's whole-tensor statistics are
-    /// taken on rounded values: such tensors go whole, <see cref="StrategyTraits.RoundsIntermediates"/>).
+    /// elementwise, unless some tensor must round its intermediates in a half precision its sessions do not stream
+    /// (mergekit's whole-tensor statistics are taken on rounded values: such tensors go whole,
+    /// <see cref="StrategyTraits.RoundsIntermediates"/>; bfloat16 streams where the strategy declares
+    /// <see cref="StrategyTraits.StreamsBFloat16Rounding"/>).
     /// </summary>
     private static bool Streams(IMergeStrategy strategy, IReadOnlyList<MergeJob> jobs) =>
-        strategy is IStreamingMergeStrategy && !strategy.Traits.Elementwise && !jobs.Any(j => j.RoundsInHalfPrecision(strategy.Traits));
+        strategy is IStreamingMergeStrategy && !strategy.Traits.Elementwise
+        && !jobs.Any(j => j.RoundsInHalfPrecision(strategy.Traits) && !(strategy.Traits.StreamsBFloat16Rounding && j.ComputeDType == SafeTensorsDType.BF16));
 
     private static Device ResolveDevice(string name)
     {

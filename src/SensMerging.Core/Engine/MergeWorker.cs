@@ -143,6 +143,7 @@ internal sealed class MergeWorker : IDisposable
             Seed = seed,
             LayerIndex = job.LayerIndex,
             LayerCount = _layerCount,
+            ComputeDType = job.ComputeDType.RequireScalarType(),
         });
         _mergeTicks += Stopwatch.GetTimestamp() - started;
         // Views of the pooled buffers made here belong to the caller's dispose scope (a few handles per block). Statistics
