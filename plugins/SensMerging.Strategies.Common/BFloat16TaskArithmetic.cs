@@ -303,10 +303,6 @@ internal static class BFloat16TaskArithmetic
         return j;
     }
 
-    /// <summary>
-    /// Eight float32 values rounded to bfloat16 and widened back, in the 32-bit lanes (no pack and unpack): the bits of
-    /// <c>Widen(Narrow(values))</c>, nearest with ties to even, every NaN as 0xFFFF.
-    /// </summary>
     /// <summary>One model's constants of <see cref="Plan"/> as vectors, set once per combination.</summary>
     private struct ModelLanes
     {

@@ -112,6 +112,95 @@ public sealed class BFloat16FusedTests
     }
 
     /// <summary>
+    /// NaN and infinite inputs (a broken checkpoint: the engine warns, and mergekit merges them as torch does): the fused
+    /// passes give the libtorch operations' bits for every variant, where a NaN or an infinity in the base or in one
+    /// model's delta reaches the output through the sums, the magnitude ranks (a NaN's magnitude sorts above every number,
+    /// as in torch) and the sign election: the same elements are NaN, the same are infinite, every other bit is equal.
+    /// A NaN's own bit pattern is not compared: libtorch writes 0xFFFF from its vectorised bfloat16 conversion and 0x7FC0
+    /// from its scalar one (the last elements of a tensor, as many as its CPU's vector width leaves over), so which pattern
+    /// a given NaN gets depends on the machine; the fused passes write 0xFFFF everywhere.
+    /// </summary>
+    [Theory]
+    [InlineData("task_arithmetic")]
+    [InlineData("ties")]
+    [InlineData("breadcrumbs_ties")]
+    [InlineData("dare_ties")]
+    [InlineData("dare_linear")]
+    public void Fused_passes_spread_NaN_and_infinity_as_the_libtorch_operations_do(string method)
+    {
+        const int n = 4099;
+        var variant = TaskArithmeticVariant.All.Single(v => v.Name == method);
+        var strategy = GeneralizedTaskArithmeticStrategy.Create(variant);
+        double[] weights = [0.7, -0.45, 1.1];
+        var perModel = weights.Select((_, i) =>
+        {
+            var values = new Dictionary<string, object> { ["density"] = 0.4 + (0.2 * i) };
+            if (variant.Sparsification == SparsificationMethod.MagnitudeOutliers)
+            {
+                values["gamma"] = 0.05;
+            }
+            return values;
+        }).ToArray();
+        var parameters = MergeHarness.Parameters(strategy, weights, new Dictionary<string, object> { ["lambda"] = 0.8 }, perModel);
+        var settings = TaskArithmeticSettings.Read(variant, parameters, weights, ["a", "b", "c"], "model.layers.0.mlp.up_proj.weight");
+        var rng = new Random(method.Length);
+        var baseBits = Values(rng, n, null);
+        var modelBits = weights.Select(_ => Values(rng, n, baseBits)).ToArray();
+        ushort[] specials = [0x7FC0, 0xFFC0, 0x7F80, 0xFF80, 0x7FA1]; // NaN, -NaN, +inf, -inf, a NaN with another payload
+        for (var k = 0; k < 60; k++)
+        {
+            var j = rng.Next(n);
+            var special = specials[k % specials.Length];
+            if (k % 4 == 0)
+            {
+                baseBits[j] = special;
+            }
+            else
+            {
+                modelBits[k % modelBits.Length][j] = special;
+            }
+        }
+        using var baseTensor = Tensor(baseBits);
+        var models = modelBits.Select(Tensor).ToList();
+        try
+        {
+            var fused = Merge(allowFused: true);
+            var reference = Merge(allowFused: false);
+            var nonFinite = reference.Count(b => (b & 0x7F80) == 0x7F80);
+            Assert.True(nonFinite >= 20, $"only {nonFinite} non-finite outputs: the special values did not reach the output");
+            static bool IsNaN(ushort bits) => (bits & 0x7F80) == 0x7F80 && (bits & 0x007F) != 0;
+            var differing = Enumerable.Range(0, n).Where(j => fused[j] != reference[j] && !(IsNaN(fused[j]) && IsNaN(reference[j]))).ToList();
+            Assert.True(differing.Count == 0,
+                $"{differing.Count} of {n} elements differ; first at {differing.FirstOrDefault()}: fused 0x{fused[differing.FirstOrDefault()]:X4}, libtorch 0x{reference[differing.FirstOrDefault()]:X4}");
+        }
+        finally
+        {
+            models.ForEach(m => m.Dispose());
+        }
+
+        ushort[] Merge(bool allowFused)
+        {
+            using var output = torch.empty(n, ScalarType.BFloat16);
+            using var scratch = new TestScratch([n]);
+            var request = new MergeTensorRequest
+            {
+                TensorName = "model.layers.0.mlp.up_proj.weight",
+                LayerGroup = "model.layers.0",
+                Base = baseTensor,
+                Models = models,
+                ModelNames = ["a", "b", "c"],
+                Weights = weights,
+                Parameters = parameters,
+                Output = output,
+                Scratch = scratch,
+                ComputeDType = ScalarType.BFloat16,
+            };
+            HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed: 17, allowFused);
+            return MemoryMarshal.Cast<byte, ushort>(output.bytes).ToArray();
+        }
+    }
+
+    /// <summary>
     /// bfloat16 bit patterns: mostly normal values near 1e-2, with a share of +0, -0, subnormals, values far larger or
     /// smaller, and (for a model) entries equal to the base or differing from it by one repeated step, so deltas are
     /// zero and magnitudes tie; at every 20th element all models equal the base.
