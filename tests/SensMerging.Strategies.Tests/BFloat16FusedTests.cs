@@ -51,7 +51,6 @@ public sealed class BFloat16FusedTests
     {
         var rescale = method.EndsWith("+rescale", StringComparison.Ordinal) ? true : method.EndsWith("+norescale", StringComparison.Ordinal) ? false : (bool?)null;
         var variant = TaskArithmeticVariant.All.Single(v => v.Name == method.Split('+')[0]);
-        var strategy = GeneralizedTaskArithmeticStrategy.Create(variant);
         var rng = new Random(n + (normalize ? 1 : 0) + method.Length);
         double[] weights = n < 0 ? [-0.7, -0.45, -1.1, -0.45] : [0.7, -0.45, 1.1, 0.45];
         n = Math.Abs(n);
@@ -60,25 +59,15 @@ public sealed class BFloat16FusedTests
         {
             global["rescale"] = r;
         }
-        var perModel = weights.Select((_, i) =>
-        {
-            var values = new Dictionary<string, object> { ["density"] = i == 3 ? 1.0 : 0.3 + (0.2 * i) };
-            if (variant.Sparsification == SparsificationMethod.MagnitudeOutliers)
-            {
-                values["gamma"] = 0.05;
-            }
-            return values;
-        }).ToArray();
-        var parameters = MergeHarness.Parameters(strategy, weights, global, perModel);
-        var settings = TaskArithmeticSettings.Read(variant, parameters, weights, ["a", "b", "c", "d"], "model.layers.0.mlp.up_proj.weight");
+        var (parameters, settings) = Setup(variant, weights, global);
 
         var baseBits = Values(rng, n, null);
         using var baseTensor = Tensor(baseBits);
         var models = weights.Select(_ => Tensor(Values(rng, n, baseBits))).ToList();
         try
         {
-            var fused = Merge(allowFused: true);
-            var reference = Merge(allowFused: false);
+            var fused = MergeBits(variant, settings, parameters, weights, baseTensor, models, allowFused: true);
+            var reference = MergeBits(variant, settings, parameters, weights, baseTensor, models, allowFused: false);
             var differing = Enumerable.Range(0, n).Where(j => fused[j] != reference[j]).ToList();
             Assert.True(differing.Count == 0,
                 $"{differing.Count} of {n} elements differ; first at {differing.FirstOrDefault()}: fused 0x{fused[differing.FirstOrDefault()]:X4}, libtorch 0x{reference[differing.FirstOrDefault()]:X4}");
@@ -86,28 +75,6 @@ public sealed class BFloat16FusedTests
         finally
         {
             models.ForEach(m => m.Dispose());
-        }
-
-        ushort[] Merge(bool allowFused)
-        {
-            using var output = torch.empty(n, ScalarType.BFloat16);
-            using var scratch = new TestScratch([n]);
-            var request = new MergeTensorRequest
-            {
-                TensorName = "model.layers.0.mlp.up_proj.weight",
-                LayerGroup = "model.layers.0",
-                Base = baseTensor,
-                Models = models,
-                ModelNames = ["a", "b", "c", "d"],
-                Weights = weights,
-                Parameters = parameters,
-                Output = output,
-                Scratch = scratch,
-                ComputeDType = ScalarType.BFloat16,
-            };
-            Assert.Equal(allowFused, BFloat16TaskArithmetic.Applies(request, variant, settings) && allowFused);
-            HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed: 17, allowFused);
-            return MemoryMarshal.Cast<byte, ushort>(output.bytes).ToArray();
         }
     }
 
@@ -130,19 +97,8 @@ public sealed class BFloat16FusedTests
     {
         const int n = 4099;
         var variant = TaskArithmeticVariant.All.Single(v => v.Name == method);
-        var strategy = GeneralizedTaskArithmeticStrategy.Create(variant);
         double[] weights = [0.7, -0.45, 1.1];
-        var perModel = weights.Select((_, i) =>
-        {
-            var values = new Dictionary<string, object> { ["density"] = 0.4 + (0.2 * i) };
-            if (variant.Sparsification == SparsificationMethod.MagnitudeOutliers)
-            {
-                values["gamma"] = 0.05;
-            }
-            return values;
-        }).ToArray();
-        var parameters = MergeHarness.Parameters(strategy, weights, new Dictionary<string, object> { ["lambda"] = 0.8 }, perModel);
-        var settings = TaskArithmeticSettings.Read(variant, parameters, weights, ["a", "b", "c"], "model.layers.0.mlp.up_proj.weight");
+        var (parameters, settings) = Setup(variant, weights, new Dictionary<string, object> { ["lambda"] = 0.8 });
         var rng = new Random(method.Length);
         var baseBits = Values(rng, n, null);
         var modelBits = weights.Select(_ => Values(rng, n, baseBits)).ToArray();
@@ -164,8 +120,8 @@ public sealed class BFloat16FusedTests
         var models = modelBits.Select(Tensor).ToList();
         try
         {
-            var fused = Merge(allowFused: true);
-            var reference = Merge(allowFused: false);
+            var fused = MergeBits(variant, settings, parameters, weights, baseTensor, models, allowFused: true);
+            var reference = MergeBits(variant, settings, parameters, weights, baseTensor, models, allowFused: false);
             var nonFinite = reference.Count(b => (b & 0x7F80) == 0x7F80);
             Assert.True(nonFinite >= 20, $"only {nonFinite} non-finite outputs: the special values did not reach the output");
             static bool IsNaN(ushort bits) => (bits & 0x7F80) == 0x7F80 && (bits & 0x007F) != 0;
@@ -177,27 +133,52 @@ public sealed class BFloat16FusedTests
         {
             models.ForEach(m => m.Dispose());
         }
+    }
 
-        ushort[] Merge(bool allowFused)
+    private static readonly string[] Names = ["a", "b", "c", "d"];
+
+    /// <summary>
+    /// A variant's resolved parameters and settings for <paramref name="weights"/>: model i keeps density 0.3 + 0.2 i (the
+    /// fourth 1.0, no drop), magnitude-outlier variants gamma 0.05.
+    /// </summary>
+    internal static (ResolvedParameters Parameters, TaskArithmeticSettings Settings) Setup(TaskArithmeticVariant variant, double[] weights, Dictionary<string, object> global)
+    {
+        var perModel = weights.Select((_, i) =>
         {
-            using var output = torch.empty(n, ScalarType.BFloat16);
-            using var scratch = new TestScratch([n]);
-            var request = new MergeTensorRequest
+            var values = new Dictionary<string, object> { ["density"] = i == 3 ? 1.0 : 0.3 + (0.2 * i) };
+            if (variant.Sparsification == SparsificationMethod.MagnitudeOutliers)
             {
-                TensorName = "model.layers.0.mlp.up_proj.weight",
-                LayerGroup = "model.layers.0",
-                Base = baseTensor,
-                Models = models,
-                ModelNames = ["a", "b", "c"],
-                Weights = weights,
-                Parameters = parameters,
-                Output = output,
-                Scratch = scratch,
-                ComputeDType = ScalarType.BFloat16,
-            };
-            HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed: 17, allowFused);
-            return MemoryMarshal.Cast<byte, ushort>(output.bytes).ToArray();
-        }
+                values["gamma"] = 0.05;
+            }
+            return values;
+        }).ToArray();
+        var parameters = MergeHarness.Parameters(GeneralizedTaskArithmeticStrategy.Create(variant), weights, global, perModel);
+        return (parameters, TaskArithmeticSettings.Read(variant, parameters, weights, Names[..weights.Length], "model.layers.0.mlp.up_proj.weight"));
+    }
+
+    /// <summary>One whole-tensor bfloat16 merge of a flat tensor, through the fused passes or the libtorch operations.</summary>
+    private static ushort[] MergeBits(
+        TaskArithmeticVariant variant, TaskArithmeticSettings settings, ResolvedParameters parameters, double[] weights, Tensor baseTensor, List<Tensor> models, bool allowFused)
+    {
+        var n = baseTensor.shape[0];
+        using var output = torch.empty(n, ScalarType.BFloat16);
+        using var scratch = new TestScratch([n]);
+        var request = new MergeTensorRequest
+        {
+            TensorName = "model.layers.0.mlp.up_proj.weight",
+            LayerGroup = "model.layers.0",
+            Base = baseTensor,
+            Models = models,
+            ModelNames = Names[..weights.Length],
+            Weights = weights,
+            Parameters = parameters,
+            Output = output,
+            Scratch = scratch,
+            ComputeDType = ScalarType.BFloat16,
+        };
+        Assert.Equal(allowFused, BFloat16TaskArithmetic.Applies(request, variant, settings) && allowFused);
+        HalfPrecisionTaskArithmetic.Merge(request, variant, settings, baseTensor, randomSeed: 17, allowFused);
+        return MemoryMarshal.Cast<byte, ushort>(output.bytes).ToArray();
     }
 
     /// <summary>

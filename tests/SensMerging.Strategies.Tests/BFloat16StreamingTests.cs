@@ -54,17 +54,7 @@ public sealed class BFloat16StreamingTests
         {
             global["rescale"] = rescale;
         }
-        var perModel = weights.Select((_, i) =>
-        {
-            var values = new Dictionary<string, object> { ["density"] = i == 3 ? 1.0 : 0.3 + (0.2 * i) };
-            if (variant.Sparsification == SparsificationMethod.MagnitudeOutliers)
-            {
-                values["gamma"] = 0.05;
-            }
-            return values;
-        }).ToArray();
-        var parameters = MergeHarness.Parameters(strategy, weights, global, perModel);
-        var settings = TaskArithmeticSettings.Read(variant, parameters, weights, ["a", "b", "c", "d"], "model.layers.0.mlp.up_proj.weight");
+        var (parameters, settings) = BFloat16FusedTests.Setup(variant, weights, global);
         const long Seed = 12345;
 
         var baseBits = BFloat16FusedTests.Values(rng, (int)numel, null);
