@@ -504,12 +504,12 @@ internal static class BFloat16TaskArithmetic
             {
                 case Phase.Histograms:
                 {
-                    using var bits = Bits.Of(block, withOutput: false);
+                    using var bits = Bits(block, withOutput: false);
                     for (var i = 0; i < _count; i++)
                     {
                         if (_histograms[i] is { } histogram)
                         {
-                            MagnitudeHistogram((ushort*)bits.Models[i], bits.Base, bits.Count, histogram);
+                            MagnitudeHistogram((ushort*)bits.Models[i], (ushort*)bits.Base, bits.Count, histogram);
                         }
                     }
                     break;
@@ -529,8 +529,8 @@ internal static class BFloat16TaskArithmetic
             Check(block);
             var plan = _plan ?? throw new InvalidOperationException(
                 $"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
-            using var bits = Bits.Of(block, withOutput: true);
-            Combine(plan, bits.Models, bits.Count, bits.Base, bits.Output, block.ElementStart);
+            using var bits = Bits(block, withOutput: true);
+            Combine(plan, bits.Models, bits.Count, (ushort*)bits.Base, (ushort*)bits.Output, block.ElementStart);
             bits.CopyOutputBack(block.Output);
         }
 
@@ -579,7 +579,7 @@ internal static class BFloat16TaskArithmetic
                 throw new InvalidOperationException(
                     $"{_variant.Name}: tensor '{_tensorName}' with the L1 rescale in bfloat16 needs its norms from the whole tensor (torch's own sum), not a block");
             }
-            using var bits = Bits.Of(block, withOutput: false);
+            using var bits = Bits(block, withOutput: false);
             // The tensor's shape, contiguous, as the libtorch path's delta.abs() (pooled: rented outside the dispose scope).
             var magnitudes = block.Scratch.Rent(ScalarType.BFloat16);
             if (!magnitudes.is_contiguous() || magnitudes.numel() != _numel)
@@ -595,9 +595,9 @@ internal static class BFloat16TaskArithmetic
                     continue;
                 }
                 var model = (ushort*)bits.Models[i];
-                WriteMagnitudes(i, model, bits.Base, target, kept: false);
+                WriteMagnitudes(i, model, (ushort*)bits.Base, target, kept: false);
                 var before = magnitudes.sum();
-                WriteMagnitudes(i, model, bits.Base, target, kept: true);
+                WriteMagnitudes(i, model, (ushort*)bits.Base, target, kept: true);
                 var after = magnitudes.sum();
                 if (before.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>() || after.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>())
                 {
@@ -673,75 +673,6 @@ internal static class BFloat16TaskArithmetic
     }
 
     /// <summary>A block's bfloat16 bit patterns: the tensors themselves when plain, else exact bfloat16 copies on the CPU (the output copied back).</summary>
-    private sealed unsafe class Bits : IDisposable
-    {
-        private readonly List<Tensor> _owned = [];
-        private Tensor? _outputCopy;
-
-        public ushort* Base { get; private set; }
-
-        public IntPtr[] Models { get; private set; } = [];
-
-        public ushort* Output { get; private set; }
-
-        public long Count { get; private set; }
-
-        public static Bits Of(MergeTensorRequest request, bool withOutput)
-        {
-            var bits = new Bits { Count = request.Output.numel() };
-            bits.Models = new IntPtr[request.Models.Count];
-            if (bits.Count == 0)
-            {
-                return bits;
-            }
-            bits.Base = bits.Pointer(request.Base!);
-            for (var i = 0; i < bits.Models.Length; i++)
-            {
-                bits.Models[i] = (IntPtr)bits.Pointer(request.Models[i]);
-            }
-            if (withOutput)
-            {
-                if (IsPlainBFloat16(request.Output))
-                {
-                    bits.Output = (ushort*)NativeSpans.Address(request.Output);
-                }
-                else
-                {
-                    bits._outputCopy = torch.empty(bits.Count, ScalarType.BFloat16);
-                    bits.Output = (ushort*)NativeSpans.Address(bits._outputCopy);
-                }
-            }
-            return bits;
-        }
-
-        public void CopyOutputBack(Tensor output)
-        {
-            if (_outputCopy is not null)
-            {
-                using var shaped = _outputCopy.view(output.shape);
-                output.copy_(shaped);
-            }
-        }
-
-        public void Dispose()
-        {
-            foreach (var t in _owned)
-            {
-                t.Dispose();
-            }
-            _outputCopy?.Dispose();
-        }
-
-        private ushort* Pointer(Tensor tensor)
-        {
-            if (IsPlainBFloat16(tensor))
-            {
-                return (ushort*)NativeSpans.Address(tensor);
-            }
-            // Exact: the host hands a bfloat16 compute dtype's inputs already rounded to it.
-            var copy = tensor.to(ScalarType.BFloat16, torch.CPU).contiguous();
-            _owned.Add(copy);
-            return (ushort*)NativeSpans.Address(copy);
-        }
-    }
+    private static BlockPointers Bits(MergeTensorRequest request, bool withOutput) =>
+        BlockPointers.Of(request, IsPlainBFloat16, ScalarType.BFloat16, withOutput);
 }

@@ -193,14 +193,15 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         {
             return;
         }
-        using var direct = DirectBlock.Of(block);
+        var format = Format(block);
+        using var direct = Pointers(block, format, withOutput: false);
         for (var i = 0; i < _ranks.Length; i++)
         {
             if (_ranks[i] is not { } ranks)
             {
                 continue;
             }
-            if (direct.Format == StorageFormat.BFloat16)
+            if (format == StorageFormat.BFloat16)
             {
                 ranks.Add<BFloat16Elements>((void*)direct.Models[i], direct.Base, direct.Count);
             }
@@ -224,14 +225,15 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
 
     private void ObserveNorms(MergeTensorRequest block)
     {
-        using var direct = DirectBlock.Of(block);
+        var format = Format(block);
+        using var direct = Pointers(block, format, withOutput: false);
         for (var i = 0; i < _rescaled.Length; i++)
         {
             if (!_rescaled[i])
             {
                 continue;
             }
-            if (direct.Format == StorageFormat.BFloat16)
+            if (format == StorageFormat.BFloat16)
             {
                 _kernel.AddL1<BFloat16Elements>(i, direct.Base, (void*)direct.Models[i], direct.Count, block.ElementStart, _l1Total[i], _l1Kept[i]);
             }
@@ -250,8 +252,9 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         {
             throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}' merged before its statistics passes ended (call BeginPass until it returns false)");
         }
-        using var direct = DirectBlock.Of(block);
-        if (direct.Format == StorageFormat.BFloat16)
+        var format = Format(block);
+        using var direct = Pointers(block, format, withOutput: true);
+        if (format == StorageFormat.BFloat16)
         {
             _kernel.Run<BFloat16Elements>(direct.Base, direct.Models, direct.Output, direct.Count, block.ElementStart);
         }
@@ -277,76 +280,9 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     }
 
     /// <summary>
-    /// Pointers to a block's memory: the tensors themselves when they share a <see cref="StorageFormat"/>, else CPU
-    /// float32 copies (output copied back).
+    /// Pointers to a block's memory: the tensors themselves when they share a storage format (<paramref name="format"/>
+    /// not <see cref="StorageFormat.None"/>), else CPU float32 copies (output copied back).
     /// </summary>
-    private sealed class DirectBlock : IDisposable
-    {
-        private readonly List<Tensor> _owned = [];
-        private Tensor? _outputCopy;
-
-        /// <summary>How the pointers' elements are stored (float32 for copies).</summary>
-        public StorageFormat Format { get; private set; } = StorageFormat.Float32;
-
-        public void* Base { get; private set; }
-
-        public nint[] Models { get; private set; } = [];
-
-        public void* Output { get; private set; }
-
-        public long Count { get; private set; }
-
-        public static DirectBlock Of(MergeTensorRequest request)
-        {
-            var block = new DirectBlock { Count = request.Output.numel() };
-            if (block.Count == 0)
-            {
-                return block;
-            }
-            var format = TaskArithmeticSession.Format(request);
-            var direct = format != StorageFormat.None;
-            block.Format = direct ? format : StorageFormat.Float32;
-            block.Base = block.Pointer(request.Base!, direct);
-            block.Models = [.. request.Models.Select(m => (nint)block.Pointer(m, direct))];
-            if (direct)
-            {
-                block.Output = NativeSpans.Address(request.Output);
-            }
-            else
-            {
-                block._outputCopy = torch.empty(block.Count, ScalarType.Float32);
-                block.Output = NativeSpans.Address(block._outputCopy);
-            }
-            return block;
-        }
-
-        public void CopyOutputBack(Tensor output)
-        {
-            if (_outputCopy is not null)
-            {
-                using var shaped = _outputCopy.view(output.shape);
-                output.copy_(shaped);
-            }
-        }
-
-        public void Dispose()
-        {
-            foreach (var t in _owned)
-            {
-                t.Dispose();
-            }
-            _outputCopy?.Dispose();
-        }
-
-        private void* Pointer(Tensor tensor, bool direct)
-        {
-            if (direct)
-            {
-                return NativeSpans.Address(tensor);
-            }
-            var copy = tensor.to(ScalarType.Float32, torch.CPU).contiguous();
-            _owned.Add(copy);
-            return NativeSpans.Address(copy);
-        }
-    }
+    private static BlockPointers Pointers(MergeTensorRequest block, StorageFormat format, bool withOutput) =>
+        BlockPointers.Of(block, _ => format != StorageFormat.None, ScalarType.Float32, withOutput);
 }
