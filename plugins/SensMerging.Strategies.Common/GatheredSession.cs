@@ -16,7 +16,6 @@ internal sealed class GatheredSession(MergeTensorInfo tensor, Action<MergeTensor
 {
     private readonly List<Tensor> _inputs = [];
     private readonly long[] _shape = [.. tensor.Shape];
-    private readonly long _numel = tensor.ElementCount;
     private Tensor? _output;
     private bool _gathered;
 
