@@ -105,6 +105,7 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
         ArgumentNullException.ThrowIfNull(logger);
         var config = LlamaConfig.Load(Path.Combine(modelPath, "config.json"));
         var tokenizer = TokenizerLoader.Load(modelPath, config);
+        BoundedHeap.Apply(logger);
         var device = LlamaModel.ResolveDevice(options.Device);
         var dtype = LlamaModel.CheckDtype(options.Dtype);
         var weights = LlamaModel.OpenWeights(modelPath);
