@@ -70,9 +70,8 @@ public sealed partial class SensDecorator : IStrategyDecorator
         ArgumentNullException.ThrowIfNull(context);
         var settings = SensSettings.Read(context.Parameters);
         // temperature, temperature_scale, task_scaling and cross_scaling may differ between layer groups (contract 1.6).
-        var groupSettings = context.LayerGroups.Count == 0
-            ? [settings.Group]
-            : context.LayerGroups.Select(g => SensSettings.Read(context.ParametersOf(g)).Group).ToArray();
+        GroupSettings SettingsOf(string group) => SensSettings.Read(context.ParametersOf(group)).Group;
+        var groupSettings = context.LayerGroups.Count == 0 ? [settings.Group] : context.LayerGroups.Select(SettingsOf).ToArray();
         var needsTask = groupSettings.Any(g => g.TaskScaling);
         var needsCross = groupSettings.Any(g => g.CrossScaling);
         // The calibration is each expert's calibration block as the host loaded it (samples and max_length are set there,
@@ -115,7 +114,7 @@ public sealed partial class SensDecorator : IStrategyDecorator
         }
 
         var groups = taskTable is not null ? taskTable.Columns.ToArray() : context.LayerGroups.ToArray();
-        var settingsOf = groups.Select(g => SensSettings.Read(context.ParametersOf(g)).Group).ToArray();
+        var settingsOf = groups.Select(SettingsOf).ToArray();
         var result = SensMath.Compute(taskTable?.Values, crossTable?.Values, experts.Length, settingsOf, settings.Reading);
         var names = experts.Select(e => e.Name).ToArray();
         tables.Add(new ScoreTable("alpha", ScorerKind.TaskSpecific, names, groups, result.Alpha));
