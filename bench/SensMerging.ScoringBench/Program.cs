@@ -105,13 +105,9 @@ File.WriteAllText(samplesPath, new JsonObject { ["samples"] = encoded }.ToJsonSt
 
 var plan = new StreamingPlan(LlamaConfig.Load(Path.Combine(options.ModelDir, "config.json")), 4);
 Console.WriteLine($"FP32 weights {plan.WeightBytes / 1e6:F0} MB; one block {plan.LayerBytes / 1e6:F1} MB; modes {string.Join(",", options.Modes)}; budget for the streamed mode {(options.MaxMemory is { } mm ? $"{mm / 1e6:F0} MB ({(double)plan.WeightBytes / mm:F1}x smaller than the FP32 weights)" : "none")}");
-JsonNode? peer = null;
-if (!options.SkipPeer)
-{
-    peer = JsonNode.Parse(Run(python, [script, "score", options.ModelDir, samplesPath, options.Threads.ToString(inv)]))!;
-    Console.WriteLine($"pytorch script: {peer["seconds"]!.GetValue<double>():F1} s scoring (+{peer["load_seconds"]!.GetValue<double>():F1} s load), peak RSS {peer["peak_rss_bytes"]!.GetValue<long>() / 1e6:F0} MB");
-}
+// The project's modes first (minutes), then the PyTorch script (the longest part), then the comparisons.
 var self = Environment.ProcessPath!;
+var results = new List<(string Mode, JsonNode Result)>();
 foreach (var mode in options.Modes)
 {
     var childArgs = new List<string>();
@@ -122,18 +118,26 @@ foreach (var mode in options.Modes)
     childArgs.AddRange(args);
     childArgs.AddRange(["--child", textsPath, "--child-mode", mode]);
     var ours = JsonNode.Parse(Run(self, [.. childArgs]).Trim().Split('\n').Last())!;
+    results.Add((mode, ours));
     var oursSeconds = ours["seconds"]!.GetValue<double>();
     var oursPeak = ours["peak_rss_bytes"]!.GetValue<long>();
     var oursBaseline = ours["baseline_rss_bytes"]!.GetValue<long>();
-    Console.WriteLine($"sensmerge scorer, {mode}: {oursSeconds:F1} s (load + scoring), peak RSS {oursPeak / 1e6:F0} MB (the process before any model: {oursBaseline / 1e6:F0} MB)");
+    Console.WriteLine($"sensmerge scorer, {mode}: {oursSeconds:F1} s (load + scoring), peak RSS {oursPeak / 1e6:F0} MB (the process before any model: {oursBaseline / 1e6:F0} MB); {DateTime.UtcNow:HH:mm} UTC, load average {File.ReadAllText("/proc/loadavg").Trim()}");
     if (mode == "streamed" && options.MaxMemory is { } budget)
     {
         Console.WriteLine($"  streamed: peak RSS {oursPeak / 1e6:F0} MB = budget {budget / 1e6:F0} MB {(oursPeak <= budget + oursBaseline ? "+" : "+ MORE THAN")} the process's own {oursBaseline / 1e6:F0} MB ({(oursPeak - oursBaseline) / 1e6:F0} MB above it; {(oursPeak <= budget + oursBaseline ? "within" : "OVER")} budget + overhead)");
     }
-    if (peer is null)
-    {
-        continue;
-    }
+}
+if (options.SkipPeer)
+{
+    Console.WriteLine($"load average at end {File.ReadAllText("/proc/loadavg").Trim()}");
+    return;
+}
+var peer = JsonNode.Parse(Run(python, [script, "score", options.ModelDir, samplesPath, options.Threads.ToString(inv)]))!;
+Console.WriteLine($"pytorch script: {peer["seconds"]!.GetValue<double>():F1} s scoring (+{peer["load_seconds"]!.GetValue<double>():F1} s load), peak RSS {peer["peak_rss_bytes"]!.GetValue<long>() / 1e6:F0} MB; {DateTime.UtcNow:HH:mm} UTC");
+var peerTotal = peer["seconds"]!.GetValue<double>() + peer["load_seconds"]!.GetValue<double>();
+foreach (var (mode, ours) in results)
+{
     var worst = 0.0;
     foreach (var (group, value) in peer["scores"]!.AsObject())
     {
@@ -141,9 +145,8 @@ foreach (var mode in options.Modes)
         var actual = ours["scores"]![group]?.GetValue<double>() ?? double.NaN;
         worst = Math.Max(worst, Math.Abs(actual - expected) / Math.Abs(expected));
     }
-    var peerTotal = peer["seconds"]!.GetValue<double>() + peer["load_seconds"]!.GetValue<double>();
-    Console.WriteLine($"  {mode}: time ratio (sensmerge / pytorch, both including the model load): {oursSeconds / peerTotal:F2}");
-    Console.WriteLine($"  {mode}: peak RSS ratio (sensmerge / pytorch): {(double)oursPeak / peer["peak_rss_bytes"]!.GetValue<long>():F2}");
+    Console.WriteLine($"  {mode}: time ratio (sensmerge / pytorch, both including the model load): {ours["seconds"]!.GetValue<double>() / peerTotal:F2}");
+    Console.WriteLine($"  {mode}: peak RSS ratio (sensmerge / pytorch): {(double)ours["peak_rss_bytes"]!.GetValue<long>() / peer["peak_rss_bytes"]!.GetValue<long>():F2}");
     Console.WriteLine($"  {mode}: largest relative score difference over {peer["scores"]!.AsObject().Count} groups: {worst:E2}");
 }
 Console.WriteLine($"load average at end {File.ReadAllText("/proc/loadavg").Trim()}");

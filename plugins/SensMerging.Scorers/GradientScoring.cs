@@ -177,8 +177,11 @@ internal static partial class GradientScoring
     [LoggerMessage(EventId = 8112, Level = LogLevel.Information, Message = "{Scorer}: expert {Expert} scored on {Samples} samples ({Seconds:F1} s so far)")]
     private static partial void LogExpertScored(ILogger logger, string scorer, string expert, int samples, double seconds);
 
-    /// <summary>Largest piece of a weight reduced at once: 16 Mi elements (64 MiB in FP32); settable for tests.</summary>
-    internal static long ChunkElements { get; set; } = 1L << 24;
+    /// <summary>
+    /// Largest piece of a weight reduced at once: 1 Mi elements (4 MiB in FP32; its sums are per 4096-element row
+    /// anyway, so the chunk size does not change the result), small beside a streamed model's memory budget; settable for tests.
+    /// </summary>
+    internal static long ChunkElements { get; set; } = 1L << 20;
 
     /// <summary>
     /// One flat buffer as large as the largest weight, capped at <see cref="ChunkElements"/> (larger weights, such as a

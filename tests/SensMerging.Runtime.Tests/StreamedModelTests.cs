@@ -50,8 +50,8 @@ public sealed class StreamedModelTests : IDisposable
 
         var plan = new StreamingPlan(whole.Config, 4);
         var longest = samples.Max(x => x.Length);
-        var oneSample = plan.BlockReserveBytes(longest) + (3 * plan.SampleBytes(longest, longest) / 2);
-        var allSamples = plan.BlockReserveBytes(longest) + (4 * plan.SampleBytes(longest, longest));
+        var oneSample = plan.BudgetFor(1, longest, longest) + (plan.SampleBytes(longest, longest) / 2);
+        var allSamples = plan.BudgetFor(4, longest, longest);
         foreach (var (budget, sliceRows, perPass) in new[] { (oneSample, (int?)null, 1), (allSamples, (int?)5, 3) })
         {
             using var streamed = runtime.OpenStreamed(dir, new ModelLoadOptions(RequiresGrad: true), budget, CancellationToken.None);

@@ -8,7 +8,8 @@ namespace SensMerging.Runtime.Model;
 /// block inputs <c>[1,T,H]</c>; then the head, each block from the last to the first and the embeddings are recomputed
 /// with autograd one at a time, and <c>torch.autograd.grad</c> gives that part's weight gradients and the gradient of
 /// its input, which seeds the part before. At most one block's activations and gradients exist at a time (plus, for a
-/// tied head, the head's share of the embedding gradient, added to the embedding's own at the end).
+/// tied head, the head's share of the embedding gradient, into which the lookup's gradient rows are added at the end:
+/// one vocabulary-sized gradient table, not two).
 /// </summary>
 internal static class LayerwiseBackward
 {
@@ -90,16 +91,26 @@ internal static class LayerwiseBackward
             using (var step = NewDisposeScope())
             {
                 var embedding = network.EmbeddingWeight;
-                var gradient = autograd.grad([network.Embed(ids)], [embedding], [upstream])[0];
                 if (tiedHeadGradient is null)
                 {
-                    Hand(embedding, gradient);
+                    Hand(embedding, autograd.grad([network.Embed(ids)], [embedding], [upstream])[0]);
                 }
                 else
                 {
-                    // Tied head: the weight's gradient is the sum of both uses, summed in place (one extra table at most).
-                    tiedHeadGradient.add_(gradient);
-                    gradient.Dispose();
+                    // Tied head: the weight's gradient is the sum of both uses. The lookup's share is added into the
+                    // head's gradient rows of the sample's tokens in place (what the lookup's backward would add into a
+                    // zero table of its own), so no second vocabulary-sized table is made.
+                    var flat = ids.reshape(-1);
+                    Tensor rows;
+                    using (no_grad())
+                    {
+                        rows = embedding.index_select(0, flat);
+                    }
+                    rows.requires_grad_(true);
+                    var embedded = LlamaNetwork.ScaleEmbeddings(model.Config, rows.reshape(ids.shape[0], ids.shape[1], -1));
+                    var rowGradient = autograd.grad([embedded], [rows], [upstream])[0];
+                    using var one = 1.0.ToScalar();
+                    tiedHeadGradient.index_add_(0, flat, rowGradient, one);
                     Hand(embedding, tiedHeadGradient);
                 }
             }

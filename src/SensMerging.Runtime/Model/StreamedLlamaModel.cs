@@ -22,7 +22,8 @@ namespace SensMerging.Runtime.Model;
 /// (<see cref="StreamingPlan.SamplesPerPass"/>): a forward pass without autograd reads each block once and keeps
 /// each sample's block inputs; the head's log-sum-exp is taken over vocabulary slices; then the head slices, the final
 /// norm, each block from the last to the first (read again, recomputed with autograd per sample) and the embedding rows
-/// are back-propagated, each gradient handed over in pieces and freed. A tied head's gradient rows for the sample's
+/// are back-propagated, each gradient handed over in pieces and freed; no block's weights stay resident through the head
+/// and the embedding rows (the modules give their storage back). A tied head's gradient rows for the sample's
 /// own tokens are kept back (a few hundred rows) and handed with the embedding's gradient of those rows, their sum;
 /// the rest of the head's rows are handed with those rows zeroed. Results equal the in-memory pass up to float rounding.
 /// </remarks>
@@ -161,6 +162,7 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
                 hidden.Dispose();
                 hidden = next;
             }
+            ReleaseBlocks();
             using (var scope = NewDisposeScope())
             {
                 var normed = _finalNorm.Apply(hidden).DetachFromDisposeScope();
@@ -301,6 +303,7 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
                     state.Boundaries![i + 1] = _tables.Apply(layer, state.Boundaries[i]!).DetachFromDisposeScope();
                 }
             }
+            ReleaseBlocks();
             foreach (var state in group)
             {
                 using var scope = NewDisposeScope();
@@ -437,6 +440,7 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
             }
         }
 
+        ReleaseBlocks();
         // Embedding rows of each sample's tokens (the only rows with a gradient from the input side).
         foreach (var state in group)
         {
@@ -536,13 +540,45 @@ public sealed partial class StreamedLlamaModel : ICausalLanguageModel, ILayerwis
             layer = Unscoped(() => new LlamaDecoderLayer(index, Config, Dtype, Device, requiresGrad: true));
             _layerModules[key] = layer;
         }
+        // One block's weights resident at a time: another attention window's module gives its storage back first.
+        ReleaseBlocks(except: layer);
         var prefix = LayerPrefix(index);
         using var noGrad = no_grad();
         foreach (var (name, parameter) in layer.named_parameters())
         {
+            if (parameter.numel() == 0)
+            {
+                using var storage = empty([.. _weights.GetTensor(prefix + name).Shape], Dtype, Device);
+                parameter.set_(storage);
+            }
             ReadWhole(prefix + name, parameter);
         }
         return layer;
+    }
+
+    /// <summary>
+    /// Gives back the storage of every cached block module's weights (but <paramref name="except"/>'s): each parameter is
+    /// set to an empty tensor, and <see cref="LoadLayer"/> gives it fresh storage of its shape again. Called between
+    /// the phases that need no block (the head, the embedding rows), whose working set the plan reserves in the block's place.
+    /// </summary>
+    private void ReleaseBlocks(LlamaDecoderLayer? except = null)
+    {
+        using var noGrad = no_grad();
+        foreach (var layer in _layerModules.Values)
+        {
+            if (ReferenceEquals(layer, except))
+            {
+                continue;
+            }
+            foreach (var (_, parameter) in layer.named_parameters())
+            {
+                if (parameter.numel() > 0)
+                {
+                    using var none = empty([0], parameter.dtype, parameter.device);
+                    parameter.set_(none);
+                }
+            }
+        }
     }
 
     /// <summary>

@@ -53,11 +53,11 @@ public sealed class StreamingPlan
 
     /// <summary>
     /// What the model takes loaded whole: its weights, and with gradients the layer-by-layer pass's largest extra
-    /// (one block's gradients, the head's and the embedding's gradient tables), plus one <paramref name="tokens"/>-token
-    /// sample's activations.
+    /// (one block's gradients, one vocabulary-sized gradient table: the head's, the embedding's, or a tied head's both
+    /// summed in one, and the logits' gradient), plus one <paramref name="tokens"/>-token sample's activations.
     /// </summary>
     public long InMemoryBytes(bool requiresGrad, int tokens) =>
-        WeightBytes + (requiresGrad ? LayerBytes + (2 * EmbeddingElements * ElementSize) : 0) + LayerActivationBytes(tokens) + LogitBytes(tokens);
+        WeightBytes + (requiresGrad ? LayerBytes + (EmbeddingElements * ElementSize) + LogitBytes(tokens) : 0) + LayerActivationBytes(tokens) + LogitBytes(tokens);
 
     /// <summary>
     /// The least a streamed pass needs: one block's weights and their gradients, the staging copy of a block's largest
@@ -88,31 +88,58 @@ public sealed class StreamingPlan
     public long LogitBytes(int tokens) => (long)tokens * Config.VocabSize * 4;
 
     /// <summary>
-    /// Vocabulary rows the head reads and back-propagates at a time so that the head's working set (rows, their
-    /// gradient, their staging copy, each sample's logits of those rows) stays within the block reserve.
+    /// Vocabulary rows the head reads and back-propagates at a time so that the head's working set stays within the
+    /// block reserve (no block is resident during the head's sweeps). Per row: the rows in the compute dtype, their
+    /// gradient and their staging copy; per row and scored token of the sample in work, the larger sweep's logits: the
+    /// first sweep's FP32 logits and two FP64 copies (the running log-sum-exp), the second's logits, their shifted
+    /// copy, its exponentials and their gradient, 20 bytes in all; a final soft-capping's division, tanh and their
+    /// gradients add 12.
     /// </summary>
     public int HeadRows(int tokens, int lossTokens)
     {
-        var perRow = (Config.HiddenSize * (2L * ElementSize + 2)) + (4L * 4 * Math.Max(lossTokens, 1));
+        var perToken = 20L + (Config.FinalLogitSoftcapping is null ? 0 : 12);
+        var perRow = (Config.HiddenSize * (2L * ElementSize + 2)) + (perToken * Math.Max(lossTokens, 1));
         var rows = BlockReserveBytes(tokens) / perRow;
         return (int)Math.Clamp(rows, 1, Config.VocabSize);
     }
 
     /// <summary>
+    /// The share of a budget a pass leaves for what the plan does not itemize: one twentieth, for the C allocator's
+    /// fragmentation and page rounding, the tensors' native handles, the scorer's reduction scratch (4 MiB), the RoPE
+    /// tables of the samples' length and the code the runtime compiles on the way (measured at the benchmark's size:
+    /// 25-35 MB of a 650 MB budget).
+    /// </summary>
+    public static long Headroom(long budgetBytes) => budgetBytes / 20;
+
+    /// <summary>
     /// How many samples one streamed pass takes under <paramref name="budgetBytes"/>: as many as fit beside the block
-    /// reserve (at least one); throws naming the numbers when not even one sample fits.
+    /// reserve in the budget less its <see cref="Headroom"/> (at least one); throws naming the numbers when not even one
+    /// sample fits.
     /// </summary>
     public int SamplesPerPass(long budgetBytes, int tokens, int lossTokens, int samples, string modelPath)
     {
         var reserve = BlockReserveBytes(tokens);
         var perSample = SampleBytes(tokens, lossTokens);
-        var fit = (budgetBytes - reserve) / perSample;
+        var headroom = Headroom(budgetBytes);
+        var fit = (budgetBytes - headroom - reserve) / perSample;
         if (fit < 1)
         {
             throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
-                $"memory budget {Mb(budgetBytes)} is too small to stream {modelPath} over a {tokens}-token sample: one block's weights, gradients and activations take {Mb(reserve)} and the sample's layer-boundary activations {Mb(perSample)} ({Mb(reserve + perSample)} in all); raise --max-memory or shorten max_length."));
+                $"memory budget {Mb(budgetBytes)} is too small to stream {modelPath} over a {tokens}-token sample: one block's weights, gradients and activations take {Mb(reserve)}, the sample's layer-boundary activations {Mb(perSample)} and the allocator's headroom {Mb(headroom)} ({Mb(BudgetFor(1, tokens, lossTokens))} in all); raise --max-memory or shorten max_length."));
         }
         return (int)Math.Min(fit, samples);
+    }
+
+    /// <summary>The smallest budget under which a streamed pass takes <paramref name="samplesPerPass"/> samples of <paramref name="tokens"/> tokens.</summary>
+    public long BudgetFor(int samplesPerPass, int tokens, int lossTokens)
+    {
+        var need = BlockReserveBytes(tokens) + (samplesPerPass * SampleBytes(tokens, lossTokens));
+        var budget = (need * 20 + 18) / 19;
+        while (budget - Headroom(budget) < need)
+        {
+            budget++;
+        }
+        return budget;
     }
 
     /// <summary>Throws, naming the numbers, when <paramref name="budgetBytes"/> cannot hold even one block in a streamed pass.</summary>

@@ -207,7 +207,7 @@ public sealed class ExternalPluginTests : IDisposable
         // Under --max-memory far below what the models need loaded whole (about 4 MB with a 256-token sample's
         // activations), the runtime streams them from their files block by block: the same coefficients.
         var plan = new SensMerging.Runtime.Model.StreamingPlan(SensMerging.Host.Tests.Merging.TinyLlama.Config, 4);
-        Assert.True(plan.InMemoryBytes(true, 256) > 1_000_000 && plan.BlockReserveBytes(24) + plan.SampleBytes(24, 24) < 1_000_000);
+        Assert.True(plan.InMemoryBytes(true, 256) > 1_000_000 && plan.BudgetFor(1, 24, 24) < 1_000_000);
         var (bexit, bout, berr) = await Processes.SensMergeAsync("scores", config, "--json", "--max-memory", "1MB", "--plugins", pluginsFile, "--registry", registry, "--verbose");
         Assert.True(bexit == 0, berr + bout);
         Assert.Contains("Streaming ", berr + bout, StringComparison.Ordinal);
