@@ -11,6 +11,8 @@ namespace SensMerging.Strategies.Interpolation;
 /// every column with <c>nuslerp_row_wise</c>. Per vector: directions normalized with norms floored at 1e-7,
 /// theta = acos(clamp(cos)), <c>(sin((1 - t) theta) v0 + sin(t theta) v1) / sin theta</c>, and the linear interpolation
 /// where |sin theta| &lt; 1e-8. Streams: one statistics pass gathers each vector's norms and dot product (double).
+/// With a half-precision <see cref="MergeTensorRequest.ComputeDType"/> it runs mergekit's torch operations in that dtype
+/// on whole tensors instead (<see cref="StrategyTraits.RoundsIntermediates"/>; see <see cref="MergeInComputeDType"/>).
 /// </summary>
 public sealed class NuSlerpStrategy : IStreamingMergeStrategy
 {
@@ -31,15 +33,91 @@ public sealed class NuSlerpStrategy : IStreamingMergeStrategy
         ParameterSpec.Boolean("nuslerp_row_wise", false, ParameterScope.Global, "Without flattening: one interpolation per column instead of per row."),
     ];
 
-    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 2, MaxModels: 2, Elementwise: false);
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 2, MaxModels: 2, Elementwise: false) { RoundsIntermediates = true };
 
-    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request);
+    public void Merge(MergeTensorRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.ComputesInHalfPrecision)
+        {
+            RequestChecks.Check(request, Name, Traits);
+            MergeInComputeDType(request);
+            return;
+        }
+        WholeTensor.Merge(this, request);
+    }
+
+    /// <summary>mergekit's t: w1 / (w0 + w1) in double (Python floats), 0.5 when |w0 + w1| &lt; 1e-6.</summary>
+    public static double InterpolationT(double w0, double w1)
+    {
+        var sum = w0 + w1;
+        return Math.Abs(sum) < 1e-6 ? 0.5 : w1 / sum;
+    }
+
+    /// <summary>
+    /// mergekit a6e4028's nuslerp on tensors of the compute dtype, each torch operation rounding its result: with a base
+    /// the task vectors <c>x_i - base</c>; the vectors (flattened, rows, or with <c>nuslerp_row_wise</c> the tensor
+    /// transposed by <c>transpose(0, -1)</c>, a strided view as in mergekit, so torch reduces it in the same order);
+    /// <c>v / norm(v, dim=-1).clamp(min=1e-7)</c> (the norm accumulated in float32 by torch and rounded once, the bound cast
+    /// to the dtype: 1.19e-7 in float16); <c>cos = sum(u0 * u1, dim=-1)</c>; <c>theta = acos(cos.clamp(-1, 1))</c>;
+    /// <c>(sin((1 - t) theta) v0 + sin(t theta) v1) / sin theta</c> with the Python floats 1 - t and t entering their
+    /// products as float32; where <c>|sin theta| &lt; 1e-8</c> (the bound cast to the dtype: 0 in float16, so no vector
+    /// counts as colinear there) <c>(1 - t) v0 + t v1</c>; the base added back.
+    /// </summary>
+    private static void MergeInComputeDType(MergeTensorRequest request)
+    {
+        var dtype = request.ComputeDType;
+        var t = InterpolationT(request.Weights[0], request.Weights[1]);
+        var flatten = request.Parameters.Boolean("nuslerp_flatten");
+        var rowWise = request.Parameters.Boolean("nuslerp_row_wise");
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        // The casts are exact: the host already rounded the inputs to the dtype.
+        var baseTensor = request.Base?.to(dtype);
+        var v0 = request.Models[0].to(dtype);
+        var v1 = request.Models[1].to(dtype);
+        if (baseTensor is not null)
+        {
+            v0 = v0.sub(baseTensor);
+            v1 = v1.sub(baseTensor);
+        }
+        var shape = v0.shape;
+        var transposed = false;
+        if (flatten)
+        {
+            v0 = v0.reshape(-1);
+            v1 = v1.reshape(-1);
+        }
+        else if (rowWise && v0.dim() > 1)
+        {
+            v0 = v0.transpose(0, -1);
+            v1 = v1.transpose(0, -1);
+            transposed = true;
+        }
+        torch.Tensor Normalize(torch.Tensor x) => x.div(torch.linalg.vector_norm(x, 2, [-1L], keepdim: true).clamp_min(NormFloor));
+        var cos = Normalize(v0).mul(Normalize(v1)).sum(-1L, keepdim: true);
+        var theta = cos.clamp(-1, 1).acos();
+        var sin = theta.sin();
+        var colinear = sin.abs().lt(ColinearSine);
+        var spherical = theta.mul(1 - t).sin().mul(v0).add(theta.mul(t).sin().mul(v1)).div(sin);
+        var linear = v0.mul(1 - t).add(v1.mul(t));
+        var merged = torch.where(colinear, linear, spherical);
+        if (transposed)
+        {
+            merged = merged.transpose(0, -1);
+        }
+        merged = merged.reshape(shape);
+        if (baseTensor is not null)
+        {
+            merged = baseTensor.add(merged);
+        }
+        request.Output.copy_(merged);
+    }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
         RequestChecks.Check(tensor, Name, Traits);
-        var sum = tensor.Weights[0] + tensor.Weights[1];
-        var t = Math.Abs(sum) < 1e-6 ? 0.5 : tensor.Weights[1] / sum;
+        var t = InterpolationT(tensor.Weights[0], tensor.Weights[1]);
         var shape = tensor.Shape;
         var elements = tensor.ElementCount;
         Func<long, long> vectorOf = _ => 0;
