@@ -97,8 +97,100 @@ public sealed class HalfPrecisionInterpolationTests
         Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
     }
 
+    public static TheoryData<ScalarType, bool, bool, bool> MultislerpCases => new()
+    {
+        { ScalarType.BFloat16, true, true, false },
+        { ScalarType.Float16, true, true, false },
+        { ScalarType.BFloat16, false, true, false },
+        { ScalarType.Float16, false, false, false },
+        { ScalarType.BFloat16, true, false, false },
+        { ScalarType.BFloat16, true, true, true },
+        { ScalarType.Float16, false, true, true },
+    };
+
+    /// <summary>
+    /// mergekit: <c>v = stack(x_i) - base</c>; <c>w = tensor(weights, dtype)</c>, divided by <c>w.sum()</c>;
+    /// <c>norms = norm(v, -1)</c>; <c>u = v / (norms + eps)</c>; <c>mean = (u * w).sum(0)</c>; below eps the two models'
+    /// weighted sum (antipodal: equal weights and opposite task vectors); else <c>mean / norm(mean)</c>,
+    /// <c>dots = (u * mean).sum(-1)</c>, <c>r = ((u - dots * mean) * w).sum(0)</c>, <c>n = norm(r) + eps</c>,
+    /// <c>(mean cos n + r (sin n / n)) (norms * w).sum()</c>; plus the base. Sums over the models (and over the k weights)
+    /// accumulate in float32 in model order and round once. In float16 eps rounds to 0, so antipodal models are not caught
+    /// and give NaN (0 / 0), as in mergekit.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(MultislerpCases))]
+    public void Multislerp_rounds_every_operation_as_mergekit(ScalarType dtype, bool withBase, bool normalize, bool antipodal)
+    {
+        const int rows = 20, columns = 50;
+        long[] shape = [rows, columns];
+        var n = rows * columns;
+        var (b, xs) = MultislerpInputs(dtype, n, antipodal, withBase);
+        var k = xs.Length;
+        double[] weights = antipodal ? [0.7, 0.7] : [0.3, 0.45, 0.8];
+        const double eps = 1e-8;
+        var global = new Dictionary<string, object> { ["normalize_weights"] = normalize, ["eps"] = eps };
+        var strategy = new MultiSlerpStrategy();
+        var got = Run(strategy, withBase ? b : null, xs, weights, global, shape: shape, compute: dtype);
+
+        var epsilon = (float)eps;
+        var w = weights.Select(x => R((float)x, dtype)).ToArray();
+        if (normalize)
+        {
+            var total = R(w.Aggregate(0f, (sum, x) => sum + x), dtype);
+            w = [.. w.Select(x => R(x / total, dtype))];
+        }
+        var v = xs.Select(x => withBase ? x.Select((value, e) => R(value - b[e], dtype)).ToArray() : x).ToArray();
+        float[] Rows(float[][] values, Func<Tensor, Tensor> reduce)
+        {
+            using var wide = tensor(values.SelectMany(x => x).ToArray(), [values.Length, n]);
+            using var narrow = wide.to(dtype);
+            using var reduced = reduce(narrow);
+            using var back = reduced.to(ScalarType.Float32);
+            return back.reshape(-1).data<float>().ToArray();
+        }
+        float Norm(float[] values) => Rows([values], x => linalg.vector_norm(x))[0];
+        float[] SumOverModels(float[][] values) =>
+            [.. Enumerable.Range(0, n).Select(e => R(Enumerable.Range(0, k).Aggregate(0f, (sum, i) => sum + R(values[i][e] * w[i], dtype)), dtype))];
+        var norms = Rows(v, x => linalg.vector_norm(x, 2, [-1L], keepdim: true));
+        var u = v.Select((x, i) => x.Select(value => R(value / R(norms[i] + epsilon, dtype), dtype)).ToArray()).ToArray();
+        var mean = SumOverModels(u);
+        var meanNorm = Norm(mean);
+        float[] expected;
+        // eps = 1e-8 is 0 in float16: the comparison never holds there, and antipodal models give 0 / 0 (NaN) as in mergekit.
+        Assert.Equal(antipodal && dtype == ScalarType.BFloat16, meanNorm < R(epsilon, dtype));
+        if (meanNorm < R(epsilon, dtype))
+        {
+            expected = [.. Enumerable.Range(0, n).Select(e => R(R(v[0][e] * w[0], dtype) + R(v[1][e] * w[1], dtype), dtype))];
+        }
+        else
+        {
+            mean = [.. mean.Select(x => R(x / meanNorm, dtype))];
+            var dots = Rows([.. u.Select(x => x.Select((value, e) => R(value * mean[e], dtype)).ToArray())], x => x.sum(-1L, keepdim: true));
+            var tangent = SumOverModels([.. u.Select((x, i) => x.Select((value, e) => R(value - R(dots[i] * mean[e], dtype), dtype)).ToArray())]);
+            var tangentNorm = R(Norm(tangent) + epsilon, dtype);
+            var cos = F(Math.Cos(tangentNorm), dtype);
+            var sinRatio = R(F(Math.Sin(tangentNorm), dtype) / tangentNorm, dtype);
+            var averageNorm = R(Enumerable.Range(0, k).Aggregate(0f, (sum, i) => sum + R(norms[i] * w[i], dtype)), dtype);
+            expected = [.. Enumerable.Range(0, n).Select(e => R(R(R(mean[e] * cos, dtype) + R(tangent[e] * sinRatio, dtype), dtype) * averageNorm, dtype))];
+        }
+        if (withBase)
+        {
+            expected = [.. expected.Select((x, e) => R(x + b[e], dtype))];
+        }
+        AssertSame(expected, got);
+        if (!antipodal) // the fallback's w v_0 + w (-v_0) is 0 in any precision
+        {
+            var once = Run(strategy, withBase ? b : null, xs, weights, global, shape: shape).Select(x => R(x, dtype)).ToArray();
+            Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
+        }
+    }
+
     [Fact]
-    public void Interpolations_that_round_like_mergekit_say_so() => Assert.True(new NuSlerpStrategy().Traits.RoundsIntermediates);
+    public void Interpolations_that_round_like_mergekit_say_so()
+    {
+        Assert.True(new NuSlerpStrategy().Traits.RoundsIntermediates);
+        Assert.True(new MultiSlerpStrategy().Traits.RoundsIntermediates);
+    }
 
     /// <summary>
     /// A base and two models of <paramref name="vectors"/> x <paramref name="length"/> in the dtype, one vector per row:
@@ -147,6 +239,41 @@ public sealed class HalfPrecisionInterpolationTests
             (b[e], x0[e], x1[e]) = special[s];
         }
         return (b, x0, x1);
+    }
+
+    /// <summary>
+    /// A base and three models in the dtype, task vectors sharing a component, with awkward entries: signed zeros, equal
+    /// values, a subnormal, large values; or (<paramref name="antipodal"/>) two models whose task vectors (around the base,
+    /// or around 0) are exactly opposite.
+    /// </summary>
+    private static (float[] Base, float[][] Models) MultislerpInputs(ScalarType dtype, int n, bool antipodal, bool aroundBase)
+    {
+        var rng = new Random(61);
+        float U(double scale) => (float)(scale * (rng.NextDouble() - 0.5));
+        var b = Enumerable.Range(0, n).Select(_ => R(U(1), dtype)).ToArray();
+        var shared = Enumerable.Range(0, n).Select(_ => U(0.04)).ToArray();
+        var tiny = dtype == ScalarType.Float16 ? (float)BitConverter.UInt16BitsToHalf(3) : BitConverter.UInt32BitsToSingle(0x00030000u);
+        (float Base, float X0, float X1, float X2)[] special =
+        [
+            (0f, -0f, 0f, -0f), (-0f, -0f, -0f, -0f), (0.5f, 0.5f, 0.5f, 0.5f), (tiny, -tiny, tiny, 0f),
+            (R(100f, dtype), R(104f, dtype), R(100f, dtype), R(96f, dtype)),
+        ];
+        if (antipodal)
+        {
+            // Values with few bits, so that x_1 - base is exactly -(x_0 - base) in either dtype.
+            float[] bases = [0f, 0.5f, -0.5f, 0.25f, -0.25f];
+            var grid = Enumerable.Range(0, n).Select(_ => bases[rng.Next(bases.Length)]).ToArray();
+            var d = Enumerable.Range(0, n).Select(_ => rng.Next(-7, 8) / 128f).ToArray();
+            var x0 = grid.Select((x, e) => x + d[e]).ToArray();
+            return (grid, [x0, [.. x0.Select((x, e) => aroundBase ? grid[e] - d[e] : -x)]]);
+        }
+        var xs = Enumerable.Range(0, 3).Select(_ => b.Select((x, e) => R(x + shared[e] + U(0.04), dtype)).ToArray()).ToArray();
+        for (var s = 0; s < special.Length; s++)
+        {
+            var e = 11 + (s * 97);
+            (b[e], xs[0][e], xs[1][e], xs[2][e]) = special[s];
+        }
+        return (b, xs);
     }
 
     /// <summary>The three arrays of <paramref name="rows"/> x <paramref name="columns"/> transposed.</summary>
