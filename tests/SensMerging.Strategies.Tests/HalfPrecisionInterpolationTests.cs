@@ -185,9 +185,116 @@ public sealed class HalfPrecisionInterpolationTests
         }
     }
 
+    public static TheoryData<ScalarType, bool, bool, int> KarcherCases => new()
+    {
+        { ScalarType.BFloat16, true, false, 10 },
+        { ScalarType.Float16, true, false, 10 },
+        { ScalarType.BFloat16, false, false, 10 },
+        { ScalarType.Float16, false, true, 10 },
+        { ScalarType.BFloat16, true, true, 3 },
+        { ScalarType.BFloat16, false, false, 0 },
+    };
+
+    /// <summary>
+    /// mergekit (<c>karcher_merge_tensors</c>), the inputs being the models and then the base: float32 norms
+    /// <c>n_i = norm(t.float())</c> as Python floats; <c>u_i = t / n</c> (the float32 norm) or zeros; the inputs with
+    /// n_i &gt; tol; <c>u = sum a u_i</c> (a = 1 / valid count as a float32, each addition rounded), divided by its float32
+    /// norm; then max_iter times: per input <c>dot = dot(u, u_i).clamp(-1, 1)</c> (torch's dot in the dtype),
+    /// <c>theta = acos(dot)</c>, skipped under tol, <c>T += a * (theta / sin theta) * (u_i - dot * u)</c>; stop when
+    /// <c>|T|</c> (float32) &lt; tol; <c>u = cos|T| * u + sin|T| * (T / |T|)</c> (the float32 cosine and sine rounded to the
+    /// dtype as first operands, T divided by the float32 norm), divided by its float32 norm; finally
+    /// <c>(sum n_i / k) * u</c>. With <paramref name="zeroModel"/> one model is all zeros (left out, its norm 0 counted in
+    /// the scale).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(KarcherCases))]
+    public void Karcher_rounds_every_operation_as_mergekit(ScalarType dtype, bool withBase, bool zeroModel, int maxIterations)
+    {
+        const int rows = 20, columns = 50;
+        long[] shape = [rows, columns];
+        var n = rows * columns;
+        var (b, xs) = KarcherInputs(dtype, n);
+        if (zeroModel)
+        {
+            xs[1] = new float[n];
+        }
+        const double tol = 1e-5;
+        var global = new Dictionary<string, object> { ["max_iter"] = (long)maxIterations, ["tol"] = tol };
+        var strategy = new KarcherStrategy();
+        var got = Run(strategy, withBase ? b : null, xs, global: global, shape: shape, compute: dtype);
+
+        float[][] inputs = withBase ? [.. xs, b] : xs;
+        var k = inputs.Length;
+        var alpha = 1.0 / k;
+        float Norm32(float[] values)
+        {
+            using var x = tensor(values, [values.Length]);
+            using var norm = linalg.vector_norm(x);
+            return norm.item<float>();
+        }
+        float Dot(float[] x, float[] y)
+        {
+            using var wideX = tensor(x, [x.Length]);
+            using var wideY = tensor(y, [y.Length]);
+            using var narrowX = wideX.to(dtype);
+            using var narrowY = wideY.to(dtype);
+            using var dot = narrowX.dot(narrowY);
+            using var back = dot.to(ScalarType.Float32);
+            return back.item<float>();
+        }
+        var norms = inputs.Select(Norm32).ToArray();
+        var units = inputs.Select((x, i) => norms[i] == 0 ? new float[n] : x.Select(v => R(v / norms[i], dtype)).ToArray()).ToArray();
+        var valid = Enumerable.Range(0, k).Where(i => norms[i] > tol).ToArray();
+        Assert.Equal(zeroModel ? k - 1 : k, valid.Length);
+        var weight = (float)(alpha / valid.Aggregate(0.0, (sum, _) => sum + alpha));
+        var u = new float[n];
+        foreach (var i in valid)
+        {
+            u = [.. u.Select((v, e) => R(v + R(weight * units[i][e], dtype), dtype))];
+        }
+        var normU = Norm32(u);
+        u = [.. u.Select(v => R(v / normU, dtype))];
+        var iterations = 0;
+        for (; iterations < maxIterations; iterations++)
+        {
+            var step = new float[n];
+            foreach (var i in valid)
+            {
+                var dot = Math.Clamp(Dot(u, units[i]), -1f, 1f);
+                var theta = F(Math.Acos(dot), dtype);
+                if (theta < tol)
+                {
+                    continue;
+                }
+                var coefficient = R(weight * R(theta / F(Math.Sin(theta), dtype), dtype), dtype);
+                step = [.. step.Select((v, e) => R(v + R(coefficient * R(units[i][e] - R(dot * u[e], dtype), dtype), dtype), dtype))];
+            }
+            var stepNorm = Norm32(step);
+            if (stepNorm < tol)
+            {
+                break;
+            }
+            var cos = F(Math.Cos(stepNorm), dtype);
+            var sin = F(Math.Sin(stepNorm), dtype);
+            u = [.. u.Select((v, e) => R(R(cos * v, dtype) + R(sin * R(step[e] / stepNorm, dtype), dtype), dtype))];
+            var length = Norm32(u);
+            if (length > tol)
+            {
+                u = [.. u.Select(v => R(v / length, dtype))];
+            }
+        }
+        Assert.True(maxIterations == 0 || iterations > 0, "the iteration was not exercised");
+        var scale = (float)norms.Aggregate(0.0, (sum, norm) => sum + (alpha * norm));
+        var expected = u.Select(v => R(scale * v, dtype)).ToArray();
+        AssertSame(expected, got);
+        var once = Run(strategy, withBase ? b : null, xs, global: global, shape: shape).Select(x => R(x, dtype)).ToArray();
+        Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
+    }
+
     [Fact]
     public void Interpolations_that_round_like_mergekit_say_so()
     {
+        Assert.True(new KarcherStrategy().Traits.RoundsIntermediates);
         Assert.True(new NuSlerpStrategy().Traits.RoundsIntermediates);
         Assert.True(new MultiSlerpStrategy().Traits.RoundsIntermediates);
     }
@@ -271,6 +378,31 @@ public sealed class HalfPrecisionInterpolationTests
         for (var s = 0; s < special.Length; s++)
         {
             var e = 11 + (s * 97);
+            (b[e], xs[0][e], xs[1][e], xs[2][e]) = special[s];
+        }
+        return (b, xs);
+    }
+
+    /// <summary>
+    /// A base and three models in the dtype, the directions apart (cosines near 0.4) and of different norms, with a few
+    /// awkward entries: signed zeros, a subnormal, large values.
+    /// </summary>
+    private static (float[] Base, float[][] Models) KarcherInputs(ScalarType dtype, int n)
+    {
+        var rng = new Random(67);
+        float U(double scale) => (float)(scale * (rng.NextDouble() - 0.5));
+        var shared = Enumerable.Range(0, n).Select(_ => U(1)).ToArray();
+        float[] Input(double scale) => [.. shared.Select(x => R((float)(scale * (x + U(1.2))), dtype))];
+        var b = Input(0.5);
+        var xs = new[] { Input(1), Input(0.3), Input(2) };
+        var tiny = dtype == ScalarType.Float16 ? (float)BitConverter.UInt16BitsToHalf(3) : BitConverter.UInt32BitsToSingle(0x00030000u);
+        (float Base, float X0, float X1, float X2)[] special =
+        [
+            (0f, -0f, 0f, -0f), (-0f, -0f, -0f, -0f), (tiny, -tiny, tiny, 0f), (R(30f, dtype), R(-30f, dtype), R(20f, dtype), R(25f, dtype)),
+        ];
+        for (var s = 0; s < special.Length; s++)
+        {
+            var e = 5 + (s * 101);
             (b[e], xs[0][e], xs[1][e], xs[2][e]) = special[s];
         }
         return (b, xs);
