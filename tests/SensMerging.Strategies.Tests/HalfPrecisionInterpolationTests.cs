@@ -291,9 +291,63 @@ public sealed class HalfPrecisionInterpolationTests
         Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
     }
 
+    public static TheoryData<ScalarType, int, int> ArceeFusionCases => new()
+    {
+        { ScalarType.BFloat16, 40, 50 },
+        { ScalarType.Float16, 40, 50 },
+        { ScalarType.BFloat16, 1, 700 },
+        { ScalarType.Float16, 1, 700 },
+    };
+
+    /// <summary>
+    /// mergekit (arcee_fusion, a the base, b the model): <c>p = softmax(b, -1) + 1e-8</c>, <c>q</c> the same of a;
+    /// <c>kl = sum(p * log(p / q), -1)</c>; importance <c>|b - a| * kl</c>; sorted, the values at indices
+    /// <c>long(q * (n - 1))</c> (float32 products) for q = 0.5, 0.25, 0.75; threshold <c>median + 1.5 * (q3 - q1)</c>;
+    /// <c>a + (b - a) * (importance &gt;= threshold).float()</c>, float32. The softmax (a per-row reduction) and the row
+    /// sums are taken from torch; the rest is emulated. The 40 x 50 tensors have a row of large values whose softmax
+    /// underflows in float16 (zeros in p and q after + 1e-8, which is 0 in float16: a NaN divergence, importances NaN, sorted last, never selected).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ArceeFusionCases))]
+    public void Arcee_fusion_rounds_every_operation_as_mergekit(ScalarType dtype, int rows, int columns)
+    {
+        long[] shape = rows == 1 ? [columns] : [rows, columns];
+        var n = rows * columns;
+        var (a, b) = ArceeFusionInputs(dtype, rows, columns);
+        var strategy = new ArceeFusionStrategy();
+        var got = Run(strategy, a, [b], shape: shape, compute: dtype);
+
+        float[] FromTorch(float[] values, Func<Tensor, Tensor> operation)
+        {
+            using var wide = tensor(values, shape);
+            using var narrow = wide.to(dtype);
+            using var result = operation(narrow);
+            using var back = result.to(ScalarType.Float32);
+            return back.reshape(-1).data<float>().ToArray();
+        }
+        var eps = 1e-8f;
+        var p = FromTorch(b, x => nn.functional.softmax(x, -1L)).Select(v => R(v + eps, dtype)).ToArray();
+        var q = FromTorch(a, x => nn.functional.softmax(x, -1L)).Select(v => R(v + eps, dtype)).ToArray();
+        var kl = FromTorch([.. p.Select((v, e) => R(v * F(Math.Log(R(v / q[e], dtype)), dtype), dtype))], x => x.sum(-1L));
+        var importance = Enumerable.Range(0, n).Select(e => R(MathF.Abs(R(b[e] - a[e], dtype)) * kl[e / columns], dtype)).ToArray();
+        Assert.Equal(dtype == ScalarType.Float16 && rows > 1, kl.Any(float.IsNaN)); // the large row's softmax underflows in float16
+        // Ascending with NaN last, as torch sorts.
+        var sorted = importance.OrderBy(v => float.IsNaN(v) ? 1 : 0).ThenBy(v => float.IsNaN(v) ? 0f : v).ToArray();
+        var last = (float)(n - 1);
+        float At(float quantile) => sorted[(long)(quantile * last)];
+        var threshold = R(At(0.5f) + R(1.5f * R(At(0.75f) - At(0.25f), dtype), dtype), dtype);
+        var selected = importance.Select(v => v >= threshold).ToArray();
+        Assert.InRange(selected.Count(x => x), 1, n / 2);
+        var expected = Enumerable.Range(0, n).Select(e => a[e] + (R(b[e] - a[e], dtype) * (selected[e] ? 1f : 0f))).ToArray();
+        AssertSame(expected, got);
+        var once = Run(strategy, a, [b], shape: shape);
+        Assert.Contains(Enumerable.Range(0, n), e => Bits(once[e]) != Bits(expected[e]));
+    }
+
     [Fact]
     public void Interpolations_that_round_like_mergekit_say_so()
     {
+        Assert.True(new ArceeFusionStrategy().Traits.RoundsIntermediates);
         Assert.True(new KarcherStrategy().Traits.RoundsIntermediates);
         Assert.True(new NuSlerpStrategy().Traits.RoundsIntermediates);
         Assert.True(new MultiSlerpStrategy().Traits.RoundsIntermediates);
@@ -406,6 +460,34 @@ public sealed class HalfPrecisionInterpolationTests
             (b[e], xs[0][e], xs[1][e], xs[2][e]) = special[s];
         }
         return (b, xs);
+    }
+
+    /// <summary>
+    /// A base and a model in the dtype: small changes almost everywhere, large ones at about one entry in ten (the
+    /// outliers), equal entries, signed zeros; with several rows, one row of large values (softmax underflow in float16).
+    /// </summary>
+    private static (float[] A, float[] B) ArceeFusionInputs(ScalarType dtype, int rows, int columns)
+    {
+        var rng = new Random(71);
+        float U(double scale) => (float)(scale * (rng.NextDouble() - 0.5));
+        var n = rows * columns;
+        var a = Enumerable.Range(0, n).Select(_ => R(U(2), dtype)).ToArray();
+        var b = a.Select(x => R(x + (rng.Next(10) == 0 ? U(1) : rng.Next(8) == 0 ? 0f : U(0.02)), dtype)).ToArray();
+        (float A, float B)[] special = [(0f, -0f), (-0f, 0f), (-0f, -0f), (0.5f, 0.5f), (-0f, 0.25f), (0f, -0.25f)];
+        for (var s = 0; s < special.Length; s++)
+        {
+            (a[3 + (s * 7)], b[3 + (s * 7)]) = special[s];
+        }
+        if (rows > 1)
+        {
+            for (var c = 0; c < columns; c++)
+            {
+                var e = (5 * columns) + c;
+                a[e] = R(U(60), dtype);
+                b[e] = R(a[e] + U(2), dtype);
+            }
+        }
+        return (a, b);
     }
 
     /// <summary>The three arrays of <paramref name="rows"/> x <paramref name="columns"/> transposed.</summary>
