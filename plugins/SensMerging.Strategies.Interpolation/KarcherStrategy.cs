@@ -57,6 +57,8 @@ public sealed class KarcherStrategy : IStreamingMergeStrategy
         var maxIterations = (int)request.Parameters.Integer("max_iter");
         var tol = request.Parameters.Float("tol");
         using var noGrad = torch.no_grad();
+        // Whole-tensor temporaries are freed as soon as mergekit's would be (its Python references drop): the units stay
+        // for the whole iteration, u and T for one step.
         using var scope = torch.NewDisposeScope();
         // The casts are exact: the host already rounded the inputs to the dtype.
         var inputs = request.Models.Select(m => m.to(dtype)).ToList();
@@ -70,15 +72,15 @@ public sealed class KarcherStrategy : IStreamingMergeStrategy
             request.Output.copy_(inputs[0]);
             return;
         }
-        static torch.Tensor Norm32(torch.Tensor x) => torch.linalg.vector_norm(x.to(torch.ScalarType.Float32));
         var alpha = 1.0 / k;
         var norms = new double[k];
         var units = new torch.Tensor[k];
         for (var i = 0; i < k; i++)
         {
-            var n = Norm32(inputs[i]);
-            norms[i] = n.item<float>();
-            units[i] = norms[i] == 0 ? torch.zeros_like(inputs[i]) : inputs[i].div(n);
+            using var norm = Norm32(inputs[i]);
+            norms[i] = norm.item<float>();
+            units[i] = norms[i] == 0 ? torch.zeros_like(inputs[i]) : inputs[i].div(norm);
+            inputs[i].Dispose(); // the cast (a new tensor when the buffer is float32)
         }
         var valid = Enumerable.Range(0, k).Where(i => norms[i] > tol).ToArray();
         if (valid.Length == 0)
@@ -95,34 +97,56 @@ public sealed class KarcherStrategy : IStreamingMergeStrategy
         var u = torch.zeros_like(units[valid[0]]);
         foreach (var i in valid)
         {
-            u = u.add_(units[i].mul(weight));
+            using var term = units[i].mul(weight);
+            u.add_(term);
         }
-        var normU = (double)Norm32(u).item<float>();
-        u = normU < tol ? units[valid[0]].clone() : u.div(normU);
+        double normU;
+        using (var norm = Norm32(u))
+        {
+            normU = norm.item<float>();
+        }
+        u = Replace(u, normU < tol ? units[valid[0]].clone() : u.div(normU));
         for (var iteration = 0; iteration < maxIterations; iteration++)
         {
             var step = torch.zeros_like(u);
             foreach (var i in valid)
             {
+                using var stepScope = torch.NewDisposeScope();
                 var dot = torch.dot(u.flatten(), units[i].flatten()).clamp(-1.0, 1.0);
                 var theta = dot.arccos();
                 if (theta.to(torch.ScalarType.Float32).item<float>() < tol)
                 {
                     continue;
                 }
-                var sin = theta.sin();
-                step = step.add_(theta.div(sin).mul(weight).mul(units[i].sub(dot.mul(u))));
+                var coefficient = theta.div(theta.sin()).mul(weight);
+                var projected = dot.mul(u);
+                var tangent = units[i].sub(projected);
+                projected.Dispose();
+                var term = coefficient.mul(tangent);
+                tangent.Dispose();
+                step.add_(term);
             }
-            var stepNorm = Norm32(step);
+            using var stepNorm = Norm32(step);
             if (stepNorm.item<float>() < tol)
             {
+                step.Dispose();
                 break;
             }
-            u = stepNorm.cos().mul(u).add(stepNorm.sin().mul(step.div(stepNorm)));
-            var length = Norm32(u);
+            torch.Tensor next;
+            using (var stepScope = torch.NewDisposeScope())
+            {
+                var along = stepNorm.cos().mul(u);
+                var direction = step.div(stepNorm);
+                step.Dispose();
+                var across = stepNorm.sin().mul(direction);
+                direction.Dispose();
+                next = along.add(across).MoveToOuterDisposeScope();
+            }
+            u = Replace(u, next);
+            using var length = Norm32(u);
             if (length.item<float>() > tol)
             {
-                u = u.div(length);
+                u = Replace(u, u.div(length));
             }
         }
         double scale = 0;
@@ -130,7 +154,22 @@ public sealed class KarcherStrategy : IStreamingMergeStrategy
         {
             scale += alpha * norm;
         }
-        request.Output.copy_(u.mul(scale));
+        using var merged = u.mul(scale);
+        request.Output.copy_(merged);
+    }
+
+    /// <summary>mergekit's <c>torch.linalg.norm(t.float())</c>: the float32 norm of the whole tensor (a 0-d float32 tensor).</summary>
+    private static torch.Tensor Norm32(torch.Tensor x)
+    {
+        using var wide = x.to(torch.ScalarType.Float32);
+        return torch.linalg.vector_norm(wide);
+    }
+
+    /// <summary>Frees <paramref name="old"/> (a whole-tensor temporary) and returns <paramref name="next"/>.</summary>
+    private static torch.Tensor Replace(torch.Tensor old, torch.Tensor next)
+    {
+        old.Dispose();
+        return next;
     }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)

@@ -64,15 +64,24 @@ public sealed class MultiSlerpStrategy : IStreamingMergeStrategy
             return;
         }
         var eps = request.Parameters.Float("eps");
+        // Small values (weights, norms) stay in this scope; whole-tensor temporaries are freed as soon as they are used.
         using var scope = torch.NewDisposeScope();
         // The casts are exact: the host already rounded the inputs to the dtype.
-        var stacked = torch.stack(request.Models.Select(m => m.to(dtype)));
+        torch.Tensor stacked;
+        {
+            var casts = request.Models.Select(m => m.to(dtype)).ToArray();
+            stacked = torch.stack(casts);
+            foreach (var cast in casts)
+            {
+                cast.Dispose();
+            }
+        }
         var baseTensor = request.Base?.to(dtype);
         if (baseTensor is not null)
         {
-            stacked = stacked.sub(baseTensor);
+            stacked.sub_(baseTensor); // mergekit's tensors -= base_tensor
         }
-        var flat = stacked.reshape(k, -1);
+        var flat = stacked.view(k, -1);
         // torch.tensor(weights, dtype=...): each Python float converted to float32, then to the dtype.
         var weights = torch.tensor(request.Weights.Select(w => (float)w).ToArray()).to(dtype);
         if (request.Parameters.Boolean("normalize_weights"))
@@ -88,34 +97,66 @@ public sealed class MultiSlerpStrategy : IStreamingMergeStrategy
         var columnWeights = weights.view(-1, 1);
         var norms = torch.linalg.vector_norm(flat, 2, [-1L], keepdim: true);
         var unit = flat.div(norms.add(eps));
-        var mean = unit.mul(columnWeights).sum(0L);
+        var mean = SumOfProducts(unit, columnWeights, 0L, keepdim: false);
         var meanNorm = torch.linalg.vector_norm(mean);
         torch.Tensor result;
         if (meanNorm.lt(eps).item<bool>())
         {
+            unit.Dispose();
+            mean.Dispose();
             if (k != 2)
             {
                 throw new InvalidOperationException(
                     $"multislerp: tensor '{request.TensorName}': the weighted sum of the models' directions is zero (antipodal models with balancing weights); use other weights.");
             }
-            result = stacked[0].mul(weights[0]).add(stacked[1].mul(weights[1]));
+            using var first = stacked[0].mul(weights[0]);
+            using var second = stacked[1].mul(weights[1]);
+            result = first.add(second);
         }
         else
         {
-            mean = mean.div(meanNorm);
-            var dots = unit.mul(mean).sum(-1L, keepdim: true);
-            var tangents = unit.sub(dots.mul(mean));
-            var tangent = tangents.mul(columnWeights).sum(0L);
+            mean = Replace(mean, mean.div(meanNorm));
+            var dots = SumOfProducts(unit, mean, -1L, keepdim: true);
+            torch.Tensor tangent;
+            using (var projected = dots.mul(mean))
+            using (var tangents = unit.sub(projected))
+            {
+                unit.Dispose();
+                tangent = SumOfProducts(tangents, columnWeights, 0L, keepdim: false);
+            }
             var tangentNorm = torch.linalg.vector_norm(tangent).add(eps);
-            result = mean.mul(tangentNorm.cos()).add(tangent.mul(tangentNorm.sin().div(tangentNorm)));
+            using (var along = mean.mul(tangentNorm.cos()))
+            using (var across = tangent.mul(tangentNorm.sin().div(tangentNorm)))
+            {
+                mean.Dispose();
+                tangent.Dispose();
+                result = along.add(across);
+            }
             var averageNorm = norms.squeeze(-1).mul(weights).sum();
-            result = result.mul(averageNorm).view(stacked.shape[1..]);
+            result = Replace(result, result.mul(averageNorm));
+            result = Replace(result, result.view(stacked.shape[1..]));
         }
+        stacked.Dispose();
         if (baseTensor is not null)
         {
-            result = result.add(baseTensor);
+            result = Replace(result, result.add(baseTensor));
         }
         request.Output.copy_(result);
+        result.Dispose();
+    }
+
+    /// <summary><c>(x * y).sum(dim)</c> (the product rounded, then torch's float32 sum rounded once), the product freed.</summary>
+    private static torch.Tensor SumOfProducts(torch.Tensor x, torch.Tensor y, long dim, bool keepdim)
+    {
+        using var product = x.mul(y);
+        return product.sum(dim, keepdim: keepdim);
+    }
+
+    /// <summary>Frees <paramref name="old"/> (a view or a whole-tensor temporary) and returns <paramref name="next"/>.</summary>
+    private static torch.Tensor Replace(torch.Tensor old, torch.Tensor next)
+    {
+        old.Dispose();
+        return next;
     }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)

@@ -71,6 +71,7 @@ public sealed class NuSlerpStrategy : IStreamingMergeStrategy
         var flatten = request.Parameters.Boolean("nuslerp_flatten");
         var rowWise = request.Parameters.Boolean("nuslerp_row_wise");
         using var noGrad = torch.no_grad();
+        // Small values (norms, angles) stay in this scope; whole-tensor temporaries are freed as soon as they are used.
         using var scope = torch.NewDisposeScope();
         // The casts are exact: the host already rounded the inputs to the dtype.
         var baseTensor = request.Base?.to(dtype);
@@ -78,40 +79,76 @@ public sealed class NuSlerpStrategy : IStreamingMergeStrategy
         var v1 = request.Models[1].to(dtype);
         if (baseTensor is not null)
         {
-            v0 = v0.sub(baseTensor);
-            v1 = v1.sub(baseTensor);
+            v0 = Replace(v0, v0.sub(baseTensor));
+            v1 = Replace(v1, v1.sub(baseTensor));
         }
         var shape = v0.shape;
         var transposed = false;
         if (flatten)
         {
-            v0 = v0.reshape(-1);
-            v1 = v1.reshape(-1);
+            v0 = Replace(v0, v0.reshape(-1));
+            v1 = Replace(v1, v1.reshape(-1));
         }
         else if (rowWise && v0.dim() > 1)
         {
-            v0 = v0.transpose(0, -1);
-            v1 = v1.transpose(0, -1);
+            v0 = Replace(v0, v0.transpose(0, -1));
+            v1 = Replace(v1, v1.transpose(0, -1));
             transposed = true;
         }
-        torch.Tensor Normalize(torch.Tensor x) => x.div(torch.linalg.vector_norm(x, 2, [-1L], keepdim: true).clamp_min(NormFloor));
-        var cos = Normalize(v0).mul(Normalize(v1)).sum(-1L, keepdim: true);
+        torch.Tensor cos;
+        using (var u0 = Normalize(v0))
+        using (var u1 = Normalize(v1))
+        using (var product = u0.mul(u1))
+        {
+            cos = product.sum(-1L, keepdim: true);
+        }
         var theta = cos.clamp(-1, 1).acos();
         var sin = theta.sin();
         var colinear = sin.abs().lt(ColinearSine);
-        var spherical = theta.mul(1 - t).sin().mul(v0).add(theta.mul(t).sin().mul(v1)).div(sin);
-        var linear = v0.mul(1 - t).add(v1.mul(t));
+        torch.Tensor spherical;
+        using (var part0 = theta.mul(1 - t).sin().mul(v0))
+        using (var part1 = theta.mul(t).sin().mul(v1))
+        using (var sum = part0.add(part1))
+        {
+            spherical = sum.div(sin);
+        }
+        torch.Tensor linear;
+        using (var part0 = v0.mul(1 - t))
+        using (var part1 = v1.mul(t))
+        {
+            linear = part0.add(part1);
+        }
+        v0.Dispose();
+        v1.Dispose();
         var merged = torch.where(colinear, linear, spherical);
+        linear.Dispose();
+        spherical.Dispose();
         if (transposed)
         {
-            merged = merged.transpose(0, -1);
+            merged = Replace(merged, merged.transpose(0, -1));
         }
-        merged = merged.reshape(shape);
+        merged = Replace(merged, merged.reshape(shape));
         if (baseTensor is not null)
         {
-            merged = baseTensor.add(merged);
+            merged = Replace(merged, baseTensor.add(merged));
         }
         request.Output.copy_(merged);
+        merged.Dispose();
+    }
+
+    /// <summary>mergekit's <c>_normalize</c>: <c>x / norm(x, dim=-1, keepdim=True).clamp(min=1e-7)</c>.</summary>
+    private static torch.Tensor Normalize(torch.Tensor x)
+    {
+        using var norm = torch.linalg.vector_norm(x, 2, [-1L], keepdim: true);
+        using var floored = norm.clamp_min(NormFloor);
+        return x.div(floored);
+    }
+
+    /// <summary>Frees <paramref name="old"/> (a view or a whole-tensor temporary) and returns <paramref name="next"/>.</summary>
+    private static torch.Tensor Replace(torch.Tensor old, torch.Tensor next)
+    {
+        old.Dispose();
+        return next;
     }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
