@@ -11,7 +11,12 @@ namespace SensMerging.Strategies.Interpolation;
 /// divergence per row); entries whose importance reaches median + 1.5 IQR of all importances (quantiles at sorted
 /// index floor(q (n - 1))) take the model's value, the others keep the base's. Whole tensors. One difference from
 /// mergekit: above a million entries mergekit estimates the quantiles from an unseeded random sample (different on
-/// every run); here they are exact, so the merge is deterministic.
+/// every run); here they are exact, so the merge is deterministic. With a half-precision
+/// <see cref="MergeTensorRequest.ComputeDType"/> (<see cref="StrategyTraits.RoundsIntermediates"/>) the same torch
+/// operations run on the inputs in that dtype, as mergekit's do: the softmax, <c>+ 1e-8</c>, the ratio, its log, the
+/// products and the per-row sum round to the dtype, the quantiles are values of the dtype and the threshold
+/// <c>median + 1.5 * iqr</c> rounds; the delta <c>b - a</c> is taken in the dtype, times the float32 mask (float32), plus
+/// the base in float32.
 /// </summary>
 public sealed class ArceeFusionStrategy : IMergeStrategy
 {
@@ -22,7 +27,7 @@ public sealed class ArceeFusionStrategy : IMergeStrategy
     public IReadOnlyList<ParameterSpec> Parameters { get; } = [];
 
     /// <summary>mergekit's arcee_fusion returns float32 (its mask is float32): written so unless an output dtype is asked for.</summary>
-    public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 1, MaxModels: 1, Elementwise: false) { WritesFloat32 = true };
+    public StrategyTraits Traits { get; } = new(RequiresBaseModel: true, MinModels: 1, MaxModels: 1, Elementwise: false) { WritesFloat32 = true, RoundsIntermediates = true };
 
     public void Merge(MergeTensorRequest request)
     {
@@ -30,9 +35,16 @@ public sealed class ArceeFusionStrategy : IMergeStrategy
         var b = request.Models[0];
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
+        if (request.ComputesInHalfPrecision)
+        {
+            // Exact casts: the host already rounded the inputs to the dtype.
+            a = a.to(request.ComputeDType);
+            b = b.to(request.ComputeDType);
+        }
         var importance = Importance(b, a);
         var mask = importance.ge(Threshold(importance));
-        var fused = a + ((b - a) * mask.to(a.dtype));
+        // mergekit's (b - a) * mask.float(): the delta in the inputs' dtype, promoted to float32 by the mask, as is the sum.
+        var fused = a.add(b.sub(a).mul(mask.to(ScalarType.Float32)));
         request.Output.copy_(fused);
     }
 

@@ -425,12 +425,12 @@ public sealed class HalfPrecisionMethodsTests
         return (b, xs);
     }
 
-    private static float R(float value, ScalarType dtype) => HalfPrecisionTests.Round(value, dtype);
+    internal static float R(float value, ScalarType dtype) => HalfPrecisionTests.Round(value, dtype);
 
-    private static uint Bits(float value) => BitConverter.SingleToUInt32Bits(value);
+    internal static uint Bits(float value) => BitConverter.SingleToUInt32Bits(value);
 
     /// <summary>Equal bit for bit (signed zeros told apart), with the first difference in the message.</summary>
-    private static void AssertBits(float[] expected, float[] actual)
+    internal static void AssertBits(float[] expected, float[] actual)
     {
         Assert.Equal(expected.Length, actual.Length);
         for (var e = 0; e < expected.Length; e++)

@@ -399,6 +399,58 @@ public sealed class MergeCommandTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// nuslerp, multislerp, karcher and arcee_fusion (which reproduce mergekit's half-precision arithmetic since
+    /// 2026-12-05; their bits are tested in the strategies' tests) through the engine on bfloat16 files with
+    /// <c>dtype: bfloat16</c>: no "rounds once" warning, tensors written in bfloat16 (arcee_fusion's in float32, as
+    /// mergekit's), and the bytes differ from the same merge with <c>--compute-dtype float32</c> (computed in float32 and
+    /// rounded once): the engine hands these methods the half-precision compute dtype.
+    /// </summary>
+    [Fact]
+    public async Task Interpolations_give_mergekits_bfloat16_arithmetic_through_the_engine()
+    {
+        var parent = Path.Combine(_root, "bf16-interpolations");
+        var baseDir = Path.Combine(parent, "base");
+        var baseValues = TinyModels.WriteStandIn(baseDir, 1, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama");
+        var pathA = Path.Combine(parent, "a");
+        TinyModels.WriteStandIn(pathA, 2, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        var pathB = Path.Combine(parent, "b");
+        TinyModels.WriteStandIn(pathB, 3, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        var configs = new Dictionary<string, string>
+        {
+            ["nuslerp"] = $"merge_method: nuslerp\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 0.35}}\n  - model: {pathB}\n    parameters: {{weight: 0.9}}\nparameters: {{nuslerp_flatten: false}}\ndtype: bfloat16\n",
+            ["multislerp"] = $"merge_method: multislerp\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 0.3}}\n  - model: {pathB}\n    parameters: {{weight: 0.9}}\ndtype: bfloat16\n",
+            ["karcher"] = $"merge_method: karcher\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n  - model: {pathB}\ndtype: bfloat16\n",
+            ["arcee_fusion"] = $"merge_method: arcee_fusion\nbase_model: {baseDir}\nmodels:\n  - model: {baseDir}\n  - model: {pathA}\ndtype: bfloat16\n",
+        };
+        foreach (var (method, yaml) in configs)
+        {
+            var config = Config(method + "-bf16.yaml", yaml);
+            var output = Path.Combine(_root, "bf16-" + method);
+            var (exit, stdout, stderr) = await SensMerge("merge", config, "--out", output);
+            Assert.True(exit == 0, $"{method}: {stderr}{stdout}");
+            Assert.DoesNotContain("computes in float32 and rounds", stdout + stderr, StringComparison.Ordinal);
+            var once = Path.Combine(_root, "bf16-once-" + method);
+            (exit, stdout, stderr) = await SensMerge("merge", config, "--out", once, "--compute-dtype", "float32");
+            Assert.True(exit == 0, $"{method} --compute-dtype float32: {stderr}{stdout}");
+            using var weights = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(output, "model.safetensors"));
+            using var onceWeights = Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(once, "model.safetensors"));
+            var written = method == "arcee_fusion" ? Core.SafeTensors.SafeTensorsDType.F32 : Core.SafeTensors.SafeTensorsDType.BF16;
+            Assert.All(weights.Tensors, t => Assert.Equal(written, t.DType));
+            var differing = 0;
+            foreach (var tensor in weights.Tensors)
+            {
+                var bytes = new byte[tensor.ByteLength];
+                weights.ReadBytes(tensor, bytes);
+                var other = onceWeights.GetTensor(tensor.Name);
+                var onceBytes = new byte[other.ByteLength];
+                onceWeights.ReadBytes(other, onceBytes);
+                differing += bytes.AsSpan().SequenceEqual(onceBytes) ? 0 : 1;
+            }
+            Assert.True(differing > 0, $"{method}: every tensor equals the float32 computation rounded once");
+        }
+    }
+
     [Fact]
     public async Task A_two_slice_passthrough_frankenmerge_equals_the_hand_built_model()
     {
