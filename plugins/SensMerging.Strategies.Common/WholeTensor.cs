@@ -38,6 +38,25 @@ public static class WholeTensor
         Run(session, request);
     }
 
+    /// <summary>
+    /// The <see cref="IMergeStrategy.Merge"/> of a streaming strategy that reproduces mergekit's half-precision arithmetic
+    /// on whole tensors: a request whose compute dtype is bfloat16 or float16 is checked and handed to
+    /// <paramref name="inComputeDType"/>; any other runs the block protocol over the whole tensor.
+    /// </summary>
+    public static void Merge(IStreamingMergeStrategy strategy, MergeTensorRequest request, Action<MergeTensorRequest> inComputeDType)
+    {
+        ArgumentNullException.ThrowIfNull(strategy);
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(inComputeDType);
+        if (request.ComputesInHalfPrecision)
+        {
+            RequestChecks.Check(request, strategy.Name, strategy.Traits);
+            inComputeDType(request);
+            return;
+        }
+        Merge(strategy, request);
+    }
+
     /// <summary>Every statistics pass of <paramref name="session"/> over the one block, then the merge of it.</summary>
     public static void Run(ITensorMergeSession session, MergeTensorRequest request)
     {

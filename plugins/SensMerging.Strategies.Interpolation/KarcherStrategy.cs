@@ -29,17 +29,7 @@ public sealed class KarcherStrategy : IStreamingMergeStrategy
 
     public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 1, Elementwise: false) { RoundsIntermediates = true };
 
-    public void Merge(MergeTensorRequest request)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        if (request.ComputesInHalfPrecision)
-        {
-            RequestChecks.Check(request, Name, Traits);
-            MergeInComputeDType(request);
-            return;
-        }
-        WholeTensor.Merge(this, request);
-    }
+    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request, MergeInComputeDType);
 
     /// <summary>
     /// mergekit a6e4028's <c>karcher_merge_tensors</c> on tensors of the compute dtype, each torch operation rounding its

@@ -31,17 +31,7 @@ public sealed class MultiSlerpStrategy : IStreamingMergeStrategy
 
     public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 1, Elementwise: false) { RoundsIntermediates = true };
 
-    public void Merge(MergeTensorRequest request)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        if (request.ComputesInHalfPrecision)
-        {
-            RequestChecks.Check(request, Name, Traits);
-            MergeInComputeDType(request);
-            return;
-        }
-        WholeTensor.Merge(this, request);
-    }
+    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request, MergeInComputeDType);
 
     /// <summary>
     /// mergekit a6e4028's multislerp on tensors of the compute dtype, each torch operation rounding its result: the models

@@ -35,17 +35,7 @@ public sealed class NuSlerpStrategy : IStreamingMergeStrategy
 
     public StrategyTraits Traits { get; } = new(RequiresBaseModel: false, MinModels: 2, MaxModels: 2, Elementwise: false) { RoundsIntermediates = true };
 
-    public void Merge(MergeTensorRequest request)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        if (request.ComputesInHalfPrecision)
-        {
-            RequestChecks.Check(request, Name, Traits);
-            MergeInComputeDType(request);
-            return;
-        }
-        WholeTensor.Merge(this, request);
-    }
+    public void Merge(MergeTensorRequest request) => WholeTensor.Merge(this, request, MergeInComputeDType);
 
     /// <summary>mergekit's t: w1 / (w0 + w1) in double (Python floats), 0.5 when |w0 + w1| &lt; 1e-6.</summary>
     public static double InterpolationT(double w0, double w1)
