@@ -1,6 +1,7 @@
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Common;
 using TorchSharp;
+using static SensMerging.Strategies.Interpolation.Temporaries;
 
 namespace SensMerging.Strategies.Interpolation;
 
@@ -155,12 +156,6 @@ public sealed class KarcherStrategy : IStreamingMergeStrategy
         return torch.linalg.vector_norm(wide);
     }
 
-    /// <summary>Frees <paramref name="old"/> (a whole-tensor temporary) and returns <paramref name="next"/>.</summary>
-    private static torch.Tensor Replace(torch.Tensor old, torch.Tensor next)
-    {
-        old.Dispose();
-        return next;
-    }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {

@@ -1,6 +1,7 @@
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Common;
 using TorchSharp;
+using static SensMerging.Strategies.Interpolation.Temporaries;
 
 namespace SensMerging.Strategies.Interpolation;
 
@@ -142,12 +143,6 @@ public sealed class MultiSlerpStrategy : IStreamingMergeStrategy
         return product.sum(dim, keepdim: keepdim);
     }
 
-    /// <summary>Frees <paramref name="old"/> (a view or a whole-tensor temporary) and returns <paramref name="next"/>.</summary>
-    private static torch.Tensor Replace(torch.Tensor old, torch.Tensor next)
-    {
-        old.Dispose();
-        return next;
-    }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {

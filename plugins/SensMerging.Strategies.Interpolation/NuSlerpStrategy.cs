@@ -1,6 +1,7 @@
 using SensMerging.Abstractions;
 using SensMerging.Strategies.Common;
 using TorchSharp;
+using static SensMerging.Strategies.Interpolation.Temporaries;
 
 namespace SensMerging.Strategies.Interpolation;
 
@@ -134,12 +135,6 @@ public sealed class NuSlerpStrategy : IStreamingMergeStrategy
         return x.div(floored);
     }
 
-    /// <summary>Frees <paramref name="old"/> (a view or a whole-tensor temporary) and returns <paramref name="next"/>.</summary>
-    private static torch.Tensor Replace(torch.Tensor old, torch.Tensor next)
-    {
-        old.Dispose();
-        return next;
-    }
 
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
