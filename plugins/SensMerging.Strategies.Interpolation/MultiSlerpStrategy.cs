@@ -143,7 +143,6 @@ public sealed class MultiSlerpStrategy : IStreamingMergeStrategy
         return product.sum(dim, keepdim: keepdim);
     }
 
-
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
         RequestChecks.Check(tensor, Name, Traits);
