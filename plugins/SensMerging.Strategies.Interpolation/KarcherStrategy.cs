@@ -156,7 +156,6 @@ public sealed class KarcherStrategy : IStreamingMergeStrategy
         return torch.linalg.vector_norm(wide);
     }
 
-
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
         RequestChecks.Check(tensor, Name, Traits);

@@ -135,7 +135,6 @@ public sealed class NuSlerpStrategy : IStreamingMergeStrategy
         return x.div(floored);
     }
 
-
     public ITensorMergeSession BeginTensor(MergeTensorInfo tensor)
     {
         RequestChecks.Check(tensor, Name, Traits);
