@@ -184,6 +184,34 @@ public sealed class StreamedModelTests : IDisposable
         Assert.Contains("--max-memory", pass.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_pass_is_planned_in_the_budget_less_a_twentieth_and_BudgetFor_is_the_least_budget_for_its_samples()
+    {
+        var plan = new StreamingPlan(TinyModel.SmallConfig(tied: true), 4);
+        foreach (var (tokens, loss) in new[] { (16, 15), (64, 63), (200, 10) })
+        {
+            for (var n = 1; n <= 6; n++)
+            {
+                var budget = plan.BudgetFor(n, tokens, loss);
+                Assert.Equal(n, plan.SamplesPerPass(budget, tokens, loss, 100, "m"));
+                // The samples' and the block's bytes fit in 19/20 of it, written out.
+                Assert.True(budget - (budget / 20) >= plan.BlockReserveBytes(tokens) + (n * plan.SampleBytes(tokens, loss)));
+                // One byte less takes one sample fewer, or for one sample is refused naming the headroom.
+                if (n > 1)
+                {
+                    Assert.Equal(n - 1, plan.SamplesPerPass(budget - 1, tokens, loss, 100, "m"));
+                }
+                else
+                {
+                    var error = Assert.Throws<InvalidOperationException>(() => plan.SamplesPerPass(budget - 1, tokens, loss, 100, "m"));
+                    Assert.Contains("headroom", error.Message, StringComparison.Ordinal);
+                }
+                // Never more than the samples there are.
+                Assert.Equal(Math.Min(n, 2), plan.SamplesPerPass(budget, tokens, loss, 2, "m"));
+            }
+        }
+    }
+
     private static ScoringContext Context(string name, string dir, long? budget) => new()
     {
         Models = [new ScoredModel(name, dir, new TextDataset(name, "/calibration/" + name + ".jsonl", Texts.Select(t => new TextSample(t)).ToArray(), 64))],

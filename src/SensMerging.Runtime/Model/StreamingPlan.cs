@@ -134,7 +134,9 @@ public sealed class StreamingPlan
     public long BudgetFor(int samplesPerPass, int tokens, int lossTokens)
     {
         var need = BlockReserveBytes(tokens) + (samplesPerPass * SampleBytes(tokens, lossTokens));
-        var budget = (need * 20 + 18) / 19;
+        // What a budget leaves, b - floor(b / 20), grows with b and is at most (19 b + 19) / 20: start below the least
+        // budget that leaves the need and step up to it.
+        var budget = Math.Max(0, ((20 * need) - 19) / 19 - 1);
         while (budget - Headroom(budget) < need)
         {
             budget++;
