@@ -353,13 +353,7 @@ public sealed class MergeCommandTests : IDisposable
     [Fact]
     public async Task Half_precision_methods_give_mergekits_bfloat16_arithmetic_through_the_engine()
     {
-        var parent = Path.Combine(_root, "bf16");
-        var baseDir = Path.Combine(parent, "base");
-        var baseValues = TinyModels.WriteStandIn(baseDir, 1, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama");
-        var pathA = Path.Combine(parent, "a");
-        var a = TinyModels.WriteStandIn(pathA, 2, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
-        var pathB = Path.Combine(parent, "b");
-        TinyModels.WriteStandIn(pathB, 3, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        var (baseDir, baseValues, pathA, a, pathB) = BFloat16StandIns("bf16");
         var configs = new Dictionary<string, string>
         {
             ["nearswap"] = $"merge_method: nearswap\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\nparameters: {{t: 0.01}}\ndtype: bfloat16\n",
@@ -409,13 +403,7 @@ public sealed class MergeCommandTests : IDisposable
     [Fact]
     public async Task Interpolations_give_mergekits_bfloat16_arithmetic_through_the_engine()
     {
-        var parent = Path.Combine(_root, "bf16-interpolations");
-        var baseDir = Path.Combine(parent, "base");
-        var baseValues = TinyModels.WriteStandIn(baseDir, 1, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama");
-        var pathA = Path.Combine(parent, "a");
-        TinyModels.WriteStandIn(pathA, 2, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
-        var pathB = Path.Combine(parent, "b");
-        TinyModels.WriteStandIn(pathB, 3, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        var (baseDir, _, pathA, _, pathB) = BFloat16StandIns("bf16-interpolations");
         var configs = new Dictionary<string, string>
         {
             ["nuslerp"] = $"merge_method: nuslerp\nbase_model: {baseDir}\nmodels:\n  - model: {pathA}\n    parameters: {{weight: 0.35}}\n  - model: {pathB}\n    parameters: {{weight: 0.9}}\nparameters: {{nuslerp_flatten: false}}\ndtype: bfloat16\n",
@@ -449,6 +437,22 @@ public sealed class MergeCommandTests : IDisposable
             }
             Assert.True(differing > 0, $"{method}: every tensor equals the float32 computation rounded once");
         }
+    }
+
+    /// <summary>
+    /// Three one-layer bfloat16 llama stand-ins under <paramref name="folder"/>: a base and two fine-tunes of it (seeds
+    /// 1, 2, 3), with the base's and the first fine-tune's values.
+    /// </summary>
+    private (string BaseDir, Dictionary<string, float[]> BaseValues, string PathA, Dictionary<string, float[]> A, string PathB) BFloat16StandIns(string folder)
+    {
+        var parent = Path.Combine(_root, folder);
+        var baseDir = Path.Combine(parent, "base");
+        var baseValues = TinyModels.WriteStandIn(baseDir, 1, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama");
+        var pathA = Path.Combine(parent, "a");
+        var a = TinyModels.WriteStandIn(pathA, 2, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        var pathB = Path.Combine(parent, "b");
+        TinyModels.WriteStandIn(pathB, 3, 1, Core.SafeTensors.SafeTensorsDType.BF16, "llama", baseValues);
+        return (baseDir, baseValues, pathA, a, pathB);
     }
 
     [Fact]
