@@ -14,8 +14,9 @@ namespace SensMerging.Strategies.Common;
 /// bits equal the libtorch path's (tested bit for bit against it, signed zeros included) at a fraction of its time.
 /// <para>Covers task_arithmetic, ties, breadcrumbs, breadcrumbs_ties, dare_ties and dare_linear (no sparsification,
 /// magnitude bands or DARE's counter-stream drops), whole (contiguous bfloat16 inputs and output) or streamed in blocks
-/// (<see cref="Session"/>); with mergekit's L1 rescale only whole, because its norms are torch's own sums over the whole
-/// tensor (taken by torch here too, over the same magnitudes). DELLA and float16 stay on the libtorch path.</para>
+/// (<see cref="Session"/>), mergekit's L1 rescale included (its norms summed in position-keyed float64 lanes, the
+/// value <see cref="TaskArithmeticSettings.L1RescaleFactorInDType"/> defines). DELLA and float16 stay on the libtorch
+/// path.</para>
 /// </summary>
 internal static class BFloat16TaskArithmetic
 {
@@ -31,15 +32,11 @@ internal static class BFloat16TaskArithmetic
 
     /// <summary>
     /// Whether the fused passes cover the method and its settings: no sparsification, magnitude bands or DARE's random
-    /// drops, with or without the L1 rescale (DELLA's row ranks are not covered). The rescale's norms are torch's own
-    /// sums (its blocked order), so a session takes them only from a block that is the whole tensor (<see cref="Streams"/>).
+    /// drops, with or without the L1 rescale (DELLA's row ranks are not covered). A <see cref="Session"/> takes such a
+    /// tensor in blocks of any size.
     /// </summary>
     public static bool Fits(TaskArithmeticVariant variant, TaskArithmeticSettings settings) =>
         variant.Sparsification is SparsificationMethod.None or SparsificationMethod.Magnitude or SparsificationMethod.MagnitudeOutliers or SparsificationMethod.Random;
-
-    /// <summary>Whether a <see cref="Session"/> can take the tensor in blocks of any size: <see cref="Fits"/> and no L1 rescale.</summary>
-    public static bool Streams(TaskArithmeticVariant variant, TaskArithmeticSettings settings) =>
-        Fits(variant, settings) && !Enumerable.Range(0, settings.Weights.Length).Any(settings.RescalesL1);
 
     private static bool IsPlainBFloat16(Tensor tensor) =>
         tensor.dtype == ScalarType.BFloat16 && tensor.device_type == DeviceType.CPU && tensor.is_contiguous() && tensor.numel() > 0;
@@ -373,10 +370,9 @@ internal static class BFloat16TaskArithmetic
     /// block's rounded delta magnitudes to every trimming model's histogram (the thresholds are then exact for the whole
     /// tensor), and the combination pass is elementwise (DARE's drops keyed by the element's position in the whole
     /// tensor), so the bits do not depend on the block size; the whole-tensor <see cref="Merge"/> runs this session over a
-    /// single block. With the L1 rescale one more statistics pass takes each rescaled model's norms before and after its
-    /// mask with torch's own sum over the magnitudes (written as bfloat16 into a scratch tensor of the tensor's shape:
-    /// the same tensor torch sums on the libtorch path, so the same blocked order and the same bits); that pass needs the
-    /// block to be the whole tensor. Blocks whose tensors are all contiguous CPU bfloat16 are read and written in place;
+    /// single block. With the L1 rescale one more statistics pass sums each rescaled model's magnitudes before and after
+    /// its mask in position-keyed float64 lanes (<see cref="PositionLanes"/>: the same sums whatever the blocks), from which
+    /// <see cref="TaskArithmeticSettings.L1RescaleFactorInDType"/> takes the factor. Blocks whose tensors are all contiguous CPU bfloat16 are read and written in place;
     /// others (float32 holding the host's bfloat16-rounded values, or on another device) are copied to bfloat16 first,
     /// exactly, and the result copied back (correct, not fast).
     /// </summary>
@@ -398,6 +394,8 @@ internal static class BFloat16TaskArithmetic
         private readonly bool[] _random;
         private readonly bool[] _rescaled;
         private readonly float[] _factor;
+        private readonly double[][] _l1Total;
+        private readonly double[][] _l1Kept;
         private Phase _phase;
         private Plan? _plan;
 
@@ -432,6 +430,8 @@ internal static class BFloat16TaskArithmetic
             _random = new bool[_count];
             _rescaled = new bool[_count];
             _factor = new float[_count];
+            _l1Total = [.. Enumerable.Range(0, _count).Select(_ => new double[PositionLanes.Count])];
+            _l1Kept = [.. Enumerable.Range(0, _count).Select(_ => new double[PositionLanes.Count])];
             for (var i = 0; i < _count; i++)
             {
                 (_lower[i], _upper[i]) = (float.NegativeInfinity, float.PositiveInfinity);
@@ -483,6 +483,9 @@ internal static class BFloat16TaskArithmetic
                     ReadThresholds();
                     break;
                 case Phase.Norms:
+                    ReadFactors();
+                    Finish();
+                    return false;
                 case Phase.Done:
                 default:
                     Finish();
@@ -568,85 +571,97 @@ internal static class BFloat16TaskArithmetic
         }
 
         /// <summary>
-        /// mergekit's L1 rescale of each rescaled model, as <see cref="DeltaSparsifier"/> takes it in the dtype: the sums of
-        /// |delta| and of |kept delta| by torch (bfloat16 results), no rescale when either is below epsilon, else the factor
-        /// before / after rounded to bfloat16.
+        /// Adds the block's part of each rescaled model's L1 norms, before and after its mask: the magnitudes of the rounded
+        /// deltas (the mask a multiplication by 1 or 0, as torch's: a NaN stays NaN, an infinity dropped becomes NaN) in
+        /// float64 lanes keyed by the element's position in the whole tensor (<see cref="PositionLanes"/>).
         /// </summary>
         private void ObserveNorms(MergeTensorRequest block)
         {
-            if (block.ElementStart != 0 || block.Output.numel() != _numel)
-            {
-                throw new InvalidOperationException(
-                    $"{_variant.Name}: tensor '{_tensorName}' with the L1 rescale in bfloat16 needs its norms from the whole tensor (torch's own sum), not a block");
-            }
             using var bits = Bits(block, withOutput: false);
-            // The tensor's shape, contiguous, as the libtorch path's delta.abs() (pooled: rented outside the dispose scope).
-            var magnitudes = block.Scratch.Rent(ScalarType.BFloat16);
-            if (!magnitudes.is_contiguous() || magnitudes.numel() != _numel)
+            for (var i = 0; i < _count; i++)
             {
-                throw new InvalidOperationException($"{_variant.Name}: tensor '{_tensorName}': the scratch's bfloat16 tensor is not contiguous of the tensor's size");
+                if (_rescaled[i] && !_drop[i])
+                {
+                    AddNorms(i, (ushort*)bits.Models[i], (ushort*)bits.Base, bits.Count, block.ElementStart);
+                }
             }
-            using var scope = NewDisposeScope();
-            var target = (ushort*)NativeSpans.Address(magnitudes);
+        }
+
+        private void AddNorms(int i, ushort* model, ushort* basePtr, long n, long start)
+        {
+            var total = _l1Total[i];
+            var kept = _l1Kept[i];
+            long j = 0;
+            for (; j < n && ((start + j) & 7) != 0; j++)
+            {
+                AddNormsOne(i, model, basePtr, j, start);
+            }
+            if (Vector256.IsHardwareAccelerated && j + 8 <= n)
+            {
+                var lower = Vector256.Create(_lower[i]);
+                var upper = Vector256.Create(_upper[i]);
+                var threshold = Vector256.Create(_randomThreshold[i]);
+                var key = _randomKey[i];
+                var random = _random[i];
+                var one = Vector256.Create(1f);
+                var total0 = Vector256.Create(total[0], total[1], total[2], total[3]);
+                var total1 = Vector256.Create(total[4], total[5], total[6], total[7]);
+                var kept0 = Vector256.Create(kept[0], kept[1], kept[2], kept[3]);
+                var kept1 = Vector256.Create(kept[4], kept[5], kept[6], kept[7]);
+                for (; j + 8 <= n; j += 8)
+                {
+                    var magnitude = Vector256.Abs(RoundVector(BFloat16Bits.Widen(Vector128.Load(model + j)) - BFloat16Bits.Widen(Vector128.Load(basePtr + j))));
+                    var keep = random
+                        ? Vector256.LessThan(CounterRandom.Uniform24x8(key, start + j), threshold).AsSingle()
+                        : Vector256.GreaterThanOrEqual(magnitude, lower) & Vector256.LessThanOrEqual(magnitude, upper);
+                    var (magnitudeLow, magnitudeHigh) = Vector256.Widen(magnitude);
+                    var (keptLow, keptHigh) = Vector256.Widen(magnitude * Vector256.ConditionalSelect(keep, one, Vector256<float>.Zero));
+                    total0 += magnitudeLow;
+                    total1 += magnitudeHigh;
+                    kept0 += keptLow;
+                    kept1 += keptHigh;
+                }
+                total0.CopyTo(total, 0);
+                total1.CopyTo(total, 4);
+                kept0.CopyTo(kept, 0);
+                kept1.CopyTo(kept, 4);
+            }
+            for (; j < n; j++)
+            {
+                AddNormsOne(i, model, basePtr, j, start);
+            }
+        }
+
+        private void AddNormsOne(int i, ushort* model, ushort* basePtr, long j, long start)
+        {
+            var index = start + j;
+            var lane = (int)(index & 7);
+            var magnitude = Math.Abs(BFloat16Bits.ToSingle(Delta(model[j], basePtr[j])));
+            var keep = _random[i]
+                ? CounterRandom.Uniform24(_randomKey[i], index) < _randomThreshold[i]
+                : magnitude >= _lower[i] && magnitude <= _upper[i];
+            _l1Total[i][lane] += magnitude;
+            _l1Kept[i][lane] += magnitude * (keep ? 1f : 0f);
+        }
+
+        /// <summary>The norm pass has ended: each rescaled model's factor in bfloat16 (none where a norm is below epsilon).</summary>
+        private void ReadFactors()
+        {
             for (var i = 0; i < _count; i++)
             {
                 if (!_rescaled[i] || _drop[i])
                 {
                     continue;
                 }
-                var model = (ushort*)bits.Models[i];
-                WriteMagnitudes(i, model, (ushort*)bits.Base, target, kept: false);
-                var before = magnitudes.sum();
-                WriteMagnitudes(i, model, (ushort*)bits.Base, target, kept: true);
-                var after = magnitudes.sum();
-                if (before.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>() || after.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>())
+                using var factor = TaskArithmeticSettings.L1RescaleFactorInDType(
+                    PositionLanes.Sum(_l1Total[i]), PositionLanes.Sum(_l1Kept[i]), ScalarType.BFloat16);
+                if (factor is null)
                 {
                     _rescaled[i] = false;
                     continue;
                 }
-                _factor[i] = before.div(after).to(ScalarType.Float32).item<float>();
-            }
-        }
-
-        /// <summary>|bf16(x - base)| of model <paramref name="i"/>, or of its delta through the band or DARE mask (0 where dropped), as bfloat16 bits.</summary>
-        private void WriteMagnitudes(int i, ushort* model, ushort* basePtr, ushort* target, bool kept)
-        {
-            var lower = _lower[i];
-            var upper = _upper[i];
-            long j = 0;
-            if (Vector256.IsHardwareAccelerated)
-            {
-                var lowerLanes = Vector256.Create(lower);
-                var upperLanes = Vector256.Create(upper);
-                var threshold = Vector256.Create(_randomThreshold[i]);
-                var magnitudeBits = Vector128.Create((ushort)0x7FFF);
-                for (; j + 8 <= _numel; j += 8)
-                {
-                    var delta = RoundVector(BFloat16Bits.Widen(Vector128.Load(model + j)) - BFloat16Bits.Widen(Vector128.Load(basePtr + j)));
-                    if (kept)
-                    {
-                        // The same 0/1 multiplications as the combination (a NaN stays NaN).
-                        var keep = _random[i]
-                            ? Vector256.LessThan(CounterRandom.Uniform24x8(_randomKey[i], j), threshold).AsSingle()
-                            : Vector256.GreaterThanOrEqual(Vector256.Abs(delta), lowerLanes) & Vector256.LessThanOrEqual(Vector256.Abs(delta), upperLanes);
-                        delta *= Vector256.ConditionalSelect(keep, Vector256.Create(1f), Vector256<float>.Zero);
-                    }
-                    (BFloat16Bits.Narrow(delta) & magnitudeBits).Store(target + j);
-                }
-            }
-            for (; j < _numel; j++)
-            {
-                var magnitude = (ushort)(Delta(model[j], basePtr[j]) & 0x7FFF);
-                if (kept)
-                {
-                    var value = BFloat16Bits.ToSingle(magnitude);
-                    var keep = _random[i]
-                        ? CounterRandom.Uniform24(_randomKey[i], j) < _randomThreshold[i]
-                        : value >= lower && value <= upper;
-                    // A NaN magnitude stays NaN through a multiplication by 1 or 0, as torch's masks leave it.
-                    magnitude = keep || float.IsNaN(value) ? magnitude : (ushort)0;
-                }
-                target[j] = magnitude;
+                using var wide = factor.to(ScalarType.Float32);
+                _factor[i] = wide.item<float>();
             }
         }
 

@@ -49,8 +49,7 @@ internal sealed class DeltaSparsifier
         // (except DARE in float16, which mergekit rescales in float32 because CPU bernoulli lacks float16).
         var half = HalfPrecisionTaskArithmetic.IsHalf(delta.dtype)
             && !(_variant.Sparsification == SparsificationMethod.Random && delta.dtype == ScalarType.Float16);
-        using var totalHalf = _settings.RescalesL1(model) && half ? L1InDType(delta) : null;
-        var total = _settings.RescalesL1(model) && !half ? L1(delta) : 0;
+        var total = _settings.RescalesL1(model) ? L1(delta) : 0;
         switch (_variant.Sparsification)
         {
             case SparsificationMethod.Magnitude:
@@ -67,9 +66,9 @@ internal sealed class DeltaSparsifier
             default:
                 break;
         }
-        if (totalHalf is not null)
+        if (_settings.RescalesL1(model) && half)
         {
-            RescaleInDType(delta, totalHalf);
+            RescaleInDType(delta, total);
         }
         else if (_settings.RescalesL1(model))
         {
@@ -81,25 +80,17 @@ internal sealed class DeltaSparsifier
         }
     }
 
-    /// <summary>The L1 norm as a 0-dim tensor of the delta's dtype (float32 accumulation, rounded once, as torch sums).</summary>
-    private static Tensor L1InDType(Tensor delta)
-    {
-        using var magnitudes = delta.abs();
-        return magnitudes.sum();
-    }
-
     /// <summary>mergekit's L1 rescale in the delta's own dtype: <c>delta * (before / after)</c> unless either norm is below epsilon.</summary>
-    private static void RescaleInDType(Tensor delta, Tensor before)
+    private static void RescaleInDType(Tensor delta, double before)
     {
-        using var scope = NewDisposeScope();
-        var after = L1InDType(delta);
-        if (before.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>() || after.lt(TaskArithmeticSettings.RescaleEpsilon).item<bool>())
+        using var factor = TaskArithmeticSettings.L1RescaleFactorInDType(before, L1(delta), delta.dtype);
+        if (factor is not null)
         {
-            return;
+            delta.mul_(factor);
         }
-        delta.mul_(before.div(after));
     }
 
+    /// <summary>sum |delta| accumulated in float64 (the delta's own values: as stored in a half-precision dtype).</summary>
     private static double L1(Tensor delta)
     {
         using var scope = NewDisposeScope();

@@ -43,8 +43,8 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         _ranks = new MagnitudeRanks?[count];
         _rankSlots = new (int, int)[count];
         _rescaled = new bool[count];
-        _l1Total = [.. Enumerable.Range(0, count).Select(_ => new double[8])];
-        _l1Kept = [.. Enumerable.Range(0, count).Select(_ => new double[8])];
+        _l1Total = [.. Enumerable.Range(0, count).Select(_ => new double[PositionLanes.Count])];
+        _l1Kept = [.. Enumerable.Range(0, count).Select(_ => new double[PositionLanes.Count])];
         double weightSum = 0;
         for (var i = 0; i < count; i++)
         {
@@ -97,9 +97,9 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     /// <summary>
     /// Starts a session for a streamed tensor (parameters checked here, before any block is read). In a half-precision
     /// compute dtype (<see cref="MergeTensorInfo.ComputeDType"/>) the session rounds as mergekit does: bfloat16 through
-    /// <see cref="BFloat16TaskArithmetic.Session"/> where its passes take blocks (no L1 rescale), otherwise (the L1
-    /// rescale, whose norms are torch's sums over the whole tensor; float16) the blocks are gathered and merged whole by
-    /// <see cref="HalfPrecisionTaskArithmetic"/> (<see cref="GatheredSession"/>: the same bits, the whole tensor's memory).
+    /// <see cref="BFloat16TaskArithmetic.Session"/> where its passes apply (all but DELLA), otherwise (DELLA's row ranks;
+    /// float16) the blocks are gathered and merged whole by <see cref="HalfPrecisionTaskArithmetic"/>
+    /// (<see cref="GatheredSession"/>: the same bits, the whole tensor's memory).
     /// </summary>
     public static ITensorMergeSession Begin(TaskArithmeticVariant variant, MergeTensorInfo tensor, ILogger logger)
     {
@@ -108,7 +108,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         TaskArithmeticLog.SmallTensorDrops(logger, variant, settings, tensor.ElementCount, tensor.TensorName, tensor.ModelNames);
         if (HalfPrecisionTaskArithmetic.IsHalf(tensor.ComputeDType))
         {
-            if (tensor.ComputeDType == ScalarType.BFloat16 && BFloat16TaskArithmetic.Streams(variant, settings))
+            if (tensor.ComputeDType == ScalarType.BFloat16 && BFloat16TaskArithmetic.Fits(variant, settings))
             {
                 return new BFloat16TaskArithmetic.Session(variant, settings, tensor.ElementCount, tensor.TensorName, tensor.Seed);
             }
@@ -141,7 +141,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
             {
                 if (_rescaled[i])
                 {
-                    _kernel.Scale[i] = TaskArithmeticSettings.L1RescaleFactor(SumLanes(_l1Total[i]), SumLanes(_l1Kept[i]));
+                    _kernel.Scale[i] = TaskArithmeticSettings.L1RescaleFactor(PositionLanes.Sum(_l1Total[i]), PositionLanes.Sum(_l1Kept[i]));
                 }
             }
             _normPass = false;
@@ -210,17 +210,6 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
                 ranks.Add<Float32Elements>((void*)direct.Models[i], direct.Base, direct.Count);
             }
         }
-    }
-
-    /// <summary>The lanes added in a fixed order (lane 0 to 7).</summary>
-    private static double SumLanes(double[] lanes)
-    {
-        double sum = 0;
-        foreach (var lane in lanes)
-        {
-            sum += lane;
-        }
-        return sum;
     }
 
     private void ObserveNorms(MergeTensorRequest block)

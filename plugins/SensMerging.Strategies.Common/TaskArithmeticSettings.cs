@@ -1,4 +1,6 @@
 using SensMerging.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace SensMerging.Strategies.Common;
 
@@ -78,6 +80,33 @@ internal sealed record TaskArithmeticSettings(double[] Weights, double[] Densiti
     /// </summary>
     public static float L1RescaleFactor(double total, double kept) =>
         total >= RescaleEpsilon && kept >= RescaleEpsilon && double.IsFinite(total) && double.IsFinite(kept) ? (float)(total / kept) : 1f;
+
+    /// <summary>
+    /// mergekit's L1 rescale factor in a half-precision <paramref name="dtype"/>, as a 0-dim tensor of it, or null where it
+    /// leaves the delta as it is (either norm below <see cref="RescaleEpsilon"/>): mergekit takes both norms with torch's
+    /// <c>tensor.abs().sum()</c> in the dtype and divides them in it. torch accumulates that sum in float32 in a blocked
+    /// order that depends on its thread count (through this project's libtorch, 182 of 848 bfloat16 sums came out one
+    /// unit apart between one and two threads), so the norm here is the order-free value torch's one-thread sum gave in
+    /// every case measured: the float64 sum of the magnitudes as stored in the dtype (<paramref name="before"/>,
+    /// <paramref name="after"/>), rounded to float32 and then to the dtype. The comparison and the division are torch's.
+    /// </summary>
+    public static Tensor? L1RescaleFactorInDType(double before, double after, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var beforeNorm = NormInDType(before, dtype);
+        var afterNorm = NormInDType(after, dtype);
+        if (beforeNorm.lt(RescaleEpsilon).item<bool>() || afterNorm.lt(RescaleEpsilon).item<bool>())
+        {
+            return null;
+        }
+        return beforeNorm.div(afterNorm).MoveToOuterDisposeScope();
+    }
+
+    private static Tensor NormInDType(double sum, ScalarType dtype)
+    {
+        using var single = tensor((float)sum, ScalarType.Float32);
+        return single.to(dtype);
+    }
 
     /// <summary>True when model <paramref name="i"/>'s kept delta is rescaled by its L1 norms (rescale on, something sparsified).</summary>
     public bool RescalesL1(int i) => Rescale && Densities[i] < 1.0 && Densities[i] > 0;

@@ -122,9 +122,9 @@ public sealed record TaskArithmeticVariant(
         AcceptsBFloat16 = Streams,
         // With a half-precision compute dtype every variant computes as mergekit does in it (HalfPrecisionTaskArithmetic).
         RoundsIntermediates = true,
-        // bfloat16 streams through the fused passes' session where they apply (no DARE: its L1 norms are torch's own
-        // blocked sums, computed whole; a rescale on the magnitude methods gathers its blocks and merges them whole).
-        StreamsBFloat16Rounding = Streams && Sparsification != SparsificationMethod.Random,
+        // bfloat16 streams through the fused passes' session (DARE and the L1 rescale included: its norms are summed in
+        // position-keyed lanes); DELLA's row ranks stay whole.
+        StreamsBFloat16Rounding = Streams,
     };
 
     /// <summary>The parameters the variant reads, with mergekit's names and defaults.</summary>

@@ -21,13 +21,15 @@ public sealed class StreamingEngineTests : IDisposable
     [InlineData("ties", "BF16")]
     [InlineData("breadcrumbs_ties", "F32")]
     [InlineData("breadcrumbs_ties", "BF16")]
+    [InlineData("dare_ties", "F32")]
+    [InlineData("dare_ties", "BF16")]
     public void Streamed_in_tiny_blocks_equals_the_whole_tensor_merge(string method, string dtypeName)
     {
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
-        IStreamingMergeStrategy strategy = method == "ties" ? new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties) : new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.BreadcrumbsTies);
-        // gamma is breadcrumbs' own parameter: ties would refuse it, as a host does.
+        IStreamingMergeStrategy strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.All.Single(v => v.Name == method));
+        // gamma is breadcrumbs' own parameter: ties and DARE (its L1 rescale on, mergekit's default) would refuse it, as a host does.
         Dictionary<string, object> Model(double density, double gamma) =>
-            method == "ties" ? new() { ["density"] = density } : new() { ["density"] = density, ["gamma"] = gamma };
+            method == "breadcrumbs_ties" ? new() { ["density"] = density, ["gamma"] = gamma } : new() { ["density"] = density };
         var parameters = ParameterResolver.ResolveDirect(strategy, 2, new Dictionary<string, object> { ["lambda"] = 0.9 }, [Model(0.5, 0.05), Model(0.3, 0.1)]);
         MergePlan Plan(IMergeStrategy s, string tag) => new()
         {
@@ -58,12 +60,12 @@ public sealed class StreamingEngineTests : IDisposable
 
     [Theory]
     [InlineData("F16", "ties", false)]
-    [InlineData("BF16", "dare_ties", false)]
+    [InlineData("BF16", "dare_ties", true)]
     [InlineData("BF16", "ties", true)]
     public void Half_precision_tensors_stream_only_in_bfloat16_where_the_strategy_declares_it(string dtypeName, string method, bool streams)
     {
-        // float16 keeps the whole-tensor libtorch path; dare_ties does not declare StreamsBFloat16Rounding (torch sums its
-        // L1 norms over the whole tensor), so it goes whole in bfloat16 too.
+        // float16 keeps the whole-tensor libtorch path; in bfloat16 ties and dare_ties (its L1 rescale's norms summed block
+        // by block) declare StreamsBFloat16Rounding.
         var dtype = SafeTensorsDType.FromHeaderName(dtypeName)!;
         var strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.All.Single(v => v.Name == method));
         var counted = new CountedCalls(strategy);

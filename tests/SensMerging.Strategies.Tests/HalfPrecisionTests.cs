@@ -193,6 +193,65 @@ public sealed class HalfPrecisionTests
         return [.. d.Select(v => MathF.Abs(v) >= lower && MathF.Abs(v) <= upper ? v : 0f)];
     }
 
+    /// <summary>
+    /// The value the L1 rescale's norms take (<see cref="Rescaled"/>), checked against torch itself: with one thread, torch's
+    /// bfloat16 <c>sum()</c> of task-vector-like magnitudes (|N(0, 0.01)| rounded to bfloat16, 64 Ki to 4 Mi elements,
+    /// before and after a mask keeping four in seven) is the float64 sum rounded to float32 and then to bfloat16. With two
+    /// threads torch rounds its partial sums to the output dtype before adding them (about one such sum in five came out
+    /// one unit off, measured), so mergekit's own bytes depend on the machine that ran it; the one-thread value is the
+    /// order-free one.
+    /// </summary>
+    [Fact]
+    public void Torch_one_thread_bfloat16_sums_are_the_float64_sum_rounded_through_float32()
+    {
+        var differing = new List<string>();
+        var checkedSums = 0;
+        // On a thread of its own: torch's thread count is set for the calling thread.
+        var worker = new Thread(() =>
+        {
+            var previous = torch.get_num_threads();
+            torch.set_num_threads(1);
+            try
+            {
+                var rng = new Random(20261205);
+                foreach (var n in new[] { 1 << 16, (1 << 18) + 5, 1 << 20, (1 << 22) + 3 })
+                {
+                    for (var k = 0; k < 3; k++)
+                    {
+                        var magnitudes = new float[n];
+                        for (var e = 0; e < n; e++)
+                        {
+                            var gaussian = Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+                            magnitudes[e] = Round((float)Math.Abs(0.01 * gaussian), ScalarType.BFloat16);
+                        }
+                        var masked = magnitudes.Select((m, e) => (e * 2654435761L + k) % 7 < 4 ? m : 0f).ToArray();
+                        foreach (var values in new[] { magnitudes, masked })
+                        {
+                            using var stored = torch.tensor(values).to(ScalarType.BFloat16);
+                            using var sum = stored.sum();
+                            using var wide = sum.to(ScalarType.Float32);
+                            var byTorch = wide.item<float>();
+                            var expected = Round((float)values.Sum(v => (double)v), ScalarType.BFloat16);
+                            checkedSums++;
+                            if (byTorch != expected)
+                            {
+                                differing.Add($"{values.Length} elements: torch {byTorch:R}, float64 through float32 {expected:R}");
+                            }
+                        }
+                    }
+                }
+            }
+            finally
+            {
+                torch.set_num_threads(previous);
+            }
+        });
+        worker.Start();
+        worker.Join();
+        Assert.Equal(24, checkedSums);
+        Assert.True(differing.Count == 0, string.Join("; ", differing));
+    }
+
     /// <summary>DARE's keep decisions: the project's counter stream keyed by seed + model and the element's position.</summary>
     private static bool[] DareKept(float[] d, int model, double density, long seed)
     {
@@ -202,20 +261,15 @@ public sealed class HalfPrecisionTests
     }
 
     /// <summary>
-    /// mergekit's L1 rescale in the dtype: the two norms, their ratio rounded, each kept entry times it rounded. The norms
-    /// are the one operation taken from torch itself (<c>tensor.abs().sum()</c> in the dtype, as mergekit calls it):
-    /// torch reduces a whole tensor with its own blocked partial sums, and a float64 sum rounded to bfloat16 differs
-    /// from it on large tensors (measured: a 1 Mi-element tensor).
+    /// mergekit's L1 rescale in the dtype: the two norms, their ratio rounded, each kept entry times it rounded. mergekit
+    /// takes the norms with torch's <c>tensor.abs().sum()</c> in the dtype, a float32 accumulation in torch's blocked
+    /// order, which depends on its thread count; the value here is the one torch's one-thread sum gives
+    /// (<see cref="Torch_one_thread_bfloat16_sums_are_the_float64_sum_rounded_through_float32"/>): the float64 sum
+    /// rounded to float32, then to the dtype.
     /// </summary>
     private static float[] Rescaled(float[] d, bool[] kept, ScalarType dtype)
     {
-        float Norm(IEnumerable<float> values)
-        {
-            using var t = torch.tensor(values.Select(MathF.Abs).ToArray()).to(dtype);
-            using var sum = t.sum();
-            using var wide = sum.to(ScalarType.Float32);
-            return wide.item<float>();
-        }
+        float Norm(IEnumerable<float> values) => Round((float)values.Sum(v => (double)MathF.Abs(v)), dtype);
         var before = Norm(d);
         var after = Norm(d.Select((v, e) => kept[e] ? v : 0f));
         var factor = Round(before / after, dtype);
