@@ -54,32 +54,57 @@ internal static class BFloat16TaskArithmetic
         WholeTensor.Run(session, request);
     }
 
-    /// <summary>Counts into <paramref name="histogram"/> (zeroed, 32768 buckets) how many elements have each 15-bit magnitude key of bf16(x - base).</summary>
+    /// <summary>How many copies of the 32768 buckets a <see cref="MagnitudeHistogram"/> counts into (lane k into copy k mod 4).</summary>
+    private const int HistogramCopies = 4;
+
+    /// <summary>A zeroed histogram of <see cref="HistogramCopies"/> x 32768 buckets from the shared pool.</summary>
+    private static long[] RentHistogram()
+    {
+        var histogram = System.Buffers.ArrayPool<long>.Shared.Rent(HistogramCopies * MagnitudeSelect.HalfKeys);
+        Array.Clear(histogram, 0, HistogramCopies * MagnitudeSelect.HalfKeys);
+        return histogram;
+    }
+
+    /// <summary>
+    /// Counts into <paramref name="histogram"/> (<see cref="RentHistogram"/>) how many elements have each 15-bit magnitude
+    /// key of bf16(x - base). Neighbouring elements of a task vector often share a key; counting the lanes of a vector into
+    /// four copies of the buckets keeps each increment from waiting on the one before.
+    /// </summary>
     private static unsafe void MagnitudeHistogram(ushort* x, ushort* b, long n, long[] histogram)
     {
-        long j = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            // Keys are 15-bit, the histogram has at least 32768 buckets: no bounds checks needed.
-            ref var counts = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(histogram);
-            var magnitude = Vector128.Create((ushort)0x7FFF);
-            for (; j + 8 <= n; j += 8)
-            {
-                var keys = BFloat16Bits.Narrow(BFloat16Bits.Widen(Vector128.Load(x + j)) - BFloat16Bits.Widen(Vector128.Load(b + j))) & magnitude;
-                Unsafe.Add(ref counts, keys.GetElement(0))++;
-                Unsafe.Add(ref counts, keys.GetElement(1))++;
-                Unsafe.Add(ref counts, keys.GetElement(2))++;
-                Unsafe.Add(ref counts, keys.GetElement(3))++;
-                Unsafe.Add(ref counts, keys.GetElement(4))++;
-                Unsafe.Add(ref counts, keys.GetElement(5))++;
-                Unsafe.Add(ref counts, keys.GetElement(6))++;
-                Unsafe.Add(ref counts, keys.GetElement(7))++;
-            }
-        }
+        var j = FloatLanes.Sixteen ? MagnitudeHistogramVectors<FloatLanes16>(x, b, n, histogram)
+            : Vector256.IsHardwareAccelerated ? MagnitudeHistogramVectors<FloatLanes8>(x, b, n, histogram) : 0;
         for (; j < n; j++)
         {
             histogram[Delta(x[j], b[j]) & 0x7FFF]++;
         }
+    }
+
+    /// <summary><see cref="MagnitudeHistogram"/> a vector at a time; returns how many elements it counted (a multiple of the width).</summary>
+    private static unsafe long MagnitudeHistogramVectors<TLanes>(ushort* x, ushort* b, long n, long[] histogram)
+        where TLanes : unmanaged, IFloatLanes<TLanes>
+    {
+        // Keys are 15-bit plus a copy's offset, inside the histogram: no bounds checks needed. The keys go through a stack
+        // buffer (plain loads are cheaper than extracting lanes).
+        ref var counts = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(histogram);
+        var keys = stackalloc uint[16];
+        long j = 0;
+        for (; j + TLanes.Count <= n; j += TLanes.Count)
+        {
+            TLanes.StoreMagnitudeKeys(TLanes.Round(TLanes.LoadBFloat16(x + j) - TLanes.LoadBFloat16(b + j)), keys, MagnitudeSelect.HalfKeys);
+            for (var k = 0; k < TLanes.Count; k += 8)
+            {
+                Unsafe.Add(ref counts, keys[k])++;
+                Unsafe.Add(ref counts, keys[k + 1])++;
+                Unsafe.Add(ref counts, keys[k + 2])++;
+                Unsafe.Add(ref counts, keys[k + 3])++;
+                Unsafe.Add(ref counts, keys[k + 4])++;
+                Unsafe.Add(ref counts, keys[k + 5])++;
+                Unsafe.Add(ref counts, keys[k + 6])++;
+                Unsafe.Add(ref counts, keys[k + 7])++;
+            }
+        }
+        return j;
     }
 
     /// <summary>The <paramref name="k"/>-th smallest magnitude (1-based) of a <see cref="MagnitudeHistogram"/>.</summary>
@@ -87,11 +112,16 @@ internal static class BFloat16TaskArithmetic
     {
         for (var key = 0; key < MagnitudeSelect.HalfKeys; key++)
         {
-            if (k <= histogram[key])
+            long count = 0;
+            for (var copy = 0; copy < HistogramCopies; copy++)
+            {
+                count += histogram[(copy * MagnitudeSelect.HalfKeys) + key];
+            }
+            if (k <= count)
             {
                 return BFloat16Bits.ToSingle((ushort)key);
             }
-            k -= histogram[key];
+            k -= count;
         }
         throw new InvalidOperationException("magnitude rank beyond the tensor's size");
     }
@@ -131,11 +161,8 @@ internal static class BFloat16TaskArithmetic
     /// <summary>Per element: each model's band mask and weight, then the sum or sign election, divisor, lambda and base.</summary>
     private static unsafe void Combine(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
     {
-        long j = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            j = CombineVectors(plan, inputs, n, basePtr, output, elementStart);
-        }
+        var j = FloatLanes.Sixteen ? CombineVectors<FloatLanes16>(plan, inputs, n, basePtr, output, elementStart)
+            : Vector256.IsHardwareAccelerated ? CombineVectors<FloatLanes8>(plan, inputs, n, basePtr, output, elementStart) : 0;
         Span<float> terms = stackalloc float[plan.Count];
         for (; j < n; j++)
         {
@@ -193,23 +220,24 @@ internal static class BFloat16TaskArithmetic
     }
 
     /// <summary>
-    /// <see cref="Combine"/> eight elements at a time, lane by lane the same float32 operations in the same order (so
-    /// the same bits); returns how many elements it did (a multiple of eight).
+    /// <see cref="Combine"/> a vector at a time, lane by lane the same float32 operations in the same order (so the same
+    /// bits); returns how many elements it did (a multiple of the width).
     /// </summary>
-    private static unsafe long CombineVectors(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
+    private static unsafe long CombineVectors<TLanes>(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
+        where TLanes : unmanaged, IFloatLanes<TLanes>
     {
         var count = plan.Count;
-        Span<Vector256<float>> terms = stackalloc Vector256<float>[count];
-        Span<ModelLanes> models = stackalloc ModelLanes[count];
+        Span<TLanes> terms = stackalloc TLanes[count];
+        Span<ModelLanes<TLanes>> models = stackalloc ModelLanes<TLanes>[count];
         for (var i = 0; i < count; i++)
         {
-            models[i] = new ModelLanes
+            models[i] = new ModelLanes<TLanes>
             {
-                Weight = Vector256.Create(plan.Weights[i]),
-                Lower = Vector256.Create(plan.Lower[i]),
-                Upper = Vector256.Create(plan.Upper[i]),
-                Factor = Vector256.Create(plan.Factor[i]),
-                Threshold = Vector256.Create(plan.RandomThreshold[i]),
+                Weight = TLanes.Create(plan.Weights[i]),
+                Lower = TLanes.Create(plan.Lower[i]),
+                Upper = TLanes.Create(plan.Upper[i]),
+                Factor = TLanes.Create(plan.Factor[i]),
+                Threshold = plan.RandomThreshold[i],
                 Key = plan.RandomKey[i],
                 Drop = plan.Drop[i],
                 HasLower = !float.IsNegativeInfinity(plan.Lower[i]),
@@ -218,111 +246,102 @@ internal static class BFloat16TaskArithmetic
                 Rescaled = plan.Rescaled[i],
             };
         }
-        var one = Vector256.Create(1f);
-        var minusOne = Vector256.Create(-1f);
-        var lambda = Vector256.Create(plan.Lambda ?? 1f);
+        var one = TLanes.Create(1f);
+        var zero = TLanes.Zero;
+        var lambda = TLanes.Create(plan.Lambda ?? 1f);
         var scalesByLambda = plan.Lambda is not null;
-        var plainDivisor = Vector256.Create(plan.PlainDivisor);
+        var plainDivisor = TLanes.Create(plan.PlainDivisor);
         long j = 0;
-        for (; j + 8 <= n; j += 8)
+        for (; j + TLanes.Count <= n; j += TLanes.Count)
         {
-            var baseValues = BFloat16Bits.Widen(Vector128.Load(basePtr + j));
+            var baseValues = TLanes.LoadBFloat16(basePtr + j);
             for (var i = 0; i < count; i++)
             {
                 ref readonly var m = ref models[i];
-                var delta = RoundVector(BFloat16Bits.Widen(Vector128.Load((ushort*)inputs[i] + j)) - baseValues);
+                var delta = TLanes.Round(TLanes.LoadBFloat16((ushort*)inputs[i] + j) - baseValues);
                 if (m.Drop)
                 {
-                    delta = Vector256<float>.Zero;
+                    delta = zero;
                 }
                 else
                 {
+                    // Each mask a multiplication by 1 or 0, as torch's (a NaN stays NaN, a dropped infinity becomes NaN).
                     if (m.HasLower)
                     {
-                        delta *= Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(Vector256.Abs(delta), m.Lower), one, Vector256<float>.Zero);
+                        delta *= TLanes.Select(TLanes.GreaterThanOrEqual(TLanes.Abs(delta), m.Lower), one, zero);
                     }
                     if (m.HasUpper)
                     {
-                        delta *= Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Abs(delta), m.Upper), one, Vector256<float>.Zero);
+                        delta *= TLanes.Select(TLanes.LessThanOrEqual(TLanes.Abs(delta), m.Upper), one, zero);
                     }
                     if (m.Random)
                     {
-                        var keep = Vector256.LessThan(CounterRandom.Uniform24x8(m.Key, elementStart + j), m.Threshold);
-                        delta *= Vector256.ConditionalSelect(keep.AsSingle(), one, Vector256<float>.Zero);
+                        delta *= TLanes.Select(TLanes.RandomKeep(m.Key, elementStart + j, m.Threshold), one, zero);
                     }
                     if (m.Rescaled)
                     {
-                        delta = RoundVector(delta * m.Factor);
+                        delta = TLanes.Round(delta * m.Factor);
                     }
                 }
-                terms[i] = RoundVector(delta * m.Weight);
+                terms[i] = TLanes.Round(delta * m.Weight);
             }
-            Vector256<float> mixed;
-            Vector256<float> divisor;
-            var sum = Vector256<float>.Zero;
+            TLanes mixed;
+            TLanes divisor;
+            var sum = zero;
             for (var i = 0; i < count; i++)
             {
                 sum += terms[i];
             }
             if (plan.Consensus)
             {
-                var majority = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(RoundVector(sum), Vector256<float>.Zero), one, minusOne);
-                var kept = Vector256<float>.Zero;
-                var weight = Vector256<float>.Zero;
-                var positive = Vector256.Equals(majority, one);
+                var positive = TLanes.GreaterThanOrEqual(TLanes.Round(sum), zero);
+                var kept = zero;
+                var weight = zero;
                 for (var i = 0; i < count; i++)
                 {
                     // sign(term) == majority (a zero or NaN term never agrees), as 1 or 0: multiplied, as torch does, so a
                     // disagreeing NaN or infinite term still makes the sum NaN.
-                    var agree = Vector256.ConditionalSelect(positive, Vector256.GreaterThan(terms[i], Vector256<float>.Zero), Vector256.LessThan(terms[i], Vector256<float>.Zero)) & one;
+                    var agree = TLanes.Select(TLanes.Select(positive, TLanes.GreaterThan(terms[i], zero), TLanes.LessThan(terms[i], zero)), one, zero);
                     kept += terms[i] * agree;
                     weight += models[i].Weight * agree;
                 }
-                mixed = RoundVector(kept);
-                divisor = RoundVector(weight);
-                divisor = Vector256.ConditionalSelect(Vector256.Equals(divisor, Vector256<float>.Zero), one, divisor);
+                mixed = TLanes.Round(kept);
+                divisor = TLanes.Round(weight);
+                divisor = TLanes.Select(TLanes.Equal(divisor, zero), one, divisor);
             }
             else
             {
-                mixed = RoundVector(sum);
+                mixed = TLanes.Round(sum);
                 divisor = plainDivisor;
             }
             if (plan.Normalize)
             {
-                mixed = RoundVector(mixed / divisor);
+                mixed = TLanes.Round(mixed / divisor);
             }
             if (scalesByLambda)
             {
-                mixed = RoundVector(mixed * lambda);
+                mixed = TLanes.Round(mixed * lambda);
             }
-            BFloat16Bits.Narrow(baseValues + mixed).Store(output + j);
+            TLanes.StoreBFloat16(baseValues + mixed, output + j);
         }
         return j;
     }
 
     /// <summary>One model's constants of <see cref="Plan"/> as vectors, set once per combination.</summary>
-    private struct ModelLanes
+    private struct ModelLanes<TLanes>
+        where TLanes : unmanaged, IFloatLanes<TLanes>
     {
-        public Vector256<float> Weight;
-        public Vector256<float> Lower;
-        public Vector256<float> Upper;
-        public Vector256<float> Factor;
-        public Vector256<uint> Threshold;
+        public TLanes Weight;
+        public TLanes Lower;
+        public TLanes Upper;
+        public TLanes Factor;
+        public uint Threshold;
         public ulong Key;
         public bool Drop;
         public bool HasLower;
         public bool HasUpper;
         public bool Random;
         public bool Rescaled;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> RoundVector(Vector256<float> values)
-    {
-        var bits = values.AsUInt32();
-        var rounded = (bits + ((bits >>> 16) & Vector256<uint>.One) + Vector256.Create(0x7FFFu)) & Vector256.Create(0xFFFF_0000u);
-        var nan = ~Vector256.Equals(values, values).AsUInt32();
-        return Vector256.ConditionalSelect(nan, Vector256.Create((uint)BFloat16Bits.NaN << 16), rounded).AsSingle();
     }
 
     /// <summary>
@@ -470,7 +489,7 @@ internal static class BFloat16TaskArithmetic
                     {
                         if (_ranks[i].Lower > 0 || _ranks[i].Upper > 0)
                         {
-                            _histograms[i] = MagnitudeSelect.RentHistogram();
+                            _histograms[i] = RentHistogram();
                         }
                     }
                     if (_histograms.Any(h => h is not null))
@@ -589,47 +608,60 @@ internal static class BFloat16TaskArithmetic
 
         private void AddNorms(int i, ushort* model, ushort* basePtr, long n, long start)
         {
-            var total = _l1Total[i];
-            var kept = _l1Kept[i];
             long j = 0;
             for (; j < n && ((start + j) & 7) != 0; j++)
             {
                 AddNormsOne(i, model, basePtr, j, start);
             }
-            if (Vector256.IsHardwareAccelerated && j + 8 <= n)
+            if (FloatLanes.Sixteen)
             {
-                var lower = Vector256.Create(_lower[i]);
-                var upper = Vector256.Create(_upper[i]);
-                var threshold = Vector256.Create(_randomThreshold[i]);
-                var key = _randomKey[i];
-                var random = _random[i];
-                var one = Vector256.Create(1f);
-                var total0 = Vector256.Create(total[0], total[1], total[2], total[3]);
-                var total1 = Vector256.Create(total[4], total[5], total[6], total[7]);
-                var kept0 = Vector256.Create(kept[0], kept[1], kept[2], kept[3]);
-                var kept1 = Vector256.Create(kept[4], kept[5], kept[6], kept[7]);
-                for (; j + 8 <= n; j += 8)
-                {
-                    var magnitude = Vector256.Abs(RoundVector(BFloat16Bits.Widen(Vector128.Load(model + j)) - BFloat16Bits.Widen(Vector128.Load(basePtr + j))));
-                    var keep = random
-                        ? Vector256.LessThan(CounterRandom.Uniform24x8(key, start + j), threshold).AsSingle()
-                        : Vector256.GreaterThanOrEqual(magnitude, lower) & Vector256.LessThanOrEqual(magnitude, upper);
-                    var (magnitudeLow, magnitudeHigh) = Vector256.Widen(magnitude);
-                    var (keptLow, keptHigh) = Vector256.Widen(magnitude * Vector256.ConditionalSelect(keep, one, Vector256<float>.Zero));
-                    total0 += magnitudeLow;
-                    total1 += magnitudeHigh;
-                    kept0 += keptLow;
-                    kept1 += keptHigh;
-                }
-                total0.CopyTo(total, 0);
-                total1.CopyTo(total, 4);
-                kept0.CopyTo(kept, 0);
-                kept1.CopyTo(kept, 4);
+                j += AddNormsVectors<FloatLanes16>(i, model + j, basePtr + j, n - j, start + j);
+            }
+            else if (Vector256.IsHardwareAccelerated)
+            {
+                j += AddNormsVectors<FloatLanes8>(i, model + j, basePtr + j, n - j, start + j);
             }
             for (; j < n; j++)
             {
                 AddNormsOne(i, model, basePtr, j, start);
             }
+        }
+
+        /// <summary>
+        /// <see cref="AddNorms"/> a vector at a time from an element whose position is a multiple of 8; returns how many
+        /// elements it added (a multiple of the width).
+        /// </summary>
+        private long AddNormsVectors<TLanes>(int i, ushort* model, ushort* basePtr, long n, long start)
+            where TLanes : unmanaged, IFloatLanes<TLanes>
+        {
+            var total = _l1Total[i];
+            var kept = _l1Kept[i];
+            var lower = TLanes.Create(_lower[i]);
+            var upper = TLanes.Create(_upper[i]);
+            var threshold = _randomThreshold[i];
+            var key = _randomKey[i];
+            var random = _random[i];
+            var one = TLanes.Create(1f);
+            var total0 = Vector256.Create(total[0], total[1], total[2], total[3]);
+            var total1 = Vector256.Create(total[4], total[5], total[6], total[7]);
+            var kept0 = Vector256.Create(kept[0], kept[1], kept[2], kept[3]);
+            var kept1 = Vector256.Create(kept[4], kept[5], kept[6], kept[7]);
+            long j = 0;
+            for (; j + TLanes.Count <= n; j += TLanes.Count)
+            {
+                var magnitude = TLanes.Abs(TLanes.Round(TLanes.LoadBFloat16(model + j) - TLanes.LoadBFloat16(basePtr + j)));
+                // The same 0/1 multiplications as the combination (a NaN stays NaN, a dropped infinity becomes NaN).
+                var keep = random
+                    ? TLanes.RandomKeep(key, start + j, threshold)
+                    : TLanes.Select(TLanes.GreaterThanOrEqual(magnitude, lower), TLanes.LessThanOrEqual(magnitude, upper), TLanes.Zero);
+                TLanes.AddByPosition(magnitude, ref total0, ref total1);
+                TLanes.AddByPosition(magnitude * TLanes.Select(keep, one, TLanes.Zero), ref kept0, ref kept1);
+            }
+            total0.CopyTo(total, 0);
+            total1.CopyTo(total, 4);
+            kept0.CopyTo(kept, 0);
+            kept1.CopyTo(kept, 4);
+            return j;
         }
 
         private void AddNormsOne(int i, ushort* model, ushort* basePtr, long j, long start)
@@ -671,7 +703,7 @@ internal static class BFloat16TaskArithmetic
             {
                 if (_histograms[i] is { } histogram)
                 {
-                    MagnitudeSelect.ReturnHistogram(histogram);
+                    System.Buffers.ArrayPool<long>.Shared.Return(histogram);
                     _histograms[i] = null;
                 }
             }

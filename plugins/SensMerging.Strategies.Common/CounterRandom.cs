@@ -37,6 +37,18 @@ public static class CounterRandom
         return Vector256.Narrow(low, high);
     }
 
+    /// <summary><see cref="Uniform24(ulong, long)"/> of elements <paramref name="index"/> to <paramref name="index"/> + 15, lane k for index + k (AVX-512).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<uint> Uniform24x16(ulong streamKey, long index)
+    {
+        var key = Vector512.Create(streamKey);
+        var golden = Vector512.Create(Golden);
+        var first = Vector512.Create(unchecked((ulong)index + 1)) + Vector512.Create(0UL, 1UL, 2UL, 3UL, 4UL, 5UL, 6UL, 7UL);
+        var low = Mix(key + (first * golden)) >>> 40;
+        var high = Mix(key + ((first + Vector512.Create(8UL)) * golden)) >>> 40;
+        return Vector512.Narrow(low, high);
+    }
+
     /// <summary>
     /// Writes into <paramref name="keep"/> (any dtype, any device, any layout) 1 where element
     /// <c>elementStart + k</c> (k the row-major position in the tensor) of the stream has
@@ -86,6 +98,14 @@ public static class CounterRandom
             z = (z ^ (z >> 27)) * Mix2;
             return z ^ (z >> 31);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<ulong> Mix(Vector512<ulong> z)
+    {
+        z = (z ^ (z >>> 30)) * Vector512.Create(Mix1);
+        z = (z ^ (z >>> 27)) * Vector512.Create(Mix2);
+        return z ^ (z >>> 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

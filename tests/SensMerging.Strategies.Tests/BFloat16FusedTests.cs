@@ -79,6 +79,35 @@ public sealed class BFloat16FusedTests
     }
 
     /// <summary>
+    /// The same cases through the eight-lane passes (<see cref="FloatLanes8"/>, what a machine without AVX-512 runs) where
+    /// this one may take sixteen: either width gives the libtorch operations' bits.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Eight_lane_passes_give_the_libtorch_operations_bits(string method, bool normalize, double lambda, int n) =>
+        AtEightLanes(() => Fused_passes_give_the_libtorch_operations_bits(method, normalize, lambda, n));
+
+    [Theory]
+    [InlineData("ties")]
+    [InlineData("dare_ties")]
+    public void Eight_lane_passes_spread_NaN_and_infinity_as_the_libtorch_operations_do(string method) =>
+        AtEightLanes(() => Fused_passes_spread_NaN_and_infinity_as_the_libtorch_operations_do(method));
+
+    /// <summary>Runs <paramref name="test"/> with the fused passes held to eight lanes on this thread.</summary>
+    internal static void AtEightLanes(Action test)
+    {
+        FloatLanes.EightOnly = true;
+        try
+        {
+            test();
+        }
+        finally
+        {
+            FloatLanes.EightOnly = false;
+        }
+    }
+
+    /// <summary>
     /// NaN and infinite inputs (a broken checkpoint: the engine warns, and mergekit merges them as torch does): the fused
     /// passes give the libtorch operations' bits for every variant, where a NaN or an infinity in the base or in one
     /// model's delta reaches the output through the sums, the magnitude ranks (a NaN's magnitude sorts above every number,

@@ -40,6 +40,14 @@ public sealed class BFloat16StreamingTests
         return data;
     }
 
+    /// <summary>Blocks whose starts are not multiples of 16 (the norms' lanes) through the eight-lane passes as well.</summary>
+    [Theory]
+    [InlineData("ties", false, 1000L, false)]
+    [InlineData("dare_ties", true, 1000L, false)]
+    [InlineData("breadcrumbs_ties", true, 515L, true)]
+    public void Eight_lane_blocks_give_the_whole_tensor_bits(string method, bool rescale, long blockElements, bool float32Blocks) =>
+        BFloat16FusedTests.AtEightLanes(() => Streamed_blocks_give_the_whole_tensor_bits(method, rescale, blockElements, float32Blocks));
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Streamed_blocks_give_the_whole_tensor_bits(string method, bool rescale, long blockElements, bool float32Blocks)
