@@ -81,6 +81,8 @@ internal static class BFloat16TaskArithmetic
     }
 
     /// <summary><see cref="MagnitudeHistogram"/> a vector at a time; returns how many elements it counted (a multiple of the width).</summary>
+    // Compiled optimized from the first call: a merge runs in a process of its own, and these loops are its hot path.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe long MagnitudeHistogramVectors<TLanes>(ushort* x, ushort* b, long n, long[] histogram)
         where TLanes : unmanaged, IFloatLanes<TLanes>
     {
@@ -223,6 +225,8 @@ internal static class BFloat16TaskArithmetic
     /// <see cref="Combine"/> a vector at a time, lane by lane the same float32 operations in the same order (so the same
     /// bits); returns how many elements it did (a multiple of the width).
     /// </summary>
+    // Compiled optimized from the first call: a merge runs in a process of its own, and these loops are its hot path.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe long CombineVectors<TLanes>(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
         where TLanes : unmanaged, IFloatLanes<TLanes>
     {
@@ -631,6 +635,8 @@ internal static class BFloat16TaskArithmetic
         /// <see cref="AddNorms"/> a vector at a time from an element whose position is a multiple of 8; returns how many
         /// elements it added (a multiple of the width).
         /// </summary>
+        // Compiled optimized from the first call: a merge runs in a process of its own, and these loops are its hot path.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private long AddNormsVectors<TLanes>(int i, ushort* model, ushort* basePtr, long n, long start)
             where TLanes : unmanaged, IFloatLanes<TLanes>
         {
