@@ -671,8 +671,9 @@ public sealed class MergeCommandTests : IDisposable
     [Fact]
     public async Task A_merge_killed_halfway_leaves_a_failed_record_and_no_output()
     {
-        // Large enough that the merge runs for a while: 9 tensors of ~0.25-1M floats each.
-        var (baseDir, a, b) = MakeModels(Path.Combine(_root, "models"), scaleShape: [2048]);
+        // Large enough that the merge runs for a while after the registry shows it running: 9 tensors of ~0.25-4M floats
+        // each, 76 MB a model (with 19 MB the merge sometimes committed its output between the registry check and the kill).
+        var (baseDir, a, b) = MakeModels(Path.Combine(_root, "models"), scaleShape: [8192]);
         var config = Config("slow.yaml", $"merge_method: ties\nbase_model: {baseDir}\nmodels:\n  - model: {a}\n    parameters: {{density: 0.3}}\n  - model: {b}\n    parameters: {{density: 0.3}}\n");
         var output = Path.Combine(_root, "killed");
         var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
