@@ -29,11 +29,10 @@ public static class CounterRandom
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<uint> Uniform24x8(ulong streamKey, long index)
     {
-        var key = Vector256.Create(streamKey);
-        var golden = Vector256.Create(Golden);
-        var first = Vector256.Create(unchecked((ulong)index + 1)) + Vector256.Create(0UL, 1UL, 2UL, 3UL);
-        var low = Mix(key + (first * golden)) >>> 40;
-        var high = Mix(key + ((first + Vector256.Create(4UL)) * golden)) >>> 40;
+        // key + (index + 1 + k) * golden: one scalar product, then the lanes' k * golden added (wrapping, as ulong).
+        var start = Vector256.Create(unchecked(streamKey + (((ulong)index + 1) * Golden)));
+        var low = Mix(start + unchecked(Vector256.Create(0UL, Golden, 2 * Golden, 3 * Golden))) >>> 40;
+        var high = Mix(start + unchecked(Vector256.Create(4 * Golden, 5 * Golden, 6 * Golden, 7 * Golden))) >>> 40;
         return Vector256.Narrow(low, high);
     }
 
@@ -41,11 +40,9 @@ public static class CounterRandom
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector512<uint> Uniform24x16(ulong streamKey, long index)
     {
-        var key = Vector512.Create(streamKey);
-        var golden = Vector512.Create(Golden);
-        var first = Vector512.Create(unchecked((ulong)index + 1)) + Vector512.Create(0UL, 1UL, 2UL, 3UL, 4UL, 5UL, 6UL, 7UL);
-        var low = Mix(key + (first * golden)) >>> 40;
-        var high = Mix(key + ((first + Vector512.Create(8UL)) * golden)) >>> 40;
+        var start = Vector512.Create(unchecked(streamKey + (((ulong)index + 1) * Golden)));
+        var low = Mix(start + unchecked(Vector512.Create(0UL, Golden, 2 * Golden, 3 * Golden, 4 * Golden, 5 * Golden, 6 * Golden, 7 * Golden))) >>> 40;
+        var high = Mix(start + unchecked(Vector512.Create(8 * Golden, 9 * Golden, 10 * Golden, 11 * Golden, 12 * Golden, 13 * Golden, 14 * Golden, 15 * Golden))) >>> 40;
         return Vector512.Narrow(low, high);
     }
 
