@@ -85,71 +85,66 @@ internal static class Micro
         }
     }
 
-    /// <summary>task_arithmetic over the tensor as the engine hands an elementwise strategy its items: one request per 256K-element block.</summary>
+    /// <summary>The engine's block size.</summary>
+    private const long Block = 1L << 18;
+
+    /// <summary>task_arithmetic over the tensor as the engine hands an elementwise strategy its items: one request per block.</summary>
     private static void ElementwiseItems(Tensor baseTensor, List<Tensor> models, Tensor output, NoScratch scratch, int size, ScalarType compute)
     {
-        const long Block = 1L << 18;
         var strategy = new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic);
-        var n = baseTensor.numel();
         var first = Request(strategy, baseTensor, models, output, scratch, compute);
-        var requests = new List<MergeTensorRequest>();
-        for (var start = 0L; start < n; start += Block)
-        {
-            var count = Math.Min(Block, n - start);
-            requests.Add(first with
-            {
-                Base = baseTensor.narrow(0, start, count),
-                Models = [.. models.Select(m => m.narrow(0, start, count))],
-                Output = output.narrow(0, start, count),
-                ElementStart = start,
-            });
-        }
-        var mode = compute == ScalarType.Float32 ? string.Empty : " (bf16 rounding)";
-        Time($"task_arithmetic {baseTensor.dtype}{mode}: one request per block of {Block}", n * size * (models.Count + 2), () => requests.ForEach(strategy.Merge));
-        foreach (var r in requests)
-        {
-            r.Base!.Dispose();
-            r.Output.Dispose();
-            foreach (var m in r.Models)
-            {
-                m.Dispose();
-            }
-        }
+        var requests = Blocks(first);
+        Time($"task_arithmetic {baseTensor.dtype}{Mode(compute)}: one request per block of {Block}", baseTensor.numel() * size * (models.Count + 2), () => requests.ForEach(strategy.Merge));
+        DisposeViews(requests);
     }
 
+    /// <summary>A streaming variant's session over the tensor in blocks: its statistics passes and its merge pass timed apart.</summary>
     private static void Streamed(TaskArithmeticVariant variant, Tensor baseTensor, List<Tensor> models, Tensor output, NoScratch scratch, int size, ScalarType compute)
     {
-        const long Block = 1L << 18;
-        var ties = new GeneralizedTaskArithmeticStrategy(variant);
+        var strategy = new GeneralizedTaskArithmeticStrategy(variant);
         var n = baseTensor.numel();
-        var first = Request(ties, baseTensor, models, output, scratch, compute);
-        var blocks = new List<MergeTensorRequest>();
-        for (var start = 0L; start < n; start += Block)
-        {
-            var count = Math.Min(Block, n - start);
-            blocks.Add(first with
-            {
-                Base = baseTensor.narrow(0, start, count),
-                Models = [.. models.Select(m => m.narrow(0, start, count))],
-                Output = output.narrow(0, start, count),
-                ElementStart = start,
-            });
-        }
+        var first = Request(strategy, baseTensor, models, output, scratch, compute);
+        var blocks = Blocks(first);
         ITensorMergeSession? session = null;
         void Statistics()
         {
             session?.Dispose();
-            session = ties.BeginTensor(SensMerging.Strategies.Common.WholeTensor.Info(first));
+            session = strategy.BeginTensor(SensMerging.Strategies.Common.WholeTensor.Info(first));
             for (var pass = 0; session.BeginPass(pass); pass++)
             {
                 blocks.ForEach(session.Observe);
             }
         }
         var dtype = baseTensor.dtype;
-        var mode = compute == ScalarType.Float32 ? string.Empty : " (bf16 rounding)";
-        Time($"{variant.Name} streamed {dtype}{mode}: statistics passes, blocks of {Block}", n * size * (models.Count + 1), Statistics);
-        Time($"{variant.Name} streamed {dtype}{mode}: merge pass, blocks of {Block}", n * size * (models.Count + 2), () => blocks.ForEach(session!.Merge));
+        Time($"{variant.Name} streamed {dtype}{Mode(compute)}: statistics passes, blocks of {Block}", n * size * (models.Count + 1), Statistics);
+        Time($"{variant.Name} streamed {dtype}{Mode(compute)}: merge pass, blocks of {Block}", n * size * (models.Count + 2), () => blocks.ForEach(session!.Merge));
         session?.Dispose();
+        DisposeViews(blocks);
+    }
+
+    private static string Mode(ScalarType compute) => compute == ScalarType.Float32 ? string.Empty : " (bf16 rounding)";
+
+    /// <summary><paramref name="whole"/> cut into requests of <see cref="Block"/> elements (views of its tensors).</summary>
+    private static List<MergeTensorRequest> Blocks(MergeTensorRequest whole)
+    {
+        var n = whole.Output.numel();
+        var blocks = new List<MergeTensorRequest>();
+        for (var start = 0L; start < n; start += Block)
+        {
+            var count = Math.Min(Block, n - start);
+            blocks.Add(whole with
+            {
+                Base = whole.Base!.narrow(0, start, count),
+                Models = [.. whole.Models.Select(m => m.narrow(0, start, count))],
+                Output = whole.Output.narrow(0, start, count),
+                ElementStart = start,
+            });
+        }
+        return blocks;
+    }
+
+    private static void DisposeViews(List<MergeTensorRequest> blocks)
+    {
         foreach (var b in blocks)
         {
             b.Base!.Dispose();
