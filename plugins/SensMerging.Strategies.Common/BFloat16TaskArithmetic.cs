@@ -394,9 +394,9 @@ internal static class BFloat16TaskArithmetic
     /// tensor), and the combination pass is elementwise (DARE's drops keyed by the element's position in the whole
     /// tensor), so the bits do not depend on the block size; the whole-tensor <see cref="Merge"/> runs this session over a
     /// single block. With the L1 rescale one more statistics pass sums each rescaled model's magnitudes before and after
-    /// its mask in position-keyed float64 lanes (<see cref="PositionLanes"/>: the same sums whatever the blocks), from which
-    /// <see cref="TaskArithmeticSettings.L1RescaleFactorInDType"/> takes the factor. Blocks whose tensors are all contiguous CPU bfloat16 are read and written in place;
-    /// others (float32 holding the host's bfloat16-rounded values, or on another device) are copied to bfloat16 first,
+    /// its mask in position-keyed float64 lanes (<see cref="PositionLanes"/>: the same sums whatever the blocks), from
+    /// which <see cref="TaskArithmeticSettings.L1RescaleFactorInDType"/> takes the factor. Blocks whose tensors are all
+    /// contiguous CPU bfloat16 are read and written in place; others (float32 holding the host's bfloat16-rounded values, or on another device) are copied to bfloat16 first,
     /// exactly, and the result copied back (correct, not fast).
     /// </summary>
     internal sealed unsafe class Session : ITensorMergeSession
@@ -404,7 +404,6 @@ internal static class BFloat16TaskArithmetic
         private readonly TaskArithmeticVariant _variant;
         private readonly TaskArithmeticSettings _settings;
         private readonly string _tensorName;
-        private readonly long _numel;
         private readonly int _count;
         private readonly float[] _weights;
         private readonly float[] _lower;
@@ -440,7 +439,6 @@ internal static class BFloat16TaskArithmetic
             _variant = variant;
             _settings = settings;
             _tensorName = tensorName;
-            _numel = numel;
             _count = settings.Weights.Length;
             _weights = RoundedWeights(settings.Weights);
             _lower = new float[_count];
