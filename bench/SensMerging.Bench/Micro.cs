@@ -61,9 +61,16 @@ internal static class Micro
         {
             var size = dtype == ScalarType.Float32 ? 4 : 2;
             // Experts as fine-tunes are: the base plus a small task vector (so magnitudes crowd into few histogram keys).
-            using var baseWide = torch.randn(n).mul_(0.02);
+            // Each intermediate held by a variable until libtorch is done with it (a temporary's finalizer could free it).
+            using var baseWide = torch.randn(n);
+            baseWide.mul_(0.02);
             using var baseTensor = baseWide.to(dtype);
-            var models = Enumerable.Range(0, experts).Select(_ => torch.randn(n).mul_(0.001).add_(baseWide).to(dtype)).ToList();
+            var models = Enumerable.Range(0, experts).Select(_ =>
+            {
+                using var delta = torch.randn(n);
+                delta.mul_(0.001).add_(baseWide);
+                return delta.to(dtype);
+            }).ToList();
             using var output = torch.empty(n, dtype);
             using var scratch = new NoScratch();
             // bfloat16 also in mergekit's rounding (the default for bf16 inputs): the fused passes.

@@ -227,10 +227,13 @@ public sealed class HalfPrecisionTests
                         var masked = magnitudes.Select((m, e) => (e * 2654435761L + k) % 7 < 4 ? m : 0f).ToArray();
                         foreach (var values in new[] { magnitudes, masked })
                         {
-                            using var stored = torch.tensor(values).to(ScalarType.BFloat16);
+                            // Each intermediate held by a variable: a temporary's finalizer could free its tensor while
+                            // libtorch still reads it (the GC runs often here, with these arrays).
+                            using var wide = torch.tensor(values);
+                            using var stored = wide.to(ScalarType.BFloat16);
                             using var sum = stored.sum();
-                            using var wide = sum.to(ScalarType.Float32);
-                            var byTorch = wide.item<float>();
+                            using var sumWide = sum.to(ScalarType.Float32);
+                            var byTorch = sumWide.item<float>();
                             var expected = Round((float)values.Sum(v => (double)v), ScalarType.BFloat16);
                             checkedSums++;
                             if (byTorch != expected)
