@@ -206,8 +206,27 @@ public sealed class HalfPrecisionTests
     {
         var differing = new List<string>();
         var checkedSums = 0;
-        // On a thread of its own: torch's thread count is set for the calling thread.
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? failure = null;
+        // On a thread of its own: torch's thread count is set for the calling thread. Its exception, if any, is rethrown
+        // here (unhandled on that thread it would end the test process).
         var worker = new Thread(() =>
+        {
+            try
+            {
+                SumsOnOneThread();
+            }
+            catch (Exception ex)
+            {
+                failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
+            }
+        });
+        worker.Start();
+        worker.Join();
+        failure?.Throw();
+        Assert.Equal(24, checkedSums);
+        Assert.True(differing.Count == 0, string.Join("; ", differing));
+
+        void SumsOnOneThread()
         {
             var previous = torch.get_num_threads();
             torch.set_num_threads(1);
@@ -248,11 +267,7 @@ public sealed class HalfPrecisionTests
             {
                 torch.set_num_threads(previous);
             }
-        });
-        worker.Start();
-        worker.Join();
-        Assert.Equal(24, checkedSums);
-        Assert.True(differing.Count == 0, string.Join("; ", differing));
+        }
     }
 
     /// <summary>DARE's keep decisions: the project's counter stream keyed by seed + model and the element's position.</summary>
