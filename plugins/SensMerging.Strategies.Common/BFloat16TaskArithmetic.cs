@@ -54,14 +54,11 @@ internal static class BFloat16TaskArithmetic
         WholeTensor.Run(session, request);
     }
 
-    /// <summary>How many copies of the 32768 buckets a <see cref="MagnitudeHistogram"/> counts into (lane k into copy k mod 4).</summary>
-    private const int HistogramCopies = 4;
-
-    /// <summary>A zeroed histogram of <see cref="HistogramCopies"/> x 32768 buckets from the shared pool.</summary>
+    /// <summary>A zeroed histogram of <see cref="FloatLanes.HistogramCopies"/> x 32768 buckets from the shared pool.</summary>
     private static long[] RentHistogram()
     {
-        var histogram = System.Buffers.ArrayPool<long>.Shared.Rent(HistogramCopies * MagnitudeSelect.HalfKeys);
-        Array.Clear(histogram, 0, HistogramCopies * MagnitudeSelect.HalfKeys);
+        var histogram = System.Buffers.ArrayPool<long>.Shared.Rent(FloatLanes.HistogramCopies * MagnitudeSelect.HalfKeys);
+        Array.Clear(histogram, 0, FloatLanes.HistogramCopies * MagnitudeSelect.HalfKeys);
         return histogram;
     }
 
@@ -115,7 +112,7 @@ internal static class BFloat16TaskArithmetic
         for (var key = 0; key < MagnitudeSelect.HalfKeys; key++)
         {
             long count = 0;
-            for (var copy = 0; copy < HistogramCopies; copy++)
+            for (var copy = 0; copy < FloatLanes.HistogramCopies; copy++)
             {
                 count += histogram[(copy * MagnitudeSelect.HalfKeys) + key];
             }

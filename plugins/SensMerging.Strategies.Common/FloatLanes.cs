@@ -65,7 +65,8 @@ internal unsafe interface IFloatLanes<TSelf>
 
     /// <summary>
     /// Stores at <paramref name="keys"/> each lane's 15-bit bfloat16 magnitude key (of a rounded value) plus the offset of
-    /// its copy of the histogram's buckets: lane k counts into copy k mod 4 (of <paramref name="bucketsPerCopy"/> buckets).
+    /// its copy of the histogram's buckets: lane k counts into copy k mod <see cref="FloatLanes.HistogramCopies"/> (of
+    /// <paramref name="bucketsPerCopy"/> buckets).
     /// </summary>
     static abstract void StoreMagnitudeKeys(TSelf rounded, uint* keys, uint bucketsPerCopy);
 
@@ -82,7 +83,7 @@ internal readonly unsafe struct FloatLanes8 : IFloatLanes<FloatLanes8>
 {
     private readonly Vector256<float> _v;
 
-    private FloatLanes8(Vector256<float> v) => _v = v;
+    internal FloatLanes8(Vector256<float> v) => _v = v;
 
     public static int Count => 8;
 
@@ -145,7 +146,7 @@ internal readonly unsafe struct FloatLanes8 : IFloatLanes<FloatLanes8>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void StoreMagnitudeKeys(FloatLanes8 rounded, uint* keys, uint bucketsPerCopy)
     {
-        var copies = Vector256.Create(0u, 1u, 2u, 3u, 0u, 1u, 2u, 3u) * bucketsPerCopy;
+        var copies = (Vector256<uint>.Indices & Vector256.Create((uint)FloatLanes.HistogramCopies - 1)) * bucketsPerCopy;
         (((rounded._v.AsUInt32() >>> 16) & Vector256.Create(0x7FFFu)) + copies).Store(keys);
     }
 
@@ -240,29 +241,26 @@ internal readonly unsafe struct FloatLanes16 : IFloatLanes<FloatLanes16>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void StoreMagnitudeKeys(FloatLanes16 rounded, uint* keys, uint bucketsPerCopy)
     {
-        // Stored as two 256-bit halves: the scalar loads that follow are forwarded from them (measured: a 512-bit store
-        // made the histogram pass a third slower on AMD Zen 4).
-        var copies = Vector512.Create(0u, 1u, 2u, 3u, 0u, 1u, 2u, 3u, 0u, 1u, 2u, 3u, 0u, 1u, 2u, 3u) * bucketsPerCopy;
-        var withCopies = ((rounded._v.AsUInt32() >>> 16) & Vector512.Create(0x7FFFu)) + copies;
-        withCopies.GetLower().Store(keys);
-        withCopies.GetUpper().Store(keys + 8);
+        // As two eight-lane halves (lane k + 8 counts into the same copy as lane k): the scalar loads that follow are
+        // forwarded from 256-bit stores (measured: a 512-bit store made the histogram pass a third slower on AMD Zen 4).
+        FloatLanes8.StoreMagnitudeKeys(new FloatLanes8(rounded._v.GetLower()), keys, bucketsPerCopy);
+        FloatLanes8.StoreMagnitudeKeys(new FloatLanes8(rounded._v.GetUpper()), keys + 8, bucketsPerCopy);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void AddByPosition(FloatLanes16 values, ref Vector256<double> low, ref Vector256<double> high)
     {
-        var (first, second) = Vector256.Widen(values._v.GetLower());
-        low += first;
-        high += second;
-        (first, second) = Vector256.Widen(values._v.GetUpper());
-        low += first;
-        high += second;
+        FloatLanes8.AddByPosition(new FloatLanes8(values._v.GetLower()), ref low, ref high);
+        FloatLanes8.AddByPosition(new FloatLanes8(values._v.GetUpper()), ref low, ref high);
     }
 }
 
 /// <summary>Which vector width the fused passes run at.</summary>
 internal static class FloatLanes
 {
+    /// <summary>How many copies of its buckets a magnitude histogram counts into (<see cref="IFloatLanes{TSelf}.StoreMagnitudeKeys"/>; a power of two).</summary>
+    public const int HistogramCopies = 4;
+
     /// <summary>Set on a thread (tests) to run the eight-lane passes where sixteen would be taken.</summary>
     [ThreadStatic]
     internal static bool EightOnly;
