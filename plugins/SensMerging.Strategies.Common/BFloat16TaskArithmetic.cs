@@ -152,10 +152,11 @@ internal static class BFloat16TaskArithmetic
     /// <summary>What the combination needs, fixed for the tensor.</summary>
     /// <remarks>
     /// Per model: the magnitude band (Lower, Upper), DARE's keep stream (RandomKey, RandomThreshold; threshold 0: no
-    /// random drop) and the L1 rescale factor (Factor, applied where Rescaled).
+    /// random drop) and its draws where a statistics pass kept them (Keep), and the L1 rescale factor (Factor, applied
+    /// where Rescaled).
     /// </remarks>
     private sealed record Plan(int Count, float[] Weights, float[] Lower, float[] Upper, bool[] Drop, bool Consensus, bool Normalize, float? Lambda, float PlainDivisor,
-        ulong[] RandomKey, uint[] RandomThreshold, bool[] Random, float[] Factor, bool[] Rescaled);
+        ulong[] RandomKey, uint[] RandomThreshold, bool[] Random, KeepBits?[] Keep, float[] Factor, bool[] Rescaled);
 
     /// <summary>Per element: each model's band mask and weight, then the sum or sign election, divisor, lambda and base.</summary>
     private static unsafe void Combine(Plan plan, IntPtr[] inputs, long n, ushort* basePtr, ushort* output, long elementStart)
@@ -240,6 +241,7 @@ internal static class BFloat16TaskArithmetic
                 Factor = TLanes.Create(plan.Factor[i]),
                 Threshold = plan.RandomThreshold[i],
                 Key = plan.RandomKey[i],
+                Keep = plan.Keep[i] is { } keep ? keep.Pointer : null,
                 Drop = plan.Drop[i],
                 HasLower = !float.IsNegativeInfinity(plan.Lower[i]),
                 HasUpper = !float.IsPositiveInfinity(plan.Upper[i]),
@@ -277,7 +279,10 @@ internal static class BFloat16TaskArithmetic
                     }
                     if (m.Random)
                     {
-                        delta *= TLanes.Select(TLanes.RandomKeep(m.Key, elementStart + j, m.Threshold), one, zero);
+                        var keep = m.Keep != null
+                            ? TLanes.MaskFromBits(KeepBits.Read(m.Keep, elementStart + j, TLanes.Count))
+                            : TLanes.RandomKeep(m.Key, elementStart + j, m.Threshold);
+                        delta *= TLanes.Select(keep, one, zero);
                     }
                     if (m.Rescaled)
                     {
@@ -329,7 +334,7 @@ internal static class BFloat16TaskArithmetic
     }
 
     /// <summary>One model's constants of <see cref="Plan"/> as vectors, set once per combination.</summary>
-    private struct ModelLanes<TLanes>
+    private unsafe struct ModelLanes<TLanes>
         where TLanes : unmanaged, IFloatLanes<TLanes>
     {
         public TLanes Weight;
@@ -338,6 +343,7 @@ internal static class BFloat16TaskArithmetic
         public TLanes Factor;
         public uint Threshold;
         public ulong Key;
+        public byte* Keep;
         public bool Drop;
         public bool HasLower;
         public bool HasUpper;
@@ -392,7 +398,9 @@ internal static class BFloat16TaskArithmetic
     /// tensor), so the bits do not depend on the block size; the whole-tensor <see cref="Merge"/> runs this session over a
     /// single block. With the L1 rescale one more statistics pass sums each rescaled model's magnitudes before and after
     /// its mask in position-keyed float64 lanes (<see cref="PositionLanes"/>: the same sums whatever the blocks), from
-    /// which <see cref="TaskArithmeticSettings.L1RescaleFactorInDType"/> takes the factor. Blocks whose tensors are all
+    /// which <see cref="TaskArithmeticSettings.L1RescaleFactorInDType"/> takes the factor; that pass keeps each DARE
+    /// model's draws as bits (<see cref="KeepBits"/>, numel / 8 bytes per model while the session lives), which the
+    /// combination pass reads instead of drawing again. Blocks whose tensors are all
     /// contiguous CPU bfloat16 are read and written in place; others (float32 holding the host's bfloat16-rounded values, or on another device) are copied to bfloat16 first,
     /// exactly, and the result copied back (correct, not fast).
     /// </summary>
@@ -411,6 +419,8 @@ internal static class BFloat16TaskArithmetic
         private readonly ulong[] _randomKey;
         private readonly uint[] _randomThreshold;
         private readonly bool[] _random;
+        private readonly KeepBits?[] _keep;
+        private readonly long _elements;
         private readonly bool[] _rescaled;
         private readonly float[] _factor;
         private readonly double[][] _l1Total;
@@ -446,6 +456,8 @@ internal static class BFloat16TaskArithmetic
             _randomKey = new ulong[_count];
             _randomThreshold = new uint[_count];
             _random = new bool[_count];
+            _keep = new KeepBits?[_count];
+            _elements = numel;
             _rescaled = new bool[_count];
             _factor = new float[_count];
             _l1Total = [.. Enumerable.Range(0, _count).Select(_ => new double[PositionLanes.Count])];
@@ -511,6 +523,14 @@ internal static class BFloat16TaskArithmetic
             }
             if (_rescaled.Any(r => r) && !_drop.Where((_, i) => _rescaled[i]).All(d => d))
             {
+                // The norm pass draws DARE's keep mask of each rescaled model: kept as bits for the merge pass.
+                for (var i = 0; i < _count; i++)
+                {
+                    if (_random[i] && _rescaled[i] && !_drop[i] && _elements <= KeepBits.MaxElements)
+                    {
+                        _keep[i] = new KeepBits(_elements);
+                    }
+                }
                 _phase = Phase.Norms;
                 return true;
             }
@@ -555,7 +575,14 @@ internal static class BFloat16TaskArithmetic
             bits.CopyOutputBack(block.Output);
         }
 
-        public void Dispose() => ReturnHistograms();
+        public void Dispose()
+        {
+            ReturnHistograms();
+            foreach (var keep in _keep)
+            {
+                keep?.Dispose();
+            }
+        }
 
         private void ReadThresholds()
         {
@@ -585,7 +612,7 @@ internal static class BFloat16TaskArithmetic
             }
             _phase = Phase.Done;
             _plan = new Plan(_count, _weights, _lower, _upper, _drop, _variant.Consensus == ConsensusMethod.Sum, _settings.Normalize,
-                _settings.Lambda == 1.0 ? null : (float)_settings.Lambda, PlainDivisor(_weights), _randomKey, _randomThreshold, _random, _factor, _rescaled);
+                _settings.Lambda == 1.0 ? null : (float)_settings.Lambda, PlainDivisor(_weights), _randomKey, _randomThreshold, _random, _keep, _factor, _rescaled);
         }
 
         /// <summary>
@@ -642,6 +669,7 @@ internal static class BFloat16TaskArithmetic
             var threshold = _randomThreshold[i];
             var key = _randomKey[i];
             var random = _random[i];
+            var bits = _keep[i];
             var one = TLanes.Create(1f);
             var total0 = Vector256.Create(total[0], total[1], total[2], total[3]);
             var total1 = Vector256.Create(total[4], total[5], total[6], total[7]);
@@ -655,6 +683,7 @@ internal static class BFloat16TaskArithmetic
                 var keep = random
                     ? TLanes.RandomKeep(key, start + j, threshold)
                     : TLanes.Select(TLanes.GreaterThanOrEqual(magnitude, lower), TLanes.LessThanOrEqual(magnitude, upper), TLanes.Zero);
+                bits?.Write(start + j, TLanes.MaskBits(keep), TLanes.Count);
                 TLanes.AddByPosition(magnitude, ref total0, ref total1);
                 TLanes.AddByPosition(magnitude * TLanes.Select(keep, one, TLanes.Zero), ref kept0, ref kept1);
             }
@@ -673,6 +702,7 @@ internal static class BFloat16TaskArithmetic
             var keep = _random[i]
                 ? CounterRandom.Uniform24(_randomKey[i], index) < _randomThreshold[i]
                 : magnitude >= _lower[i] && magnitude <= _upper[i];
+            _keep[i]?.Write(index, keep ? 1u : 0u, 1);
             _l1Total[i][lane] += magnitude;
             _l1Kept[i][lane] += magnitude * (keep ? 1f : 0f);
         }

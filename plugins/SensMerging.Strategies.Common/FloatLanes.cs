@@ -63,6 +63,12 @@ internal unsafe interface IFloatLanes<TSelf>
     /// <summary>All bits set in lane k where <see cref="CounterRandom.Uniform24"/>(<paramref name="key"/>, <paramref name="index"/> + k) &lt; <paramref name="threshold"/>.</summary>
     static abstract TSelf RandomKeep(ulong key, long index, uint threshold);
 
+    /// <summary>Bit k set where lane k of <paramref name="mask"/> (a comparison's result: all bits set or none) is set.</summary>
+    static abstract uint MaskBits(TSelf mask);
+
+    /// <summary>The inverse of <see cref="MaskBits"/>: all bits set in lane k where bit k of <paramref name="bits"/> is set.</summary>
+    static abstract TSelf MaskFromBits(uint bits);
+
     /// <summary>
     /// Stores at <paramref name="keys"/> each lane's 15-bit bfloat16 magnitude key (of a rounded value) plus the offset of
     /// its copy of the histogram's buckets: lane k counts into copy k mod <see cref="FloatLanes.HistogramCopies"/> (of
@@ -142,6 +148,16 @@ internal readonly unsafe struct FloatLanes8 : IFloatLanes<FloatLanes8>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static FloatLanes8 RandomKeep(ulong key, long index, uint threshold) =>
         new(Vector256.LessThan(CounterRandom.Uniform24x8(key, index), Vector256.Create(threshold)).AsSingle());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint MaskBits(FloatLanes8 mask) => mask._v.ExtractMostSignificantBits();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FloatLanes8 MaskFromBits(uint bits)
+    {
+        var lanes = Vector256.Create(1u, 2u, 4u, 8u, 16u, 32u, 64u, 128u);
+        return new(Vector256.Equals(Vector256.Create(bits) & lanes, lanes).AsSingle());
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void StoreMagnitudeKeys(FloatLanes8 rounded, uint* keys, uint bucketsPerCopy)
@@ -237,6 +253,16 @@ internal readonly unsafe struct FloatLanes16 : IFloatLanes<FloatLanes16>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static FloatLanes16 RandomKeep(ulong key, long index, uint threshold) =>
         new(Vector512.LessThan(CounterRandom.Uniform24x16(key, index), Vector512.Create(threshold)).AsSingle());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint MaskBits(FloatLanes16 mask) => (uint)mask._v.ExtractMostSignificantBits();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static FloatLanes16 MaskFromBits(uint bits)
+    {
+        var lanes = Vector512.Create(1u, 2u, 4u, 8u, 16u, 32u, 64u, 128u, 256u, 512u, 1024u, 2048u, 4096u, 8192u, 16384u, 32768u);
+        return new(Vector512.Equals(Vector512.Create(bits) & lanes, lanes).AsSingle());
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void StoreMagnitudeKeys(FloatLanes16 rounded, uint* keys, uint bucketsPerCopy)
