@@ -26,7 +26,6 @@ internal sealed unsafe class KeepBits : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(elements);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(elements, MaxElements);
-        Elements = elements;
         // Four bytes past the last bit's byte: a run is read and written as one unaligned 32-bit word.
         _array = ArrayPool<byte>.Shared.Rent((int)((elements + 7) / 8) + sizeof(uint));
         _pin = GCHandle.Alloc(_array, GCHandleType.Pinned);
@@ -35,9 +34,6 @@ internal sealed unsafe class KeepBits : IDisposable
 
     /// <summary>The largest tensor a mask holds (one pooled array of at most 2^30 bytes).</summary>
     public static long MaxElements => ((1L << 30) - sizeof(uint)) * 8;
-
-    /// <summary>How many elements the mask covers.</summary>
-    public long Elements { get; }
 
     /// <summary>The bits' first byte, valid until <see cref="Dispose"/>; for <see cref="Read(byte*, long, int)"/> in a vector loop.</summary>
     public byte* Pointer => _bits != null ? _bits : throw new ObjectDisposedException(nameof(KeepBits));
