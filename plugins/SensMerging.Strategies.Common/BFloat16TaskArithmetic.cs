@@ -526,9 +526,9 @@ internal static class BFloat16TaskArithmetic
                 // The norm pass draws DARE's keep mask of each rescaled model: kept as bits for the merge pass.
                 for (var i = 0; i < _count; i++)
                 {
-                    if (_random[i] && _rescaled[i] && !_drop[i] && _elements <= KeepBits.MaxElements)
+                    if (_random[i] && _rescaled[i] && !_drop[i])
                     {
-                        _keep[i] = new KeepBits(_elements);
+                        _keep[i] = KeepBits.ForTensor(_elements);
                     }
                 }
                 _phase = Phase.Norms;

@@ -153,10 +153,14 @@ internal readonly unsafe struct FloatLanes8 : IFloatLanes<FloatLanes8>
     public static uint MaskBits(FloatLanes8 mask) => mask._v.ExtractMostSignificantBits();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static FloatLanes8 MaskFromBits(uint bits)
+    public static FloatLanes8 MaskFromBits(uint bits) => new(Mask(bits));
+
+    /// <summary><see cref="MaskFromBits"/> as a plain vector (the float32 kernel's lanes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Mask(uint bits)
     {
         var lanes = Vector256.Create(1u, 2u, 4u, 8u, 16u, 32u, 64u, 128u);
-        return new(Vector256.Equals(Vector256.Create(bits) & lanes, lanes).AsSingle());
+        return Vector256.Equals(Vector256.Create(bits) & lanes, lanes).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

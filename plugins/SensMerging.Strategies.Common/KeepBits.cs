@@ -32,6 +32,9 @@ internal sealed unsafe class KeepBits : IDisposable
         _bits = (byte*)_pin.AddrOfPinnedObject();
     }
 
+    /// <summary>A mask for a tensor of <paramref name="elements"/>, or null past <see cref="MaxElements"/> (the draws are then made again where needed).</summary>
+    public static KeepBits? ForTensor(long elements) => elements <= MaxElements ? new KeepBits(elements) : null;
+
     /// <summary>The largest tensor a mask holds (one pooled array of at most 2^30 bytes).</summary>
     public static long MaxElements => ((1L << 30) - sizeof(uint)) * 8;
 

@@ -25,6 +25,7 @@ internal sealed unsafe class TaskArithmeticKernel
         Scale = new float[count];
         RandomKey = new ulong[count];
         RandomThreshold = new uint[count];
+        Keep = new KeepBits?[count];
         Array.Fill(Lower, float.NegativeInfinity);
         Array.Fill(Upper, float.PositiveInfinity);
         Array.Fill(Scale, 1f);
@@ -50,6 +51,12 @@ internal sealed unsafe class TaskArithmeticKernel
 
     /// <summary>Per-model keep threshold on the 24-bit uniform value (when <see cref="Random"/>).</summary>
     public uint[] RandomThreshold { get; }
+
+    /// <summary>
+    /// Per model, where set: its random draws kept as bits. <see cref="AddL1"/> writes them as it draws, and the merge
+    /// reads them instead of drawing again (the caller owns and disposes them).
+    /// </summary>
+    public KeepBits?[] Keep { get; }
 
     /// <summary>Random drop (DARE) on.</summary>
     public bool Random { get; set; }
@@ -98,7 +105,7 @@ internal sealed unsafe class TaskArithmeticKernel
             Span<Vector256<float>> contributions = count <= 32 ? stackalloc Vector256<float>[count] : new Vector256<float>[count];
             for (var i = 0; i < count; i++)
             {
-                settings[i] = new ModelVectors(Weights[i], Lower[i], Upper[i], Scale[i], RandomKey[i], RandomThreshold[i]);
+                settings[i] = new ModelVectors(Weights[i], Lower[i], Upper[i], Scale[i], RandomKey[i], RandomThreshold[i], Keep[i] is { } keep ? keep.Pointer : null);
             }
             var outputScale = Vector256.Create(OutputScale);
             var lambda = Vector256.Create(Lambda);
@@ -199,13 +206,16 @@ internal sealed unsafe class TaskArithmeticKernel
             var kept1 = Vector256.Create(keptLanes[4], keptLanes[5], keptLanes[6], keptLanes[7]);
             var key = RandomKey[i];
             var threshold = RandomThreshold[i];
+            var bits = Keep[i];
             for (; e + Vector256<float>.Count <= n; e += Vector256<float>.Count)
             {
                 var magnitude = Vector256.Abs(T.Load(model, e) - T.Load(baseValues, e));
                 var keep = ~(Vector256.LessThan(magnitude, low) | Vector256.GreaterThan(magnitude, high));
                 if (Random)
                 {
-                    keep &= RandomKeep(key, threshold, start + e);
+                    var drawn = RandomKeep(key, threshold, start + e);
+                    bits?.Write(start + e, drawn.ExtractMostSignificantBits(), Vector256<float>.Count);
+                    keep &= drawn;
                 }
                 var (magnitudeLow, magnitudeHigh) = Vector256.Widen(magnitude);
                 var (keptLow, keptHigh) = Vector256.Widen(magnitude & keep);
@@ -231,11 +241,12 @@ internal sealed unsafe class TaskArithmeticKernel
         var lane = (int)((start + e) & 7);
         var magnitude = MathF.Abs(T.LoadOne(model, e) - T.LoadOne(baseValues, e));
         totalLanes[lane] += magnitude;
-        if (magnitude < Lower[i] || magnitude > Upper[i])
+        var drawn = !Random || CounterRandom.Uniform24(RandomKey[i], start + e) < RandomThreshold[i];
+        if (Random)
         {
-            return;
+            Keep[i]?.Write(start + e, drawn ? 1u : 0u, 1);
         }
-        if (Random && CounterRandom.Uniform24(RandomKey[i], start + e) >= RandomThreshold[i])
+        if (magnitude < Lower[i] || magnitude > Upper[i] || !drawn)
         {
             return;
         }
@@ -263,7 +274,9 @@ internal sealed unsafe class TaskArithmeticKernel
         }
         if (Random)
         {
-            d &= RandomKeep(m.RandomKey, m.RandomThreshold, e + randomOffset);
+            d &= m.Keep != null
+                ? FloatLanes8.Mask(KeepBits.Read(m.Keep, e + randomOffset, Vector256<float>.Count))
+                : RandomKeep(m.RandomKey, m.RandomThreshold, e + randomOffset);
         }
         return m.Scaled ? d * m.Scale : d;
     }
@@ -294,7 +307,7 @@ internal sealed unsafe class TaskArithmeticKernel
     }
 
     /// <summary>One model's settings as vectors and flags, for the vector loop.</summary>
-    private readonly struct ModelVectors(float weight, float lower, float upper, float scale, ulong randomKey, uint randomThreshold)
+    private readonly unsafe struct ModelVectors(float weight, float lower, float upper, float scale, ulong randomKey, uint randomThreshold, byte* keep)
     {
         public Vector256<float> Weight { get; } = Vector256.Create(weight);
 
@@ -307,6 +320,9 @@ internal sealed unsafe class TaskArithmeticKernel
         public ulong RandomKey { get; } = randomKey;
 
         public uint RandomThreshold { get; } = randomThreshold;
+
+        /// <summary>The model's kept draws (<see cref="Keep"/>), or null to draw them.</summary>
+        public byte* Keep { get; } = keep;
 
         /// <summary>Scale 0: the model contributes nothing.</summary>
         public bool Dropped { get; } = scale == 0f;

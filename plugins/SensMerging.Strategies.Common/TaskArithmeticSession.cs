@@ -24,6 +24,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     private readonly bool[] _rescaled;
     private readonly double[][] _l1Total;
     private readonly double[][] _l1Kept;
+    private readonly long _elements;
     private bool _thresholdsSet;
     private bool _normPass;
     private bool _statisticsDone;
@@ -32,6 +33,7 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
     {
         _variant = variant;
         _tensorName = tensorName;
+        _elements = numel;
         var count = settings.Weights.Length;
         _kernel = new TaskArithmeticKernel(count)
         {
@@ -174,6 +176,14 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
         }
         if (_rescaled.Any(r => r))
         {
+            // The norm pass draws DARE's keep mask of each rescaled model: kept as bits for the merge.
+            for (var i = 0; i < _rescaled.Length; i++)
+            {
+                if (_kernel.Random && _rescaled[i])
+                {
+                    _kernel.Keep[i] = KeepBits.ForTensor(_elements);
+                }
+            }
             _normPass = true;
             return true;
         }
@@ -256,7 +266,11 @@ internal sealed unsafe class TaskArithmeticSession : ITensorMergeSession
 
     public void Dispose()
     {
-        // Nothing native is held: histograms are managed and dropped with the session.
+        // Histograms are managed and dropped with the session; the kept draws go back to their pool.
+        foreach (var keep in _kernel.Keep)
+        {
+            keep?.Dispose();
+        }
     }
 
     private void Check(MergeTensorRequest block)
