@@ -76,11 +76,10 @@ internal static class Micro
             // bfloat16 also in mergekit's rounding (the default for bf16 inputs): the fused passes.
             foreach (var compute in dtype == ScalarType.BFloat16 ? new[] { ScalarType.Float32, ScalarType.BFloat16 } : [ScalarType.Float32])
             {
-                var mode = compute == ScalarType.Float32 ? string.Empty : " (bf16 rounding)";
                 foreach (var strategy in new IMergeStrategy[] { new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.TaskArithmetic), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.Ties), new GeneralizedTaskArithmeticStrategy(TaskArithmeticVariant.DareTies) })
                 {
                     var request = Request(strategy, baseTensor, models, output, scratch, compute);
-                    Time($"{strategy.Name} kernel {dtype}{mode} n={n} experts={experts}", n * size * (experts + 2), () => strategy.Merge(request));
+                    Time($"{strategy.Name} kernel {dtype}{Mode(compute)} n={n} experts={experts}", n * size * (experts + 2), () => strategy.Merge(request));
                 }
                 ElementwiseItems(baseTensor, models, output, scratch, size, compute);
                 foreach (var variant in new[] { TaskArithmeticVariant.Ties, TaskArithmeticVariant.DareTies })

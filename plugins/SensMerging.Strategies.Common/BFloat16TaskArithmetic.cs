@@ -54,16 +54,9 @@ internal static class BFloat16TaskArithmetic
         WholeTensor.Run(session, request);
     }
 
-    /// <summary>A zeroed histogram of <see cref="FloatLanes.HistogramCopies"/> x 32768 buckets from the shared pool.</summary>
-    private static long[] RentHistogram()
-    {
-        var histogram = System.Buffers.ArrayPool<long>.Shared.Rent(FloatLanes.HistogramCopies * MagnitudeSelect.HalfKeys);
-        Array.Clear(histogram, 0, FloatLanes.HistogramCopies * MagnitudeSelect.HalfKeys);
-        return histogram;
-    }
-
     /// <summary>
-    /// Counts into <paramref name="histogram"/> (<see cref="RentHistogram"/>) how many elements have each 15-bit magnitude
+    /// Counts into <paramref name="histogram"/> (<see cref="MagnitudeSelect.RentHistogram"/> of
+    /// <see cref="FloatLanes.HistogramCopies"/> copies) how many elements have each 15-bit magnitude
     /// key of bf16(x - base). Neighbouring elements of a task vector often share a key; counting the lanes of a vector into
     /// four copies of the buckets keeps each increment from waiting on the one before.
     /// </summary>
@@ -500,7 +493,7 @@ internal static class BFloat16TaskArithmetic
                     {
                         if (_ranks[i].Lower > 0 || _ranks[i].Upper > 0)
                         {
-                            _histograms[i] = RentHistogram();
+                            _histograms[i] = MagnitudeSelect.RentHistogram(FloatLanes.HistogramCopies);
                         }
                     }
                     if (_histograms.Any(h => h is not null))
@@ -734,7 +727,7 @@ internal static class BFloat16TaskArithmetic
             {
                 if (_histograms[i] is { } histogram)
                 {
-                    System.Buffers.ArrayPool<long>.Shared.Return(histogram);
+                    MagnitudeSelect.ReturnHistogram(histogram);
                     _histograms[i] = null;
                 }
             }

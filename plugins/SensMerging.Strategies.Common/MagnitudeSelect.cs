@@ -92,13 +92,14 @@ public static class MagnitudeSelect
     public const int HalfKeys = 1 << 15;
 
     /// <summary>
-    /// A zeroed histogram of at least <see cref="HalfKeys"/> buckets from the shared pool (256 KiB: renting it keeps
-    /// small tensors from allocating one each); give it back with <see cref="ReturnHistogram"/>.
+    /// A zeroed histogram of at least <paramref name="copies"/> x <see cref="HalfKeys"/> buckets from the shared pool
+    /// (256 KiB a copy: renting it keeps small tensors from allocating one each); give it back with
+    /// <see cref="ReturnHistogram"/>.
     /// </summary>
-    public static long[] RentHistogram()
+    public static long[] RentHistogram(int copies = 1)
     {
-        var histogram = System.Buffers.ArrayPool<long>.Shared.Rent(HalfKeys);
-        Array.Clear(histogram, 0, HalfKeys);
+        var histogram = System.Buffers.ArrayPool<long>.Shared.Rent(copies * HalfKeys);
+        Array.Clear(histogram, 0, copies * HalfKeys);
         return histogram;
     }
 
